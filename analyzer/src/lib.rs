@@ -1,0 +1,18 @@
+//! The pure core of archtrace: the span model that every other crate speaks, edge derivation,
+//! and (as the analysis issues land) graphs, metrics, findings and drift.
+//!
+//! Architecture invariant: this crate does no IO, has no async runtime and no database. It is a
+//! function from spans to graphs and findings, tested with plain data.
+
+pub mod aggregate;
+pub mod derive;
+pub mod findings;
+pub mod metrics;
+pub mod render;
+pub mod risk;
+pub mod sketch;
+pub mod snapshot;
+pub mod span;
+pub mod time;
+
+pub use span::{Link, PeerAttributes, Span, SpanDetail, SpanId, SpanKind, StatusCode, TraceId};

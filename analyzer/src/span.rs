@@ -1,0 +1,213 @@
+//! The span model: what archtrace keeps of one OpenTelemetry span, whatever format it came in.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A 128-bit trace id. Never all zero (the receivers reject such spans).
+pub type TraceId = [u8; 16];
+/// A 64-bit span id. Never all zero.
+pub type SpanId = [u8; 8];
+
+/// The service name OpenTelemetry SDKs report when none is configured; the edge contract uses it
+/// for spans whose resource has no `service.name`.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SpanKind {
+    #[default]
+    Unspecified,
+    Internal,
+    Server,
+    Client,
+    Producer,
+    Consumer,
+}
+
+impl SpanKind {
+    /// Maps the OTLP enum value; unknown values are treated as unspecified, as the spec asks.
+    pub fn from_otlp(value: i32) -> Self {
+        match value {
+            1 => Self::Internal,
+            2 => Self::Server,
+            3 => Self::Client,
+            4 => Self::Producer,
+            5 => Self::Consumer,
+            _ => Self::Unspecified,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Internal => "internal",
+            Self::Server => "server",
+            Self::Client => "client",
+            Self::Producer => "producer",
+            Self::Consumer => "consumer",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Unspecified,
+            Self::Internal,
+            Self::Server,
+            Self::Client,
+            Self::Producer,
+            Self::Consumer,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+impl fmt::Display for SpanKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum StatusCode {
+    #[default]
+    Unset,
+    Ok,
+    Error,
+}
+
+impl StatusCode {
+    pub fn from_otlp(value: i32) -> Self {
+        match value {
+            1 => Self::Ok,
+            2 => Self::Error,
+            _ => Self::Unset,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unset => "unset",
+            Self::Ok => "ok",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Unset, Self::Ok, Self::Error]
+            .into_iter()
+            .find(|code| code.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+/// A link to another span (possibly in another trace), as batch consumers use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// The link's attributes as a JSON object (`{}` when it has none).
+    pub attributes_json: String,
+}
+
+/// The span and resource attributes the edge derivation reads (see the edge-derivation contract);
+/// each one has its own column in the store so a window can be re-derived without parsing JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerAttributes {
+    pub peer_service: Option<String>,
+    pub server_address: Option<String>,
+    pub server_port: Option<i64>,
+    pub network_peer_address: Option<String>,
+    pub network_peer_port: Option<i64>,
+    pub net_peer_name: Option<String>,
+    pub net_sock_peer_addr: Option<String>,
+    pub db_system: Option<String>,
+    pub db_system_name: Option<String>,
+    pub db_namespace: Option<String>,
+    pub db_name: Option<String>,
+    pub messaging_system: Option<String>,
+    pub messaging_destination_name: Option<String>,
+    pub rpc_service: Option<String>,
+    pub http_route: Option<String>,
+    /// `http.request.method`, or the legacy `http.method`.
+    pub http_method: Option<String>,
+}
+
+/// Everything else a span carried, kept so that nothing a later analysis may want is lost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpanDetail {
+    pub trace_state: String,
+    pub status_message: String,
+    pub scope_name: String,
+    pub scope_version: String,
+    /// The span attributes not held in [`PeerAttributes`], as a JSON object.
+    pub attributes_json: String,
+    /// All resource attributes as a JSON object; shared by the spans of one resource.
+    pub resource_attributes_json: Arc<str>,
+    pub events_count: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_span_id: Option<SpanId>,
+    /// `service.name`, prefixed `namespace/` when `service.namespace` is set; never empty.
+    pub service: Arc<str>,
+    pub name: String,
+    pub kind: SpanKind,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub status: StatusCode,
+    pub links: Vec<Link>,
+    pub peer: PeerAttributes,
+    /// `deployment.environment.name` (or the legacy `deployment.environment`) of the resource.
+    pub environment: Option<Arc<str>>,
+    pub detail: SpanDetail,
+}
+
+impl Span {
+    pub fn duration_ns(&self) -> i64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.status == StatusCode::Error
+    }
+}
+
+/// The node name of a service as the edge contract defines it.
+pub fn service_node_name(name: Option<&str>, namespace: Option<&str>) -> String {
+    let name = match name {
+        Some(name) if !name.is_empty() => name,
+        _ => UNKNOWN_SERVICE,
+    };
+    match namespace {
+        Some(namespace) if !namespace.is_empty() => format!("{namespace}/{name}"),
+        _ => name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_service_name_becomes_unknown_service() {
+        assert_eq!(service_node_name(None, None), "unknown_service");
+        assert_eq!(service_node_name(Some(""), None), "unknown_service");
+    }
+
+    #[test]
+    fn service_namespace_prefixes_the_name() {
+        assert_eq!(service_node_name(Some("cart"), Some("shop")), "shop/cart");
+        assert_eq!(service_node_name(Some("cart"), Some("")), "cart");
+    }
+
+    #[test]
+    fn span_kind_round_trips_through_its_name() {
+        for value in 0..=5 {
+            let kind = SpanKind::from_otlp(value);
+            assert_eq!(SpanKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(SpanKind::from_otlp(42), SpanKind::Unspecified);
+    }
+}

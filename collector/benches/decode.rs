@@ -1,0 +1,38 @@
+//! Decode + conversion alone, on the load generator's payloads: the physical bound the ingest
+//! rate is compared with. Run: `cargo bench -p archtrace-collector --bench decode`.
+
+use archtrace_collector::synth::Generator;
+use archtrace_collector::{otlp, otlp_json};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+fn payloads() -> (Vec<u8>, Vec<u8>, u64) {
+    let request = Generator::new(0x5eed, 1_700_000_000_000_000_000).request(512);
+    let spans = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len() as u64)
+        .sum();
+    (request.encode_to_vec(), otlp_json::encode(&request), spans)
+}
+
+fn decode(c: &mut Criterion) {
+    let (protobuf, json, spans) = payloads();
+    let mut group = c.benchmark_group("otlp");
+    group.throughput(Throughput::Elements(spans));
+    group.bench_function("protobuf_decode", |b| {
+        b.iter(|| ExportTraceServiceRequest::decode(&protobuf[..]).unwrap())
+    });
+    group.bench_function("protobuf_decode_convert", |b| {
+        b.iter(|| otlp::convert(ExportTraceServiceRequest::decode(&protobuf[..]).unwrap()))
+    });
+    group.bench_function("json_decode_convert", |b| {
+        b.iter(|| otlp::convert(otlp_json::decode(&json).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode);
+criterion_main!(benches);

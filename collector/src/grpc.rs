@@ -1,0 +1,114 @@
+//! OTLP/gRPC `TraceService/Export`.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::auth::Auth;
+use crate::ingest::{Ingest, IngestError, IngestReport, Outcome, Transport};
+use crate::otlp;
+
+pub struct GrpcTraceService {
+    ingest: Arc<Ingest>,
+    auth: Auth,
+}
+
+impl GrpcTraceService {
+    pub fn new(ingest: Arc<Ingest>, auth: Auth) -> Self {
+        GrpcTraceService { ingest, auth }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        self.ingest
+            .metrics()
+            .count_request(Transport::Grpc, outcome);
+    }
+}
+
+impl From<IngestError> for Status {
+    fn from(err: IngestError) -> Status {
+        // UNAVAILABLE is retryable in OTLP: the exporter backs off and sends again.
+        Status::unavailable(err.to_string())
+    }
+}
+
+pub fn response(report: &IngestReport) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: report
+            .rejection
+            .as_ref()
+            .map(|message| ExportTracePartialSuccess {
+                rejected_spans: report.rejected as i64,
+                error_message: message.clone(),
+            }),
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcTraceService {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if !self.auth.allows(header) {
+            self.count(Outcome::Unauthenticated);
+            return Err(Status::unauthenticated(
+                "missing or wrong bearer token: send `authorization: Bearer <token>`",
+            ));
+        }
+        let request = request.into_inner();
+        let bytes = request.encoded_len();
+        let converted = otlp::convert(request);
+        match self.ingest.ingest(converted, bytes).await {
+            Ok(report) => {
+                self.count(if report.rejected > 0 {
+                    Outcome::PartialSuccess
+                } else {
+                    Outcome::Success
+                });
+                Ok(Response::new(response(&report)))
+            }
+            Err(err) => {
+                self.count(Outcome::Unavailable);
+                Err(err.into())
+            }
+        }
+    }
+}
+
+/// Gives tonic's own request errors the codes OTLP clients expect. tonic answers an over-long
+/// uncompressed message with OUT_OF_RANGE (an over-long decompressed one already gets
+/// RESOURCE_EXHAUSTED) and a malformed message with INTERNAL, which exporters do not retry
+/// but also cannot tell from a server fault. These errors are sent as trailers-only responses,
+/// where the status sits in the headers.
+pub fn otlp_status_codes<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    let code = match status.code() {
+        tonic::Code::OutOfRange if status.message().contains("message length too large") => {
+            tonic::Code::ResourceExhausted
+        }
+        tonic::Code::Internal
+            if status
+                .message()
+                .starts_with("failed to decode Protobuf message") =>
+        {
+            tonic::Code::InvalidArgument
+        }
+        _ => return response,
+    };
+    response
+        .headers_mut()
+        .insert("grpc-status", http::HeaderValue::from(code as i32));
+    response
+}

@@ -1,0 +1,173 @@
+//! The one ingest function both transports call: validated spans go to the writer, and the
+//! answer waits for their commit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use archtrace_store::{WriteError, Writer, WriterMetrics};
+use tokio::sync::oneshot;
+
+use crate::otlp::Converted;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// How a request ended, for the `requests` counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    PartialSuccess,
+    InvalidArgument,
+    UnsupportedMediaType,
+    TooLarge,
+    Unavailable,
+    Unauthenticated,
+    Internal,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Success,
+        Outcome::PartialSuccess,
+        Outcome::InvalidArgument,
+        Outcome::UnsupportedMediaType,
+        Outcome::TooLarge,
+        Outcome::Unavailable,
+        Outcome::Unauthenticated,
+        Outcome::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::PartialSuccess => "partial_success",
+            Outcome::InvalidArgument => "invalid_argument",
+            Outcome::UnsupportedMediaType => "unsupported_media_type",
+            Outcome::TooLarge => "too_large",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    pub spans_received: AtomicU64,
+    pub spans_accepted: AtomicU64,
+    pub spans_rejected: AtomicU64,
+    pub spans_refused: AtomicU64,
+    requests: [[AtomicU64; Outcome::ALL.len()]; Transport::ALL.len()],
+}
+
+impl IngestMetrics {
+    pub fn count_request(&self, transport: Transport, outcome: Outcome) {
+        self.requests[transport as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn requests(&self, transport: Transport, outcome: Outcome) -> u64 {
+        self.requests[transport as usize][outcome as usize].load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Overloaded(WriteError),
+    #[error("{0}")]
+    Unavailable(WriteError),
+}
+
+/// What the client is told after a successful export.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub rejection: Option<String>,
+}
+
+pub struct Ingest {
+    writer: Writer,
+    metrics: Arc<IngestMetrics>,
+}
+
+impl Ingest {
+    pub fn new(writer: Writer, metrics: Arc<IngestMetrics>) -> Self {
+        Ingest { writer, metrics }
+    }
+
+    pub fn metrics(&self) -> &Arc<IngestMetrics> {
+        &self.metrics
+    }
+
+    pub fn writer_metrics(&self) -> &Arc<WriterMetrics> {
+        self.writer.metrics()
+    }
+
+    /// Stores the request's valid spans and returns once they are committed. `bytes` is the
+    /// request's decoded size, which the writer queue is bounded by.
+    pub async fn ingest(
+        &self,
+        converted: Converted,
+        bytes: usize,
+    ) -> Result<IngestReport, IngestError> {
+        let accepted = converted.spans.len() as u64;
+        let report = IngestReport {
+            accepted,
+            rejected: converted.rejected,
+            rejection: converted.rejection_summary(),
+        };
+        self.metrics
+            .spans_received
+            .fetch_add(accepted + converted.rejected, Ordering::Relaxed);
+        self.metrics
+            .spans_rejected
+            .fetch_add(converted.rejected, Ordering::Relaxed);
+        if accepted == 0 {
+            return Ok(report);
+        }
+        let (reply_to, committed) = oneshot::channel();
+        let submitted = self.writer.submit(
+            converted.spans,
+            bytes,
+            Box::new(move |outcome| {
+                let _ = reply_to.send(outcome);
+            }),
+        );
+        let outcome = match submitted {
+            Ok(()) => committed.await.unwrap_or(Err(WriteError::ShuttingDown)),
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(()) => {
+                self.metrics
+                    .spans_accepted
+                    .fetch_add(accepted, Ordering::Relaxed);
+                Ok(report)
+            }
+            Err(err) => {
+                self.metrics
+                    .spans_refused
+                    .fetch_add(accepted, Ordering::Relaxed);
+                Err(match err {
+                    WriteError::QueueFull { .. } => IngestError::Overloaded(err),
+                    other => IngestError::Unavailable(other),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! OTLP trace requests to archtrace's span model. Every transport (gRPC, HTTP protobuf, HTTP
+//! JSON, file import) ends here, so a span means the same thing whichever way it came.
+
+use std::sync::Arc;
+
+use archtrace_analyzer::span::{service_node_name, SpanDetail};
+use archtrace_analyzer::{Link, PeerAttributes, Span, SpanId, SpanKind, StatusCode, TraceId};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
+
+use crate::json::{push_json_string, write_any_value};
+
+/// The spans of one request that passed validation, and what was rejected.
+#[derive(Debug, Default)]
+pub struct Converted {
+    pub spans: Vec<Span>,
+    pub rejected: u64,
+    /// Why the first rejected span was rejected (OTLP's `partial_success.error_message`).
+    pub rejection: Option<String>,
+}
+
+impl Converted {
+    fn reject(&mut self, message: impl FnOnce() -> String) {
+        self.rejected += 1;
+        if self.rejection.is_none() {
+            self.rejection = Some(message());
+        }
+    }
+
+    /// The `partial_success` message: the first reason, and how many spans were rejected.
+    pub fn rejection_summary(&self) -> Option<String> {
+        self.rejection.as_ref().map(|first| {
+            if self.rejected > 1 {
+                format!("{} spans rejected; first: {first}", self.rejected)
+            } else {
+                format!("1 span rejected: {first}")
+            }
+        })
+    }
+}
+
+pub fn convert(request: ExportTraceServiceRequest) -> Converted {
+    let mut out = Converted::default();
+    let span_count = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    out.spans.reserve(span_count);
+    for (resource_index, resource_spans) in request.resource_spans.into_iter().enumerate() {
+        let attributes = resource_spans
+            .resource
+            .map(|r| r.attributes)
+            .unwrap_or_default();
+        let resource = ResourceInfo::from_attributes(&attributes);
+        for scope_spans in resource_spans.scope_spans {
+            let (scope_name, scope_version) = scope_spans
+                .scope
+                .map(|s| (s.name, s.version))
+                .unwrap_or_default();
+            for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
+                match convert_span(span, &resource, &scope_name, &scope_version) {
+                    Ok(span) => out.spans.push(span),
+                    Err(problem) => out.reject(|| {
+                        format!("resource_spans[{resource_index}] span {span_index}: {problem}")
+                    }),
+                }
+            }
+        }
+    }
+    out
+}
+
+struct ResourceInfo {
+    service: Arc<str>,
+    environment: Option<Arc<str>>,
+    attributes_json: Arc<str>,
+}
+
+impl ResourceInfo {
+    fn from_attributes(attributes: &[KeyValue]) -> Self {
+        let find = |key: &str| {
+            attributes
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(string_value)
+        };
+        let service = service_node_name(
+            find("service.name").as_deref(),
+            find("service.namespace").as_deref(),
+        );
+        let environment = find("deployment.environment.name")
+            .or_else(|| find("deployment.environment"))
+            .map(Arc::from);
+        let mut json = String::new();
+        write_attributes(&mut json, attributes.iter());
+        ResourceInfo {
+            service: Arc::from(service),
+            environment,
+            attributes_json: Arc::from(json),
+        }
+    }
+}
+
+fn convert_span(
+    span: OtlpSpan,
+    resource: &ResourceInfo,
+    scope_name: &str,
+    scope_version: &str,
+) -> Result<Span, String> {
+    let span_trace_id = trace_id(&span.trace_id, "trace_id")?;
+    let own_span_id = span_id(&span.span_id, "span_id")?;
+    let parent_span_id = if span.parent_span_id.is_empty() {
+        None
+    } else {
+        // Some exporters write eight zero bytes for "no parent"; the spec means the same.
+        let parent = span_id_or_zero(&span.parent_span_id, "parent_span_id")?;
+        (parent != [0; 8]).then_some(parent)
+    };
+    let mut peer = PeerAttributes::default();
+    let mut remaining = Vec::with_capacity(span.attributes.len());
+    for kv in &span.attributes {
+        if !take_peer_attribute(&mut peer, kv) {
+            remaining.push(kv);
+        }
+    }
+    let mut attributes_json = String::with_capacity(64);
+    write_attributes(&mut attributes_json, remaining.into_iter());
+    let links = span
+        .links
+        .iter()
+        .filter_map(|link| {
+            let mut attributes_json = String::new();
+            write_attributes(&mut attributes_json, link.attributes.iter());
+            Some(Link {
+                trace_id: trace_id(&link.trace_id, "link trace_id").ok()?,
+                span_id: span_id(&link.span_id, "link span_id").ok()?,
+                attributes_json,
+            })
+        })
+        .collect();
+    let (status, status_message) = span
+        .status
+        .map(|s| (StatusCode::from_otlp(s.code), s.message))
+        .unwrap_or_default();
+    Ok(Span {
+        trace_id: span_trace_id,
+        span_id: own_span_id,
+        parent_span_id,
+        service: resource.service.clone(),
+        name: span.name,
+        kind: SpanKind::from_otlp(span.kind),
+        start_ns: clamp_time(span.start_time_unix_nano),
+        end_ns: clamp_time(span.end_time_unix_nano),
+        status,
+        links,
+        peer,
+        environment: resource.environment.clone(),
+        detail: SpanDetail {
+            trace_state: span.trace_state,
+            status_message,
+            scope_name: scope_name.to_owned(),
+            scope_version: scope_version.to_owned(),
+            attributes_json,
+            resource_attributes_json: resource.attributes_json.clone(),
+            events_count: u32::try_from(span.events.len()).unwrap_or(u32::MAX),
+        },
+    })
+}
+
+/// Unix nanoseconds fit in i64 until the year 2262; later values are clamped, not wrapped.
+fn clamp_time(nanos: u64) -> i64 {
+    i64::try_from(nanos).unwrap_or(i64::MAX)
+}
+
+fn trace_id(bytes: &[u8], field: &str) -> Result<TraceId, String> {
+    let id: TraceId = bytes.try_into().map_err(|_| {
+        format!(
+            "invalid {field}: expected 16 bytes (32 hex digits), got {}",
+            bytes.len()
+        )
+    })?;
+    if id == [0; 16] {
+        return Err(format!("invalid {field}: all zero"));
+    }
+    Ok(id)
+}
+
+fn span_id(bytes: &[u8], field: &str) -> Result<SpanId, String> {
+    let id = span_id_or_zero(bytes, field)?;
+    if id == [0; 8] {
+        return Err(format!("invalid {field}: all zero"));
+    }
+    Ok(id)
+}
+
+fn span_id_or_zero(bytes: &[u8], field: &str) -> Result<SpanId, String> {
+    bytes.try_into().map_err(|_| {
+        format!(
+            "invalid {field}: expected 8 bytes (16 hex digits), got {}",
+            bytes.len()
+        )
+    })
+}
+
+fn string_value(value: &AnyValue) -> Option<String> {
+    match value.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        any_value::Value::IntValue(i) => Some(i.to_string()),
+        any_value::Value::BoolValue(b) => Some(b.to_string()),
+        any_value::Value::DoubleValue(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+fn int_value(value: &AnyValue) -> Option<i64> {
+    match value.value.as_ref()? {
+        any_value::Value::IntValue(i) => Some(*i),
+        any_value::Value::StringValue(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Moves an attribute the edge derivation reads into its own field. Returns false for the rest.
+fn take_peer_attribute(peer: &mut PeerAttributes, kv: &KeyValue) -> bool {
+    let Some(value) = kv.value.as_ref() else {
+        return false;
+    };
+    let slot = match kv.key.as_str() {
+        "server.port" => return set_int(&mut peer.server_port, value),
+        "network.peer.port" => return set_int(&mut peer.network_peer_port, value),
+        "peer.service" => &mut peer.peer_service,
+        "server.address" => &mut peer.server_address,
+        "network.peer.address" => &mut peer.network_peer_address,
+        "net.peer.name" => &mut peer.net_peer_name,
+        "net.sock.peer.addr" => &mut peer.net_sock_peer_addr,
+        "db.system" => &mut peer.db_system,
+        "db.system.name" => &mut peer.db_system_name,
+        "db.namespace" => &mut peer.db_namespace,
+        "db.name" => &mut peer.db_name,
+        "messaging.system" => &mut peer.messaging_system,
+        "messaging.destination.name" => &mut peer.messaging_destination_name,
+        "rpc.service" => &mut peer.rpc_service,
+        "http.route" => &mut peer.http_route,
+        "http.request.method" => &mut peer.http_method,
+        // The legacy name only fills in when the current one is absent.
+        "http.method" if peer.http_method.is_none() => &mut peer.http_method,
+        _ => return false,
+    };
+    match string_value(value) {
+        Some(text) => {
+            *slot = Some(text);
+            true
+        }
+        None => false,
+    }
+}
+
+fn set_int(slot: &mut Option<i64>, value: &AnyValue) -> bool {
+    match int_value(value) {
+        Some(number) => {
+            *slot = Some(number);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Writes attributes as one JSON object, in the order they came.
+fn write_attributes<'a>(out: &mut String, attributes: impl Iterator<Item = &'a KeyValue>) {
+    out.push('{');
+    let mut first = true;
+    for kv in attributes {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        push_json_string(out, &kv.key);
+        out.push(':');
+        match &kv.value {
+            Some(value) => write_any_value(out, value),
+            None => out.push_str("null"),
+        }
+    }
+    out.push('}');
+}

@@ -1,0 +1,215 @@
+//! Puts the receivers, the admin listener and the writer together, and takes them apart again
+//! on shutdown: stop accepting, finish in-flight requests, commit the queue, checkpoint.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use archtrace_store::{QueueLimits, Store, Writer};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+
+use crate::admin::{self, AdminState};
+use crate::assembly::AssemblySettings;
+use crate::auth::Auth;
+use crate::grpc::GrpcTraceService;
+use crate::http::{self, HttpState};
+use crate::ingest::{Ingest, IngestMetrics};
+
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4318";
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:4320";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub queue: QueueLimits,
+    /// Largest request accepted, after decompression, on both transports.
+    pub max_body_bytes: usize,
+    pub auth_token: Option<String>,
+    pub assembly: AssemblySettings,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            queue: QueueLimits::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            auth_token: None,
+            assembly: AssemblySettings::default(),
+        }
+    }
+}
+
+/// The three listeners, bound before serving so that tests can bind port 0 and read the port.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+    pub admin: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("could not listen for {what} on {addr}: {source} (is another archtrace or OpenTelemetry Collector running? choose another address with {flag})")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        flag: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {what} listener failed: {message}")]
+    Listener { what: &'static str, message: String },
+    #[error("the writer thread stopped unexpectedly")]
+    Writer,
+    #[error("could not open a query connection to the store: {0}")]
+    Store(String),
+}
+
+impl Listeners {
+    pub async fn bind(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        admin: SocketAddr,
+    ) -> Result<Listeners, ServeError> {
+        async fn one(
+            addr: SocketAddr,
+            what: &'static str,
+            flag: &'static str,
+        ) -> Result<TcpListener, ServeError> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    what,
+                    addr,
+                    flag,
+                    source,
+                })
+        }
+        Ok(Listeners {
+            grpc: one(grpc, "OTLP/gRPC", "--otlp-grpc-addr").await?,
+            http: one(http, "OTLP/HTTP", "--otlp-http-addr").await?,
+            admin: one(admin, "the admin API", "--admin-addr").await?,
+        })
+    }
+
+    pub fn addrs(&self) -> std::io::Result<BoundAddrs> {
+        Ok(BoundAddrs {
+            grpc: self.grpc.local_addr()?,
+            http: self.http.local_addr()?,
+            admin: self.admin.local_addr()?,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BoundAddrs {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Serves until `shutdown` resolves, then drains: every request that was acknowledged is
+/// committed before this returns the store.
+pub async fn serve(
+    store: Store,
+    listeners: Listeners,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Store, ServeError> {
+    let connection = |store: &Store| {
+        store
+            .reader()
+            .map_err(|err| ServeError::Store(err.to_string()))
+    };
+    let reader = connection(&store)?;
+    let live = crate::live::start(settings.assembly.clone(), connection(&store)?);
+    let handoff = live.sender.clone();
+    let (writer, writer_thread) = Writer::spawn(
+        store,
+        settings.queue,
+        Some(Box::new(move |spans| {
+            // Blocks when the assembler is behind: the writer's queue then fills and
+            // clients are told to retry, instead of memory growing here.
+            let _ = handoff.send(spans);
+        })),
+    );
+    drop(live.sender);
+    let writer_metrics = writer.metrics().clone();
+    let ingest_metrics = Arc::new(IngestMetrics::default());
+    let ingest = Arc::new(Ingest::new(writer, ingest_metrics.clone()));
+    let auth = Auth::new(settings.auth_token.clone());
+    let ready = Arc::new(AtomicBool::new(true));
+
+    let (stop_sender, stop_receiver) = watch::channel(false);
+    let stop_ready = ready.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new requests, draining the queue");
+        stop_ready.store(false, Ordering::Relaxed);
+        let _ = stop_sender.send(true);
+    });
+    let stopped = move || {
+        let mut receiver = stop_receiver.clone();
+        async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let grpc_service = TraceServiceServer::new(GrpcTraceService::new(ingest.clone(), auth.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(settings.max_body_bytes);
+    let grpc = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            crate::grpc::otlp_status_codes::<tonic::body::Body>,
+        ))
+        .add_service(grpc_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped());
+
+    let http_router = http::router(HttpState {
+        ingest: ingest.clone(),
+        auth: auth.clone(),
+        max_body_bytes: settings.max_body_bytes,
+    });
+    let http = axum::serve(listeners.http, http_router).with_graceful_shutdown(stopped());
+
+    let admin_router = admin::router(AdminState {
+        ingest: ingest_metrics,
+        writer: writer_metrics,
+        ready,
+        auth,
+        reader: Arc::new(std::sync::Mutex::new(reader)),
+        unwritten: live.unwritten,
+    });
+    let admin = axum::serve(listeners.admin, admin_router).with_graceful_shutdown(stopped());
+    drop(ingest);
+
+    let (grpc, http, admin) = tokio::join!(grpc, http, admin);
+    grpc.map_err(|err| ServeError::Listener {
+        what: "OTLP/gRPC",
+        message: err.to_string(),
+    })?;
+    http.map_err(|err| ServeError::Listener {
+        what: "OTLP/HTTP",
+        message: err.to_string(),
+    })?;
+    admin.map_err(|err| ServeError::Listener {
+        what: "admin",
+        message: err.to_string(),
+    })?;
+    // Every handle to the writer is gone with the servers: joining it commits what is queued,
+    // and then the assembler derives and writes what it still holds.
+    let assembly = live.thread;
+    tokio::task::spawn_blocking(move || {
+        let store = writer_thread.join();
+        let _ = assembly.join();
+        store
+    })
+    .await
+    .map_err(|_| ServeError::Writer)
+}

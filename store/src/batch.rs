@@ -1,0 +1,237 @@
+//! Spans to an Arrow record batch in the column order of the `spans` table, so that DuckDB's
+//! appender takes a whole group of requests as column vectors.
+
+use std::sync::Arc;
+
+use archtrace_analyzer::Span;
+use arrow::array::{ArrayRef, Int32Builder, Int64Builder, StringBuilder};
+use arrow::datatypes::{Field, Schema};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
+struct Columns {
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    parent_span_id: StringBuilder,
+    trace_state: StringBuilder,
+    service_name: StringBuilder,
+    span_name: StringBuilder,
+    span_kind: StringBuilder,
+    start_ns: Int64Builder,
+    end_ns: Int64Builder,
+    status_code: StringBuilder,
+    status_message: StringBuilder,
+    peer_service: StringBuilder,
+    server_address: StringBuilder,
+    server_port: Int64Builder,
+    network_peer_address: StringBuilder,
+    network_peer_port: Int64Builder,
+    net_peer_name: StringBuilder,
+    net_sock_peer_addr: StringBuilder,
+    db_system: StringBuilder,
+    db_system_name: StringBuilder,
+    db_namespace: StringBuilder,
+    db_name: StringBuilder,
+    messaging_system: StringBuilder,
+    messaging_destination_name: StringBuilder,
+    rpc_service: StringBuilder,
+    http_route: StringBuilder,
+    http_method: StringBuilder,
+    environment: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    attributes: StringBuilder,
+    resource_attributes: StringBuilder,
+    events_count: Int32Builder,
+    links: StringBuilder,
+}
+
+fn strings(rows: usize) -> StringBuilder {
+    StringBuilder::with_capacity(rows, rows * 8)
+}
+
+fn non_empty(value: &str) -> Option<&str> {
+    (!value.is_empty()).then_some(value)
+}
+
+pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError> {
+    let rows = spans.len();
+    let mut c = Columns {
+        trace_id: StringBuilder::with_capacity(rows, rows * 32),
+        span_id: StringBuilder::with_capacity(rows, rows * 16),
+        parent_span_id: StringBuilder::with_capacity(rows, rows * 16),
+        trace_state: strings(rows),
+        service_name: strings(rows),
+        span_name: strings(rows),
+        span_kind: strings(rows),
+        start_ns: Int64Builder::with_capacity(rows),
+        end_ns: Int64Builder::with_capacity(rows),
+        status_code: strings(rows),
+        status_message: strings(rows),
+        peer_service: strings(rows),
+        server_address: strings(rows),
+        server_port: Int64Builder::with_capacity(rows),
+        network_peer_address: strings(rows),
+        network_peer_port: Int64Builder::with_capacity(rows),
+        net_peer_name: strings(rows),
+        net_sock_peer_addr: strings(rows),
+        db_system: strings(rows),
+        db_system_name: strings(rows),
+        db_namespace: strings(rows),
+        db_name: strings(rows),
+        messaging_system: strings(rows),
+        messaging_destination_name: strings(rows),
+        rpc_service: strings(rows),
+        http_route: strings(rows),
+        http_method: strings(rows),
+        environment: strings(rows),
+        scope_name: strings(rows),
+        scope_version: strings(rows),
+        attributes: StringBuilder::with_capacity(rows, rows * 64),
+        resource_attributes: StringBuilder::with_capacity(rows, rows * 64),
+        events_count: Int32Builder::with_capacity(rows),
+        links: strings(rows),
+    };
+    let mut hex32 = [0u8; 32];
+    let mut hex16 = [0u8; 16];
+    for span in spans {
+        c.trace_id.append_value(hex_str(&span.trace_id, &mut hex32));
+        c.span_id.append_value(hex_str(&span.span_id, &mut hex16));
+        c.parent_span_id.append_option(
+            span.parent_span_id
+                .as_ref()
+                .map(|id| hex_str(id, &mut hex16)),
+        );
+        c.trace_state
+            .append_option(non_empty(&span.detail.trace_state));
+        c.service_name.append_value(&*span.service);
+        c.span_name.append_value(&span.name);
+        c.span_kind.append_value(span.kind.as_str());
+        c.start_ns.append_value(span.start_ns);
+        c.end_ns.append_value(span.end_ns);
+        c.status_code.append_value(span.status.as_str());
+        c.status_message
+            .append_option(non_empty(&span.detail.status_message));
+        let peer = &span.peer;
+        c.peer_service.append_option(peer.peer_service.as_deref());
+        c.server_address
+            .append_option(peer.server_address.as_deref());
+        c.server_port.append_option(peer.server_port);
+        c.network_peer_address
+            .append_option(peer.network_peer_address.as_deref());
+        c.network_peer_port.append_option(peer.network_peer_port);
+        c.net_peer_name.append_option(peer.net_peer_name.as_deref());
+        c.net_sock_peer_addr
+            .append_option(peer.net_sock_peer_addr.as_deref());
+        c.db_system.append_option(peer.db_system.as_deref());
+        c.db_system_name
+            .append_option(peer.db_system_name.as_deref());
+        c.db_namespace.append_option(peer.db_namespace.as_deref());
+        c.db_name.append_option(peer.db_name.as_deref());
+        c.messaging_system
+            .append_option(peer.messaging_system.as_deref());
+        c.messaging_destination_name
+            .append_option(peer.messaging_destination_name.as_deref());
+        c.rpc_service.append_option(peer.rpc_service.as_deref());
+        c.http_route.append_option(peer.http_route.as_deref());
+        c.http_method.append_option(peer.http_method.as_deref());
+        c.environment.append_option(span.environment.as_deref());
+        c.scope_name
+            .append_option(non_empty(&span.detail.scope_name));
+        c.scope_version
+            .append_option(non_empty(&span.detail.scope_version));
+        c.attributes.append_value(&span.detail.attributes_json);
+        c.resource_attributes
+            .append_value(&*span.detail.resource_attributes_json);
+        c.events_count
+            .append_value(i32::try_from(span.detail.events_count).unwrap_or(i32::MAX));
+        if span.links.is_empty() {
+            c.links.append_null();
+        } else {
+            c.links.append_value(links_json(span));
+        }
+    }
+
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("trace_id", Arc::new(c.trace_id.finish())),
+        ("span_id", Arc::new(c.span_id.finish())),
+        ("parent_span_id", Arc::new(c.parent_span_id.finish())),
+        ("trace_state", Arc::new(c.trace_state.finish())),
+        ("service_name", Arc::new(c.service_name.finish())),
+        ("span_name", Arc::new(c.span_name.finish())),
+        ("span_kind", Arc::new(c.span_kind.finish())),
+        ("start_ns", Arc::new(c.start_ns.finish())),
+        ("end_ns", Arc::new(c.end_ns.finish())),
+        ("status_code", Arc::new(c.status_code.finish())),
+        ("status_message", Arc::new(c.status_message.finish())),
+        ("peer_service", Arc::new(c.peer_service.finish())),
+        ("server_address", Arc::new(c.server_address.finish())),
+        ("server_port", Arc::new(c.server_port.finish())),
+        (
+            "network_peer_address",
+            Arc::new(c.network_peer_address.finish()),
+        ),
+        ("network_peer_port", Arc::new(c.network_peer_port.finish())),
+        ("net_peer_name", Arc::new(c.net_peer_name.finish())),
+        (
+            "net_sock_peer_addr",
+            Arc::new(c.net_sock_peer_addr.finish()),
+        ),
+        ("db_system", Arc::new(c.db_system.finish())),
+        ("db_system_name", Arc::new(c.db_system_name.finish())),
+        ("db_namespace", Arc::new(c.db_namespace.finish())),
+        ("db_name", Arc::new(c.db_name.finish())),
+        ("messaging_system", Arc::new(c.messaging_system.finish())),
+        (
+            "messaging_destination_name",
+            Arc::new(c.messaging_destination_name.finish()),
+        ),
+        ("rpc_service", Arc::new(c.rpc_service.finish())),
+        ("http_route", Arc::new(c.http_route.finish())),
+        ("http_method", Arc::new(c.http_method.finish())),
+        ("environment", Arc::new(c.environment.finish())),
+        ("scope_name", Arc::new(c.scope_name.finish())),
+        ("scope_version", Arc::new(c.scope_version.finish())),
+        ("attributes", Arc::new(c.attributes.finish())),
+        (
+            "resource_attributes",
+            Arc::new(c.resource_attributes.finish()),
+        ),
+        ("events_count", Arc::new(c.events_count.finish())),
+        ("links", Arc::new(c.links.finish())),
+    ];
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns.into_iter().map(|(_, array)| array).collect(),
+    )
+}
+
+fn hex_str<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    hex::encode_to_slice(bytes, out).expect("output buffer is twice the input length");
+    std::str::from_utf8(out).expect("hex digits are ASCII")
+}
+
+fn links_json(span: &Span) -> String {
+    let mut out = String::from("[");
+    for (index, link) in span.links.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            r#"{{"trace_id":"{}","span_id":"{}","attributes":{}}}"#,
+            hex::encode(link.trace_id),
+            hex::encode(link.span_id),
+            if link.attributes_json.is_empty() {
+                "{}"
+            } else {
+                &link.attributes_json
+            }
+        ));
+    }
+    out.push(']');
+    out
+}

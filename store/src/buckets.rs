@@ -1,0 +1,343 @@
+//! Derived edges in time buckets: written by live assembly, imports and rebuilds; read back
+//! and merged into one aggregate for any window.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use archtrace_analyzer::aggregate::{
+    Aggregate, EdgeKey, EdgeStats, NodeFacts, OperationKey, OperationStats,
+};
+use archtrace_analyzer::derive::{EdgeKind, NodeType};
+use archtrace_analyzer::sketch::LatencySketch;
+use duckdb::{params, Connection};
+
+use crate::QueryError;
+
+pub const MINUTE_NS: i64 = 60_000_000_000;
+pub const HOUR_NS: i64 = 60 * MINUTE_NS;
+
+/// Every bucket is kept at two widths: minutes for the edges of a window, hours for its middle.
+pub const WIDTHS_NS: [i64; 2] = [MINUTE_NS, HOUR_NS];
+
+fn width_seconds(width_ns: i64) -> i64 {
+    width_ns / 1_000_000_000
+}
+
+fn node_type_name(node_type: NodeType) -> &'static str {
+    node_type.as_str()
+}
+
+fn parse_node_type(name: &str) -> Option<NodeType> {
+    [
+        NodeType::Service,
+        NodeType::Database,
+        NodeType::Messaging,
+        NodeType::External,
+        NodeType::Client,
+    ]
+    .into_iter()
+    .find(|t| t.as_str() == name)
+}
+
+/// Appends buckets of one width in one transaction.
+pub fn write(
+    conn: &Connection,
+    width_ns: i64,
+    buckets: &BTreeMap<i64, Aggregate>,
+) -> Result<(), QueryError> {
+    let width = width_seconds(width_ns);
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let outcome = (|| -> Result<(), QueryError> {
+        let mut edges = conn.appender("edge_buckets")?;
+        let mut operations = conn.appender("operation_buckets")?;
+        let mut nodes = conn.appender("node_buckets")?;
+        let mut diagnostics = conn.appender("diagnostic_buckets")?;
+        for (&bucket, aggregate) in buckets {
+            for (key, stats) in &aggregate.edges {
+                edges.append_row(params![
+                    bucket,
+                    width,
+                    &*key.from,
+                    &*key.to,
+                    key.kind.as_str(),
+                    stats.calls,
+                    stats.errors,
+                    stats.traces,
+                    stats.max_calls_per_trace,
+                    stats.latency.to_bytes(),
+                    stats.server_latency.to_bytes(),
+                    stats.first_seen_ns,
+                    stats.last_seen_ns
+                ])?;
+            }
+            for (key, stats) in &aggregate.operations {
+                operations.append_row(params![
+                    bucket,
+                    width,
+                    &*key.from_service,
+                    &*key.from_operation,
+                    &*key.to_service,
+                    &*key.to_operation,
+                    stats.calls,
+                    stats.errors,
+                    stats.latency.to_bytes()
+                ])?;
+            }
+            for (name, facts) in &aggregate.nodes {
+                let types: Vec<&str> = facts
+                    .peer_types
+                    .iter()
+                    .map(|t| node_type_name(*t))
+                    .collect();
+                nodes.append_row(params![
+                    bucket,
+                    width,
+                    &**name,
+                    facts.reports_spans,
+                    types.join(","),
+                    facts.entry_point
+                ])?;
+            }
+            let d = &aggregate.diagnostics;
+            let (min, max) = aggregate
+                .span_range
+                .map_or((None, None), |(a, b)| (Some(a), Some(b)));
+            diagnostics.append_row(params![
+                bucket,
+                width,
+                d.spans,
+                d.traces,
+                d.observations,
+                d.orphaned_spans,
+                d.unresolved_client_spans,
+                d.late_spans_paired,
+                d.late_spans_dropped,
+                d.traces_cut_short,
+                min,
+                max
+            ])?;
+        }
+        edges.flush()?;
+        operations.flush()?;
+        nodes.flush()?;
+        diagnostics.flush()?;
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(err)
+        }
+    }
+}
+
+/// Removes the buckets of both widths that start in `[since, until)` (before a rebuild).
+pub fn delete(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<(), QueryError> {
+    for table in [
+        "edge_buckets",
+        "operation_buckets",
+        "node_buckets",
+        "diagnostic_buckets",
+    ] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE bucket_ns >= ? AND bucket_ns < ?"),
+            params![since_ns, until_ns],
+        )?;
+    }
+    Ok(())
+}
+
+/// The `[since, until)` window as ranges of whole buckets: hours for the middle, minutes for
+/// the ragged ends.
+pub fn plan(since_ns: i64, until_ns: i64) -> Vec<(i64, i64, i64)> {
+    let floor = |t: i64, w: i64| t.div_euclid(w) * w;
+    let first_minute = floor(since_ns, MINUTE_NS);
+    let first_hour = floor(since_ns + HOUR_NS - 1, HOUR_NS).max(first_minute);
+    let last_hour = floor(until_ns, HOUR_NS);
+    if first_hour < last_hour {
+        vec![
+            (MINUTE_NS, first_minute, first_hour),
+            (HOUR_NS, first_hour, last_hour),
+            (MINUTE_NS, last_hour, until_ns),
+        ]
+    } else {
+        vec![(MINUTE_NS, first_minute, until_ns)]
+    }
+}
+
+/// Merges every bucket of `width` starting in `[since, until)` into `into`.
+pub fn read(
+    conn: &Connection,
+    width_ns: i64,
+    since_ns: i64,
+    until_ns: i64,
+    into: &mut Aggregate,
+) -> Result<(), QueryError> {
+    if since_ns >= until_ns {
+        return Ok(());
+    }
+    let width = width_seconds(width_ns);
+    let range = params![width, since_ns, until_ns];
+    let mut names: std::collections::HashMap<String, Arc<str>> = std::collections::HashMap::new();
+    let mut intern = |text: String| -> Arc<str> {
+        names
+            .entry(text)
+            .or_insert_with_key(|k| Arc::from(k.as_str()))
+            .clone()
+    };
+
+    let mut statement = conn.prepare(
+        "SELECT source, target, kind, calls, errors, traces, max_calls_per_trace, latency,
+                server_latency, first_seen_ns, last_seen_ns
+         FROM edge_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
+    )?;
+    let mut rows = statement.query(range)?;
+    while let Some(row) = rows.next()? {
+        let kind = if row.get::<_, String>(2)? == "async" {
+            EdgeKind::Async
+        } else {
+            EdgeKind::Sync
+        };
+        let key = EdgeKey {
+            from: intern(row.get(0)?),
+            to: intern(row.get(1)?),
+            kind,
+        };
+        let stats = EdgeStats {
+            calls: row.get(3)?,
+            errors: row.get(4)?,
+            traces: row.get(5)?,
+            max_calls_per_trace: row.get(6)?,
+            latency: sketch(&row.get::<_, Vec<u8>>(7)?),
+            server_latency: sketch(&row.get::<_, Vec<u8>>(8)?),
+            first_seen_ns: row.get(9)?,
+            last_seen_ns: row.get(10)?,
+        };
+        into.edges.entry(key).or_default().merge(&stats);
+    }
+
+    let mut statement = conn.prepare(
+        "SELECT from_service, from_operation, to_service, to_operation, calls, errors, latency
+         FROM operation_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
+    )?;
+    let mut rows = statement.query(range)?;
+    while let Some(row) = rows.next()? {
+        let key = OperationKey {
+            from_service: intern(row.get(0)?),
+            from_operation: intern(row.get(1)?),
+            to_service: intern(row.get(2)?),
+            to_operation: intern(row.get(3)?),
+        };
+        let stats = OperationStats {
+            calls: row.get(4)?,
+            errors: row.get(5)?,
+            latency: sketch(&row.get::<_, Vec<u8>>(6)?),
+        };
+        into.operations.entry(key).or_default().merge(&stats);
+    }
+
+    let mut statement = conn.prepare(
+        "SELECT node, bool_or(reports_spans), string_agg(peer_types, ','), bool_or(entry_point)
+         FROM node_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ? GROUP BY node",
+    )?;
+    let mut rows = statement.query(range)?;
+    while let Some(row) = rows.next()? {
+        let types: Option<String> = row.get(2)?;
+        let facts = NodeFacts {
+            reports_spans: row.get(1)?,
+            peer_types: types
+                .iter()
+                .flat_map(|t| t.split(','))
+                .filter_map(parse_node_type)
+                .collect(),
+            entry_point: row.get(3)?,
+        };
+        into.nodes
+            .entry(intern(row.get(0)?))
+            .or_default()
+            .merge(&facts);
+    }
+
+    let totals = conn.query_row(
+        "SELECT sum(spans), sum(traces), sum(observations), sum(orphaned_spans),
+                sum(unresolved_client_spans), sum(late_spans_paired), sum(late_spans_dropped),
+                sum(traces_cut_short), min(span_min_ns), max(span_max_ns)
+         FROM diagnostic_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
+        range,
+        |row| {
+            let n = |i: usize| -> duckdb::Result<u64> {
+                Ok(row.get::<_, Option<i128>>(i)?.unwrap_or(0) as u64)
+            };
+            Ok((
+                archtrace_analyzer::aggregate::Diagnostics {
+                    spans: n(0)?,
+                    traces: n(1)?,
+                    observations: n(2)?,
+                    orphaned_spans: n(3)?,
+                    unresolved_client_spans: n(4)?,
+                    late_spans_paired: n(5)?,
+                    late_spans_dropped: n(6)?,
+                    traces_cut_short: n(7)?,
+                },
+                row.get::<_, Option<i64>>(8)?
+                    .zip(row.get::<_, Option<i64>>(9)?),
+            ))
+        },
+    )?;
+    into.diagnostics.merge(&totals.0);
+    if let Some((min, max)) = totals.1 {
+        let range = into.span_range.get_or_insert((min, max));
+        range.0 = range.0.min(min);
+        range.1 = range.1.max(max);
+    }
+    Ok(())
+}
+
+/// A stored sketch; one that does not decode (a damaged file) counts as empty.
+fn sketch(bytes: &[u8]) -> LatencySketch {
+    LatencySketch::from_bytes(bytes).unwrap_or_default()
+}
+
+/// Reads a window from whatever widths cover it best.
+pub fn read_window(
+    conn: &Connection,
+    since_ns: i64,
+    until_ns: i64,
+) -> Result<Aggregate, QueryError> {
+    let mut aggregate = Aggregate::default();
+    for (width, from, to) in plan(since_ns, until_ns) {
+        read(conn, width, from, to, &mut aggregate)?;
+    }
+    Ok(aggregate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_use_hours_in_the_middle_and_minutes_at_the_ends() {
+        let t = |h: i64, m: i64| h * HOUR_NS + m * MINUTE_NS;
+        assert_eq!(
+            plan(t(10, 30), t(13, 15)),
+            vec![
+                (MINUTE_NS, t(10, 30), t(11, 0)),
+                (HOUR_NS, t(11, 0), t(13, 0)),
+                (MINUTE_NS, t(13, 0), t(13, 15))
+            ]
+        );
+        assert_eq!(
+            plan(t(10, 30), t(10, 45)),
+            vec![(MINUTE_NS, t(10, 30), t(10, 45))]
+        );
+        assert_eq!(
+            plan(t(10, 0), t(12, 0)),
+            vec![
+                (MINUTE_NS, t(10, 0), t(10, 0)),
+                (HOUR_NS, t(10, 0), t(12, 0)),
+                (MINUTE_NS, t(12, 0), t(12, 0))
+            ]
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! archtrace's span store: one DuckDB file with a versioned schema, written by a single writer
+//! thread (DuckDB connections are not `Sync`) and read by queries.
+
+mod batch;
+pub mod buckets;
+pub mod read;
+mod schema;
+mod stats;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+
+use archtrace_analyzer::Span;
+use duckdb::Connection;
+
+pub use stats::StoreStats;
+pub use writer::{QueueLimits, WriteError, Writer, WriterMetrics};
+
+/// The schema version this build writes; older files are migrated on open.
+pub use schema::SCHEMA_VERSION;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "the store {path} is in use by another process (is `archtrace serve` running on it?); \
+         stop that process, pass another --db, or query the running server instead"
+    )]
+    Locked { path: String },
+    #[error("the store {path} was written by a newer archtrace (schema version {found}, this build knows up to {known}); upgrade archtrace")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("could not open the store {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: duckdb::Error,
+    },
+    #[error("could not migrate the store {path} to schema version {version}: {source}")]
+    Migrate {
+        path: String,
+        version: i64,
+        #[source]
+        source: duckdb::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("query failed: {0}")]
+    Duckdb(#[from] duckdb::Error),
+}
+
+/// Where the spans live. `Location::Memory` keeps them in memory only (for short CI runs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    Memory,
+}
+
+impl Location {
+    pub fn describe(&self) -> String {
+        match self {
+            Location::File(path) => path.display().to_string(),
+            Location::Memory => ":memory:".to_owned(),
+        }
+    }
+}
+
+impl From<&Path> for Location {
+    fn from(path: &Path) -> Self {
+        if path.as_os_str() == ":memory:" {
+            Location::Memory
+        } else {
+            Location::File(path.to_owned())
+        }
+    }
+}
+
+/// An open store. Owns one DuckDB connection; move it into the writer thread to write.
+pub struct Store {
+    conn: Connection,
+    location: Location,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store and migrates its schema to [`SCHEMA_VERSION`].
+    pub fn open(location: &Location) -> Result<Store, OpenError> {
+        let path = location.describe();
+        let conn = match location {
+            Location::File(file) => Connection::open(file),
+            Location::Memory => Connection::open_in_memory(),
+        }
+        .map_err(|source| classify_open_error(&path, source))?;
+        schema::migrate(&conn, &path)?;
+        Ok(Store {
+            conn,
+            location: location.clone(),
+        })
+    }
+
+    /// Opens an existing store without write access, so that it can be read beside a
+    /// read-only peer. Fails if the file does not exist.
+    pub fn open_read_only(path: &Path) -> Result<Store, OpenError> {
+        let shown = path.display().to_string();
+        if !path.exists() {
+            return Err(OpenError::Open {
+                path: shown,
+                source: duckdb::Error::InvalidPath(path.to_owned()),
+            });
+        }
+        let config = duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .map_err(|source| classify_open_error(&shown, source))?;
+        let conn = Connection::open_with_flags(path, config)
+            .map_err(|source| classify_open_error(&shown, source))?;
+        schema::check_readable(&conn, &shown)?;
+        Ok(Store {
+            conn,
+            location: Location::File(path.to_owned()),
+        })
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Appends spans and commits them: when this returns `Ok`, they survive a crash.
+    pub fn append(&mut self, spans: &[&Span]) -> Result<(), duckdb::Error> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let batch = batch::spans_to_record_batch(spans)
+            .map_err(|err| duckdb::Error::ToSqlConversionFailure(Box::new(err)))?;
+        let mut appender = self.conn.appender("spans")?;
+        appender.append_record_batch(batch)?;
+        appender.flush()
+    }
+
+    /// Folds the write-ahead log into the database file (done on clean shutdown).
+    pub fn checkpoint(&self) -> Result<(), duckdb::Error> {
+        self.conn.execute_batch("CHECKPOINT")
+    }
+
+    /// A second connection to the same database, for queries while the writer owns this one.
+    pub fn reader(&self) -> Result<read::Reader, QueryError> {
+        Ok(read::Reader::new(self.conn.try_clone()?))
+    }
+
+    pub fn stats(&self) -> Result<StoreStats, QueryError> {
+        stats::collect(&self.conn)
+    }
+
+    /// Raw access for tests and ad-hoc queries.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn classify_open_error(path: &str, source: duckdb::Error) -> OpenError {
+    let text = source.to_string();
+    if text.contains("Could not set lock") || text.contains("Conflicting lock") {
+        OpenError::Locked {
+            path: path.to_owned(),
+        }
+    } else {
+        OpenError::Open {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

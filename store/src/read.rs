@@ -1,0 +1,165 @@
+//! Spans back out of the store, a trace at a time, for derivation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use archtrace_analyzer::span::SpanDetail;
+use archtrace_analyzer::{Link, PeerAttributes, Span, SpanKind, StatusCode};
+use duckdb::Connection;
+
+use crate::QueryError;
+
+/// A connection for queries, beside the writer's (DuckDB serializes them internally).
+pub struct Reader {
+    conn: Connection,
+}
+
+impl Reader {
+    pub(crate) fn new(conn: Connection) -> Reader {
+        Reader { conn }
+    }
+
+    /// Calls `each` with the spans of every trace that has a span starting in `[since, until)`
+    /// (Unix nanoseconds). Whole traces are read, so a trace crossing the window's edge is not cut.
+    pub fn for_each_trace(
+        &self,
+        since_ns: i64,
+        until_ns: i64,
+        each: &mut dyn FnMut(&[Span]),
+    ) -> Result<(), QueryError> {
+        for_each_trace(&self.conn, since_ns, until_ns, each)
+    }
+
+    /// Appends derived buckets of one width.
+    pub fn write_buckets(
+        &self,
+        width_ns: i64,
+        buckets: &std::collections::BTreeMap<i64, archtrace_analyzer::aggregate::Aggregate>,
+    ) -> Result<(), QueryError> {
+        crate::buckets::write(&self.conn, width_ns, buckets)
+    }
+
+    /// The derived edges of `[since, until)`, summed from the stored buckets.
+    pub fn read_window(
+        &self,
+        since_ns: i64,
+        until_ns: i64,
+    ) -> Result<archtrace_analyzer::aggregate::Aggregate, QueryError> {
+        crate::buckets::read_window(&self.conn, since_ns, until_ns)
+    }
+
+    /// Removes derived buckets in `[since, until)`, before a rebuild.
+    pub fn delete_buckets(&self, since_ns: i64, until_ns: i64) -> Result<(), QueryError> {
+        crate::buckets::delete(&self.conn, since_ns, until_ns)
+    }
+
+    /// The range of span start times in the store, for telling a user where the data is.
+    pub fn span_time_range(&self) -> Result<Option<(i64, i64)>, QueryError> {
+        let range: (Option<i64>, Option<i64>) = self.conn.query_row(
+            "SELECT min(start_ns), max(start_ns) FROM spans",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok(range.0.zip(range.1))
+    }
+}
+
+fn for_each_trace(
+    conn: &Connection,
+    since_ns: i64,
+    until_ns: i64,
+    each: &mut dyn FnMut(&[Span]),
+) -> Result<(), QueryError> {
+    let mut statement = conn.prepare(
+        "SELECT trace_id, span_id, parent_span_id, service_name, span_name, span_kind,
+                start_ns, end_ns, status_code, peer_service, server_address, server_port,
+                network_peer_address, network_peer_port, net_peer_name, net_sock_peer_addr,
+                db_system, db_system_name, db_namespace, db_name, messaging_system,
+                messaging_destination_name, rpc_service, http_route, http_method, environment, links
+         FROM spans
+         WHERE trace_id IN (SELECT DISTINCT trace_id FROM spans WHERE start_ns >= ? AND start_ns < ?)
+         ORDER BY trace_id",
+    )?;
+    let mut rows = statement.query([since_ns, until_ns])?;
+    // Services and environments repeat on every row; share one allocation each.
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    let mut intern = |text: String| -> Arc<str> {
+        names
+            .entry(text)
+            .or_insert_with_key(|k| Arc::from(k.as_str()))
+            .clone()
+    };
+    let mut trace: Vec<Span> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let trace_hex: String = row.get(0)?;
+        let trace_id = decode::<16>(&trace_hex);
+        if trace.last().is_some_and(|s| s.trace_id != trace_id) {
+            each(&trace);
+            trace.clear();
+        }
+        let parent: Option<String> = row.get(2)?;
+        let links: Option<String> = row.get(26)?;
+        let environment: Option<String> = row.get(25)?;
+        trace.push(Span {
+            trace_id,
+            span_id: decode::<8>(&row.get::<_, String>(1)?),
+            parent_span_id: parent.map(|p| decode::<8>(&p)),
+            service: intern(row.get(3)?),
+            name: row.get(4)?,
+            kind: SpanKind::parse(&row.get::<_, String>(5)?).unwrap_or_default(),
+            start_ns: row.get(6)?,
+            end_ns: row.get(7)?,
+            status: StatusCode::parse(&row.get::<_, String>(8)?).unwrap_or_default(),
+            links: links.map(|json| parse_links(&json)).unwrap_or_default(),
+            peer: PeerAttributes {
+                peer_service: row.get(9)?,
+                server_address: row.get(10)?,
+                server_port: row.get(11)?,
+                network_peer_address: row.get(12)?,
+                network_peer_port: row.get(13)?,
+                net_peer_name: row.get(14)?,
+                net_sock_peer_addr: row.get(15)?,
+                db_system: row.get(16)?,
+                db_system_name: row.get(17)?,
+                db_namespace: row.get(18)?,
+                db_name: row.get(19)?,
+                messaging_system: row.get(20)?,
+                messaging_destination_name: row.get(21)?,
+                rpc_service: row.get(22)?,
+                http_route: row.get(23)?,
+                http_method: row.get(24)?,
+            },
+            environment: environment.map(&mut intern),
+            // Derivation needs none of the detail; reading it would only cost time.
+            detail: SpanDetail::default(),
+        });
+    }
+    if !trace.is_empty() {
+        each(&trace);
+    }
+    Ok(())
+}
+
+/// Ids are written by this crate as lowercase hex of the right length.
+fn decode<const N: usize>(text: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let _ = hex::decode_to_slice(text, &mut out);
+    out
+}
+
+fn parse_links(json: &str) -> Vec<Link> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        trace_id: String,
+        span_id: String,
+    }
+    serde_json::from_str::<Vec<Stored>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|link| Link {
+            trace_id: decode::<16>(&link.trace_id),
+            span_id: decode::<8>(&link.span_id),
+            attributes_json: String::new(),
+        })
+        .collect()
+}

@@ -1,0 +1,178 @@
+//! The versioned schema. Each migration moves the store from version N-1 to N in one
+//! transaction; a store is never left half-migrated.
+
+use duckdb::Connection;
+
+use crate::OpenError;
+
+/// One SQL script per version; index 0 creates version 1.
+const MIGRATIONS: &[&str] = &[
+    // v1: raw spans. The columns named after attributes are the ones the edge derivation reads;
+    // everything else a span carried is kept in the JSON columns.
+    "CREATE TABLE spans (
+        trace_id VARCHAR NOT NULL,          -- 32 lowercase hex digits
+        span_id VARCHAR NOT NULL,           -- 16 lowercase hex digits
+        parent_span_id VARCHAR,             -- NULL for a root span
+        trace_state VARCHAR,
+        service_name VARCHAR NOT NULL,      -- 'namespace/name' when service.namespace is set
+        span_name VARCHAR NOT NULL,
+        span_kind VARCHAR NOT NULL,         -- unspecified|internal|server|client|producer|consumer
+        start_ns BIGINT NOT NULL,           -- Unix epoch nanoseconds
+        end_ns BIGINT NOT NULL,
+        status_code VARCHAR NOT NULL,       -- unset|ok|error
+        status_message VARCHAR,
+        peer_service VARCHAR,
+        server_address VARCHAR,
+        server_port BIGINT,
+        network_peer_address VARCHAR,
+        network_peer_port BIGINT,
+        net_peer_name VARCHAR,
+        net_sock_peer_addr VARCHAR,
+        db_system VARCHAR,
+        db_system_name VARCHAR,
+        db_namespace VARCHAR,
+        db_name VARCHAR,
+        messaging_system VARCHAR,
+        messaging_destination_name VARCHAR,
+        rpc_service VARCHAR,
+        http_route VARCHAR,
+        http_method VARCHAR,
+        environment VARCHAR,                -- deployment.environment.name of the resource
+        scope_name VARCHAR,
+        scope_version VARCHAR,
+        attributes VARCHAR NOT NULL,        -- JSON object: the span attributes not in a column above
+        resource_attributes VARCHAR NOT NULL, -- JSON object: all resource attributes
+        events_count INTEGER NOT NULL,
+        links VARCHAR                       -- JSON array of {trace_id, span_id, attributes}, NULL if none
+    );",
+    // v2: derived edges in time buckets (width_s 60 or 3600), summed at query time. Every
+    // observation is written once at each width; late ones add rows to a bucket.
+    "CREATE TABLE edge_buckets (
+        bucket_ns BIGINT NOT NULL,
+        width_s INTEGER NOT NULL,
+        source VARCHAR NOT NULL,
+        target VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,              -- sync|async
+        calls UBIGINT NOT NULL,
+        errors UBIGINT NOT NULL,
+        traces UBIGINT NOT NULL,
+        max_calls_per_trace UBIGINT NOT NULL,
+        latency BLOB NOT NULL,              -- latency sketch (analyzer::sketch), client side
+        server_latency BLOB NOT NULL,
+        first_seen_ns BIGINT NOT NULL,
+        last_seen_ns BIGINT NOT NULL
+    );
+    CREATE TABLE operation_buckets (
+        bucket_ns BIGINT NOT NULL,
+        width_s INTEGER NOT NULL,
+        from_service VARCHAR NOT NULL,
+        from_operation VARCHAR NOT NULL,
+        to_service VARCHAR NOT NULL,
+        to_operation VARCHAR NOT NULL,
+        calls UBIGINT NOT NULL,
+        errors UBIGINT NOT NULL,
+        latency BLOB NOT NULL
+    );
+    CREATE TABLE node_buckets (
+        bucket_ns BIGINT NOT NULL,
+        width_s INTEGER NOT NULL,
+        node VARCHAR NOT NULL,
+        reports_spans BOOLEAN NOT NULL,
+        peer_types VARCHAR NOT NULL,        -- comma-separated types rules gave the node
+        entry_point BOOLEAN NOT NULL
+    );
+    CREATE TABLE diagnostic_buckets (
+        bucket_ns BIGINT NOT NULL,
+        width_s INTEGER NOT NULL,
+        spans UBIGINT NOT NULL,
+        traces UBIGINT NOT NULL,
+        observations UBIGINT NOT NULL,
+        orphaned_spans UBIGINT NOT NULL,
+        unresolved_client_spans UBIGINT NOT NULL,
+        late_spans_paired UBIGINT NOT NULL,
+        late_spans_dropped UBIGINT NOT NULL,
+        traces_cut_short UBIGINT NOT NULL,
+        span_min_ns BIGINT,
+        span_max_ns BIGINT
+    );
+    CREATE INDEX edge_buckets_time ON edge_buckets (width_s, bucket_ns);",
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const META_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS archtrace_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)";
+
+pub fn migrate(conn: &Connection, path: &str) -> Result<(), OpenError> {
+    let open_err = |source| OpenError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    conn.execute_batch(META_TABLE).map_err(open_err)?;
+    let current = read_version(conn).map_err(open_err)?;
+    if current > SCHEMA_VERSION {
+        return Err(OpenError::TooNew {
+            path: path.to_owned(),
+            found: current,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (index, script) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
+        let sql = format!(
+            "BEGIN TRANSACTION;
+             {script}
+             INSERT OR REPLACE INTO archtrace_meta VALUES ('schema_version', '{version}');
+             COMMIT;"
+        );
+        if let Err(source) = conn.execute_batch(&sql) {
+            // Leave the file at the previous version rather than half-migrated.
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(OpenError::Migrate {
+                path: path.to_owned(),
+                version,
+                source,
+            });
+        }
+        tracing::info!(path, version, "migrated store schema");
+    }
+    Ok(())
+}
+
+/// For read-only opens: the schema must exist and be one this build understands.
+pub fn check_readable(conn: &Connection, path: &str) -> Result<(), OpenError> {
+    let found = read_version(conn).map_err(|source| OpenError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    if found > SCHEMA_VERSION {
+        return Err(OpenError::TooNew {
+            path: path.to_owned(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn read_version(conn: &Connection) -> Result<i64, duckdb::Error> {
+    let has_meta: i64 = conn.query_row(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'archtrace_meta'",
+        [],
+        |row| row.get(0),
+    )?;
+    if has_meta == 0 {
+        return Ok(0);
+    }
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM archtrace_meta WHERE key = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .or_else(|err| match err {
+            duckdb::Error::QueryReturnedNoRows => Ok(None),
+            other => Err(other),
+        })?;
+    Ok(version.and_then(|v| v.parse().ok()).unwrap_or(0))
+}

@@ -1,0 +1,139 @@
+//! Nothing acknowledged is lost: the real binary is killed with SIGKILL and restarted on the
+//! same DuckDB file. Also: SIGTERM drains, commits and exits 0.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use archtrace_collector::synth::Generator;
+use archtrace_store::Store;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use crate::support::{span_ids, ServerProcess};
+
+fn ids_of(request: &ExportTraceServiceRequest) -> Vec<String> {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|span| hex::encode(&span.span_id))
+        .collect()
+}
+
+fn batch(seed: u64) -> ExportTraceServiceRequest {
+    Generator::new(seed, 1_700_000_000_000_000_000 + seed * 1_000_000_000).request(200)
+}
+
+fn stored_ids(db: &std::path::Path) -> Vec<String> {
+    span_ids(&Store::open_read_only(db).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_spans_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spans.duckdb");
+
+    // Sequential batches: every sent batch is acknowledged before the kill.
+    let mut server = ServerProcess::spawn(&db, &[]);
+    let mut client = TraceServiceClient::connect(server.grpc.clone())
+        .await
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    for seed in 0..20 {
+        let request = batch(seed);
+        let ids = ids_of(&request);
+        client.export(request).await.unwrap();
+        acknowledged.extend(ids);
+    }
+    server.child.kill().unwrap();
+    server.wait(Duration::from_secs(10));
+    acknowledged.sort();
+    assert_eq!(
+        stored_ids(&db),
+        acknowledged,
+        "exactly the acknowledged spans"
+    );
+
+    // Concurrent batches, killed mid-flight: every acknowledged batch is there, and each batch is
+    // all or nothing.
+    let server = ServerProcess::spawn(&db, &[]);
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut senders = Vec::new();
+    for worker in 0..4u64 {
+        let url = server.grpc.clone();
+        let acked = acked.clone();
+        senders.push(tokio::spawn(async move {
+            let mut client = TraceServiceClient::connect(url).await.unwrap();
+            for round in 0.. {
+                let seed = 1_000 + worker * 10_000 + round;
+                if client.export(batch(seed)).await.is_err() {
+                    return;
+                }
+                acked.lock().unwrap().push(seed);
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.wait(Duration::from_secs(10));
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let stored: BTreeSet<String> = stored_ids(&db).into_iter().collect();
+    let acked = acked.lock().unwrap().clone();
+    for &seed in &acked {
+        for id in ids_of(&batch(seed)) {
+            assert!(
+                stored.contains(&id),
+                "span {id} of acknowledged batch {seed} is lost"
+            );
+        }
+    }
+    let mut accounted: BTreeSet<String> = acknowledged.into_iter().collect();
+    for worker in 0..4u64 {
+        for round in 0..(acked.len() as u64 + 8) {
+            let ids = ids_of(&batch(1_000 + worker * 10_000 + round));
+            let present = ids.iter().filter(|id| stored.contains(*id)).count();
+            assert!(
+                present == 0 || present == ids.len(),
+                "batch stored partly: {present} of {}",
+                ids.len()
+            );
+            accounted.extend(ids.into_iter().filter(|id| stored.contains(id)));
+        }
+    }
+    assert_eq!(
+        accounted, stored,
+        "the store holds nothing that was not sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_commits_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spans.duckdb");
+    let mut server = ServerProcess::spawn(&db, &[]);
+    let mut client = TraceServiceClient::connect(server.grpc.clone())
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for seed in 0..5 {
+        let request = batch(seed);
+        sent.extend(ids_of(&request));
+        client.export(request).await.unwrap();
+    }
+    server.signal("TERM");
+    let status = server.wait(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status:?}");
+    sent.sort();
+    assert_eq!(stored_ids(&db), sent);
+    assert!(
+        !dir.path().join("spans.duckdb.wal").exists(),
+        "a clean shutdown checkpoints the write-ahead log into the file"
+    );
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real server on real ports, real OpenTelemetry exporters, real DuckDB files.
+
+mod bad_input;
+mod cli;
+mod durability;
+mod fixtures;
+mod graph;
+mod import;
+mod live_services;
+mod overload;
+mod sdk_export;
+mod support;

@@ -1,0 +1,207 @@
+//! Helpers shared by the end-to-end tests: a real server (in-process or the real binary) on
+//! port 0 over a real DuckDB file, and ways to read the store back.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use archtrace_collector::{BoundAddrs, Listeners, ServerSettings};
+use archtrace_store::{Location, Store};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Server settings that derive traces 100 ms after their last span, so tests need not wait.
+pub fn quick_assembly() -> ServerSettings {
+    ServerSettings {
+        assembly: archtrace_collector::assembly::AssemblySettings {
+            trace_idle: Duration::from_millis(100),
+            ..Default::default()
+        },
+        ..ServerSettings::default()
+    }
+}
+
+/// `serve` running inside the test process on its own DuckDB file.
+pub struct InProcessServer {
+    pub addrs: BoundAddrs,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<Store, archtrace_collector::ServeError>>,
+    _dir: TempDir,
+}
+
+impl InProcessServer {
+    pub async fn start(settings: ServerSettings) -> InProcessServer {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("spans.duckdb");
+        let store = Store::open(&Location::File(db.clone())).unwrap();
+        let any = "127.0.0.1:0".parse().unwrap();
+        let listeners = Listeners::bind(any, any, any).await.unwrap();
+        let addrs = listeners.addrs().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(archtrace_collector::serve(
+            store,
+            listeners,
+            settings,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        InProcessServer {
+            addrs,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.addrs.grpc)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}/v1/traces", self.addrs.http)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addrs.admin)
+    }
+
+    /// Shuts the server down gracefully and returns its store for inspection.
+    pub async fn stop(mut self) -> Stopped {
+        let _ = self.stop.take().unwrap().send(());
+        let store = tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task did not panic")
+            .expect("server stopped cleanly");
+        Stopped {
+            store,
+            _dir: self._dir,
+        }
+    }
+}
+
+/// A stopped server's store; the directory holding it lives as long as this does.
+pub struct Stopped {
+    pub store: Store,
+    _dir: TempDir,
+}
+
+/// The `archtrace` binary built next to this test executable.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/it-<hash> -> target/<profile>/archtrace
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join(format!("archtrace{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build --release --bin archtrace` \
+         (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// `archtrace serve` as a child process on port 0.
+pub struct ServerProcess {
+    pub child: Child,
+    pub grpc: String,
+    pub admin: String,
+}
+
+impl ServerProcess {
+    pub fn spawn(db: &Path, extra: &[&str]) -> ServerProcess {
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--db"])
+            .arg(db)
+            .args([
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env_remove("ARCHTRACE_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("spawn archtrace serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in startup line {line:?}"))
+                .to_owned()
+        };
+        ServerProcess {
+            grpc: format!("http://{}", field("otlp-grpc")),
+            admin: format!("http://{}", field("admin")),
+            child,
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn count(store: &Store, sql: &str) -> i64 {
+    store
+        .connection()
+        .query_row(sql, [], |row| row.get(0))
+        .unwrap_or_else(|err| panic!("{sql}: {err}"))
+}
+
+/// Span ids (hex) in the store, sorted.
+pub fn span_ids(store: &Store) -> Vec<String> {
+    let mut statement = store
+        .connection()
+        .prepare("SELECT span_id FROM spans ORDER BY span_id")
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+pub fn shared_data(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(relative)
+}
