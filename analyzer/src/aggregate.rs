@@ -1,0 +1,439 @@
+//! Observations summed per edge and per operation pair, with the per-trace facts that make a
+//! window's diagnostics. An `Aggregate` covers one time window (a 1-minute bucket online, all
+//! of the input offline); aggregates of adjacent windows merge.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::derive::{derive_trace, EdgeKind, NodeType, Observation, Provenance, SpanLookup};
+use crate::sketch::LatencySketch;
+use crate::span::Span;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeKey {
+    pub from: Arc<str>,
+    pub to: Arc<str>,
+    pub kind: EdgeKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OperationKey {
+    pub from_service: Arc<str>,
+    pub from_operation: Arc<str>,
+    pub to_service: Arc<str>,
+    pub to_operation: Arc<str>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EdgeStats {
+    pub calls: u64,
+    pub errors: u64,
+    pub latency: LatencySketch,
+    pub server_latency: LatencySketch,
+    /// Traces in which the edge was seen: calls / traces is the calls per trace.
+    pub traces: u64,
+    pub max_calls_per_trace: u64,
+    pub first_seen_ns: i64,
+    pub last_seen_ns: i64,
+}
+
+impl EdgeStats {
+    fn observe(&mut self, observation: &Observation) {
+        if self.calls == 0 {
+            self.first_seen_ns = observation.start_ns;
+            self.last_seen_ns = observation.start_ns;
+        }
+        self.calls += 1;
+        self.errors += u64::from(observation.error);
+        self.latency.add(observation.latency_ns);
+        if let Some(server) = observation.server_latency_ns {
+            self.server_latency.add(server);
+        }
+        self.first_seen_ns = self.first_seen_ns.min(observation.start_ns);
+        self.last_seen_ns = self.last_seen_ns.max(observation.start_ns);
+    }
+
+    pub fn merge(&mut self, other: &EdgeStats) {
+        if other.calls == 0 {
+            return;
+        }
+        if self.calls == 0 {
+            self.first_seen_ns = other.first_seen_ns;
+            self.last_seen_ns = other.last_seen_ns;
+        }
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.latency.merge(&other.latency);
+        self.server_latency.merge(&other.server_latency);
+        self.traces += other.traces;
+        self.max_calls_per_trace = self.max_calls_per_trace.max(other.max_calls_per_trace);
+        self.first_seen_ns = self.first_seen_ns.min(other.first_seen_ns);
+        self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OperationStats {
+    pub calls: u64,
+    pub errors: u64,
+    pub latency: LatencySketch,
+}
+
+impl OperationStats {
+    pub fn merge(&mut self, other: &OperationStats) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// What the window's inputs looked like: a graph built from 40% orphans must say so.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Diagnostics {
+    pub spans: u64,
+    pub traces: u64,
+    pub observations: u64,
+    pub orphaned_spans: u64,
+    pub unresolved_client_spans: u64,
+    pub late_spans_paired: u64,
+    pub late_spans_dropped: u64,
+    pub traces_cut_short: u64,
+}
+
+impl Diagnostics {
+    pub fn merge(&mut self, other: &Diagnostics) {
+        self.spans += other.spans;
+        self.traces += other.traces;
+        self.observations += other.observations;
+        self.orphaned_spans += other.orphaned_spans;
+        self.unresolved_client_spans += other.unresolved_client_spans;
+        self.late_spans_paired += other.late_spans_paired;
+        self.late_spans_dropped += other.late_spans_dropped;
+        self.traces_cut_short += other.traces_cut_short;
+    }
+}
+
+/// What is known of a node apart from its edges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// Some span reports this node as its service.
+    pub reports_spans: bool,
+    /// Types other rules gave the node (R2, R3).
+    pub peer_types: BTreeSet<NodeType>,
+    /// Called from outside (R3).
+    pub entry_point: bool,
+}
+
+impl NodeFacts {
+    pub fn merge(&mut self, other: &NodeFacts) {
+        self.reports_spans |= other.reports_spans;
+        self.peer_types.extend(other.peer_types.iter().copied());
+        self.entry_point |= other.entry_point;
+    }
+
+    /// A node is a service whenever some span reports it; otherwise the type a rule gave it.
+    pub fn node_type(&self) -> NodeType {
+        if self.reports_spans {
+            NodeType::Service
+        } else {
+            // Deterministic when rules disagree: the most specific type wins.
+            self.peer_types
+                .iter()
+                .next()
+                .copied()
+                .unwrap_or(NodeType::External)
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Aggregate {
+    pub edges: HashMap<EdgeKey, EdgeStats>,
+    pub operations: HashMap<OperationKey, OperationStats>,
+    pub nodes: BTreeMap<Arc<str>, NodeFacts>,
+    pub diagnostics: Diagnostics,
+    /// Earliest span start and latest span end seen, in Unix nanoseconds.
+    pub span_range: Option<(i64, i64)>,
+}
+
+impl Aggregate {
+    /// Derives one complete trace and adds what it shows.
+    pub fn add_trace(
+        &mut self,
+        spans: &[Span],
+        lookup: &dyn SpanLookup,
+        scratch: &mut Vec<Observation>,
+    ) {
+        scratch.clear();
+        let trace = derive_trace(spans, lookup, scratch);
+        self.diagnostics.spans += trace.spans;
+        self.diagnostics.traces += 1;
+        self.diagnostics.observations += trace.observations;
+        self.diagnostics.orphaned_spans += trace.orphaned_spans;
+        self.diagnostics.unresolved_client_spans += trace.unresolved_client_spans;
+        for span in spans {
+            self.note_service(&span.service);
+            let range = self.span_range.get_or_insert((span.start_ns, span.end_ns));
+            range.0 = range.0.min(span.start_ns);
+            range.1 = range.1.max(span.end_ns);
+        }
+        self.add_observations(scratch);
+    }
+
+    fn note_service(&mut self, service: &Arc<str>) {
+        match self.nodes.get_mut(service) {
+            Some(facts) => facts.reports_spans = true,
+            None => {
+                self.nodes.insert(
+                    service.clone(),
+                    NodeFacts {
+                        reports_spans: true,
+                        ..NodeFacts::default()
+                    },
+                );
+            }
+        }
+    }
+
+    /// Adds the observations of one trace (calls per trace are counted within it).
+    pub fn add_observations(&mut self, observations: &[Observation]) {
+        let mut per_trace: HashMap<&EdgeKey, u64> = HashMap::new();
+        let mut keys = Vec::with_capacity(observations.len());
+        for observation in observations {
+            keys.push(EdgeKey {
+                from: observation.from.clone(),
+                to: observation.to.clone(),
+                kind: observation.kind,
+            });
+            for (name, node_type) in [
+                (&observation.from, observation.from_type),
+                (&observation.to, observation.to_type),
+            ] {
+                let facts = self.nodes.entry(name.clone()).or_default();
+                if node_type != NodeType::Service {
+                    facts.peer_types.insert(node_type);
+                }
+            }
+            if observation.provenance == Provenance::Entry {
+                self.nodes
+                    .entry(observation.to.clone())
+                    .or_default()
+                    .entry_point = true;
+            }
+            let operation = self
+                .operations
+                .entry(OperationKey {
+                    from_service: observation.from.clone(),
+                    from_operation: observation.caller_operation.clone(),
+                    to_service: observation.to.clone(),
+                    to_operation: observation.callee_operation.clone(),
+                })
+                .or_default();
+            operation.calls += 1;
+            operation.errors += u64::from(observation.error);
+            operation.latency.add(observation.latency_ns);
+        }
+        for (key, observation) in keys.iter().zip(observations) {
+            self.edges
+                .entry(key.clone())
+                .or_default()
+                .observe(observation);
+            *per_trace.entry(key).or_default() += 1;
+        }
+        for (key, calls) in per_trace {
+            let stats = self.edges.get_mut(key).expect("observed above");
+            stats.traces += 1;
+            stats.max_calls_per_trace = stats.max_calls_per_trace.max(calls);
+        }
+    }
+
+    pub fn merge(&mut self, other: &Aggregate) {
+        for (key, stats) in &other.edges {
+            self.edges.entry(key.clone()).or_default().merge(stats);
+        }
+        for (key, stats) in &other.operations {
+            self.operations.entry(key.clone()).or_default().merge(stats);
+        }
+        for (name, facts) in &other.nodes {
+            self.nodes.entry(name.clone()).or_default().merge(facts);
+        }
+        self.diagnostics.merge(&other.diagnostics);
+        if let Some((start, end)) = other.span_range {
+            let range = self.span_range.get_or_insert((start, end));
+            range.0 = range.0.min(start);
+            range.1 = range.1.max(end);
+        }
+    }
+}
+
+/// Aggregates cut into fixed time buckets (1 minute online) by each observation's start time,
+/// so that any window can be summed from whole buckets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buckets {
+    pub width_ns: i64,
+    /// Bucket start (Unix nanoseconds) to what happened in it.
+    pub buckets: BTreeMap<i64, Aggregate>,
+}
+
+impl Buckets {
+    pub fn new(width_ns: i64) -> Buckets {
+        assert!(width_ns > 0, "buckets need a positive width");
+        Buckets {
+            width_ns,
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    pub fn bucket_of(&self, time_ns: i64) -> i64 {
+        time_ns.div_euclid(self.width_ns) * self.width_ns
+    }
+
+    /// Derives one complete trace. Observations go to the bucket of their start; the trace's
+    /// spans, nodes and diagnostics to the bucket of its earliest span.
+    pub fn add_trace(
+        &mut self,
+        spans: &[Span],
+        lookup: &dyn SpanLookup,
+        scratch: &mut Vec<Observation>,
+    ) {
+        let Some(first) = spans.iter().map(|s| s.start_ns).min() else {
+            return;
+        };
+        let mut whole = Aggregate::default();
+        whole.add_trace(spans, lookup, scratch);
+        // The per-edge numbers are rebuilt per bucket; the rest stays with the trace's bucket.
+        whole.edges.clear();
+        whole.operations.clear();
+        self.buckets
+            .entry(self.bucket_of(first))
+            .or_default()
+            .merge(&whole);
+        let width = self.width_ns;
+        let bucket_of = |time_ns: i64| time_ns.div_euclid(width) * width;
+        scratch.sort_by_key(|o| o.start_ns);
+        for chunk in scratch.chunk_by(|a, b| bucket_of(a.start_ns) == bucket_of(b.start_ns)) {
+            self.buckets
+                .entry(bucket_of(chunk[0].start_ns))
+                .or_default()
+                .add_observations(chunk);
+        }
+    }
+
+    /// Everything in `[since, until)`, merged.
+    pub fn window(&self, since_ns: i64, until_ns: i64) -> Aggregate {
+        let mut total = Aggregate::default();
+        for (_, bucket) in self.buckets.range(self.bucket_of(since_ns)..until_ns) {
+            total.merge(bucket);
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::derive::NoLookup;
+    use crate::span::{PeerAttributes, SpanKind, StatusCode};
+
+    const MINUTE: i64 = 60_000_000_000;
+
+    fn span(
+        trace: u8,
+        id: u8,
+        parent: Option<u8>,
+        service: &str,
+        kind: SpanKind,
+        start_ns: i64,
+    ) -> Span {
+        Span {
+            trace_id: [trace; 16],
+            span_id: [id; 8],
+            parent_span_id: parent.map(|p| [p; 8]),
+            service: Arc::from(service),
+            name: format!("op-{id}"),
+            kind,
+            start_ns,
+            end_ns: start_ns + 1_000_000,
+            status: StatusCode::Unset,
+            links: Vec::new(),
+            peer: PeerAttributes::default(),
+            environment: None,
+            detail: Default::default(),
+        }
+    }
+
+    /// web calls cart `calls` times in one trace, starting at `start`.
+    fn trace(id: u8, start: i64, calls: u8) -> Vec<Span> {
+        let mut spans = vec![span(id, 1, None, "web", SpanKind::Server, start)];
+        for call in 0..calls {
+            let client = 10 + 2 * call;
+            spans.push(span(
+                id,
+                client,
+                Some(1),
+                "web",
+                SpanKind::Client,
+                start + 1_000,
+            ));
+            spans.push(span(
+                id,
+                client + 1,
+                Some(client),
+                "cart",
+                SpanKind::Server,
+                start + 2_000,
+            ));
+        }
+        spans
+    }
+
+    fn edge<'a>(aggregate: &'a Aggregate, from: &str, to: &str) -> &'a EdgeStats {
+        aggregate
+            .edges
+            .iter()
+            .find(|(k, _)| &*k.from == from && &*k.to == to)
+            .map(|(_, v)| v)
+            .unwrap()
+    }
+
+    #[test]
+    fn calls_per_trace_counts_repeated_calls_within_a_trace() {
+        let mut aggregate = Aggregate::default();
+        let mut scratch = Vec::new();
+        aggregate.add_trace(&trace(1, 0, 3), &NoLookup, &mut scratch);
+        aggregate.add_trace(&trace(2, 0, 1), &NoLookup, &mut scratch);
+        let stats = edge(&aggregate, "web", "cart");
+        assert_eq!(
+            (stats.calls, stats.traces, stats.max_calls_per_trace),
+            (4, 2, 3)
+        );
+        assert_eq!(aggregate.diagnostics.traces, 2);
+        assert_eq!(aggregate.diagnostics.spans, 7 + 3);
+        assert!(aggregate.nodes["web"].entry_point);
+        assert_eq!(aggregate.nodes["web"].node_type(), NodeType::Service);
+    }
+
+    #[test]
+    fn buckets_split_by_observation_start_and_windows_sum_them() {
+        let mut buckets = Buckets::new(MINUTE);
+        let mut scratch = Vec::new();
+        buckets.add_trace(&trace(1, 10, 1), &NoLookup, &mut scratch);
+        buckets.add_trace(&trace(2, MINUTE + 10, 2), &NoLookup, &mut scratch);
+        buckets.add_trace(&trace(3, 5 * MINUTE, 1), &NoLookup, &mut scratch);
+        assert_eq!(buckets.buckets.len(), 3);
+        let first_two = buckets.window(0, 2 * MINUTE);
+        assert_eq!(edge(&first_two, "web", "cart").calls, 3);
+        assert_eq!(first_two.diagnostics.traces, 2);
+        let all = buckets.window(0, 10 * MINUTE);
+        assert_eq!(edge(&all, "web", "cart").calls, 4);
+        assert_eq!(edge(&all, "user", "web").calls, 3);
+        assert_eq!(edge(&all, "web", "cart").max_calls_per_trace, 2);
+        // Merging bucket by bucket equals deriving everything at once.
+        let mut direct = Aggregate::default();
+        for (id, start, calls) in [(1, 10, 1), (2, MINUTE + 10, 2), (3, 5 * MINUTE, 1)] {
+            direct.add_trace(&trace(id, start, calls), &NoLookup, &mut scratch);
+        }
+        assert_eq!(all.edges, direct.edges);
+        assert_eq!(all.diagnostics, direct.diagnostics);
+    }
+}

@@ -1,0 +1,894 @@
+//! Edge derivation: one complete trace in, call observations out. This implements
+//! `shared/docs/edge-derivation.md` rule by rule (R1–R6); each rule has tests named after it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::span::{PeerAttributes, Span, SpanId, SpanKind, TraceId};
+
+/// The virtual caller of entry points whose client reports no spans (R3).
+pub const USER_NODE: &str = "user";
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    Service,
+    Database,
+    Messaging,
+    External,
+    Client,
+}
+
+impl NodeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeType::Service => "service",
+            NodeType::Database => "database",
+            NodeType::Messaging => "messaging",
+            NodeType::External => "external",
+            NodeType::Client => "client",
+        }
+    }
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeKind {
+    Sync,
+    Async,
+}
+
+impl EdgeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdgeKind::Sync => "sync",
+            EdgeKind::Async => "async",
+        }
+    }
+}
+
+/// Which rule produced an observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Provenance {
+    /// R1: a server or consumer span below its caller's span.
+    Server,
+    /// R2: a client or producer span whose callee reports no spans.
+    Uninstrumented,
+    /// R3: a root server or consumer span called from outside.
+    Entry,
+    /// R4: a service boundary crossed without a server span.
+    Boundary,
+    /// R5: a consumer linked to the producer's span.
+    Link,
+}
+
+/// One call seen in a trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub from: Arc<str>,
+    pub from_type: NodeType,
+    pub to: Arc<str>,
+    pub to_type: NodeType,
+    pub kind: EdgeKind,
+    pub error: bool,
+    /// What the caller waited (the client span when there is one), nanoseconds.
+    pub latency_ns: i64,
+    /// The callee's own span duration, when the callee reported one.
+    pub server_latency_ns: Option<i64>,
+    pub caller_operation: Arc<str>,
+    pub callee_operation: Arc<str>,
+    pub start_ns: i64,
+    pub provenance: Provenance,
+    pub trace_id: TraceId,
+    /// The span the rule fired on: the callee's span (R1, R3, R4, R5) or the client span (R2).
+    pub span_id: SpanId,
+}
+
+/// What derivation counted about one trace's inputs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceDiagnostics {
+    pub spans: u64,
+    pub observations: u64,
+    /// Spans whose parent never arrived (R6).
+    pub orphaned_spans: u64,
+    /// Client or producer spans with no server child and no attribute naming the callee (R2).
+    pub unresolved_client_spans: u64,
+}
+
+/// What R5 needs to know of a linked span that is not in this trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkedSpan {
+    pub service: Arc<str>,
+    pub operation: Arc<str>,
+}
+
+/// Looks up spans outside the trace (recently processed ones, online), for links.
+pub trait SpanLookup {
+    fn find(&self, trace_id: &TraceId, span_id: &SpanId) -> Option<LinkedSpan>;
+}
+
+/// No spans outside the trace are known (offline, the whole input is one window).
+pub struct NoLookup;
+
+impl SpanLookup for NoLookup {
+    fn find(&self, _: &TraceId, _: &SpanId) -> Option<LinkedSpan> {
+        None
+    }
+}
+
+fn is_server(kind: SpanKind) -> bool {
+    matches!(kind, SpanKind::Server | SpanKind::Consumer)
+}
+
+fn is_client(kind: SpanKind) -> bool {
+    matches!(kind, SpanKind::Client | SpanKind::Producer)
+}
+
+/// The operation a span stands for: for HTTP servers, the method and route when present.
+pub fn operation_name(span: &Span) -> Arc<str> {
+    match (&span.peer.http_route, &span.peer.http_method) {
+        (Some(route), Some(method)) if span.kind == SpanKind::Server => {
+            Arc::from(format!("{method} {route}"))
+        }
+        (Some(route), None) if span.kind == SpanKind::Server => Arc::from(route.as_str()),
+        _ => Arc::from(span.name.as_str()),
+    }
+}
+
+/// R2's node for an uninstrumented callee: the first naming attribute, and the node type.
+pub fn uninstrumented_peer(peer: &PeerAttributes) -> Option<(String, NodeType)> {
+    let node_type = if peer.db_namespace.is_some()
+        || peer.db_name.is_some()
+        || peer.db_system.is_some()
+        || peer.db_system_name.is_some()
+    {
+        NodeType::Database
+    } else if peer.messaging_system.is_some() {
+        NodeType::Messaging
+    } else {
+        NodeType::External
+    };
+    let network_peer =
+        peer.network_peer_address
+            .as_ref()
+            .map(|address| match peer.network_peer_port {
+                Some(port) => format!("{address}:{port}"),
+                None => address.clone(),
+            });
+    let name = peer
+        .peer_service
+        .clone()
+        .or_else(|| peer.server_address.clone())
+        .or(network_peer)
+        .or_else(|| peer.net_peer_name.clone())
+        .or_else(|| peer.net_sock_peer_addr.clone())
+        .or_else(|| peer.db_namespace.clone())
+        .or_else(|| peer.db_name.clone())
+        .or_else(|| peer.db_system.clone())
+        .or_else(|| peer.db_system_name.clone())
+        .or_else(|| peer.messaging_destination_name.clone())
+        .or_else(|| peer.messaging_system.clone())
+        .or_else(|| peer.rpc_service.clone())?;
+    Some((name, node_type))
+}
+
+/// Derives the observations of one complete trace (all spans sharing a trace id).
+pub fn derive_trace(
+    spans: &[Span],
+    lookup: &dyn SpanLookup,
+    out: &mut Vec<Observation>,
+) -> TraceDiagnostics {
+    let mut diagnostics = TraceDiagnostics {
+        spans: spans.len() as u64,
+        ..TraceDiagnostics::default()
+    };
+    let before = out.len();
+    let mut index: HashMap<SpanId, usize> = HashMap::with_capacity(spans.len());
+    for (i, span) in spans.iter().enumerate() {
+        index.entry(span.span_id).or_insert(i);
+    }
+    let parent_of: Vec<Option<usize>> = spans
+        .iter()
+        .map(|s| s.parent_span_id.and_then(|p| index.get(&p).copied()))
+        .collect();
+    let mut has_server_child = vec![false; spans.len()];
+    for (i, span) in spans.iter().enumerate() {
+        if let Some(p) = parent_of[i] {
+            if is_server(span.kind) {
+                has_server_child[p] = true;
+            }
+        }
+    }
+    let endpoints = Endpoints::new(spans, &parent_of);
+
+    for (i, span) in spans.iter().enumerate() {
+        let orphan = span.parent_span_id.is_some() && parent_of[i].is_none();
+        if orphan {
+            // R6: the caller is not guessed.
+            diagnostics.orphaned_spans += 1;
+        }
+        if let Some(p) = parent_of[i] {
+            let parent = &spans[p];
+            if is_server(span.kind) {
+                rule_1_server_pairing(span, parent, endpoints.of(p), out);
+            } else if parent.service != span.service {
+                rule_4_boundary(span, parent, endpoints.of(p), out);
+            }
+        }
+        if is_client(span.kind)
+            && !has_server_child[i]
+            && !rule_2_uninstrumented_callee(span, endpoints.of(i), out)
+        {
+            diagnostics.unresolved_client_spans += 1;
+        }
+        if span.parent_span_id.is_none() && is_server(span.kind) {
+            let linked =
+                span.kind == SpanKind::Consumer && rule_5_links(span, spans, &index, lookup, out);
+            if !linked {
+                rule_3_uninstrumented_caller(span, out);
+            }
+        }
+    }
+    diagnostics.observations = (out.len() - before) as u64;
+    diagnostics
+}
+
+/// The caller operation of every span: the nearest ancestor-or-self of the same service that
+/// is a server/consumer span or a root, i.e. the endpoint that was running.
+struct Endpoints {
+    operation: Vec<Arc<str>>,
+}
+
+impl Endpoints {
+    fn new(spans: &[Span], parent_of: &[Option<usize>]) -> Self {
+        let mut operation: Vec<Option<Arc<str>>> = vec![None; spans.len()];
+        for start in 0..spans.len() {
+            if operation[start].is_some() {
+                continue;
+            }
+            // Walk up within the service until an endpoint (or a known answer) is found.
+            let mut chain = vec![start];
+            let found = loop {
+                let current = *chain.last().expect("chain is never empty");
+                if let Some(known) = &operation[current] {
+                    break known.clone();
+                }
+                let span = &spans[current];
+                let parent = parent_of[current].filter(|p| spans[*p].service == span.service);
+                match parent {
+                    Some(p) if !is_server(span.kind) && chain.len() <= spans.len() => chain.push(p),
+                    // A server span, a root, an orphan, or the top of a service's stretch of the
+                    // trace below another service (a boundary): that span is the endpoint.
+                    _ => break operation_name(span),
+                }
+            };
+            for i in chain {
+                operation[i] = Some(found.clone());
+            }
+        }
+        Endpoints {
+            operation: operation
+                .into_iter()
+                .map(|o| o.expect("every span was assigned"))
+                .collect(),
+        }
+    }
+
+    fn of(&self, i: usize) -> Arc<str> {
+        self.operation[i].clone()
+    }
+}
+
+/// R1 — a server or consumer span S below its parent P: `P.service → S.service`.
+fn rule_1_server_pairing(
+    span: &Span,
+    parent: &Span,
+    caller_op: Arc<str>,
+    out: &mut Vec<Observation>,
+) {
+    let parent_is_client = is_client(parent.kind);
+    if parent.service == span.service && !parent_is_client {
+        return;
+    }
+    let kind = if span.kind == SpanKind::Consumer || parent.kind == SpanKind::Producer {
+        EdgeKind::Async
+    } else {
+        EdgeKind::Sync
+    };
+    out.push(Observation {
+        from: parent.service.clone(),
+        from_type: NodeType::Service,
+        to: span.service.clone(),
+        to_type: NodeType::Service,
+        kind,
+        error: span.is_error() || (parent_is_client && parent.is_error()),
+        latency_ns: if parent_is_client {
+            parent.duration_ns()
+        } else {
+            span.duration_ns()
+        },
+        server_latency_ns: Some(span.duration_ns()),
+        caller_operation: caller_op,
+        callee_operation: operation_name(span),
+        start_ns: if parent_is_client {
+            parent.start_ns
+        } else {
+            span.start_ns
+        },
+        provenance: Provenance::Server,
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+    });
+}
+
+/// R2 — a client or producer span with no server child calls something that reports no spans.
+/// Returns false when no attribute names the callee (the span is then unresolved).
+fn rule_2_uninstrumented_callee(
+    span: &Span,
+    caller_op: Arc<str>,
+    out: &mut Vec<Observation>,
+) -> bool {
+    let Some((name, node_type)) = uninstrumented_peer(&span.peer) else {
+        return false;
+    };
+    out.push(Observation {
+        from: span.service.clone(),
+        from_type: NodeType::Service,
+        to: Arc::from(name),
+        to_type: node_type,
+        kind: if span.kind == SpanKind::Producer {
+            EdgeKind::Async
+        } else {
+            EdgeKind::Sync
+        },
+        error: span.is_error(),
+        latency_ns: span.duration_ns(),
+        server_latency_ns: None,
+        caller_operation: caller_op,
+        // The callee reported nothing: the client span's name says what was called.
+        callee_operation: Arc::from(span.name.as_str()),
+        start_ns: span.start_ns,
+        provenance: Provenance::Uninstrumented,
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+    });
+    true
+}
+
+/// R3 — a root server or consumer span was called by something that reports no spans.
+fn rule_3_uninstrumented_caller(span: &Span, out: &mut Vec<Observation>) {
+    let peer = &span.peer;
+    let (from, from_type) = if let Some(name) = &peer.peer_service {
+        (name.clone(), NodeType::Client)
+    } else if let Some(queue) = (span.kind == SpanKind::Consumer)
+        .then(|| {
+            peer.messaging_destination_name
+                .clone()
+                .or_else(|| peer.messaging_system.clone())
+        })
+        .flatten()
+    {
+        (queue, NodeType::Messaging)
+    } else {
+        (USER_NODE.to_owned(), NodeType::Client)
+    };
+    out.push(Observation {
+        from: Arc::from(from),
+        from_type,
+        to: span.service.clone(),
+        to_type: NodeType::Service,
+        kind: if span.kind == SpanKind::Consumer {
+            EdgeKind::Async
+        } else {
+            EdgeKind::Sync
+        },
+        error: span.is_error(),
+        latency_ns: span.duration_ns(),
+        server_latency_ns: Some(span.duration_ns()),
+        caller_operation: Arc::from(""),
+        callee_operation: operation_name(span),
+        start_ns: span.start_ns,
+        provenance: Provenance::Entry,
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+    });
+}
+
+/// R4 — a span of another kind whose parent belongs to another service: the call happened
+/// though the callee reported no server span.
+fn rule_4_boundary(span: &Span, parent: &Span, caller_op: Arc<str>, out: &mut Vec<Observation>) {
+    let own_error =
+        matches!(span.kind, SpanKind::Internal | SpanKind::Unspecified) && span.is_error();
+    out.push(Observation {
+        from: parent.service.clone(),
+        from_type: NodeType::Service,
+        to: span.service.clone(),
+        to_type: NodeType::Service,
+        kind: EdgeKind::Sync,
+        error: own_error,
+        latency_ns: span.duration_ns(),
+        server_latency_ns: Some(span.duration_ns()),
+        caller_operation: caller_op,
+        callee_operation: operation_name(span),
+        start_ns: span.start_ns,
+        provenance: Provenance::Boundary,
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+    });
+}
+
+/// R5 — a parentless consumer with links: one async call from each linked span's service.
+/// Returns whether any link resolved. When one does, the caller is known and R3 does not also
+/// invent one (a deliberate reading of the contract: R3 is for callers nobody reports).
+fn rule_5_links(
+    span: &Span,
+    spans: &[Span],
+    index: &HashMap<SpanId, usize>,
+    lookup: &dyn SpanLookup,
+    out: &mut Vec<Observation>,
+) -> bool {
+    let mut resolved = false;
+    for link in &span.links {
+        let linked = if link.trace_id == span.trace_id {
+            index.get(&link.span_id).map(|&i| LinkedSpan {
+                service: spans[i].service.clone(),
+                operation: operation_name(&spans[i]),
+            })
+        } else {
+            None
+        }
+        .or_else(|| lookup.find(&link.trace_id, &link.span_id));
+        let Some(linked) = linked else { continue };
+        resolved = true;
+        out.push(Observation {
+            from: linked.service,
+            from_type: NodeType::Service,
+            to: span.service.clone(),
+            to_type: NodeType::Service,
+            kind: EdgeKind::Async,
+            error: span.is_error(),
+            latency_ns: span.duration_ns(),
+            server_latency_ns: Some(span.duration_ns()),
+            caller_operation: linked.operation,
+            callee_operation: operation_name(span),
+            start_ns: span.start_ns,
+            provenance: Provenance::Link,
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+        });
+    }
+    resolved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::{Link, StatusCode};
+
+    const TRACE: TraceId = [1; 16];
+
+    /// A span of `service` with id `id`, below `parent`, lasting `duration` ns from `start`.
+    fn span(id: u8, parent: Option<u8>, service: &str, kind: SpanKind) -> Span {
+        Span {
+            trace_id: TRACE,
+            span_id: [id; 8],
+            parent_span_id: parent.map(|p| [p; 8]),
+            service: Arc::from(service),
+            name: format!("op-{id}"),
+            kind,
+            start_ns: 1_000 * i64::from(id),
+            end_ns: 1_000 * i64::from(id) + 100 * i64::from(id),
+            status: StatusCode::Unset,
+            links: Vec::new(),
+            peer: PeerAttributes::default(),
+            environment: None,
+            detail: Default::default(),
+        }
+    }
+
+    fn failed(mut span: Span) -> Span {
+        span.status = StatusCode::Error;
+        span
+    }
+
+    fn with_peer(mut span: Span, set: impl FnOnce(&mut PeerAttributes)) -> Span {
+        set(&mut span.peer);
+        span
+    }
+
+    fn derive(spans: &[Span]) -> (Vec<Observation>, TraceDiagnostics) {
+        let mut out = Vec::new();
+        let diagnostics = derive_trace(spans, &NoLookup, &mut out);
+        (out, diagnostics)
+    }
+
+    /// (from, to, kind, error) of each observation, in order, for compact expectations.
+    fn edges(observations: &[Observation]) -> Vec<(String, String, EdgeKind, bool)> {
+        observations
+            .iter()
+            .map(|o| (o.from.to_string(), o.to.to_string(), o.kind, o.error))
+            .collect()
+    }
+
+    fn e(from: &str, to: &str, kind: EdgeKind, error: bool) -> (String, String, EdgeKind, bool) {
+        (from.into(), to.into(), kind, error)
+    }
+
+    use EdgeKind::{Async, Sync};
+    use SpanKind::{Client, Consumer, Internal, Producer, Server, Unspecified};
+
+    #[test]
+    fn r1_server_pairing_links_the_callers_service_to_the_callees() {
+        let spans = [
+            span(1, None, "web", Server),
+            span(2, Some(1), "web", Client),
+            span(3, Some(2), "cart", Server),
+        ];
+        let (out, _) = derive(&spans);
+        assert_eq!(
+            edges(&out),
+            [e("user", "web", Sync, false), e("web", "cart", Sync, false)]
+        );
+        let call = &out[1];
+        assert_eq!(call.provenance, Provenance::Server);
+        assert_eq!(
+            call.latency_ns,
+            spans[1].duration_ns(),
+            "what the caller waited"
+        );
+        assert_eq!(call.server_latency_ns, Some(spans[2].duration_ns()));
+    }
+
+    #[test]
+    fn r1_a_missing_client_span_does_not_hide_the_call() {
+        let spans = [
+            span(1, None, "web", Server),
+            span(3, Some(1), "cart", Server),
+        ];
+        let (out, _) = derive(&spans);
+        assert_eq!(edges(&out)[1], e("web", "cart", Sync, false));
+        assert_eq!(
+            out[1].latency_ns,
+            spans[1].duration_ns(),
+            "the server's own duration"
+        );
+    }
+
+    #[test]
+    fn r1_consumers_and_producer_parents_make_async_edges() {
+        let spans = [
+            span(1, None, "checkout", Server),
+            span(2, Some(1), "checkout", Producer),
+            span(3, Some(2), "email", Consumer),
+            span(4, Some(2), "audit", Server),
+        ];
+        let (out, _) = derive(&spans);
+        assert_eq!(
+            edges(&out)[1..],
+            [
+                e("checkout", "email", Async, false),
+                e("checkout", "audit", Async, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn r1_same_service_is_a_self_call_only_below_a_client_span() {
+        let spans = [
+            span(1, None, "web", Server),
+            span(2, Some(1), "web", Client),
+            span(3, Some(2), "web", Server),
+            span(4, Some(3), "web", Internal),
+            span(5, Some(4), "web", Server),
+        ];
+        let (out, _) = derive(&spans);
+        assert_eq!(
+            edges(&out),
+            [e("user", "web", Sync, false), e("web", "web", Sync, false)]
+        );
+    }
+
+    #[test]
+    fn r1_a_client_span_with_two_server_children_is_two_calls() {
+        let spans = [
+            span(1, None, "web", Server),
+            span(2, Some(1), "web", Client),
+            span(3, Some(2), "cart", Server),
+            span(4, Some(2), "cart", Server),
+        ];
+        let (out, _) = derive(&spans);
+        assert_eq!(out.iter().filter(|o| &*o.to == "cart").count(), 2);
+    }
+
+    #[test]
+    fn r1_an_error_on_either_side_is_one_error() {
+        let spans = [
+            span(1, None, "web", Server),
+            failed(span(2, Some(1), "web", Client)),
+            failed(span(3, Some(2), "cart", Server)),
+            span(4, Some(1), "web", Client),
+            failed(span(5, Some(4), "cart", Server)),
+            span(6, Some(1), "web", Internal),
+            span(7, Some(6), "cart", Server),
+        ];
+        let (out, _) = derive(&spans);
+        let errors: Vec<bool> = out
+            .iter()
+            .filter(|o| &*o.to == "cart")
+            .map(|o| o.error)
+            .collect();
+        assert_eq!(errors, [true, true, false]);
+    }
+
+    #[test]
+    fn r2_an_uninstrumented_callee_is_named_by_the_first_attribute_present() {
+        let call =
+            |id, set: fn(&mut PeerAttributes)| with_peer(span(id, Some(1), "web", Client), set);
+        let spans = [
+            span(1, None, "web", Server),
+            call(2, |p| {
+                p.peer_service = Some("billing".into());
+                p.server_address = Some("billing.internal".into());
+            }),
+            call(3, |p| p.server_address = Some("api.stripe.com".into())),
+            call(4, |p| {
+                p.network_peer_address = Some("10.0.0.7".into());
+                p.network_peer_port = Some(6379);
+            }),
+            call(5, |p| p.net_peer_name = Some("legacy-host".into())),
+            call(6, |p| p.net_sock_peer_addr = Some("10.0.0.9".into())),
+            call(7, |p| p.rpc_service = Some("grpc.health.v1.Health".into())),
+        ];
+        let (out, diagnostics) = derive(&spans);
+        let names: Vec<(&str, NodeType)> = out[1..].iter().map(|o| (&*o.to, o.to_type)).collect();
+        assert_eq!(
+            names,
+            [
+                ("billing", NodeType::External),
+                ("api.stripe.com", NodeType::External),
+                ("10.0.0.7:6379", NodeType::External),
+                ("legacy-host", NodeType::External),
+                ("10.0.0.9", NodeType::External),
+                ("grpc.health.v1.Health", NodeType::External),
+            ]
+        );
+        assert!(out[1..]
+            .iter()
+            .all(|o| o.provenance == Provenance::Uninstrumented));
+        assert_eq!(diagnostics.unresolved_client_spans, 0);
+    }
+
+    #[test]
+    fn r2_database_and_messaging_attributes_give_the_node_its_type() {
+        let spans = [
+            span(1, None, "orders", Server),
+            with_peer(span(2, Some(1), "orders", Client), |p| {
+                p.db_system_name = Some("postgresql".into());
+                p.db_namespace = Some("orders_db".into());
+            }),
+            with_peer(span(3, Some(1), "orders", Client), |p| {
+                p.db_system = Some("redis".into())
+            }),
+            with_peer(failed(span(4, Some(1), "orders", Producer)), |p| {
+                p.messaging_system = Some("kafka".into());
+                p.messaging_destination_name = Some("order-events".into());
+            }),
+        ];
+        let (out, _) = derive(&spans);
+        let got: Vec<(&str, NodeType, EdgeKind, bool)> = out[1..]
+            .iter()
+            .map(|o| (&*o.to, o.to_type, o.kind, o.error))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("orders_db", NodeType::Database, Sync, false),
+                ("redis", NodeType::Database, Sync, false),
+                ("order-events", NodeType::Messaging, Async, true),
+            ]
+        );
+        assert_eq!(
+            out[3].latency_ns,
+            spans[3].duration_ns(),
+            "latency from the client span"
+        );
+    }
+
+    #[test]
+    fn r2_without_a_naming_attribute_the_span_is_unresolved_not_unknown() {
+        let spans = [
+            span(1, None, "web", Server),
+            span(2, Some(1), "web", Client),
+        ];
+        let (out, diagnostics) = derive(&spans);
+        assert_eq!(edges(&out), [e("user", "web", Sync, false)]);
+        assert_eq!(diagnostics.unresolved_client_spans, 1);
+    }
+
+    #[test]
+    fn r2_does_not_apply_to_a_client_span_with_a_server_child() {
+        let spans = [
+            span(1, None, "web", Server),
+            with_peer(span(2, Some(1), "web", Client), |p| {
+                p.peer_service = Some("cart".into())
+            }),
+            span(3, Some(2), "cart", Server),
+        ];
+        let (out, _) = derive(&spans);
+        assert_eq!(
+            edges(&out),
+            [e("user", "web", Sync, false), e("web", "cart", Sync, false)]
+        );
+    }
+
+    #[test]
+    fn r3_a_root_server_span_is_called_by_the_user_and_is_an_entry_point() {
+        let (out, _) = derive(&[failed(span(1, None, "gateway", Server))]);
+        assert_eq!(edges(&out), [e("user", "gateway", Sync, true)]);
+        assert_eq!(
+            (out[0].from_type, out[0].provenance),
+            (NodeType::Client, Provenance::Entry)
+        );
+    }
+
+    #[test]
+    fn r3_peer_service_or_the_queue_names_the_caller() {
+        let (out, _) = derive(&[with_peer(span(1, None, "api", Server), |p| {
+            p.peer_service = Some("mobile-app".into())
+        })]);
+        assert_eq!(
+            (&*out[0].from, out[0].from_type),
+            ("mobile-app", NodeType::Client)
+        );
+        let (out, _) = derive(&[with_peer(span(1, None, "mailer", Consumer), |p| {
+            p.messaging_system = Some("rabbitmq".into());
+            p.messaging_destination_name = Some("emails".into());
+        })]);
+        assert_eq!(edges(&out), [e("emails", "mailer", Async, false)]);
+        assert_eq!(out[0].from_type, NodeType::Messaging);
+    }
+
+    #[test]
+    fn r3_does_not_apply_to_root_spans_of_other_kinds() {
+        let (out, _) = derive(&[
+            span(1, None, "batch", Internal),
+            span(2, None, "cli", Client),
+        ]);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn r4_a_boundary_without_a_server_span_is_still_a_call() {
+        let spans = [
+            span(1, None, "web", Server),
+            span(2, Some(1), "legacy", Internal),
+            span(3, Some(2), "legacy", Internal),
+            failed(span(4, Some(1), "reports", Unspecified)),
+            failed(span(5, Some(1), "mailer", Client)),
+        ];
+        let (out, _) = derive(&spans);
+        assert_eq!(
+            edges(&out)[1..],
+            [
+                e("web", "legacy", Sync, false),
+                e("web", "reports", Sync, true),
+                e("web", "mailer", Sync, false),
+            ],
+            "a client span's own error belongs to its outgoing call, not to the boundary"
+        );
+        assert!(out[1..]
+            .iter()
+            .all(|o| o.provenance == Provenance::Boundary));
+    }
+
+    #[test]
+    fn r5_a_linked_consumer_is_called_by_the_linked_spans_service() {
+        let mut consumer = span(3, None, "billing", Consumer);
+        consumer.links.push(Link {
+            trace_id: TRACE,
+            span_id: [2; 8],
+            attributes_json: String::new(),
+        });
+        let spans = [
+            span(1, None, "shop", Server),
+            span(2, Some(1), "shop", Producer),
+            consumer,
+        ];
+        let (out, diagnostics) = derive(&spans);
+        let linked: Vec<_> = out
+            .iter()
+            .filter(|o| o.provenance == Provenance::Link)
+            .collect();
+        assert_eq!(linked.len(), 1);
+        assert_eq!(
+            (&*linked[0].from, &*linked[0].to, linked[0].kind),
+            ("shop", "billing", Async)
+        );
+        assert_eq!(&*linked[0].caller_operation, "op-2");
+        assert!(!out
+            .iter()
+            .any(|o| &*o.to == "billing" && o.provenance == Provenance::Entry));
+        assert_eq!(
+            diagnostics.unresolved_client_spans, 1,
+            "the producer names no queue"
+        );
+    }
+
+    #[test]
+    fn r5_links_to_other_traces_resolve_through_the_lookup() {
+        struct Known;
+        impl SpanLookup for Known {
+            fn find(&self, trace_id: &TraceId, span_id: &SpanId) -> Option<LinkedSpan> {
+                (*trace_id == [9; 16] && *span_id == [9; 8]).then(|| LinkedSpan {
+                    service: Arc::from("producer"),
+                    operation: Arc::from("publish"),
+                })
+            }
+        }
+        let mut consumer = span(1, None, "worker", Consumer);
+        for (trace, id) in [([9; 16], [9; 8]), ([8; 16], [8; 8])] {
+            consumer.links.push(Link {
+                trace_id: trace,
+                span_id: id,
+                attributes_json: String::new(),
+            });
+        }
+        let mut out = Vec::new();
+        derive_trace(&[consumer.clone()], &Known, &mut out);
+        assert_eq!(edges(&out), [e("producer", "worker", Async, false)]);
+        let (unlinked, _) = derive(&[consumer]);
+        assert_eq!(
+            edges(&unlinked),
+            [e("user", "worker", Async, false)],
+            "no link resolves: R3"
+        );
+    }
+
+    #[test]
+    fn r6_orphans_emit_nothing_and_are_counted() {
+        let spans = [
+            span(1, None, "web", Server),
+            span(3, Some(2), "cart", Server),
+            span(4, Some(2), "cart", Internal),
+        ];
+        let (out, diagnostics) = derive(&spans);
+        assert_eq!(edges(&out), [e("user", "web", Sync, false)]);
+        assert_eq!(diagnostics.orphaned_spans, 2);
+    }
+
+    #[test]
+    fn operations_caller_is_the_running_endpoint_and_http_servers_use_the_route() {
+        let spans = [
+            with_peer(span(1, None, "web", Server), |p| {
+                p.http_route = Some("/orders/{id}".into());
+                p.http_method = Some("GET".into());
+            }),
+            span(2, Some(1), "web", Internal),
+            span(3, Some(2), "web", Client),
+            with_peer(span(4, Some(3), "cart", Server), |p| {
+                p.http_route = Some("/cart".into())
+            }),
+        ];
+        let (out, _) = derive(&spans);
+        assert_eq!(&*out[0].callee_operation, "GET /orders/{id}");
+        assert_eq!(
+            (&*out[1].caller_operation, &*out[1].callee_operation),
+            ("GET /orders/{id}", "/cart")
+        );
+    }
+
+    #[test]
+    fn parent_cycles_in_bad_data_do_not_hang() {
+        let spans = [
+            span(1, Some(2), "a", Internal),
+            span(2, Some(1), "a", Internal),
+        ];
+        let (out, diagnostics) = derive(&spans);
+        assert!(out.is_empty());
+        assert_eq!(diagnostics.orphaned_spans, 0);
+    }
+}

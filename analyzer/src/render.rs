@@ -1,0 +1,466 @@
+//! Text views of a snapshot: a terminal table, Graphviz DOT and Mermaid. Names come from
+//! untrusted telemetry, so every format escapes them for its own syntax.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::derive::{EdgeKind, NodeType};
+use crate::snapshot::Snapshot;
+
+/// Service level (one node per service) or operation level (one per endpoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Service,
+    Operation,
+}
+
+/// A renderable edge at either level.
+struct Line {
+    from: String,
+    to: String,
+    kind: EdgeKind,
+    calls: u64,
+    errors: u64,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    calls_per_trace: Option<f64>,
+}
+
+fn lines(snapshot: &Snapshot, level: Level) -> Vec<Line> {
+    let mut lines: Vec<Line> = match level {
+        Level::Service => snapshot
+            .edges
+            .iter()
+            .map(|e| Line {
+                from: e.from.clone(),
+                to: e.to.clone(),
+                kind: e.kind,
+                calls: e.calls,
+                errors: e.errors,
+                p50: e.latency_ms.as_ref().map(|q| q.p50),
+                p99: e.latency_ms.as_ref().map(|q| q.p99),
+                calls_per_trace: Some(e.calls_per_trace),
+            })
+            .collect(),
+        Level::Operation => snapshot
+            .operations
+            .iter()
+            .map(|o| Line {
+                from: operation_label(&o.from.service, &o.from.operation),
+                to: operation_label(&o.to.service, &o.to.operation),
+                kind: EdgeKind::Sync,
+                calls: o.calls,
+                errors: o.errors,
+                p50: o.latency_ms.as_ref().map(|q| q.p50),
+                p99: o.latency_ms.as_ref().map(|q| q.p99),
+                calls_per_trace: None,
+            })
+            .collect(),
+    };
+    // Busiest first; ties by name, so the output is stable.
+    lines.sort_by(|a, b| {
+        b.calls
+            .cmp(&a.calls)
+            .then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to)))
+    });
+    lines
+}
+
+fn operation_label(service: &str, operation: &str) -> String {
+    if operation.is_empty() {
+        service.to_owned()
+    } else {
+        format!("{service}: {operation}")
+    }
+}
+
+/// Control characters would break a terminal table; show them escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(char::escape_debug)
+        .collect::<String>()
+        .replace("\\\"", "\"")
+        .replace("\\'", "'")
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_owned()
+    } else {
+        let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+        format!("{kept}…")
+    }
+}
+
+pub fn table(snapshot: &Snapshot, level: Level) -> String {
+    let mut out = String::new();
+    let d = &snapshot.diagnostics;
+    let _ = writeln!(
+        out,
+        "window  {} .. {}",
+        snapshot.window.start, snapshot.window.end
+    );
+    let _ = writeln!(
+        out,
+        "input   {} spans in {} traces; {} orphaned, {} client spans with no named callee",
+        d.spans, d.traces, d.orphaned_spans, d.unresolved_client_spans
+    );
+    let entry_points: Vec<&str> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.entry_point)
+        .map(|n| n.id.as_str())
+        .collect();
+    let _ = writeln!(
+        out,
+        "nodes   {} ({} entry points), edges {}\n",
+        snapshot.nodes.len(),
+        entry_points.len(),
+        snapshot.edges.len()
+    );
+    let rows = lines(snapshot, level);
+    let width = |pick: fn(&Line) -> &str| {
+        rows.iter()
+            .map(|l| printable(pick(l)).chars().count())
+            .max()
+            .unwrap_or(4)
+            .clamp(4, 48)
+    };
+    let (from_width, to_width) = (width(|l| &l.from), width(|l| &l.to));
+    let _ = writeln!(
+        out,
+        "{:from_width$}  {:to_width$}  {:5}  {:>9}  {:>6}  {:>9}  {:>9}  {:>11}",
+        "FROM", "TO", "KIND", "CALLS", "ERR%", "P50 ms", "P99 ms", "CALLS/TRACE"
+    );
+    let number = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+    for line in rows {
+        let _ = writeln!(
+            out,
+            "{:from_width$}  {:to_width$}  {:5}  {:>9}  {:>6.2}  {:>9}  {:>9}  {:>11}",
+            truncate(&printable(&line.from), from_width),
+            truncate(&printable(&line.to), to_width),
+            line.kind.as_str(),
+            line.calls,
+            100.0 * line.errors as f64 / line.calls.max(1) as f64,
+            number(line.p50),
+            number(line.p99),
+            number(line.calls_per_trace),
+        );
+    }
+    out
+}
+
+fn dot_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn node_types(snapshot: &Snapshot) -> BTreeMap<&str, NodeType> {
+    snapshot
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.node_type))
+        .collect()
+}
+
+pub fn dot(snapshot: &Snapshot, level: Level) -> String {
+    let mut out = String::from("digraph archtrace {\n  rankdir=LR;\n  node [fontname=\"Helvetica\", shape=box, style=rounded];\n");
+    let rows = lines(snapshot, level);
+    if level == Level::Service {
+        for node in &snapshot.nodes {
+            let shape = match node.node_type {
+                NodeType::Service => "shape=box, style=rounded",
+                NodeType::Database => "shape=cylinder",
+                NodeType::Messaging => "shape=cds",
+                NodeType::External => "shape=box, style=dashed",
+                NodeType::Client => "shape=oval",
+            };
+            let _ = writeln!(out, "  {} [{shape}];", dot_string(&node.id));
+        }
+    }
+    for line in rows {
+        let style = if line.kind == EdgeKind::Async {
+            ", style=dashed"
+        } else {
+            ""
+        };
+        let color = if line.errors > 0 { ", color=red" } else { "" };
+        let _ = writeln!(
+            out,
+            "  {} -> {} [label={}{style}{color}];",
+            dot_string(&line.from),
+            dot_string(&line.to),
+            dot_string(&format!("{} calls", line.calls))
+        );
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Mermaid labels are quoted strings in which `"`, `<`, `>` and `&` must be entity codes.
+fn mermaid_label(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("#quot;"),
+            '<' => out.push_str("#lt;"),
+            '>' => out.push_str("#gt;"),
+            '&' => out.push_str("#amp;"),
+            '#' => out.push_str("#35;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+pub fn mermaid(snapshot: &Snapshot, level: Level) -> String {
+    let mut out = String::from("flowchart LR\n");
+    let rows = lines(snapshot, level);
+    let types = node_types(snapshot);
+    // Node ids are generated; names only ever appear as escaped labels.
+    let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in &rows {
+        for name in [line.from.as_str(), line.to.as_str()] {
+            let next = ids.len();
+            ids.entry(name).or_insert(next);
+        }
+    }
+    if level == Level::Service {
+        for node in &snapshot.nodes {
+            let next = ids.len();
+            ids.entry(node.id.as_str()).or_insert(next);
+        }
+    }
+    let mut declared: Vec<(&str, usize)> = ids.iter().map(|(name, id)| (*name, *id)).collect();
+    declared.sort_by_key(|(_, id)| *id);
+    for (name, id) in declared {
+        let label = mermaid_label(name);
+        let node = match types.get(name).filter(|_| level == Level::Service) {
+            Some(NodeType::Database) => format!("n{id}[({label})]"),
+            Some(NodeType::Messaging) => format!("n{id}>{label}]"),
+            Some(NodeType::Client) => format!("n{id}(({label}))"),
+            Some(NodeType::External) => format!("n{id}{{{{{label}}}}}"),
+            _ => format!("n{id}[{label}]"),
+        };
+        let _ = writeln!(out, "  {node}");
+    }
+    for line in &rows {
+        let arrow = if line.kind == EdgeKind::Async {
+            "-.->"
+        } else {
+            "-->"
+        };
+        let _ = writeln!(
+            out,
+            "  n{} {arrow}|{}| n{}",
+            ids[line.from.as_str()],
+            mermaid_label(&format!("{} calls", line.calls)),
+            ids[line.to.as_str()]
+        );
+    }
+    out
+}
+
+/// Hotspots ranked by risk, with the terms of each score and the reasons in words.
+pub fn hotspots_table(snapshot: &Snapshot, top: usize) -> String {
+    let mut out = String::new();
+    let ranked = snapshot.hotspots();
+    if let Some(samples) = snapshot.metric_notes.betweenness_sampled_sources {
+        let _ = writeln!(
+            out,
+            "note: betweenness estimated from {samples} sampled sources (large graph)\n"
+        );
+    }
+    if ranked.is_empty() {
+        out.push_str("no services in this window\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "score = reach × coupling × health + cycle + spof (see `archtrace hotspots --help`)\n"
+    );
+    for (rank, hotspot) in ranked.iter().take(top).enumerate() {
+        let t = &hotspot.terms;
+        let _ = writeln!(
+            out,
+            "{:>2}. {}  score {:.2}  = {:.2} × {:.2} × {:.2} + {:.0} + {:.0}",
+            rank + 1,
+            printable(&hotspot.service),
+            hotspot.score,
+            t.reach,
+            t.coupling,
+            t.health,
+            t.cycle,
+            t.spof
+        );
+        for reason in &hotspot.reasons {
+            let _ = writeln!(out, "      - {}", printable(reason));
+        }
+    }
+    let counts = finding_counts(snapshot);
+    let _ = writeln!(out, "\nfindings: {counts}");
+    out
+}
+
+fn finding_counts(snapshot: &Snapshot) -> String {
+    let mut by_severity: BTreeMap<String, usize> = BTreeMap::new();
+    for finding in &snapshot.findings {
+        *by_severity
+            .entry(format!("{:?}", finding.severity).to_lowercase())
+            .or_default() += 1;
+    }
+    if by_severity.is_empty() {
+        return "none".to_owned();
+    }
+    by_severity
+        .iter()
+        .rev()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Markdown cells: no pipes or newlines from telemetry may break the table, and no HTML.
+fn markdown_cell(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace(['\n', '\r'], " ")
+}
+
+pub fn hotspots_markdown(snapshot: &Snapshot, top: usize) -> String {
+    let mut out = String::from("| # | service | score | reach × coupling × health + cycle + spof | why |\n|---|---|---|---|---|\n");
+    for (rank, hotspot) in snapshot.hotspots().iter().take(top).enumerate() {
+        let t = &hotspot.terms;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {:.2} × {:.2} × {:.2} + {:.0} + {:.0} | {} |",
+            rank + 1,
+            markdown_cell(&hotspot.service),
+            hotspot.score,
+            t.reach,
+            t.coupling,
+            t.health,
+            t.cycle,
+            t.spof,
+            markdown_cell(&hotspot.reasons.join("; "))
+        );
+    }
+    let _ = writeln!(out, "\nFindings: {}", finding_counts(snapshot));
+    for finding in &snapshot.findings {
+        let _ = writeln!(
+            out,
+            "- **{:?}** {}",
+            finding.severity,
+            markdown_cell(&finding.message)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Diagnostics;
+    use crate::snapshot::{Edge, Node, Window, SNAPSHOT_SCHEMA};
+
+    fn snapshot(names: [&str; 2]) -> Snapshot {
+        Snapshot {
+            schema: SNAPSHOT_SCHEMA.into(),
+            window: Window {
+                start: "a".into(),
+                end: "b".into(),
+            },
+            diagnostics: Diagnostics::default(),
+            nodes: vec![
+                Node {
+                    id: names[0].into(),
+                    node_type: NodeType::Service,
+                    entry_point: true,
+                    metrics: None,
+                },
+                Node {
+                    id: names[1].into(),
+                    node_type: NodeType::Database,
+                    entry_point: false,
+                    metrics: None,
+                },
+            ],
+            edges: vec![Edge {
+                from: names[0].into(),
+                to: names[1].into(),
+                kind: EdgeKind::Async,
+                calls: 3,
+                errors: 1,
+                latency_ms: None,
+                server_latency_ms: None,
+                calls_per_trace: 1.5,
+                max_calls_per_trace: 2,
+                first_seen: String::new(),
+                last_seen: String::new(),
+            }],
+            operations: Vec::new(),
+            findings: Vec::new(),
+            metric_notes: Default::default(),
+        }
+    }
+
+    #[test]
+    fn dot_escapes_quotes_and_backslashes() {
+        let out = dot(&snapshot(["a\"b", "c\\d"]), Level::Service);
+        assert!(
+            out.contains(r#""a\"b" -> "c\\d" [label="3 calls", style=dashed, color=red];"#),
+            "{out}"
+        );
+        assert!(out.contains(r#""c\\d" [shape=cylinder];"#), "{out}");
+    }
+
+    #[test]
+    fn mermaid_names_only_appear_as_escaped_labels() {
+        let out = mermaid(
+            &snapshot(["<script>alert(1)</script>", "x\"]; click n0 call evil()"]),
+            Level::Service,
+        );
+        assert!(!out.contains("<script>"), "{out}");
+        assert!(
+            !out.contains("x\"]"),
+            "the payload's quote cannot close its label: {out}"
+        );
+        assert!(
+            out.contains("n0[\"#lt;script#gt;alert(1)#lt;/script#gt;\"]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("n1[(\"x#quot;]; click n0 call evil()\")]"),
+            "{out}"
+        );
+        assert!(out.contains("n0 -.->|\"3 calls\"| n1"), "{out}");
+    }
+
+    #[test]
+    fn the_table_lists_edges_with_error_rates() {
+        let out = table(&snapshot(["web", "db\u{1b}[31m"]), Level::Service);
+        assert!(
+            out.contains("web   db\\u{1b}[31m  async          3   33.33"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn markdown_cells_cannot_break_the_table_or_carry_html() {
+        assert_eq!(markdown_cell("a|b<script>\nc"), "a\\|b&lt;script&gt; c");
+    }
+}

@@ -1,0 +1,229 @@
+//! A mergeable latency sketch with relative error guarantees (the DDSketch idea): values fall
+//! into logarithmic buckets, so any quantile is within 1% of the true value, and sketches from
+//! different time buckets or shards merge by adding counts.
+
+/// Relative accuracy of quantiles.
+const ALPHA: f64 = 0.01;
+
+fn gamma_ln() -> f64 {
+    ((1.0 + ALPHA) / (1.0 - ALPHA)).ln()
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencySketch {
+    /// Bucket index of `counts[0]`.
+    offset: i32,
+    counts: Vec<u64>,
+    /// Values under 1 ns (zero durations are common in coarse clocks).
+    zeros: u64,
+    count: u64,
+    max_ns: i64,
+}
+
+impl LatencySketch {
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn max_ns(&self) -> i64 {
+        self.max_ns
+    }
+
+    pub fn add(&mut self, nanos: i64) {
+        self.count += 1;
+        self.max_ns = self.max_ns.max(nanos);
+        if nanos < 1 {
+            self.zeros += 1;
+            return;
+        }
+        let index = ((nanos as f64).ln() / gamma_ln()).ceil() as i32;
+        self.add_to_bucket(index, 1);
+    }
+
+    fn add_to_bucket(&mut self, index: i32, n: u64) {
+        if self.counts.is_empty() {
+            self.offset = index;
+            self.counts.push(0);
+        }
+        if index < self.offset {
+            let grow = (self.offset - index) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = index;
+        }
+        let position = (index - self.offset) as usize;
+        if position >= self.counts.len() {
+            self.counts.resize(position + 1, 0);
+        }
+        self.counts[position] += n;
+    }
+
+    pub fn merge(&mut self, other: &LatencySketch) {
+        self.count += other.count;
+        self.zeros += other.zeros;
+        self.max_ns = self.max_ns.max(other.max_ns);
+        for (i, n) in other.counts.iter().enumerate() {
+            if *n > 0 {
+                self.add_to_bucket(other.offset + i as i32, *n);
+            }
+        }
+    }
+
+    /// The q-quantile in nanoseconds (within 1%), `None` when empty.
+    pub fn quantile_ns(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * (self.count - 1) as f64).round() as u64;
+        if rank < self.zeros {
+            return Some(0.0);
+        }
+        let mut seen = self.zeros;
+        for (i, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen > rank {
+                let index = self.offset + i as i32;
+                let gamma = gamma_ln().exp();
+                // The bucket's midpoint in relative terms: within ALPHA of every value in it.
+                let value = 2.0 * gamma.powi(index) / (gamma + 1.0);
+                return Some(value.min(self.max_ns as f64));
+            }
+        }
+        Some(self.max_ns as f64)
+    }
+
+    /// A compact binary form for storage: varints of offset, zeros, count, max, then the counts.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.counts.len() * 2);
+        write_varint(&mut out, zigzag(i64::from(self.offset)));
+        write_varint(&mut out, self.zeros);
+        write_varint(&mut out, self.count);
+        write_varint(&mut out, zigzag(self.max_ns));
+        write_varint(&mut out, self.counts.len() as u64);
+        for n in &self.counts {
+            write_varint(&mut out, *n);
+        }
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<LatencySketch> {
+        let mut input = bytes;
+        let offset = i32::try_from(unzigzag(read_varint(&mut input)?)).ok()?;
+        let zeros = read_varint(&mut input)?;
+        let count = read_varint(&mut input)?;
+        let max_ns = unzigzag(read_varint(&mut input)?);
+        let len = usize::try_from(read_varint(&mut input)?).ok()?;
+        if len > input.len() {
+            return None;
+        }
+        let counts = (0..len)
+            .map(|_| read_varint(&mut input))
+            .collect::<Option<Vec<_>>>()?;
+        input.is_empty().then_some(LatencySketch {
+            offset,
+            counts,
+            zeros,
+            count,
+            max_ns,
+        })
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn read_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact_quantile(sorted: &[i64], q: f64) -> f64 {
+        sorted[(q * (sorted.len() - 1) as f64).round() as usize] as f64
+    }
+
+    #[test]
+    fn quantiles_are_within_one_percent() {
+        // A long-tailed spread of latencies from 1 µs to 10 s.
+        let mut values: Vec<i64> = (1..=10_000)
+            .map(|i| (i as f64).powf(2.5) as i64 * 1_000)
+            .collect();
+        let mut sketch = LatencySketch::default();
+        for v in &values {
+            sketch.add(*v);
+        }
+        values.sort();
+        for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+            let exact = exact_quantile(&values, q);
+            let estimate = sketch.quantile_ns(q).unwrap();
+            assert!(
+                (estimate - exact).abs() <= exact * 0.0101,
+                "q={q}: {estimate} vs {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn merging_equals_adding_everything_to_one_sketch() {
+        let mut a = LatencySketch::default();
+        let mut b = LatencySketch::default();
+        let mut all = LatencySketch::default();
+        for v in [0, 5, 1_000, 2_000_000, 7] {
+            a.add(v);
+            all.add(v);
+        }
+        for v in [3, 90_000_000_000, 1] {
+            b.add(v);
+            all.add(v);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), all.count());
+        for q in [0.1, 0.5, 0.9, 1.0] {
+            assert_eq!(a.quantile_ns(q), all.quantile_ns(q));
+        }
+    }
+
+    #[test]
+    fn the_binary_form_round_trips_and_rejects_garbage() {
+        let mut sketch = LatencySketch::default();
+        for v in [0, 1, 10, 1_000_000, -5] {
+            sketch.add(v);
+        }
+        assert_eq!(
+            LatencySketch::from_bytes(&sketch.to_bytes()),
+            Some(sketch.clone())
+        );
+        assert_eq!(LatencySketch::from_bytes(&[0xff, 0xff]), None);
+        let mut trailing = sketch.to_bytes();
+        trailing.push(0);
+        assert_eq!(LatencySketch::from_bytes(&trailing), None);
+    }
+
+    #[test]
+    fn an_empty_sketch_has_no_quantiles() {
+        assert_eq!(LatencySketch::default().quantile_ns(0.5), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! A snapshot is the architecture seen in one window: the JSON shape (`archtrace.snapshot/v1`)
+//! that every report, check and diff reads. Its output is sorted, so snapshots diff well in git.
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+use crate::aggregate::{Aggregate, Diagnostics};
+use crate::derive::{EdgeKind, NodeType};
+use crate::findings::{findings, Finding, Thresholds};
+use crate::metrics::{node_metrics, MetricNotes, MetricSettings, NodeMetrics};
+use crate::risk::{hotspots, Hotspot};
+use crate::sketch::LatencySketch;
+use crate::time::rfc3339;
+
+pub const SNAPSHOT_SCHEMA: &str = "archtrace.snapshot/v1";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub schema: String,
+    pub window: Window,
+    pub diagnostics: Diagnostics,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+    pub operations: Vec<Operation>,
+    /// Where the architecture is coupled or risky, most severe first.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// How the metrics were computed (sampling on large graphs).
+    #[serde(default)]
+    pub metric_notes: MetricNotes,
+}
+
+/// RFC 3339 UTC timestamps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub node_type: NodeType,
+    pub entry_point: bool,
+    /// Coupling, reach and health (absent for client nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<NodeMetrics>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quantiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    pub kind: EdgeKind,
+    pub calls: u64,
+    pub errors: u64,
+    /// What callers waited.
+    pub latency_ms: Option<Quantiles>,
+    /// The callee's own spans; absent when the callee reports none.
+    pub server_latency_ms: Option<Quantiles>,
+    /// Average calls of this edge in the traces that use it (chattiness).
+    pub calls_per_trace: f64,
+    pub max_calls_per_trace: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationRef {
+    pub service: String,
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub from: OperationRef,
+    pub to: OperationRef,
+    pub calls: u64,
+    pub errors: u64,
+    pub latency_ms: Option<Quantiles>,
+}
+
+/// Milliseconds rounded to microseconds, so that snapshots do not churn in the last digits.
+fn millis(nanos: f64) -> f64 {
+    (nanos / 1_000.0).round() / 1_000.0
+}
+
+fn quantiles(sketch: &LatencySketch) -> Option<Quantiles> {
+    Some(Quantiles {
+        p50: millis(sketch.quantile_ns(0.50)?),
+        p90: millis(sketch.quantile_ns(0.90)?),
+        p99: millis(sketch.quantile_ns(0.99)?),
+    })
+}
+
+impl Snapshot {
+    /// The snapshot of an aggregate over `window` (Unix nanoseconds).
+    pub fn from_aggregate(aggregate: &Aggregate, window: (i64, i64)) -> Snapshot {
+        let mut nodes: Vec<Node> = aggregate
+            .nodes
+            .iter()
+            .map(|(name, facts)| Node {
+                id: name.to_string(),
+                node_type: facts.node_type(),
+                entry_point: facts.entry_point,
+                metrics: None,
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut edges: Vec<Edge> = aggregate
+            .edges
+            .iter()
+            .map(|(key, stats)| Edge {
+                from: key.from.to_string(),
+                to: key.to.to_string(),
+                kind: key.kind,
+                calls: stats.calls,
+                errors: stats.errors,
+                latency_ms: quantiles(&stats.latency),
+                server_latency_ms: quantiles(&stats.server_latency),
+                calls_per_trace: ((stats.calls as f64 / stats.traces.max(1) as f64) * 1_000.0)
+                    .round()
+                    / 1_000.0,
+                max_calls_per_trace: stats.max_calls_per_trace,
+                first_seen: rfc3339(stats.first_seen_ns),
+                last_seen: rfc3339(stats.last_seen_ns),
+            })
+            .collect();
+        edges.sort_by(|a, b| (&a.from, &a.to, a.kind).cmp(&(&b.from, &b.to, b.kind)));
+        let mut operations: Vec<Operation> = aggregate
+            .operations
+            .iter()
+            .map(|(key, stats)| Operation {
+                from: OperationRef {
+                    service: key.from_service.to_string(),
+                    operation: key.from_operation.to_string(),
+                },
+                to: OperationRef {
+                    service: key.to_service.to_string(),
+                    operation: key.to_operation.to_string(),
+                },
+                calls: stats.calls,
+                errors: stats.errors,
+                latency_ms: quantiles(&stats.latency),
+            })
+            .collect();
+        operations.sort_by(|a, b| {
+            (
+                &a.from.service,
+                &a.from.operation,
+                &a.to.service,
+                &a.to.operation,
+            )
+                .cmp(&(
+                    &b.from.service,
+                    &b.from.operation,
+                    &b.to.service,
+                    &b.to.operation,
+                ))
+        });
+        let mut snapshot = Snapshot {
+            schema: SNAPSHOT_SCHEMA.to_owned(),
+            window: Window {
+                start: rfc3339(window.0),
+                end: rfc3339(window.1),
+            },
+            diagnostics: aggregate.diagnostics.clone(),
+            nodes,
+            edges,
+            operations,
+            findings: Vec::new(),
+            metric_notes: MetricNotes::default(),
+        };
+        snapshot.analyze(&MetricSettings::default(), &Thresholds::default());
+        snapshot
+    }
+
+    /// Computes the node metrics and findings (again, e.g. with other thresholds).
+    pub fn analyze(&mut self, settings: &MetricSettings, thresholds: &Thresholds) {
+        let (mut metrics, notes) = node_metrics(self, settings);
+        self.findings = findings(self, &metrics, thresholds);
+        self.metric_notes = notes;
+        for node in &mut self.nodes {
+            node.metrics = metrics.remove(&node.id);
+        }
+    }
+
+    /// Services ranked by risk, with the terms and reasons of each score.
+    pub fn hotspots(&self) -> Vec<Hotspot> {
+        let metrics: std::collections::BTreeMap<String, NodeMetrics> = self
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.id.clone(), n.metrics.clone()?)))
+            .collect();
+        hotspots(self, &metrics, &self.findings)
+    }
+
+    /// The service graph: one node per snapshot node, one edge per snapshot edge.
+    pub fn graph(&self) -> DiGraph<&Node, &Edge> {
+        let mut graph = DiGraph::with_capacity(self.nodes.len(), self.edges.len());
+        let index: HashMap<&str, NodeIndex> = self
+            .nodes
+            .iter()
+            .map(|node| (node.id.as_str(), graph.add_node(node)))
+            .collect();
+        for edge in &self.edges {
+            if let (Some(&from), Some(&to)) =
+                (index.get(edge.from.as_str()), index.get(edge.to.as_str()))
+            {
+                graph.add_edge(from, to, edge);
+            }
+        }
+        graph
+    }
+}

@@ -1,0 +1,102 @@
+//! RFC 3339 timestamps without a date library: the analyzer only ever formats UTC instants.
+
+/// Formats Unix nanoseconds as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, UTC).
+pub fn rfc3339(unix_nanos: i64) -> String {
+    let micros = unix_nanos.div_euclid(1_000);
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let days = seconds.div_euclid(86_400);
+    let time = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:06}Z",
+        time / 3_600,
+        time % 3_600 / 60,
+        time % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Parses what [`rfc3339`] writes (and any `YYYY-MM-DDTHH:MM:SS[.frac]Z`) back to Unix ns.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut clock_parts = clock.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (
+        clock_parts.next()??,
+        clock_parts.next()??,
+        clock_parts.next()??,
+    );
+    let nanos: i64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<9}").get(..9)?.parse().ok()?
+    };
+    // Days from civil (Howard Hinnant's algorithm), the inverse of `civil_from_days`.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000_000_000) + nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        // 2024-02-29T12:34:56.789012Z, a leap day, computed independently.
+        assert_eq!(
+            rfc3339(1_709_210_096_789_012_345),
+            "2024-02-29T12:34:56.789012Z"
+        );
+        assert_eq!(rfc3339(-1_000), "1969-12-31T23:59:59.999999Z");
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn parsing_inverts_formatting() {
+        for nanos in [
+            0,
+            1_709_210_096_789_012_000,
+            951_782_400_000_000_000,
+            -1_000,
+        ] {
+            assert_eq!(parse_rfc3339(&rfc3339(nanos)), Some(nanos));
+        }
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:34:56Z"),
+            Some(1_709_210_096_000_000_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+}

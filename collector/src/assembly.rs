@@ -1,0 +1,511 @@
+//! Live trace assembly: spans of one trace arrive in different requests from different
+//! services. They are grouped by trace id in a bounded buffer and derived once the trace has been
+//! idle for `trace_idle`. A span that arrives after its trace was derived is paired against a
+//! bounded index of recently derived spans (`late_window`) without counting anything twice.
+//!
+//! No IO here: time is passed in, and the results are buckets for the caller to write.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use archtrace_analyzer::aggregate::{Aggregate, Buckets};
+use archtrace_analyzer::derive::{
+    derive_trace, operation_name, LinkedSpan, Observation, Provenance, SpanLookup,
+};
+use archtrace_analyzer::span::SpanDetail;
+use archtrace_analyzer::{Span, SpanId, TraceId};
+
+#[derive(Clone, Debug)]
+pub struct AssemblySettings {
+    /// A trace is complete once none of its spans has arrived for this long.
+    pub trace_idle: Duration,
+    /// How long derived spans are remembered for pairing late ones.
+    pub late_window: Duration,
+    /// Spans waiting for their trace to complete; past it the oldest traces are derived early.
+    pub max_buffered_spans: usize,
+    /// Derived spans remembered for late pairing; past it the oldest traces are forgotten.
+    pub max_remembered_spans: usize,
+}
+
+impl Default for AssemblySettings {
+    fn default() -> Self {
+        AssemblySettings {
+            trace_idle: Duration::from_secs(5),
+            late_window: Duration::from_secs(60),
+            max_buffered_spans: 500_000,
+            max_remembered_spans: 500_000,
+        }
+    }
+}
+
+struct Pending {
+    spans: Vec<Span>,
+    last_arrival: Instant,
+}
+
+/// What is remembered of a derived trace for late pairing.
+struct Derived {
+    spans: Vec<Span>,
+    derived_at: Instant,
+    /// Spans whose parent had not arrived: a late parent pairs them.
+    orphans: HashSet<SpanId>,
+    /// Client spans already counted as calls to an uninstrumented peer (R2).
+    counted_as_uninstrumented: HashSet<SpanId>,
+}
+
+struct Remembered<'a>(&'a HashMap<TraceId, Derived>);
+
+impl SpanLookup for Remembered<'_> {
+    fn find(&self, trace_id: &TraceId, span_id: &SpanId) -> Option<LinkedSpan> {
+        let span = self
+            .0
+            .get(trace_id)?
+            .spans
+            .iter()
+            .find(|s| s.span_id == *span_id)?;
+        Some(LinkedSpan {
+            service: span.service.clone(),
+            operation: operation_name(span),
+        })
+    }
+}
+
+pub struct Assembler {
+    settings: AssemblySettings,
+    pending: HashMap<TraceId, Pending>,
+    /// (arrival, trace) in arrival order; stale entries (the trace saw a later span) are skipped.
+    arrivals: VecDeque<(Instant, TraceId)>,
+    buffered_spans: usize,
+    derived: HashMap<TraceId, Derived>,
+    derived_order: VecDeque<(Instant, TraceId)>,
+    remembered_spans: usize,
+    minute: Buckets,
+    hour: Buckets,
+    scratch: Vec<Observation>,
+}
+
+/// Keeps what derivation reads of a span; the rest is already in the store.
+fn slim(mut span: Span) -> Span {
+    span.detail = SpanDetail::default();
+    for link in &mut span.links {
+        link.attributes_json = String::new();
+    }
+    span
+}
+
+impl Assembler {
+    pub fn new(settings: AssemblySettings) -> Assembler {
+        Assembler {
+            settings,
+            pending: HashMap::new(),
+            arrivals: VecDeque::new(),
+            buffered_spans: 0,
+            derived: HashMap::new(),
+            derived_order: VecDeque::new(),
+            remembered_spans: 0,
+            minute: Buckets::new(archtrace_store::buckets::MINUTE_NS),
+            hour: Buckets::new(archtrace_store::buckets::HOUR_NS),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn buffered_spans(&self) -> usize {
+        self.buffered_spans
+    }
+
+    /// Takes committed spans. Traces over the buffer limit are derived early.
+    pub fn add(&mut self, spans: Vec<Span>, now: Instant) {
+        for span in spans {
+            let trace_id = span.trace_id;
+            let pending = self.pending.entry(trace_id).or_insert_with(|| Pending {
+                spans: Vec::new(),
+                last_arrival: now,
+            });
+            pending.spans.push(slim(span));
+            if pending.last_arrival != now || pending.spans.len() == 1 {
+                pending.last_arrival = now;
+                self.arrivals.push_back((now, trace_id));
+            }
+            self.buffered_spans += 1;
+        }
+        while self.buffered_spans > self.settings.max_buffered_spans {
+            let Some((_, trace_id)) = self.arrivals.pop_front() else {
+                break;
+            };
+            if self.pending.contains_key(&trace_id) {
+                self.derive(trace_id, now, true);
+            }
+        }
+    }
+
+    /// Derives the traces that have been idle long enough and forgets old derived spans.
+    pub fn tick(&mut self, now: Instant) {
+        while let Some(&(arrival, trace_id)) = self.arrivals.front() {
+            if now.duration_since(arrival) < self.settings.trace_idle {
+                break;
+            }
+            self.arrivals.pop_front();
+            let current = self.pending.get(&trace_id).map(|p| p.last_arrival);
+            if current == Some(arrival) {
+                self.derive(trace_id, now, false);
+            }
+        }
+        while let Some(&(at, trace_id)) = self.derived_order.front() {
+            let expired = now.duration_since(at) >= self.settings.late_window;
+            if !expired && self.remembered_spans <= self.settings.max_remembered_spans {
+                break;
+            }
+            self.derived_order.pop_front();
+            let current = self.derived.get(&trace_id).map(|d| d.derived_at);
+            if current == Some(at) {
+                if let Some(gone) = self.derived.remove(&trace_id) {
+                    self.remembered_spans -= gone.spans.len();
+                }
+            }
+        }
+    }
+
+    /// Derives everything still waiting (at shutdown).
+    pub fn drain(&mut self, now: Instant) {
+        let waiting: Vec<TraceId> = self.pending.keys().copied().collect();
+        for trace_id in waiting {
+            self.derive(trace_id, now, false);
+        }
+        self.arrivals.clear();
+    }
+
+    /// Hands over the minute and hour buckets derived so far.
+    pub fn take_buckets(&mut self) -> (Buckets, Buckets) {
+        let (minute_width, hour_width) = (self.minute.width_ns, self.hour.width_ns);
+        let minute = std::mem::replace(&mut self.minute, Buckets::new(minute_width));
+        let hour = std::mem::replace(&mut self.hour, Buckets::new(hour_width));
+        (minute, hour)
+    }
+
+    fn derive(&mut self, trace_id: TraceId, now: Instant, cut_short: bool) {
+        let Some(pending) = self.pending.remove(&trace_id) else {
+            return;
+        };
+        self.buffered_spans -= pending.spans.len();
+        let mut new_spans = pending.spans;
+        let mut extra = Aggregate::default();
+        extra.diagnostics.traces_cut_short = u64::from(cut_short);
+
+        let earlier = self.derived.remove(&trace_id);
+        let mut observations = match &earlier {
+            None => {
+                self.scratch.clear();
+                let diagnostics =
+                    derive_trace(&new_spans, &Remembered(&self.derived), &mut self.scratch);
+                extra.diagnostics.spans = diagnostics.spans;
+                extra.diagnostics.traces = 1;
+                extra.diagnostics.orphaned_spans = diagnostics.orphaned_spans;
+                extra.diagnostics.unresolved_client_spans = diagnostics.unresolved_client_spans;
+                std::mem::take(&mut self.scratch)
+            }
+            Some(earlier) => self.derive_late(earlier, &new_spans, &mut extra),
+        };
+        extra.diagnostics.observations = observations.len() as u64;
+        observations.sort_by_key(|o| o.start_ns);
+        self.record(&new_spans, &observations, &extra);
+
+        // Remember the trace (earlier spans included) for spans that arrive later still.
+        let mut remembered = earlier.unwrap_or_else(|| Derived {
+            spans: Vec::new(),
+            derived_at: now,
+            orphans: HashSet::new(),
+            counted_as_uninstrumented: HashSet::new(),
+        });
+        self.remembered_spans -= remembered.spans.len();
+        remembered.spans.append(&mut new_spans);
+        let ids: HashSet<SpanId> = remembered.spans.iter().map(|s| s.span_id).collect();
+        remembered.orphans = remembered
+            .spans
+            .iter()
+            .filter(|s| s.parent_span_id.is_some_and(|p| !ids.contains(&p)))
+            .map(|s| s.span_id)
+            .collect();
+        for observation in &observations {
+            if observation.provenance == Provenance::Uninstrumented {
+                remembered
+                    .counted_as_uninstrumented
+                    .insert(observation.span_id);
+            }
+        }
+        remembered.derived_at = now;
+        self.remembered_spans += remembered.spans.len();
+        self.derived_order.push_back((now, trace_id));
+        self.derived.insert(trace_id, remembered);
+        self.scratch = observations;
+    }
+
+    /// Late spans of a trace derived before: derive them with the earlier spans as context and
+    /// keep only what is new, so nothing is counted twice.
+    fn derive_late(
+        &mut self,
+        earlier: &Derived,
+        late: &[Span],
+        extra: &mut Aggregate,
+    ) -> Vec<Observation> {
+        let mut all: Vec<Span> = earlier.spans.clone();
+        all.extend(late.iter().cloned());
+        let late_ids: HashSet<SpanId> = late.iter().map(|s| s.span_id).collect();
+        let mut everything = Vec::new();
+        derive_trace(&all, &Remembered(&self.derived), &mut everything);
+        let parent_of: HashMap<SpanId, Option<SpanId>> =
+            all.iter().map(|s| (s.span_id, s.parent_span_id)).collect();
+        let known: HashSet<SpanId> = all.iter().map(|s| s.span_id).collect();
+        let kept: Vec<Observation> = everything
+            .into_iter()
+            .filter(|o| {
+                let parent = parent_of.get(&o.span_id).copied().flatten();
+                let parent_is_earlier = parent.is_some_and(|p| !late_ids.contains(&p));
+                if late_ids.contains(&o.span_id) {
+                    // A late server span below a client span already counted as a call to an
+                    // uninstrumented peer would count that call twice.
+                    !(o.provenance == Provenance::Server
+                        && parent_is_earlier
+                        && parent.is_some_and(|p| earlier.counted_as_uninstrumented.contains(&p)))
+                } else {
+                    // An earlier orphan whose parent has now arrived: the call is new.
+                    earlier.orphans.contains(&o.span_id)
+                        && parent.is_some_and(|p| late_ids.contains(&p))
+                        && matches!(o.provenance, Provenance::Server | Provenance::Boundary)
+                }
+            })
+            .collect();
+        for span in late {
+            let paired = span.parent_span_id.is_none_or(|p| known.contains(&p));
+            if paired {
+                extra.diagnostics.late_spans_paired += 1;
+            } else {
+                extra.diagnostics.late_spans_dropped += 1;
+            }
+        }
+        extra.diagnostics.spans = late.len() as u64;
+        kept
+    }
+
+    /// Adds a derivation's results (observations sorted by start) to both bucket widths.
+    fn record(&mut self, spans: &[Span], observations: &[Observation], extra: &Aggregate) {
+        let first = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+        for buckets in [&mut self.minute, &mut self.hour] {
+            let mut facts = extra.clone();
+            for span in spans {
+                facts
+                    .nodes
+                    .entry(span.service.clone())
+                    .or_default()
+                    .reports_spans = true;
+                let range = facts.span_range.get_or_insert((span.start_ns, span.end_ns));
+                range.0 = range.0.min(span.start_ns);
+                range.1 = range.1.max(span.end_ns);
+            }
+            let trace_bucket = buckets.bucket_of(first);
+            buckets
+                .buckets
+                .entry(trace_bucket)
+                .or_default()
+                .merge(&facts);
+            let width = buckets.width_ns;
+            let bucket_of = |t: i64| t.div_euclid(width) * width;
+            for chunk in
+                observations.chunk_by(|a, b| bucket_of(a.start_ns) == bucket_of(b.start_ns))
+            {
+                buckets
+                    .buckets
+                    .entry(bucket_of(chunk[0].start_ns))
+                    .or_default()
+                    .add_observations(chunk);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use archtrace_analyzer::aggregate::Aggregate;
+    use archtrace_analyzer::{PeerAttributes, SpanKind, StatusCode};
+    use std::sync::Arc;
+
+    fn span(trace: u8, id: u8, parent: Option<u8>, service: &str, kind: SpanKind) -> Span {
+        Span {
+            trace_id: [trace; 16],
+            span_id: [id; 8],
+            parent_span_id: parent.map(|p| [p; 8]),
+            service: Arc::from(service),
+            name: format!("op-{id}"),
+            kind,
+            start_ns: 1_000_000 * i64::from(id),
+            end_ns: 1_000_000 * i64::from(id) + 500,
+            status: StatusCode::Unset,
+            links: Vec::new(),
+            peer: PeerAttributes::default(),
+            environment: None,
+            detail: Default::default(),
+        }
+    }
+
+    fn settings() -> AssemblySettings {
+        AssemblySettings {
+            trace_idle: Duration::from_secs(5),
+            late_window: Duration::from_secs(60),
+            max_buffered_spans: 100,
+            max_remembered_spans: 100,
+        }
+    }
+
+    /// Everything derived so far, over all time.
+    fn derived(assembler: &mut Assembler) -> Aggregate {
+        let (minute, _) = assembler.take_buckets();
+        minute.window(i64::MIN / 2, i64::MAX / 2)
+    }
+
+    fn calls(aggregate: &Aggregate, from: &str, to: &str) -> u64 {
+        aggregate
+            .edges
+            .iter()
+            .filter(|(k, _)| &*k.from == from && &*k.to == to)
+            .map(|(_, s)| s.calls)
+            .sum()
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn a_trace_is_derived_once_it_has_been_idle() {
+        let t0 = Instant::now();
+        let mut assembler = Assembler::new(settings());
+        assembler.add(vec![span(1, 1, None, "web", SpanKind::Server)], t0);
+        assembler.add(
+            vec![span(1, 2, Some(1), "web", SpanKind::Client)],
+            t0 + secs(3),
+        );
+        assembler.add(
+            vec![span(1, 3, Some(2), "cart", SpanKind::Server)],
+            t0 + secs(4),
+        );
+        assembler.tick(t0 + secs(8));
+        assert_eq!(derived(&mut assembler).edges.len(), 0, "idle for 4 s only");
+        assembler.tick(t0 + secs(9));
+        let aggregate = derived(&mut assembler);
+        assert_eq!(
+            calls(&aggregate, "web", "cart"),
+            1,
+            "spans from three requests pair"
+        );
+        assert_eq!(aggregate.diagnostics.unresolved_client_spans, 0);
+        assert_eq!(assembler.buffered_spans(), 0);
+    }
+
+    #[test]
+    fn a_late_server_span_is_paired_without_counting_the_call_twice() {
+        let t0 = Instant::now();
+        let mut assembler = Assembler::new(settings());
+        let mut client = span(1, 2, Some(1), "web", SpanKind::Client);
+        client.peer.peer_service = Some("cart".into());
+        assembler.add(vec![span(1, 1, None, "web", SpanKind::Server), client], t0);
+        assembler.tick(t0 + secs(5));
+        assert_eq!(
+            calls(&derived(&mut assembler), "web", "cart"),
+            1,
+            "counted as a call to an uninstrumented peer"
+        );
+        assembler.add(
+            vec![span(1, 3, Some(2), "cart", SpanKind::Server)],
+            t0 + secs(20),
+        );
+        assembler.tick(t0 + secs(25));
+        let late = derived(&mut assembler);
+        assert_eq!(
+            calls(&late, "web", "cart"),
+            0,
+            "the same call is not counted again"
+        );
+        assert_eq!(late.diagnostics.late_spans_paired, 1);
+    }
+
+    #[test]
+    fn a_late_parent_pairs_an_earlier_orphan_once() {
+        let t0 = Instant::now();
+        let mut assembler = Assembler::new(settings());
+        assembler.add(vec![span(1, 3, Some(2), "cart", SpanKind::Server)], t0);
+        assembler.tick(t0 + secs(5));
+        let first = derived(&mut assembler);
+        assert_eq!(first.diagnostics.orphaned_spans, 1);
+        assert_eq!(first.edges.len(), 0);
+        assembler.add(
+            vec![
+                span(1, 1, None, "web", SpanKind::Server),
+                span(1, 2, Some(1), "web", SpanKind::Client),
+            ],
+            t0 + secs(10),
+        );
+        assembler.tick(t0 + secs(15));
+        let late = derived(&mut assembler);
+        assert_eq!(
+            calls(&late, "web", "cart"),
+            1,
+            "the orphan's call, now that its caller arrived"
+        );
+        assert_eq!(calls(&late, "user", "web"), 1);
+        assert_eq!(late.diagnostics.late_spans_paired, 2);
+        assert_eq!(
+            late.diagnostics.unresolved_client_spans, 0,
+            "the client span has its server child"
+        );
+    }
+
+    #[test]
+    fn after_the_late_window_a_span_is_derived_alone() {
+        let t0 = Instant::now();
+        let mut assembler = Assembler::new(settings());
+        assembler.add(vec![span(1, 1, None, "web", SpanKind::Server)], t0);
+        assembler.tick(t0 + secs(5));
+        assembler.tick(t0 + secs(70));
+        derived(&mut assembler);
+        assembler.add(
+            vec![span(1, 3, Some(1), "cart", SpanKind::Server)],
+            t0 + secs(71),
+        );
+        assembler.tick(t0 + secs(80));
+        let late = derived(&mut assembler);
+        assert_eq!(late.edges.len(), 0);
+        assert_eq!(late.diagnostics.orphaned_spans, 1);
+    }
+
+    #[test]
+    fn a_full_buffer_derives_the_oldest_traces_early() {
+        let t0 = Instant::now();
+        let mut assembler = Assembler::new(AssemblySettings {
+            max_buffered_spans: 3,
+            ..settings()
+        });
+        assembler.add(
+            vec![
+                span(1, 1, None, "a", SpanKind::Server),
+                span(1, 2, Some(1), "a", SpanKind::Internal),
+            ],
+            t0,
+        );
+        assembler.add(
+            vec![
+                span(2, 1, None, "b", SpanKind::Server),
+                span(2, 2, Some(1), "b", SpanKind::Internal),
+            ],
+            t0,
+        );
+        assert!(assembler.buffered_spans() <= 3);
+        let aggregate = derived(&mut assembler);
+        assert_eq!(aggregate.diagnostics.traces_cut_short, 1);
+        assert_eq!(
+            calls(&aggregate, "user", "a"),
+            1,
+            "the oldest trace was derived"
+        );
+        assert_eq!(calls(&aggregate, "user", "b"), 0);
+    }
+}
