@@ -87,20 +87,28 @@ fn evidence(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> BTreeMap<
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-/// The service graph without client nodes, with edges by kind.
+/// The graph without client nodes (or, for cycles and pairs, of services only: a broker or
+/// database named as callee and as caller is no dependency cycle), with edges by kind.
 struct ServiceGraph<'a> {
     graph: DiGraph<&'a str, EdgeKind>,
     index: HashMap<&'a str, NodeIndex>,
 }
 
-fn service_graph(snapshot: &Snapshot, only: Option<EdgeKind>) -> ServiceGraph<'_> {
+fn service_graph(
+    snapshot: &Snapshot,
+    only: Option<EdgeKind>,
+    services_only: bool,
+) -> ServiceGraph<'_> {
     let mut graph = DiGraph::new();
     let mut index = HashMap::new();
-    for node in snapshot
-        .nodes
-        .iter()
-        .filter(|n| n.node_type != NodeType::Client)
-    {
+    let included = |t: NodeType| {
+        if services_only {
+            t == NodeType::Service
+        } else {
+            t != NodeType::Client
+        }
+    };
+    for node in snapshot.nodes.iter().filter(|n| included(n.node_type)) {
         index.insert(node.id.as_str(), graph.add_node(node.id.as_str()));
     }
     for edge in &snapshot.edges {
@@ -166,7 +174,7 @@ fn cycles(g: &ServiceGraph) -> Vec<(Vec<String>, Vec<String>)> {
 /// The longest chain of synchronous calls from an entry point, in services, over the graph of
 /// sync edges with cycles contracted away.
 fn longest_sync_chain(snapshot: &Snapshot) -> Vec<String> {
-    let g = service_graph(snapshot, Some(EdgeKind::Sync));
+    let g = service_graph(snapshot, Some(EdgeKind::Sync), false);
     let components = tarjan_scc(&g.graph);
     let mut component_of = vec![0; g.graph.node_count()];
     for (c, members) in components.iter().enumerate() {
@@ -215,8 +223,8 @@ pub fn findings(
     thresholds: &Thresholds,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let all = service_graph(snapshot, None);
-    let sync = service_graph(snapshot, Some(EdgeKind::Sync));
+    let all = service_graph(snapshot, None, true);
+    let sync = service_graph(snapshot, Some(EdgeKind::Sync), true);
     let sync_cycles = cycles(&sync);
     for (members, path) in &sync_cycles {
         out.push(Finding {
@@ -224,7 +232,12 @@ pub fn findings(
             severity: Severity::Error,
             subjects: members.clone(),
             evidence: evidence([("cycle", json!(path)), ("services", json!(members.len()))]),
-            message: format!("synchronous dependency cycle {}: a failure or slowdown in any of them reaches all of them", path.join(" → ")),
+            message: format!(
+                "{} services call each other synchronously in a cycle ({}), e.g. {}: a failure or slowdown in any of them reaches all of them",
+                members.len(),
+                members.join(", "),
+                path.join(" → ")
+            ),
         });
     }
     for (members, path) in cycles(&all) {
@@ -237,7 +250,12 @@ pub fn findings(
             severity: Severity::Warning,
             subjects: members.clone(),
             evidence: evidence([("cycle", json!(path)), ("services", json!(members.len()))]),
-            message: format!("dependency cycle through a queue {}", path.join(" → ")),
+            message: format!(
+                "{} services depend on each other in a cycle through a queue ({}), e.g. {}",
+                members.len(),
+                members.join(", "),
+                path.join(" → ")
+            ),
         });
     }
 
@@ -506,6 +524,19 @@ mod tests {
     #[test]
     fn self_calls_are_not_cycles() {
         assert!(run(&graph(&[("a", "a")], &[], &[])).is_empty());
+    }
+
+    #[test]
+    fn a_database_named_as_callee_and_caller_is_not_a_cycle() {
+        let found = run(&graph(
+            &[("orders", "db:events"), ("db:events", "orders")],
+            &[],
+            &[],
+        ));
+        assert!(
+            of(&found, FindingKind::SyncCycle).is_empty()
+                && of(&found, FindingKind::BidirectionalPair).is_empty()
+        );
     }
 
     #[test]

@@ -142,6 +142,8 @@ pub struct SpanDetail {
     pub attributes_json: String,
     /// All resource attributes as a JSON object; shared by the spans of one resource.
     pub resource_attributes_json: Arc<str>,
+    /// A stable hash of `resource_attributes_json`, under which the store keeps it once.
+    pub resource_id: u64,
     pub events_count: u32,
 }
 
@@ -174,6 +176,14 @@ impl Span {
     }
 }
 
+/// FNV-1a, 64 bits: a hash that stays the same across builds and platforms, for ids that are
+/// stored (the standard library's hasher may change between Rust releases).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// The node name of a service as the edge contract defines it.
 pub fn service_node_name(name: Option<&str>, namespace: Option<&str>) -> String {
     let name = match name {
@@ -200,6 +210,14 @@ mod tests {
     fn service_namespace_prefixes_the_name() {
         assert_eq!(service_node_name(Some("cart"), Some("shop")), "shop/cart");
         assert_eq!(service_node_name(Some("cart"), Some("")), "cart");
+    }
+
+    #[test]
+    fn the_stable_hash_is_fnv_1a() {
+        // Reference values of FNV-1a 64.
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]

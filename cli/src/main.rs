@@ -120,6 +120,9 @@ struct ServeArgs {
     /// How long derived spans are remembered, so that late spans still pair. [default: 60s]
     #[arg(long, env = "ARCHTRACE_LATE_WINDOW", value_name = "DURATION", value_parser = humantime::parse_duration)]
     late_window: Option<Duration>,
+    /// Only store spans; derive the graph later with `archtrace rebuild`.
+    #[arg(long)]
+    no_derive: bool,
 }
 
 #[derive(Args)]
@@ -355,7 +358,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => config::FileConfig::load(path)?,
         None => config::FileConfig::default(),
     };
-    let config = config::resolve(
+    let mut config = config::resolve(
         file,
         config::Overrides {
             db: args.db,
@@ -370,6 +373,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             late_window: args.late_window,
         },
     )?;
+    config.settings.derive_edges = !args.no_derive;
     let location = Location::from(config.db.as_path());
     let store = Store::open(&location)?;
     runtime()?.block_on(async move {

@@ -86,6 +86,7 @@ impl Unwritten {
 }
 
 pub struct LiveAssembly {
+    /// Dropping every clone of it ends the thread, after it has written what it holds.
     pub sender: SyncSender<Vec<Span>>,
     pub unwritten: Arc<Mutex<Unwritten>>,
     pub thread: JoinHandle<()>,

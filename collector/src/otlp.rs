@@ -77,6 +77,7 @@ struct ResourceInfo {
     service: Arc<str>,
     environment: Option<Arc<str>>,
     attributes_json: Arc<str>,
+    id: u64,
 }
 
 impl ResourceInfo {
@@ -100,6 +101,7 @@ impl ResourceInfo {
         ResourceInfo {
             service: Arc::from(service),
             environment,
+            id: archtrace_analyzer::span::stable_hash(json.as_bytes()),
             attributes_json: Arc::from(json),
         }
     }
@@ -166,6 +168,7 @@ fn convert_span(
             scope_version: scope_version.to_owned(),
             attributes_json,
             resource_attributes_json: resource.attributes_json.clone(),
+            resource_id: resource.id,
             events_count: u32::try_from(span.events.len()).unwrap_or(u32::MAX),
         },
     })

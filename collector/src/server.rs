@@ -31,6 +31,9 @@ pub struct ServerSettings {
     /// Largest request accepted, after decompression, on both transports.
     pub max_body_bytes: usize,
     pub auth_token: Option<String>,
+    /// Derive edges while serving; without it spans are only stored (`archtrace rebuild`
+    /// derives them later).
+    pub derive_edges: bool,
     pub assembly: AssemblySettings,
 }
 
@@ -40,6 +43,7 @@ impl Default for ServerSettings {
             queue: QueueLimits::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             auth_token: None,
+            derive_edges: true,
             assembly: AssemblySettings::default(),
         }
     }
@@ -127,18 +131,27 @@ pub async fn serve(
             .map_err(|err| ServeError::Store(err.to_string()))
     };
     let reader = connection(&store)?;
-    let live = crate::live::start(settings.assembly.clone(), connection(&store)?);
-    let handoff = live.sender.clone();
-    let (writer, writer_thread) = Writer::spawn(
-        store,
-        settings.queue,
-        Some(Box::new(move |spans| {
+    let live = if settings.derive_edges {
+        Some(crate::live::start(
+            settings.assembly.clone(),
+            connection(&store)?,
+        ))
+    } else {
+        None
+    };
+    let on_commit: Option<archtrace_store::writer::OnCommit> = live.as_ref().map(|live| {
+        let handoff = live.sender.clone();
+        Box::new(move |spans| {
             // Blocks when the assembler is behind: the writer's queue then fills and
             // clients are told to retry, instead of memory growing here.
             let _ = handoff.send(spans);
-        })),
-    );
-    drop(live.sender);
+        }) as archtrace_store::writer::OnCommit
+    });
+    let (writer, writer_thread) = Writer::spawn(store, settings.queue, on_commit);
+    let (unwritten, assembly) = match live {
+        Some(live) => (live.unwritten, Some(live.thread)),
+        None => (Default::default(), None),
+    };
     let writer_metrics = writer.metrics().clone();
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let ingest = Arc::new(Ingest::new(writer, ingest_metrics.clone()));
@@ -184,7 +197,7 @@ pub async fn serve(
         ready,
         auth,
         reader: Arc::new(std::sync::Mutex::new(reader)),
-        unwritten: live.unwritten,
+        unwritten,
     });
     let admin = axum::serve(listeners.admin, admin_router).with_graceful_shutdown(stopped());
     drop(ingest);
@@ -204,10 +217,11 @@ pub async fn serve(
     })?;
     // Every handle to the writer is gone with the servers: joining it commits what is queued,
     // and then the assembler derives and writes what it still holds.
-    let assembly = live.thread;
     tokio::task::spawn_blocking(move || {
         let store = writer_thread.join();
-        let _ = assembly.join();
+        if let Some(assembly) = assembly {
+            let _ = assembly.join();
+        }
         store
     })
     .await

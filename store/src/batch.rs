@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use archtrace_analyzer::Span;
-use arrow::array::{ArrayRef, Int32Builder, Int64Builder, StringBuilder};
+use arrow::array::{ArrayRef, Int32Builder, Int64Builder, StringBuilder, UInt64Builder};
 use arrow::datatypes::{Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -41,7 +41,7 @@ struct Columns {
     scope_name: StringBuilder,
     scope_version: StringBuilder,
     attributes: StringBuilder,
-    resource_attributes: StringBuilder,
+    resource_id: UInt64Builder,
     events_count: Int32Builder,
     links: StringBuilder,
 }
@@ -88,7 +88,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         scope_name: strings(rows),
         scope_version: strings(rows),
         attributes: StringBuilder::with_capacity(rows, rows * 64),
-        resource_attributes: StringBuilder::with_capacity(rows, rows * 64),
+        resource_id: UInt64Builder::with_capacity(rows),
         events_count: Int32Builder::with_capacity(rows),
         links: strings(rows),
     };
@@ -141,8 +141,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         c.scope_version
             .append_option(non_empty(&span.detail.scope_version));
         c.attributes.append_value(&span.detail.attributes_json);
-        c.resource_attributes
-            .append_value(&*span.detail.resource_attributes_json);
+        c.resource_id.append_value(span.detail.resource_id);
         c.events_count
             .append_value(i32::try_from(span.detail.events_count).unwrap_or(i32::MAX));
         if span.links.is_empty() {
@@ -193,10 +192,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         ("scope_name", Arc::new(c.scope_name.finish())),
         ("scope_version", Arc::new(c.scope_version.finish())),
         ("attributes", Arc::new(c.attributes.finish())),
-        (
-            "resource_attributes",
-            Arc::new(c.resource_attributes.finish()),
-        ),
+        ("resource_id", Arc::new(c.resource_id.finish())),
         ("events_count", Arc::new(c.events_count.finish())),
         ("links", Arc::new(c.links.finish())),
     ];

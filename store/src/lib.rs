@@ -53,6 +53,9 @@ pub enum QueryError {
     Duckdb(#[from] duckdb::Error),
 }
 
+/// DuckDB's own memory is capped so that the server stays small under load.
+const SETTINGS: &str = "SET memory_limit = '256MB';";
+
 /// Where the spans live. `Location::Memory` keeps them in memory only (for short CI runs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
@@ -83,6 +86,8 @@ impl From<&Path> for Location {
 pub struct Store {
     conn: Connection,
     location: Location,
+    /// Resources already in the `resources` table.
+    known_resources: std::collections::HashSet<u64>,
 }
 
 impl Store {
@@ -94,10 +99,18 @@ impl Store {
             Location::Memory => Connection::open_in_memory(),
         }
         .map_err(|source| classify_open_error(&path, source))?;
+        conn.execute_batch(SETTINGS)
+            .map_err(|source| OpenError::Open {
+                path: path.clone(),
+                source,
+            })?;
         schema::migrate(&conn, &path)?;
+        let known_resources =
+            known_resources(&conn).map_err(|source| OpenError::Open { path, source })?;
         Ok(Store {
             conn,
             location: location.clone(),
+            known_resources,
         })
     }
 
@@ -120,6 +133,7 @@ impl Store {
         Ok(Store {
             conn,
             location: Location::File(path.to_owned()),
+            known_resources: Default::default(),
         })
     }
 
@@ -131,6 +145,31 @@ impl Store {
     pub fn append(&mut self, spans: &[&Span]) -> Result<(), duckdb::Error> {
         if spans.is_empty() {
             return Ok(());
+        }
+        // New resources first: a crash in between leaves a resource without spans, never a
+        // span without its resource.
+        let mut fresh: Vec<&Span> = Vec::new();
+        for span in spans {
+            if !self.known_resources.contains(&span.detail.resource_id)
+                && !fresh
+                    .iter()
+                    .any(|f| f.detail.resource_id == span.detail.resource_id)
+            {
+                fresh.push(span);
+            }
+        }
+        if !fresh.is_empty() {
+            let mut resources = self.conn.appender("resources")?;
+            for span in &fresh {
+                resources.append_row(duckdb::params![
+                    span.detail.resource_id,
+                    &*span.service,
+                    &*span.detail.resource_attributes_json
+                ])?;
+            }
+            resources.flush()?;
+            self.known_resources
+                .extend(fresh.iter().map(|s| s.detail.resource_id));
         }
         let batch = batch::spans_to_record_batch(spans)
             .map_err(|err| duckdb::Error::ToSqlConversionFailure(Box::new(err)))?;
@@ -157,6 +196,12 @@ impl Store {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+}
+
+fn known_resources(conn: &Connection) -> Result<std::collections::HashSet<u64>, duckdb::Error> {
+    let mut statement = conn.prepare("SELECT DISTINCT resource_id FROM resources")?;
+    let ids = statement.query_map([], |row| row.get::<_, u64>(0))?;
+    ids.collect()
 }
 
 fn classify_open_error(path: &str, source: duckdb::Error) -> OpenError {

@@ -41,9 +41,15 @@ const MIGRATIONS: &[&str] = &[
         scope_name VARCHAR,
         scope_version VARCHAR,
         attributes VARCHAR NOT NULL,        -- JSON object: the span attributes not in a column above
-        resource_attributes VARCHAR NOT NULL, -- JSON object: all resource attributes
+        resource_id UBIGINT NOT NULL,       -- the resource (process) that reported it: see resources
         events_count INTEGER NOT NULL,
         links VARCHAR                       -- JSON array of {trace_id, span_id, attributes}, NULL if none
+    );
+    -- Resource attributes are the same for every span of a process: kept once each.
+    CREATE TABLE resources (
+        resource_id UBIGINT NOT NULL,       -- FNV-1a 64 of the attributes JSON
+        service_name VARCHAR NOT NULL,
+        attributes VARCHAR NOT NULL         -- JSON object: all resource attributes
     );",
     // v2: derived edges in time buckets (width_s 60 or 3600), summed at query time. Every
     // observation is written once at each width; late ones add rows to a bucket.

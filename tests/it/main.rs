@@ -5,6 +5,7 @@ mod cli;
 mod durability;
 mod fixtures;
 mod graph;
+mod hotspots;
 mod import;
 mod live_services;
 mod overload;

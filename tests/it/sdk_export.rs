@@ -117,7 +117,8 @@ async fn check_arrival(server: InProcessServer, trace_id: &str, root_id: &str) {
         count(
             store,
             &format!(
-                "SELECT count(*) {in_trace} AND json_extract_string(resource_attributes, '$.\"service.name\"') = 'orders' \
+                "SELECT count(*) {in_trace} AND resource_id IN (SELECT resource_id FROM resources \
+                 WHERE json_extract_string(attributes, '$.\"service.name\"') = 'orders') \
                  AND scope_name = 'archtrace-e2e' AND end_ns >= start_ns AND start_ns > 0"
             )
         ),
