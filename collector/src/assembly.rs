@@ -32,8 +32,9 @@ impl Default for AssemblySettings {
         AssemblySettings {
             trace_idle: Duration::from_secs(5),
             late_window: Duration::from_secs(60),
-            max_buffered_spans: 500_000,
-            max_remembered_spans: 500_000,
+            // Tens of MB each at most; at high rates traces are derived before they idle.
+            max_buffered_spans: 100_000,
+            max_remembered_spans: 50_000,
         }
     }
 }

@@ -54,7 +54,7 @@ pub enum QueryError {
 }
 
 /// DuckDB's own memory is capped so that the server stays small under load.
-const SETTINGS: &str = "SET memory_limit = '256MB';";
+const SETTINGS: &str = "SET memory_limit = '128MB';";
 
 /// Where the spans live. `Location::Memory` keeps them in memory only (for short CI runs).
 #[derive(Clone, Debug, PartialEq, Eq)]
