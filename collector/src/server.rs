@@ -24,6 +24,8 @@ pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4318";
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:4320";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// DuckDB's memory while serving: appends need little, and the server should stay small.
+const SERVER_DUCKDB_MEMORY: &str = "128MB";
 
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
@@ -125,6 +127,9 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Store, ServeError> {
+    store
+        .limit_memory(SERVER_DUCKDB_MEMORY)
+        .map_err(|err| ServeError::Store(err.to_string()))?;
     let connection = |store: &Store| {
         store
             .reader()

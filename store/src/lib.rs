@@ -53,9 +53,6 @@ pub enum QueryError {
     Duckdb(#[from] duckdb::Error),
 }
 
-/// DuckDB's own memory is capped so that the server stays small under load.
-const SETTINGS: &str = "SET memory_limit = '128MB';";
-
 /// Where the spans live. `Location::Memory` keeps them in memory only (for short CI runs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
@@ -99,11 +96,6 @@ impl Store {
             Location::Memory => Connection::open_in_memory(),
         }
         .map_err(|source| classify_open_error(&path, source))?;
-        conn.execute_batch(SETTINGS)
-            .map_err(|source| OpenError::Open {
-                path: path.clone(),
-                source,
-            })?;
         schema::migrate(&conn, &path)?;
         let known_resources =
             known_resources(&conn).map_err(|source| OpenError::Open { path, source })?;
@@ -176,6 +168,13 @@ impl Store {
         let mut appender = self.conn.appender("spans")?;
         appender.append_record_batch(batch)?;
         appender.flush()
+    }
+
+    /// Caps DuckDB's own memory (it spills to disk beyond it). The server sets a small cap so
+    /// that it stays small under load; analytical commands keep DuckDB's default.
+    pub fn limit_memory(&self, limit: &str) -> Result<(), duckdb::Error> {
+        self.conn
+            .execute_batch(&format!("SET memory_limit = '{}'", limit.replace('\'', "")))
     }
 
     /// Folds the write-ahead log into the database file (done on clean shutdown).
