@@ -254,11 +254,18 @@ fn run(
                 .fetch_add(spans.len() as u64, Ordering::Relaxed);
         }
         drop(spans);
-        for request in group {
-            (request.reply)(outcome.clone());
-            drop(request.reservation);
+        for Request {
+            spans,
+            reservation,
+            reply,
+        } in group
+        {
+            // Free the queue space before answering, so that a client that has its answer never
+            // sees its own spans still counted as queued.
+            drop(reservation);
+            reply(outcome.clone());
             if let (Ok(()), Some(on_commit)) = (&outcome, on_commit.as_mut()) {
-                on_commit(request.spans);
+                on_commit(spans);
             }
         }
     }
