@@ -2,7 +2,6 @@
 //! from the raw JSON's parent/child links, with call counts.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::process::Command;
 
 use archtrace_analyzer::derive::NodeType;
@@ -11,19 +10,9 @@ use archtrace_collector::graph::snapshot_from_files;
 use archtrace_collector::import::OnBadInput;
 use serde_json::Value;
 
-use crate::support::{binary, shared_data};
+use crate::support::{binary, json_files};
 
 type Edges = BTreeMap<(String, String), u64>;
-
-fn files(folder: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(shared_data(folder))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    files
-}
 
 /// Service-to-service edges of a snapshot (both ends report spans), with calls.
 fn service_edges(snapshot: &Snapshot) -> Edges {
@@ -63,7 +52,7 @@ fn tag<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
 
 #[test]
 fn jaeger_service_edges_equal_parent_child_links() {
-    let files = files("jaeger-hotel-reservation");
+    let files = json_files("jaeger-hotel-reservation");
     let mut expected = Edges::new();
     let mut entries: BTreeMap<String, u64> = BTreeMap::new();
     for file in &files {
@@ -229,7 +218,7 @@ fn zipkin_expected(source: &[Value]) -> (Edges, Edges) {
 
 #[test]
 fn zipkin_service_edges_equal_parent_child_links() {
-    for file in files("zipkin") {
+    for file in json_files("zipkin") {
         let source = merged_zipkin(serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap());
         let (expected, entries) = zipkin_expected(&source);
         let (snapshot, _) =
@@ -276,7 +265,7 @@ fn zipkin_service_edges_equal_parent_child_links() {
 
 #[test]
 fn graph_formats_from_the_binary_agree_with_the_library() {
-    let files = files("jaeger-hotel-reservation");
+    let files = json_files("jaeger-hotel-reservation");
     let output = Command::new(binary())
         .args(["graph", "--format", "json", "--traces"])
         .args(&files)
@@ -332,7 +321,7 @@ fn graph_formats_from_the_binary_agree_with_the_library() {
 
 #[test]
 fn the_same_input_gives_byte_identical_snapshots() {
-    let files = files("zipkin");
+    let files = json_files("zipkin");
     let run = || {
         Command::new(binary())
             .args(["graph", "--format", "json", "--traces"])
@@ -363,7 +352,7 @@ fn same_graph(a: &Snapshot, b: &Snapshot) {
 fn import_then_graph_from_the_store_equals_offline_and_survives_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("graph.duckdb");
-    let files = files("jaeger-hotel-reservation");
+    let files = json_files("jaeger-hotel-reservation");
     let imported = Command::new(binary())
         .args(["import", "--db"])
         .arg(&db)

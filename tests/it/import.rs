@@ -11,7 +11,7 @@ use archtrace_analyzer::{Span, SpanKind, StatusCode};
 use archtrace_collector::import::{self, Format, ImportError, OnBadInput, Source, Summary};
 use serde_json::Value;
 
-use crate::support::{binary, shared_data};
+use crate::support::{binary, json_files, shared_data};
 
 fn read(
     path: &Path,
@@ -32,16 +32,6 @@ fn read(
         },
     )?;
     Ok((summary, spans))
-}
-
-fn json_files(folder: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(shared_data(folder))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// A hex id as the test expects it stored: lowercase, left-padded to `digits`.

@@ -200,6 +200,17 @@ pub fn span_ids(store: &Store) -> Vec<String> {
         .unwrap()
 }
 
+/// The JSON files of a folder of `shared/data`, sorted.
+pub fn json_files(folder: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(shared_data(folder))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
 pub fn shared_data(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/data")
