@@ -308,10 +308,15 @@ impl Buckets {
             .entry(self.bucket_of(first))
             .or_default()
             .merge(&whole);
+        scratch.sort_by_key(|o| o.start_ns);
+        self.add_sorted_observations(scratch);
+    }
+
+    /// Adds one trace's observations, sorted by start, each to the bucket of its start.
+    pub fn add_sorted_observations(&mut self, observations: &[Observation]) {
         let width = self.width_ns;
         let bucket_of = |time_ns: i64| time_ns.div_euclid(width) * width;
-        scratch.sort_by_key(|o| o.start_ns);
-        for chunk in scratch.chunk_by(|a, b| bucket_of(a.start_ns) == bucket_of(b.start_ns)) {
+        for chunk in observations.chunk_by(|a, b| bucket_of(a.start_ns) == bucket_of(b.start_ns)) {
             self.buckets
                 .entry(bucket_of(chunk[0].start_ns))
                 .or_default()

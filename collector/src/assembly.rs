@@ -308,17 +308,7 @@ impl Assembler {
                 .entry(trace_bucket)
                 .or_default()
                 .merge(&facts);
-            let width = buckets.width_ns;
-            let bucket_of = |t: i64| t.div_euclid(width) * width;
-            for chunk in
-                observations.chunk_by(|a, b| bucket_of(a.start_ns) == bucket_of(b.start_ns))
-            {
-                buckets
-                    .buckets
-                    .entry(bucket_of(chunk[0].start_ns))
-                    .or_default()
-                    .add_observations(chunk);
-            }
+            buckets.add_sorted_observations(observations);
         }
     }
 }
