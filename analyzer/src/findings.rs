@@ -173,7 +173,7 @@ fn cycles(g: &ServiceGraph) -> Vec<(Vec<String>, Vec<String>)> {
 
 /// The longest chain of synchronous calls from an entry point, in services, over the graph of
 /// sync edges with cycles contracted away.
-fn longest_sync_chain(snapshot: &Snapshot) -> Vec<String> {
+pub fn longest_sync_chain(snapshot: &Snapshot) -> Vec<String> {
     let g = service_graph(snapshot, Some(EdgeKind::Sync), false);
     let components = tarjan_scc(&g.graph);
     let mut component_of = vec![0; g.graph.node_count()];

@@ -5,11 +5,14 @@
 //! function from spans to graphs and findings, tested with plain data.
 
 pub mod aggregate;
+pub mod check_output;
 pub mod derive;
+pub mod drift;
 pub mod findings;
 pub mod metrics;
 pub mod render;
 pub mod risk;
+pub mod rules;
 pub mod sketch;
 pub mod snapshot;
 pub mod span;

@@ -75,7 +75,7 @@ fn operation_label(service: &str, operation: &str) -> String {
 }
 
 /// Control characters would break a terminal table; show them escaped.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .flat_map(char::escape_debug)
         .collect::<String>()
@@ -208,7 +208,7 @@ pub fn dot(snapshot: &Snapshot, level: Level) -> String {
 }
 
 /// Mermaid labels are quoted strings in which `"`, `<`, `>` and `&` must be entity codes.
-fn mermaid_label(text: &str) -> String {
+pub(crate) fn mermaid_label(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
         match c {
@@ -217,6 +217,8 @@ fn mermaid_label(text: &str) -> String {
             '>' => out.push_str("#gt;"),
             '&' => out.push_str("#amp;"),
             '#' => out.push_str("#35;"),
+            // A backtick run could close the Markdown code fence around a diagram.
+            '`' => out.push_str("#96;"),
             c if c.is_control() => out.push(' '),
             c => out.push(c),
         }
@@ -333,7 +335,7 @@ fn finding_counts(snapshot: &Snapshot) -> String {
 }
 
 /// Markdown cells: no pipes or newlines from telemetry may break the table, and no HTML.
-fn markdown_cell(text: &str) -> String {
+pub(crate) fn markdown_cell(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('|', "\\|")
         .replace('<', "&lt;")

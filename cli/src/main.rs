@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use archtrace_analyzer::render;
+use archtrace_analyzer::rules::Rules;
+use archtrace_analyzer::snapshot::{Snapshot, SNAPSHOT_SCHEMA};
+use archtrace_analyzer::{check_output, drift, render};
 use archtrace_collector::import::{self, ImportError, OnBadInput, Source, StoreSink, Summary};
 use archtrace_collector::loadgen::{self, LoadgenOptions, Protocol};
 use archtrace_collector::Listeners;
@@ -77,6 +79,29 @@ enum Command {
     ///   archtrace hotspots --traces dump.jsonl --top 5
     ///   archtrace hotspots --server http://127.0.0.1:4320 --format markdown
     Hotspots(HotspotsArgs),
+    /// Write the architecture seen in a window as a snapshot file, e.g. the baseline for `check`.
+    ///
+    /// The snapshot is the JSON of `graph --format json` (schema archtrace.snapshot/v1), sorted so
+    /// that it diffs well in git:
+    ///   archtrace snapshot --traces e2e-traces.jsonl -o architecture.json
+    ///   archtrace snapshot --server http://127.0.0.1:4320 --since 15m -o architecture.json
+    Snapshot(SnapshotArgs),
+    /// Fail the build when the observed architecture drifts from the baseline or breaks the rules.
+    ///
+    /// Compares the snapshot of the traces (files, a server or the store) with a baseline
+    /// snapshot: new and removed edges and nodes, new cycles, new findings, and the rules of
+    /// archtrace.toml (deny, allow_only, layers, limits). Violations the baseline already has
+    /// are reported as known and do not fail. Without a rules file a new edge or a new cycle
+    /// fails. Exit codes: 0 clean, 1 violations at error severity, 2 usage or input error.
+    ///   archtrace check --traces e2e-traces.jsonl --baseline architecture.json --rules archtrace.toml
+    ///   archtrace check --server http://127.0.0.1:4320 --since 15m --baseline architecture.json
+    ///   archtrace check --traces t.jsonl --baseline architecture.json --format sarif -o check.sarif
+    /// See docs/ci.md for the rules and CI set-ups.
+    Check(CheckArgs),
+    /// Show what changed between two snapshot files: nodes, edges and findings.
+    ///
+    ///   archtrace diff old.json new.json --format markdown
+    Diff(DiffArgs),
     /// Send synthetic OTLP load to a running server and report accepted spans/s and latency.
     ///
     /// Payloads (a dozen services, HTTP/RPC/DB/messaging attributes) are encoded before the
@@ -226,6 +251,65 @@ enum HotspotFormat {
 }
 
 #[derive(Args)]
+struct SnapshotArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Write the snapshot to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The expected architecture: a snapshot file written by `archtrace snapshot`.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Architecture rules (TOML). [default: ./archtrace.toml when it exists]
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// text (colour on a terminal), markdown (a PR comment with a diagram of the change), json,
+    /// junit (one test case per rule), sarif (2.1.0) or github (workflow annotations).
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    format: CheckFormat,
+    /// Write the report to this file; the verdict still goes to standard error.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Accept what was observed: rewrite the baseline with it (new edges become expected,
+    /// fixed violations leave it) and exit 0.
+    #[arg(long, requires = "baseline")]
+    update_baseline: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckFormat {
+    Text,
+    Markdown,
+    Json,
+    Junit,
+    Sarif,
+    Github,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The older snapshot file.
+    old: PathBuf,
+    /// The newer snapshot file.
+    new: PathBuf,
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    format: DiffFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DiffFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+#[derive(Args)]
 struct RebuildArgs {
     /// The DuckDB store (stop `archtrace serve` on it first).
     #[arg(long, env = "ARCHTRACE_DB", value_name = "PATH", default_value = config::DEFAULT_DB)]
@@ -307,16 +391,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     let outcome = match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Import(args) => import_files(args),
-        Command::Stats(args) => stats(args),
-        Command::Graph(args) => graph(args),
-        Command::Hotspots(args) => hotspots(args),
-        Command::Rebuild(args) => rebuild(args),
-        Command::Loadgen(args) => run_loadgen(args),
+        Command::Check(args) => check(args),
+        Command::Serve(args) => serve(args).map(|()| 0),
+        Command::Import(args) => import_files(args).map(|()| 0),
+        Command::Stats(args) => stats(args).map(|()| 0),
+        Command::Graph(args) => graph(args).map(|()| 0),
+        Command::Hotspots(args) => hotspots(args).map(|()| 0),
+        Command::Rebuild(args) => rebuild(args).map(|()| 0),
+        Command::Snapshot(args) => write_snapshot(args).map(|()| 0),
+        Command::Diff(args) => diff(args).map(|()| 0),
+        Command::Loadgen(args) => run_loadgen(args).map(|()| 0),
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
@@ -528,7 +615,7 @@ fn progress_bar(
     Some(bar)
 }
 
-fn load_snapshot(args: &SourceArgs) -> anyhow::Result<archtrace_analyzer::snapshot::Snapshot> {
+fn load_snapshot(args: &SourceArgs) -> anyhow::Result<Snapshot> {
     let now = archtrace_collector::graph::now_ns();
     let instant = |text: &Option<String>, flag: &str| {
         text.as_deref()
@@ -636,6 +723,135 @@ fn hotspots(args: HotspotsArgs) -> anyhow::Result<()> {
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// Writes a text output to a file, or to standard output.
+fn emit(text: &str, output: Option<&Path>) -> anyhow::Result<()> {
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("could not write {}", path.display())),
+        None => Ok(std::io::stdout().lock().write_all(text.as_bytes())?),
+    }
+}
+
+fn snapshot_json(snapshot: &Snapshot) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(snapshot)? + "\n")
+}
+
+fn write_snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
+    let snapshot = load_snapshot(&args.source)?;
+    emit(&snapshot_json(&snapshot)?, args.output.as_deref())?;
+    if let Some(path) = &args.output {
+        eprintln!(
+            "wrote {}: {} nodes, {} edges, {} findings",
+            path.display(),
+            snapshot.nodes.len(),
+            snapshot.edges.len(),
+            snapshot.findings.len()
+        );
+    }
+    Ok(())
+}
+
+fn read_snapshot_file(path: &Path) -> anyhow::Result<Snapshot> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read the snapshot {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let schema = value.get("schema").and_then(|s| s.as_str()).unwrap_or("");
+    if schema != SNAPSHOT_SCHEMA {
+        anyhow::bail!(
+            "{} is not an archtrace snapshot (its schema is {:?}, expected {SNAPSHOT_SCHEMA:?}); write one with `archtrace snapshot -o FILE`",
+            path.display(),
+            schema
+        );
+    }
+    serde_json::from_value(value)
+        .with_context(|| format!("{} is not a valid {SNAPSHOT_SCHEMA}", path.display()))
+}
+
+const DEFAULT_RULES: &str = "archtrace.toml";
+
+fn load_rules(path: &Path) -> anyhow::Result<Rules> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read the rules {}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("invalid rules file {}: {err}", path.display()))
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<u8> {
+    let rules_path = args.rules.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_RULES);
+        default.exists().then(|| {
+            eprintln!("using the rules in ./{DEFAULT_RULES}");
+            default
+        })
+    });
+    if args.baseline.is_none() && rules_path.is_none() {
+        anyhow::bail!(
+            "nothing to check against: pass --baseline FILE (written by `archtrace snapshot`) and/or --rules {DEFAULT_RULES}"
+        );
+    }
+    let rules = match &rules_path {
+        Some(path) => load_rules(path)?,
+        None => Rules::default(),
+    };
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(read_snapshot_file)
+        .transpose()?;
+    let observed = load_snapshot(&args.source)?;
+    if observed.diagnostics.spans == 0 && observed.edges.is_empty() {
+        eprintln!("warning: no spans were observed in the window; was the test traffic exported to archtrace?");
+    }
+    let report = drift::check(&observed, baseline.as_ref(), &rules);
+    let artifact = rules_path
+        .as_deref()
+        .or(args.baseline.as_deref())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let text = match args.format {
+        CheckFormat::Text => {
+            use std::io::IsTerminal;
+            let colour = args.output.is_none()
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none();
+            check_output::text(&report, colour)
+        }
+        CheckFormat::Markdown => check_output::markdown(&report),
+        CheckFormat::Json => check_output::json(&report),
+        CheckFormat::Junit => check_output::junit(&report),
+        CheckFormat::Sarif => check_output::sarif(&report, &artifact),
+        CheckFormat::Github => check_output::github(&report, &artifact),
+    };
+    emit(&text, args.output.as_deref())?;
+    if args.output.is_some() {
+        eprintln!("archtrace check {}", check_output::summary(&report));
+    }
+    if args.update_baseline {
+        let path = args.baseline.as_deref().expect("clap requires --baseline");
+        std::fs::write(path, snapshot_json(&observed)?)
+            .with_context(|| format!("could not rewrite the baseline {}", path.display()))?;
+        eprintln!(
+            "updated the baseline {} with what was observed",
+            path.display()
+        );
+        return Ok(0);
+    }
+    Ok(u8::from(report.failures() > 0))
+}
+
+fn diff(args: DiffArgs) -> anyhow::Result<()> {
+    let old = read_snapshot_file(&args.old)?;
+    let new = read_snapshot_file(&args.new)?;
+    let changes = drift::diff(&old, &new);
+    let text = match args.format {
+        DiffFormat::Text => check_output::diff_text(&changes),
+        DiffFormat::Markdown => check_output::diff_markdown(&changes),
+        DiffFormat::Json => serde_json::to_string_pretty(&changes)? + "\n",
+    };
+    emit(&text, None)
 }
 
 fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {

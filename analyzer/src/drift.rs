@@ -1,0 +1,1016 @@
+//! Drift: what changed between two snapshots, and the architecture check that CI runs on it.
+//!
+//! The check follows the "known violations" model of dependency-cruiser and ArchUnit: a rule
+//! violation that the baseline already had is reported as known and does not fail the build;
+//! once it is gone it is reported as fixed, so the baseline can shrink.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::derive::{EdgeKind, NodeType};
+use crate::findings::{longest_sync_chain, Finding, FindingKind};
+use crate::metrics::MetricSettings;
+use crate::rules::{CyclePolicy, Level, Rules, Selector};
+use crate::snapshot::{Snapshot, Window};
+
+/// An edge as drift sees it: its identity and its traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EdgeRef {
+    pub from: String,
+    pub to: String,
+    pub kind: EdgeKind,
+    pub calls: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeRef {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub node_type: NodeType,
+}
+
+/// The differences between an old and a new snapshot, each list sorted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SnapshotDiff {
+    pub added_nodes: Vec<NodeRef>,
+    pub removed_nodes: Vec<NodeRef>,
+    pub added_edges: Vec<EdgeRef>,
+    pub removed_edges: Vec<EdgeRef>,
+    pub new_findings: Vec<Finding>,
+    pub resolved_findings: Vec<Finding>,
+}
+
+impl SnapshotDiff {
+    pub fn is_empty(&self) -> bool {
+        self.added_nodes.is_empty()
+            && self.removed_nodes.is_empty()
+            && self.added_edges.is_empty()
+            && self.removed_edges.is_empty()
+            && self.new_findings.is_empty()
+            && self.resolved_findings.is_empty()
+    }
+}
+
+/// A finding's identity across snapshots: its kind and what it is about, not its numbers.
+fn finding_key(finding: &Finding) -> (FindingKind, &[String]) {
+    (finding.kind, &finding.subjects)
+}
+
+fn edge_refs(snapshot: &Snapshot) -> BTreeMap<(&str, &str, EdgeKind), u64> {
+    snapshot
+        .edges
+        .iter()
+        .map(|e| ((e.from.as_str(), e.to.as_str(), e.kind), e.calls))
+        .collect()
+}
+
+pub fn diff(old: &Snapshot, new: &Snapshot) -> SnapshotDiff {
+    let node_set = |s: &Snapshot| -> BTreeMap<String, NodeType> {
+        s.nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.node_type))
+            .collect()
+    };
+    let (old_nodes, new_nodes) = (node_set(old), node_set(new));
+    let only_in = |a: &BTreeMap<String, NodeType>, b: &BTreeMap<String, NodeType>| {
+        a.iter()
+            .filter(|(id, _)| !b.contains_key(*id))
+            .map(|(id, t)| NodeRef {
+                id: id.clone(),
+                node_type: *t,
+            })
+            .collect()
+    };
+    let (old_edges, new_edges) = (edge_refs(old), edge_refs(new));
+    let edges_only_in = |a: &BTreeMap<(&str, &str, EdgeKind), u64>,
+                         b: &BTreeMap<(&str, &str, EdgeKind), u64>| {
+        a.iter()
+            .filter(|(key, _)| !b.contains_key(*key))
+            .map(|((from, to, kind), calls)| EdgeRef {
+                from: from.to_string(),
+                to: to.to_string(),
+                kind: *kind,
+                calls: *calls,
+            })
+            .collect()
+    };
+    let findings_only_in = |a: &Snapshot, b: &Snapshot| -> Vec<Finding> {
+        let known: BTreeSet<_> = b.findings.iter().map(finding_key).collect();
+        a.findings
+            .iter()
+            .filter(|f| !known.contains(&finding_key(f)))
+            .cloned()
+            .collect()
+    };
+    SnapshotDiff {
+        added_nodes: only_in(&new_nodes, &old_nodes),
+        removed_nodes: only_in(&old_nodes, &new_nodes),
+        added_edges: edges_only_in(&new_edges, &old_edges),
+        removed_edges: edges_only_in(&old_edges, &new_edges),
+        new_findings: findings_only_in(new, old),
+        resolved_findings: findings_only_in(old, new),
+    }
+}
+
+/// The snapshot without edges (and operations) under `min_calls` calls, and without the nodes
+/// only those edges touched, analysed again with the rules' thresholds.
+pub fn without_noise(snapshot: &Snapshot, rules: &Rules) -> Snapshot {
+    let min_calls = rules.check.min_calls;
+    let mut kept = snapshot.clone();
+    kept.edges.retain(|e| e.calls >= min_calls);
+    kept.operations.retain(|o| o.calls >= min_calls);
+    let had_edges: BTreeSet<&str> = snapshot
+        .edges
+        .iter()
+        .flat_map(|e| [e.from.as_str(), e.to.as_str()])
+        .collect();
+    let has_edges: BTreeSet<&str> = kept
+        .edges
+        .iter()
+        .flat_map(|e| [e.from.as_str(), e.to.as_str()])
+        .collect();
+    let keep: BTreeSet<String> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| has_edges.contains(n.id.as_str()) || !had_edges.contains(n.id.as_str()))
+        .map(|n| n.id.clone())
+        .collect();
+    kept.nodes.retain(|n| keep.contains(&n.id));
+    kept.analyze(&MetricSettings::default(), &rules.thresholds);
+    kept
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+/// Whether a violation is new (it fails the build at error severity), was already in the
+/// baseline, or was in the baseline and is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    New,
+    Known,
+    Fixed,
+}
+
+/// One thing the check reports.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Item {
+    /// Which rule: `new-edges`, `cycles`, `deny[0]`, `layers`, `max-fan-out`, ...
+    pub rule: String,
+    pub severity: Severity,
+    pub status: Status,
+    /// What it is about: `from -> to`, a node, or the members of a cycle.
+    pub subject: String,
+    pub message: String,
+    /// Edges to highlight in a diagram of the change.
+    pub edges: Vec<(String, String)>,
+}
+
+/// A rule the check evaluated, whether or not anything violated it (JUnit and SARIF list all).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleInfo {
+    pub id: String,
+    pub description: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CheckReport {
+    pub observed_window: Window,
+    pub baseline_window: Option<Window>,
+    pub rules: Vec<RuleInfo>,
+    /// Errors first, then warnings, then notes; new before known before fixed.
+    pub items: Vec<Item>,
+    /// What changed against the baseline (after dropping edges under `min_calls`).
+    pub diff: Option<SnapshotDiff>,
+}
+
+impl CheckReport {
+    /// New violations at error severity: they fail the build.
+    pub fn failures(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|i| i.severity == Severity::Error && i.status == Status::New)
+            .count()
+    }
+
+    pub fn count(&self, severity: Severity, status: Status) -> usize {
+        self.items
+            .iter()
+            .filter(|i| i.severity == severity && i.status == status)
+            .count()
+    }
+}
+
+fn level_severity(level: Level) -> Option<Severity> {
+    match level {
+        Level::Error => Some(Severity::Error),
+        Level::Warn => Some(Severity::Warning),
+        Level::Allow => None,
+    }
+}
+
+/// A rule violation found in one snapshot, before it is compared with the baseline.
+struct Violation {
+    rule: String,
+    subject: String,
+    message: String,
+    edges: Vec<(String, String)>,
+}
+
+fn edge_subject(from: &str, to: &str) -> String {
+    format!("{from} -> {to}")
+}
+
+fn types(snapshot: &Snapshot) -> BTreeMap<&str, NodeType> {
+    snapshot
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.node_type))
+        .collect()
+}
+
+fn matches(selector: &Selector, name: &str, types: &BTreeMap<&str, NodeType>) -> bool {
+    selector.matches(name, types.get(name).copied().unwrap_or(NodeType::Service))
+}
+
+fn with_reason(message: String, reason: &Option<String>) -> String {
+    match reason {
+        Some(reason) => format!("{message}: {reason}"),
+        None => message,
+    }
+}
+
+/// Distinct caller → callee pairs (either kind), self-calls excluded.
+fn dependencies(snapshot: &Snapshot) -> BTreeSet<(&str, &str)> {
+    snapshot
+        .edges
+        .iter()
+        .filter(|e| e.from != e.to)
+        .map(|e| (e.from.as_str(), e.to.as_str()))
+        .collect()
+}
+
+/// Every violation of the structural rules and limits in one snapshot.
+fn violations(snapshot: &Snapshot, rules: &Rules) -> Vec<Violation> {
+    let types = types(snapshot);
+    let deps = dependencies(snapshot);
+    let mut out = Vec::new();
+    for (i, rule) in rules.deny.iter().enumerate() {
+        for &(from, to) in &deps {
+            if matches(&rule.from, from, &types) && matches(&rule.to, to, &types) {
+                out.push(Violation {
+                    rule: format!("deny[{i}]"),
+                    subject: edge_subject(from, to),
+                    message: with_reason(
+                        format!(
+                            "{from} calls {to}, which is denied ({} → {})",
+                            rule.from, rule.to
+                        ),
+                        &rule.reason,
+                    ),
+                    edges: vec![(from.to_owned(), to.to_owned())],
+                });
+            }
+        }
+    }
+    for (i, rule) in rules.allow_only.iter().enumerate() {
+        for &(from, to) in &deps {
+            if matches(&rule.from, from, &types)
+                && !rule.to.iter().any(|allowed| matches(allowed, to, &types))
+            {
+                let allowed: Vec<String> = rule.to.iter().map(|s| s.to_string()).collect();
+                out.push(Violation {
+                    rule: format!("allow-only[{i}]"),
+                    subject: edge_subject(from, to),
+                    message: with_reason(
+                        format!(
+                            "{from} calls {to}, but {} may only call {}",
+                            rule.from,
+                            allowed.join(", ")
+                        ),
+                        &rule.reason,
+                    ),
+                    edges: vec![(from.to_owned(), to.to_owned())],
+                });
+            }
+        }
+    }
+    if let Some(layers) = &rules.layers {
+        let layer_of = |name: &str| {
+            layers
+                .order
+                .iter()
+                .position(|layer| layer.iter().any(|s| matches(s, name, &types)))
+        };
+        for &(from, to) in &deps {
+            if let (Some(a), Some(b)) = (layer_of(from), layer_of(to)) {
+                if b < a {
+                    out.push(Violation {
+                        rule: "layers".to_owned(),
+                        subject: edge_subject(from, to),
+                        message: with_reason(
+                            format!(
+                                "{from} (layer {}) calls {to} (layer {}): calls go only to the same or a later layer",
+                                a + 1,
+                                b + 1
+                            ),
+                            &layers.reason,
+                        ),
+                        edges: vec![(from.to_owned(), to.to_owned())],
+                    });
+                }
+            }
+        }
+    }
+    let limits = &rules.limits;
+    for node in &snapshot.nodes {
+        let Some(metrics) = &node.metrics else {
+            continue;
+        };
+        for (rule, limit, value, what) in [
+            ("max-fan-out", limits.max_fan_out, metrics.fan_out, "calls"),
+            (
+                "max-fan-in",
+                limits.max_fan_in,
+                metrics.fan_in,
+                "is called by",
+            ),
+        ] {
+            if let Some(limit) = limit.filter(|limit| value > *limit) {
+                out.push(Violation {
+                    rule: rule.to_owned(),
+                    subject: node.id.clone(),
+                    message: format!(
+                        "{} {what} {value} distinct nodes, more than the limit of {limit}",
+                        node.id
+                    ),
+                    edges: Vec::new(),
+                });
+            }
+        }
+    }
+    if let Some(limit) = limits.max_sync_depth {
+        let chain = longest_sync_chain(snapshot);
+        if chain.len() > limit {
+            out.push(Violation {
+                rule: "max-sync-depth".to_owned(),
+                subject: "longest synchronous chain".to_owned(),
+                message: format!(
+                    "a synchronous call chain is {} nodes deep, more than the limit of {limit}: {}",
+                    chain.len(),
+                    chain.join(" → ")
+                ),
+                edges: chain
+                    .windows(2)
+                    .map(|w| (w[0].clone(), w[1].clone()))
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
+fn is_cycle(finding: &Finding) -> bool {
+    matches!(
+        finding.kind,
+        FindingKind::SyncCycle | FindingKind::AsyncCycle
+    )
+}
+
+fn cycle_edges(finding: &Finding) -> Vec<(String, String)> {
+    let path: Vec<String> = finding
+        .evidence
+        .get("cycle")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    path.windows(2)
+        .map(|w| (w[0].clone(), w[1].clone()))
+        .collect()
+}
+
+/// The descriptions of the rules this check evaluates.
+fn rule_infos(rules: &Rules, with_baseline: bool) -> Vec<RuleInfo> {
+    let mut out = Vec::new();
+    let mut add = |id: String, description: String| out.push(RuleInfo { id, description });
+    let c = &rules.check;
+    if with_baseline {
+        for (id, level, what) in [
+            (
+                "new-edges",
+                c.new_edges,
+                "no dependency appears that the baseline lacks",
+            ),
+            (
+                "removed-edges",
+                c.removed_edges,
+                "no dependency of the baseline disappears",
+            ),
+            (
+                "new-nodes",
+                c.new_nodes,
+                "no node appears that the baseline lacks",
+            ),
+            (
+                "removed-nodes",
+                c.removed_nodes,
+                "no node of the baseline disappears",
+            ),
+            (
+                "new-findings",
+                c.new_findings,
+                "no coupling or risk finding appears that the baseline lacks",
+            ),
+        ] {
+            if level != Level::Allow {
+                add(id.to_owned(), format!("{what} ({})", level.as_str()));
+            }
+        }
+    }
+    if c.cycles != CyclePolicy::Allow {
+        add(
+            "cycles".to_owned(),
+            format!("dependency cycles ({})", c.cycles.as_str()),
+        );
+    }
+    for (i, rule) in rules.deny.iter().enumerate() {
+        add(
+            format!("deny[{i}]"),
+            with_reason(
+                format!("{} must not call {}", rule.from, rule.to),
+                &rule.reason,
+            ),
+        );
+    }
+    for (i, rule) in rules.allow_only.iter().enumerate() {
+        let allowed: Vec<String> = rule.to.iter().map(|s| s.to_string()).collect();
+        add(
+            format!("allow-only[{i}]"),
+            with_reason(
+                format!("{} may only call {}", rule.from, allowed.join(", ")),
+                &rule.reason,
+            ),
+        );
+    }
+    if let Some(layers) = &rules.layers {
+        let order: Vec<String> = layers
+            .order
+            .iter()
+            .map(|layer| {
+                layer
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .collect();
+        add(
+            "layers".to_owned(),
+            with_reason(
+                format!(
+                    "calls go only to the same or a later layer: {}",
+                    order.join(" | ")
+                ),
+                &layers.reason,
+            ),
+        );
+    }
+    let limits = &rules.limits;
+    for (id, limit, what) in [
+        (
+            "max-fan-out",
+            limits.max_fan_out,
+            "distinct callees of a node",
+        ),
+        (
+            "max-fan-in",
+            limits.max_fan_in,
+            "distinct callers of a node",
+        ),
+        (
+            "max-sync-depth",
+            limits.max_sync_depth,
+            "nodes in the longest synchronous call chain",
+        ),
+    ] {
+        if let Some(limit) = limit {
+            add(id.to_owned(), format!("at most {limit} {what}"));
+        }
+    }
+    out
+}
+
+fn edge_items(edges: &[EdgeRef], rule: &str, level: Level, verb: &str) -> Vec<Item> {
+    let Some(severity) = level_severity(level) else {
+        return Vec::new();
+    };
+    edges
+        .iter()
+        .map(|e| Item {
+            rule: rule.to_owned(),
+            severity,
+            status: Status::New,
+            subject: edge_subject(&e.from, &e.to),
+            message: format!(
+                "{verb} {} dependency: {} → {} ({} call{})",
+                e.kind.as_str(),
+                e.from,
+                e.to,
+                e.calls,
+                if e.calls == 1 { "" } else { "s" }
+            ),
+            edges: vec![(e.from.clone(), e.to.clone())],
+        })
+        .collect()
+}
+
+fn node_items(nodes: &[NodeRef], rule: &str, level: Level, verb: &str) -> Vec<Item> {
+    let Some(severity) = level_severity(level) else {
+        return Vec::new();
+    };
+    nodes
+        .iter()
+        .map(|n| Item {
+            rule: rule.to_owned(),
+            severity,
+            status: Status::New,
+            subject: n.id.clone(),
+            message: format!("{verb} {}: {}", n.node_type.as_str(), n.id),
+            edges: Vec::new(),
+        })
+        .collect()
+}
+
+/// Checks the observed snapshot against the rules and, when given, the baseline.
+pub fn check(observed: &Snapshot, baseline: Option<&Snapshot>, rules: &Rules) -> CheckReport {
+    let observed = without_noise(observed, rules);
+    let baseline = baseline.map(|b| without_noise(b, rules));
+    let mut items = Vec::new();
+    let c = &rules.check;
+
+    let diff = baseline.as_ref().map(|b| diff(b, &observed));
+    if let Some(diff) = &diff {
+        items.extend(edge_items(
+            &diff.added_edges,
+            "new-edges",
+            c.new_edges,
+            "new",
+        ));
+        items.extend(edge_items(
+            &diff.removed_edges,
+            "removed-edges",
+            c.removed_edges,
+            "removed",
+        ));
+        items.extend(node_items(
+            &diff.added_nodes,
+            "new-nodes",
+            c.new_nodes,
+            "new",
+        ));
+        items.extend(node_items(
+            &diff.removed_nodes,
+            "removed-nodes",
+            c.removed_nodes,
+            "removed",
+        ));
+        if let Some(severity) = level_severity(c.new_findings) {
+            items.extend(
+                diff.new_findings
+                    .iter()
+                    .filter(|f| !is_cycle(f))
+                    .map(|f| Item {
+                        rule: "new-findings".to_owned(),
+                        severity,
+                        status: Status::New,
+                        subject: f.subjects.join(", "),
+                        message: f.message.clone(),
+                        edges: Vec::new(),
+                    }),
+            );
+        }
+    }
+
+    if c.cycles != CyclePolicy::Allow {
+        let baseline_cycles: BTreeSet<(FindingKind, &[String])> = baseline
+            .iter()
+            .flat_map(|b| b.findings.iter().filter(|f| is_cycle(f)).map(finding_key))
+            .collect();
+        let observed_cycles: BTreeSet<(FindingKind, &[String])> = observed
+            .findings
+            .iter()
+            .filter(|f| is_cycle(f))
+            .map(finding_key)
+            .collect();
+        for finding in observed.findings.iter().filter(|f| is_cycle(f)) {
+            let known = baseline_cycles.contains(&finding_key(finding));
+            items.push(Item {
+                rule: "cycles".to_owned(),
+                severity: Severity::Error,
+                status: if known && c.cycles == CyclePolicy::DenyNew {
+                    Status::Known
+                } else {
+                    Status::New
+                },
+                subject: finding.subjects.join(", "),
+                message: finding.message.clone(),
+                edges: cycle_edges(finding),
+            });
+        }
+        for finding in baseline
+            .iter()
+            .flat_map(|b| &b.findings)
+            .filter(|f| is_cycle(f))
+        {
+            if !observed_cycles.contains(&finding_key(finding)) {
+                items.push(Item {
+                    rule: "cycles".to_owned(),
+                    severity: Severity::Info,
+                    status: Status::Fixed,
+                    subject: finding.subjects.join(", "),
+                    message: format!(
+                        "the baseline's cycle among {} is gone: update the baseline",
+                        finding.subjects.join(", ")
+                    ),
+                    edges: Vec::new(),
+                });
+            }
+        }
+    }
+
+    let observed_violations = violations(&observed, rules);
+    let baseline_violations = baseline
+        .as_ref()
+        .map(|b| violations(b, rules))
+        .unwrap_or_default();
+    let key = |v: &Violation| (v.rule.clone(), v.subject.clone());
+    let before: BTreeSet<_> = baseline_violations.iter().map(key).collect();
+    let now: BTreeSet<_> = observed_violations.iter().map(key).collect();
+    for v in &observed_violations {
+        items.push(Item {
+            rule: v.rule.clone(),
+            severity: Severity::Error,
+            status: if before.contains(&key(v)) {
+                Status::Known
+            } else {
+                Status::New
+            },
+            subject: v.subject.clone(),
+            message: v.message.clone(),
+            edges: v.edges.clone(),
+        });
+    }
+    for v in baseline_violations
+        .iter()
+        .filter(|v| !now.contains(&key(v)))
+    {
+        items.push(Item {
+            rule: v.rule.clone(),
+            severity: Severity::Info,
+            status: Status::Fixed,
+            subject: v.subject.clone(),
+            message: format!("fixed since the baseline: {}", v.message),
+            edges: Vec::new(),
+        });
+    }
+
+    items.sort_by(|a, b| {
+        (std::cmp::Reverse(a.severity), a.status, &a.rule, &a.subject).cmp(&(
+            std::cmp::Reverse(b.severity),
+            b.status,
+            &b.rule,
+            &b.subject,
+        ))
+    });
+    CheckReport {
+        observed_window: observed.window.clone(),
+        baseline_window: baseline.as_ref().map(|b| b.window.clone()),
+        rules: rule_infos(rules, baseline.is_some()),
+        items,
+        diff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::tests::graph;
+
+    fn rules(text: &str) -> Rules {
+        toml::from_str(text).unwrap()
+    }
+
+    /// The new items of a check, as (rule, severity, subject).
+    fn new_items(report: &CheckReport) -> Vec<(&str, Severity, &str)> {
+        report
+            .items
+            .iter()
+            .filter(|i| i.status == Status::New)
+            .map(|i| (i.rule.as_str(), i.severity, i.subject.as_str()))
+            .collect()
+    }
+
+    const SHOP: &[(&str, &str)] = &[
+        ("user", "gateway"),
+        ("gateway", "cart"),
+        ("gateway", "checkout"),
+        ("checkout", "cart"),
+        ("checkout", "db:orders"),
+        ("cart", "db:carts"),
+    ];
+
+    fn shop_with(extra: &[(&'static str, &'static str)]) -> Snapshot {
+        let mut edges = SHOP.to_vec();
+        edges.extend_from_slice(extra);
+        graph(&edges, &["gateway"], &[])
+    }
+
+    #[test]
+    fn diff_lists_added_and_removed_nodes_edges_and_findings() {
+        let old = without_noise(&shop_with(&[]), &Rules::default());
+        let mut edges: Vec<_> = SHOP
+            .iter()
+            .copied()
+            .filter(|e| *e != ("checkout", "cart"))
+            .collect();
+        edges.extend([("checkout", "db:carts"), ("cart", "pricing")]);
+        let new = without_noise(&graph(&edges, &["gateway"], &[]), &Rules::default());
+        let d = diff(&old, &new);
+        let names = |edges: &[EdgeRef]| -> Vec<(String, String)> {
+            edges
+                .iter()
+                .map(|e| (e.from.clone(), e.to.clone()))
+                .collect()
+        };
+        assert_eq!(
+            names(&d.added_edges),
+            [
+                ("cart".to_owned(), "pricing".to_owned()),
+                ("checkout".to_owned(), "db:carts".to_owned())
+            ]
+        );
+        assert_eq!(
+            names(&d.removed_edges),
+            [("checkout".to_owned(), "cart".to_owned())]
+        );
+        assert_eq!(d.added_nodes.len(), 1);
+        assert_eq!(d.added_nodes[0].id, "pricing");
+        assert!(d.removed_nodes.is_empty());
+        // db:carts is now called by cart and checkout: a shared database appears.
+        assert_eq!(d.new_findings.len(), 1, "{:?}", d.new_findings);
+        assert_eq!(d.new_findings[0].kind, FindingKind::SharedDatabase);
+        assert!(diff(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn without_rules_a_new_edge_fails_and_a_removed_one_warns() {
+        let baseline = shop_with(&[]);
+        let observed = shop_with(&[("cart", "db:orders")]);
+        let report = check(&observed, Some(&baseline), &Rules::default());
+        assert_eq!(
+            new_items(&report),
+            [
+                ("new-edges", Severity::Error, "cart -> db:orders"),
+                (
+                    "new-findings",
+                    Severity::Warning,
+                    "db:orders, cart, checkout"
+                ),
+            ]
+        );
+        assert_eq!(report.failures(), 1);
+
+        let removed = graph(&SHOP[..5], &["gateway"], &[]);
+        let report = check(&removed, Some(&baseline), &Rules::default());
+        assert_eq!(report.failures(), 0);
+        assert_eq!(
+            new_items(&report),
+            [
+                ("removed-edges", Severity::Warning, "cart -> db:carts"),
+                ("removed-nodes", Severity::Warning, "db:carts"),
+            ]
+        );
+        let same = check(&baseline, Some(&baseline), &Rules::default());
+        assert!(same.items.is_empty(), "{:?}", same.items);
+    }
+
+    #[test]
+    fn new_edges_can_be_warnings_or_allowed() {
+        let baseline = shop_with(&[]);
+        let observed = shop_with(&[("cart", "pricing")]);
+        let warn = check(
+            &observed,
+            Some(&baseline),
+            &rules(
+                "[check]\nnew_edges = \"warn\"\nnew_nodes = \"allow\"\nnew_findings = \"allow\"",
+            ),
+        );
+        assert_eq!(
+            new_items(&warn),
+            [("new-edges", Severity::Warning, "cart -> pricing")]
+        );
+        assert_eq!(warn.failures(), 0);
+        let allow = check(
+            &observed,
+            Some(&baseline),
+            &rules(
+                "[check]\nnew_edges = \"allow\"\nnew_nodes = \"allow\"\nnew_findings = \"allow\"",
+            ),
+        );
+        assert!(allow.items.is_empty());
+    }
+
+    #[test]
+    fn edges_under_min_calls_are_ignored() {
+        let baseline = shop_with(&[]);
+        let observed = shop_with(&[("cart", "pricing")]);
+        // Every edge of the test graphs has 10 calls.
+        let noisy = check(
+            &observed,
+            Some(&baseline),
+            &rules("[check]\nmin_calls = 11"),
+        );
+        assert!(noisy.items.is_empty(), "{:?}", noisy.items);
+        let counted = check(
+            &observed,
+            Some(&baseline),
+            &rules("[check]\nmin_calls = 10"),
+        );
+        assert_eq!(counted.failures(), 1);
+    }
+
+    #[test]
+    fn cycles_deny_new_fails_only_on_cycles_the_baseline_lacks() {
+        let baseline = shop_with(&[]);
+        let cyclic = shop_with(&[("cart", "checkout")]);
+        let report = check(&cyclic, Some(&baseline), &Rules::default());
+        let cycles: Vec<_> = report.items.iter().filter(|i| i.rule == "cycles").collect();
+        assert_eq!(cycles.len(), 1);
+        assert_eq!(cycles[0].status, Status::New);
+        assert_eq!(cycles[0].subject, "cart, checkout");
+        assert!(cycles[0]
+            .edges
+            .contains(&("cart".into(), "checkout".into())));
+
+        // The same cycle in the baseline is known and passes.
+        let report = check(&cyclic, Some(&cyclic), &Rules::default());
+        assert_eq!(report.failures(), 0);
+        assert_eq!(report.count(Severity::Error, Status::Known), 1);
+
+        // Once it is gone, it is reported as fixed.
+        let report = check(&baseline, Some(&cyclic), &Rules::default());
+        assert!(report
+            .items
+            .iter()
+            .any(|i| i.rule == "cycles" && i.status == Status::Fixed));
+    }
+
+    #[test]
+    fn cycles_deny_fails_even_on_known_cycles_and_allow_reports_none() {
+        let cyclic = shop_with(&[("cart", "checkout")]);
+        let deny = check(&cyclic, Some(&cyclic), &rules("[check]\ncycles = \"deny\""));
+        assert_eq!(deny.failures(), 1);
+        let allow = check(&cyclic, None, &rules("[check]\ncycles = \"allow\""));
+        assert!(allow.items.is_empty());
+        let acyclic = check(&shop_with(&[]), None, &rules("[check]\ncycles = \"deny\""));
+        assert_eq!(acyclic.failures(), 0);
+    }
+
+    #[test]
+    fn deny_rules_by_glob_and_by_type() {
+        let text = r#"
+[[deny]]
+from = "gate*"
+to = "type:database"
+reason = "the gateway only routes"
+"#;
+        let passing = check(&shop_with(&[]), None, &rules(text));
+        assert_eq!(passing.failures(), 0);
+        let failing = check(&shop_with(&[("gateway", "db:orders")]), None, &rules(text));
+        assert_eq!(
+            new_items(&failing),
+            [("deny[0]", Severity::Error, "gateway -> db:orders")]
+        );
+        assert!(failing.items[0]
+            .message
+            .ends_with("the gateway only routes"));
+    }
+
+    #[test]
+    fn a_violation_in_the_baseline_is_known_until_it_is_fixed() {
+        let text = "[[deny]]\nfrom = \"checkout\"\nto = \"cart\"";
+        let report = check(&shop_with(&[]), Some(&shop_with(&[])), &rules(text));
+        assert_eq!(report.failures(), 0);
+        assert_eq!(report.count(Severity::Error, Status::Known), 1);
+        let fixed = graph(
+            &SHOP
+                .iter()
+                .copied()
+                .filter(|e| *e != ("checkout", "cart"))
+                .collect::<Vec<_>>(),
+            &["gateway"],
+            &[],
+        );
+        let report = check(&fixed, Some(&shop_with(&[])), &rules(text));
+        assert_eq!(report.failures(), 0);
+        assert!(report
+            .items
+            .iter()
+            .any(|i| i.rule == "deny[0]" && i.status == Status::Fixed));
+    }
+
+    #[test]
+    fn allow_only_rules() {
+        let text = r#"
+[[allow_only]]
+from = "checkout"
+to = ["cart", "type:database"]
+"#;
+        assert_eq!(check(&shop_with(&[]), None, &rules(text)).failures(), 0);
+        let failing = check(&shop_with(&[("checkout", "pricing")]), None, &rules(text));
+        assert_eq!(
+            new_items(&failing),
+            [("allow-only[0]", Severity::Error, "checkout -> pricing")]
+        );
+    }
+
+    #[test]
+    fn layers_allow_calls_to_the_same_or_a_later_layer_only() {
+        let text = r#"
+[layers]
+order = [["user", "gateway"], ["checkout"], ["cart"], ["type:database"]]
+"#;
+        assert_eq!(check(&shop_with(&[]), None, &rules(text)).failures(), 0);
+        let failing = check(&shop_with(&[("cart", "gateway")]), None, &rules(text));
+        let layer_items: Vec<_> = new_items(&failing)
+            .into_iter()
+            .filter(|i| i.0 == "layers")
+            .collect();
+        assert_eq!(
+            layer_items,
+            [("layers", Severity::Error, "cart -> gateway")]
+        );
+        // Nodes in no layer are not constrained.
+        let unlayered = check(&shop_with(&[("cart", "pricing")]), None, &rules(text));
+        assert_eq!(unlayered.failures(), 0);
+    }
+
+    #[test]
+    fn fan_out_fan_in_and_depth_limits() {
+        let fan_out = "[limits]\nmax_fan_out = 2";
+        assert_eq!(check(&shop_with(&[]), None, &rules(fan_out)).failures(), 0);
+        let failing = check(
+            &shop_with(&[("checkout", "pricing")]),
+            None,
+            &rules(fan_out),
+        );
+        assert_eq!(
+            new_items(&failing),
+            [("max-fan-out", Severity::Error, "checkout")]
+        );
+
+        // cart is called by gateway and checkout.
+        let fan_in = "[limits]\nmax_fan_in = 2";
+        assert_eq!(check(&shop_with(&[]), None, &rules(fan_in)).failures(), 0);
+        let failing = check(&shop_with(&[("pricing", "cart")]), None, &rules(fan_in));
+        assert_eq!(
+            new_items(&failing),
+            [("max-fan-in", Severity::Error, "cart")]
+        );
+
+        // gateway → checkout → cart → db:carts is 4 nodes.
+        let depth = "[limits]\nmax_sync_depth = 4";
+        assert_eq!(check(&shop_with(&[]), None, &rules(depth)).failures(), 0);
+        let deeper = check(&shop_with(&[("db:carts", "disk")]), None, &rules(depth));
+        assert_eq!(
+            new_items(&deeper),
+            [(
+                "max-sync-depth",
+                Severity::Error,
+                "longest synchronous chain"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_typo_in_a_rules_file_is_named_with_its_line() {
+        let err = toml::from_str::<Rules>("[check]\nmin_calls = 3\nnew_edge = \"warn\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("unknown field `new_edge`"), "{err}");
+        let err = toml::from_str::<Rules>("[[deny]]\nfrom = \"a\"\nto = \"type:db\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("type:database"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! The architecture rules of `archtrace check` (`archtrace.toml`): what may call what, layers,
+//! limits, and how drift against the baseline is judged. Parsing the TOML text is the caller's
+//! job; these types deserialize from it and name unknown keys.
+
+use std::fmt;
+
+use globset::{Glob, GlobMatcher};
+use serde::{Deserialize, Serialize};
+
+use crate::derive::NodeType;
+use crate::findings::Thresholds;
+
+/// How a kind of drift is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Fails the build.
+    Error,
+    /// Reported; does not fail the build.
+    Warn,
+    /// Not reported.
+    Allow,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Allow => "allow",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CyclePolicy {
+    /// Every dependency cycle fails the build, even one the baseline has.
+    Deny,
+    /// Cycles the baseline does not have fail the build.
+    DenyNew,
+    /// Cycles are not reported.
+    Allow,
+}
+
+impl CyclePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CyclePolicy::Deny => "deny",
+            CyclePolicy::DenyNew => "deny-new",
+            CyclePolicy::Allow => "allow",
+        }
+    }
+}
+
+/// `[check]`: how drift against the baseline is judged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckSettings {
+    /// Edges seen fewer times than this are ignored, in the baseline and in the observed
+    /// snapshot, so that rare noise does not fail builds.
+    pub min_calls: u64,
+    pub new_edges: Level,
+    pub removed_edges: Level,
+    pub new_nodes: Level,
+    pub removed_nodes: Level,
+    pub cycles: CyclePolicy,
+    /// Findings (hubs, shared databases, chatty edges, ...) that the baseline lacks.
+    pub new_findings: Level,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        CheckSettings {
+            min_calls: 1,
+            new_edges: Level::Error,
+            removed_edges: Level::Warn,
+            new_nodes: Level::Warn,
+            removed_nodes: Level::Warn,
+            cycles: CyclePolicy::DenyNew,
+            new_findings: Level::Warn,
+        }
+    }
+}
+
+/// Picks nodes: `type:database` (service, database, messaging, external or client), or a glob on
+/// the node's name (`*` and `?`, `[abc]`, `{a,b}`).
+#[derive(Clone, Debug)]
+pub enum Selector {
+    Type(NodeType),
+    Name { pattern: String, glob: GlobMatcher },
+}
+
+impl Selector {
+    pub fn parse(text: &str) -> Result<Selector, String> {
+        if let Some(name) = text.strip_prefix("type:") {
+            let node_type = match name {
+                "service" => NodeType::Service,
+                "database" => NodeType::Database,
+                "messaging" => NodeType::Messaging,
+                "external" => NodeType::External,
+                "client" => NodeType::Client,
+                other => {
+                    return Err(format!(
+                        "unknown node type `{other}` in selector `{text}`: use type:service, type:database, type:messaging, type:external or type:client"
+                    ))
+                }
+            };
+            return Ok(Selector::Type(node_type));
+        }
+        let glob = Glob::new(text)
+            .map_err(|err| format!("invalid name pattern `{text}`: {err}"))?
+            .compile_matcher();
+        Ok(Selector::Name {
+            pattern: text.to_owned(),
+            glob,
+        })
+    }
+
+    pub fn matches(&self, name: &str, node_type: NodeType) -> bool {
+        match self {
+            Selector::Type(wanted) => *wanted == node_type,
+            Selector::Name { glob, .. } => glob.is_match(name),
+        }
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Type(t) => write!(f, "type:{}", t.as_str()),
+            Selector::Name { pattern, .. } => f.write_str(pattern),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Selector {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Selector::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Selector {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// `[[deny]]`: nodes matching `from` must not call nodes matching `to`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyRule {
+    pub from: Selector,
+    pub to: Selector,
+    pub reason: Option<String>,
+}
+
+/// `[[allow_only]]`: nodes matching `from` may call only nodes matching one of `to`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowOnlyRule {
+    pub from: Selector,
+    pub to: Vec<Selector>,
+    pub reason: Option<String>,
+}
+
+/// `[layers]`: layers from the top (entry) down; a call goes to the same or a later layer. A node
+/// in no layer is not constrained; a node in several belongs to the first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layers {
+    pub order: Vec<Vec<Selector>>,
+    pub reason: Option<String>,
+}
+
+/// `[limits]`: metrics that may not cross a limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Distinct nodes a node calls.
+    pub max_fan_out: Option<usize>,
+    /// Distinct nodes that call a node.
+    pub max_fan_in: Option<usize>,
+    /// Nodes in the longest synchronous call chain from an entry point.
+    pub max_sync_depth: Option<usize>,
+}
+
+/// A whole rules file. Without one, the check runs on these defaults: a new edge or a new cycle
+/// against the baseline is an error.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rules {
+    pub check: CheckSettings,
+    pub deny: Vec<DenyRule>,
+    pub allow_only: Vec<AllowOnlyRule>,
+    pub layers: Option<Layers>,
+    pub limits: Limits,
+    /// Thresholds of the findings (as `archtrace hotspots --thresholds` takes them).
+    pub thresholds: Thresholds,
+}
