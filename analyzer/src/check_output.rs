@@ -118,35 +118,33 @@ pub fn text(report: &CheckReport, colour: bool) -> String {
 
 /// Mermaid node ids are generated; names only ever appear as escaped labels.
 fn change_diagram(report: &CheckReport) -> Option<String> {
-    // (from, to) → (label, style); a violation outranks a plain addition or removal.
+    // (from, to) → (label, style); the first rule an edge violates outranks a plain addition
+    // or removal.
     let mut edges: BTreeMap<(&str, &str), (String, &str)> = BTreeMap::new();
-    if let Some(diff) = &report.diff {
-        for e in &diff.added_edges {
-            edges.insert(
-                (&e.from, &e.to),
-                ("new".to_owned(), "stroke:#1a7f37,stroke-width:3px"),
-            );
-        }
-        for e in &diff.removed_edges {
-            edges.insert(
-                (&e.from, &e.to),
-                (
-                    "removed".to_owned(),
-                    "stroke:#8c959f,stroke-width:2px,stroke-dasharray:4",
-                ),
-            );
-        }
-    }
     for item in report
         .items
         .iter()
         .filter(|i| i.status == Status::New && i.severity == Severity::Error)
     {
         for (from, to) in &item.edges {
-            edges.insert(
-                (from, to),
-                (item.rule.clone(), "stroke:#cf222e,stroke-width:3px"),
-            );
+            edges
+                .entry((from, to))
+                .or_insert_with(|| (item.rule.clone(), "stroke:#cf222e,stroke-width:3px"));
+        }
+    }
+    if let Some(diff) = &report.diff {
+        for e in &diff.added_edges {
+            edges
+                .entry((&e.from, &e.to))
+                .or_insert_with(|| ("new".to_owned(), "stroke:#1a7f37,stroke-width:3px"));
+        }
+        for e in &diff.removed_edges {
+            edges.entry((&e.from, &e.to)).or_insert_with(|| {
+                (
+                    "removed".to_owned(),
+                    "stroke:#8c959f,stroke-width:2px,stroke-dasharray:4",
+                )
+            });
         }
     }
     if edges.is_empty() {
@@ -494,4 +492,66 @@ pub fn diff_markdown(diff: &SnapshotDiff) -> String {
         row("➖ finding", f.message.clone());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::check;
+    use crate::metrics::tests::graph;
+    use crate::rules::Rules;
+
+    const HOSTILE: &str = "<script>\"x\"&'y'\n`%:,|";
+
+    /// A baseline with one edge and an observed graph adding an edge to a hostile name.
+    fn hostile_report() -> CheckReport {
+        let baseline = graph(&[("a", "b")], &["a"], &[]);
+        let observed = graph(&[("a", "b"), ("a", HOSTILE)], &["a"], &[]);
+        check(&observed, Some(&baseline), &Rules::default())
+    }
+
+    #[test]
+    fn junit_escapes_names_and_stays_well_formed() {
+        let xml_text = junit(&hostile_report());
+        assert!(!xml_text.contains("<script>"));
+        assert!(xml_text.contains("&lt;script&gt;&quot;x&quot;&amp;&apos;y&apos;"));
+        assert!(xml_text.contains("<failure type=\"new-edges\" message=\"1 new violation\">"));
+    }
+
+    #[test]
+    fn github_annotations_encode_percent_and_newlines() {
+        let text = github(&hostile_report(), "rules,1:2.toml");
+        let line = text.lines().find(|l| l.starts_with("::error")).unwrap();
+        assert!(
+            line.starts_with("::error file=rules%2C1%3A2.toml,title=archtrace new-edges (new)::")
+        );
+        assert!(line.contains("'y'%0A`%25:,|"), "{line}");
+        // The new edge, the new node and the new finding (a now dominates two nodes), then the
+        // verdict.
+        assert_eq!(text.lines().count(), 4, "{text}");
+    }
+
+    #[test]
+    fn markdown_keeps_names_in_their_cell_and_out_of_html() {
+        let text = markdown(&hostile_report());
+        let row = text.lines().find(|l| l.contains("new-edges")).unwrap();
+        assert!(row.contains("&lt;script&gt;"), "{row}");
+        assert!(row.contains("\\|"), "{row}");
+        // The name's backtick cannot close the diagram's code fence.
+        let diagram = &text[text.find("```mermaid").unwrap()..];
+        assert_eq!(diagram.matches('`').count(), 6, "{diagram}");
+        assert!(diagram.contains("#lt;script#gt;"));
+    }
+
+    #[test]
+    fn the_verdict_counts_errors_warnings_known_and_fixed() {
+        let report = hostile_report();
+        assert_eq!(
+            summary(&report),
+            "FAILED: 1 error, 2 warnings, 0 known, 0 fixed"
+        );
+        let text = text(&report, false);
+        assert!(text.starts_with("archtrace check FAILED"));
+        assert!(!text.contains('\x1b'));
+    }
 }

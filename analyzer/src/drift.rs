@@ -185,7 +185,7 @@ pub struct CheckReport {
     pub observed_window: Window,
     pub baseline_window: Option<Window>,
     pub rules: Vec<RuleInfo>,
-    /// Errors first, then warnings, then notes; new before known before fixed.
+    /// New items first (errors, then warnings), then known, then fixed.
     pub items: Vec<Item>,
     /// What changed against the baseline (after dropping edges under `min_calls`).
     pub diff: Option<SnapshotDiff>,
@@ -681,9 +681,9 @@ pub fn check(observed: &Snapshot, baseline: Option<&Snapshot>, rules: &Rules) ->
     }
 
     items.sort_by(|a, b| {
-        (std::cmp::Reverse(a.severity), a.status, &a.rule, &a.subject).cmp(&(
-            std::cmp::Reverse(b.severity),
+        (a.status, std::cmp::Reverse(a.severity), &a.rule, &a.subject).cmp(&(
             b.status,
+            std::cmp::Reverse(b.severity),
             &b.rule,
             &b.subject,
         ))

@@ -103,7 +103,7 @@ fn stats_on_a_missing_store_says_what_to_do() {
 /// candidate store files it created.
 fn store_chosen(config: &str, env_db: Option<&str>, flag_db: Option<&str>) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("archtrace.toml");
+    let config_path = dir.path().join("archtrace-serve.toml");
     std::fs::write(&config_path, config).unwrap();
     let mut command = Command::new(binary());
     command
@@ -158,7 +158,7 @@ fn flags_win_over_environment_which_wins_over_the_file() {
 #[test]
 fn a_config_typo_names_the_key_and_the_line() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("archtrace.toml");
+    let config = dir.path().join("archtrace-serve.toml");
     std::fs::write(&config, "db = \"x.duckdb\"\nqueue_max_span = 5\n").unwrap();
     let output = Command::new(binary())
         .args(["serve", "--config"])

@@ -3,112 +3,21 @@
 //! The graph archtrace derives must be the architecture the code below wires up.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
-use archtrace_analyzer::snapshot::Snapshot;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
-};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracer;
 use tokio::sync::mpsc;
 
+use crate::instrument::{call, database_call, get_ok, provider, serve, server_span, shutdown};
 use crate::support::InProcessServer;
-
-struct HeaderInjector<'a>(&'a mut HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (key.parse::<axum::http::HeaderName>(), value.parse()) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-fn provider(service: &str, endpoint: &str) -> SdkTracerProvider {
-    let exporter = SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .unwrap();
-    SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(
-            Resource::builder()
-                .with_service_name(service.to_owned())
-                .build(),
-        )
-        .build()
-}
-
-/// Starts an axum server span from the request's trace context.
-fn server_span(tracer: &SdkTracer, headers: &HeaderMap, route: &str) -> Context {
-    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    let span = tracer
-        .span_builder(format!("GET {route}"))
-        .with_kind(SpanKind::Server)
-        .with_attributes([
-            KeyValue::new("http.route", route.to_owned()),
-            KeyValue::new("http.request.method", "GET"),
-        ])
-        .start_with_context(tracer, &parent);
-    parent.with_span(span)
-}
-
-/// An HTTP call with a client span whose context travels in the headers.
-async fn call(tracer: &SdkTracer, cx: &Context, url: String, peer: &str) {
-    let span = tracer
-        .span_builder("GET")
-        .with_kind(SpanKind::Client)
-        .with_attributes([KeyValue::new("server.address", peer.to_owned())])
-        .start_with_context(tracer, cx);
-    let cx = cx.with_span(span);
-    let mut headers = HeaderMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
-    let response = reqwest::Client::new()
-        .get(url)
-        .headers(headers)
-        .send()
-        .await
-        .unwrap();
-    if !response.status().is_success() {
-        cx.span().set_status(Status::error("call failed"));
-    }
-    cx.span().end();
-}
-
-fn database_call(tracer: &SdkTracer, cx: &Context, system: &str, namespace: &str) {
-    tracer
-        .span_builder(format!("SELECT {namespace}"))
-        .with_kind(SpanKind::Client)
-        .with_attributes([
-            KeyValue::new("db.system.name", system.to_owned()),
-            KeyValue::new("db.namespace", namespace.to_owned()),
-        ])
-        .start_with_context(tracer, cx)
-        .end();
-}
 
 #[derive(Clone)]
 struct Shop {
@@ -145,13 +54,6 @@ async fn cart(State(tracer): State<SdkTracer>, headers: HeaderMap) -> &'static s
     database_call(&tracer, &cx, "redis", "carts");
     cx.span().end();
     "ok"
-}
-
-async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    url
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -195,37 +97,18 @@ async fn live_graph_of_real_services() {
     });
 
     let requests = 5;
-    for _ in 0..requests {
-        let response = reqwest::get(format!("{checkout_url}/checkout"))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
-    for provider in providers {
-        tokio::task::spawn_blocking(move || provider.shutdown())
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    get_ok(&format!("{checkout_url}/checkout"), requests).await;
+    shutdown(providers.into()).await;
     // Traces are derived once idle; poll the live graph until the last call shows up.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let snapshot = loop {
-        let snapshot: Snapshot = reqwest::get(archtrace.admin_url("/api/v1/snapshot?since=1h"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let mailer_calls = snapshot
-            .edges
-            .iter()
-            .find(|e| e.to == "mailer")
-            .map_or(0, |e| e.calls);
-        if mailer_calls >= requests || std::time::Instant::now() > deadline {
-            break snapshot;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let snapshot = archtrace
+        .live_snapshot_when(|snapshot| {
+            snapshot
+                .edges
+                .iter()
+                .find(|e| e.to == "mailer")
+                .is_some_and(|e| e.calls >= requests)
+        })
+        .await;
     consumer.abort();
 
     let edge = |from: &str, to: &str| {

@@ -2,11 +2,13 @@
 
 mod bad_input;
 mod cli;
+mod drift;
 mod durability;
 mod fixtures;
 mod graph;
 mod hotspots;
 mod import;
+mod instrument;
 mod live_services;
 mod overload;
 mod sdk_export;

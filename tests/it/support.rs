@@ -68,6 +68,28 @@ impl InProcessServer {
         format!("http://{}{path}", self.addrs.admin)
     }
 
+    /// Polls the live graph of the last hour until `ready` holds (traces are derived once
+    /// idle), and returns that snapshot; after 20 s, returns the last one seen.
+    pub async fn live_snapshot_when(
+        &self,
+        ready: impl Fn(&archtrace_analyzer::snapshot::Snapshot) -> bool,
+    ) -> archtrace_analyzer::snapshot::Snapshot {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let snapshot: archtrace_analyzer::snapshot::Snapshot =
+                reqwest::get(self.admin_url("/api/v1/snapshot?since=1h"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            if ready(&snapshot) || Instant::now() > deadline {
+                return snapshot;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Shuts the server down gracefully and returns its store for inspection.
     pub async fn stop(mut self) -> Stopped {
         let _ = self.stop.take().unwrap().send(());
