@@ -1,4 +1,5 @@
-//! RFC 3339 timestamps without a date library: the analyzer only ever formats UTC instants.
+//! RFC 3339 timestamps without a date library (the analyzer only formats UTC instants), and the
+//! instants users type: `2h` before now or a timestamp.
 
 /// Formats Unix nanoseconds as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, UTC).
 pub fn rfc3339(unix_nanos: i64) -> String {
@@ -63,9 +64,40 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000_000_000) + nanos)
 }
 
+/// An instant given as an RFC 3339 timestamp (`2026-11-25T10:00:00Z`) or as a duration before
+/// `now` (`15m`, `2h`, `1d`). Returns Unix nanoseconds.
+pub fn parse_instant(text: &str, now_ns: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(duration) = humantime::parse_duration(text) {
+        let back = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
+        return Ok(now_ns.saturating_sub(back));
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map(|time| {
+            time.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                .unwrap_or(0)
+        })
+        .map_err(|_| {
+            format!("{text:?} is neither a duration before now (15m, 2h, 7d) nor an RFC 3339 time (2026-11-25T10:00:00Z)")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_are_durations_before_now_or_timestamps() {
+        let now = 1_000_000_000_000_000_000;
+        assert_eq!(parse_instant("2h", now), Ok(now - 7_200_000_000_000));
+        assert_eq!(
+            parse_instant("1970-01-01T00:00:01Z", now),
+            Ok(1_000_000_000)
+        );
+        let err = parse_instant("yesterday", now).unwrap_err();
+        assert!(err.contains("RFC 3339"), "{err}");
+    }
 
     #[test]
     fn formats_known_instants() {

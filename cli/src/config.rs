@@ -133,6 +133,7 @@ pub fn resolve(file: FileConfig, given: Overrides) -> anyhow::Result<ServeConfig
             max_body_bytes,
             auth_token,
             derive_edges: true,
+            baseline: None,
             assembly: AssemblySettings {
                 trace_idle: trace_idle.unwrap_or(assembly_defaults.trace_idle),
                 late_window: late_window.unwrap_or(assembly_defaults.late_window),

@@ -41,6 +41,19 @@ enum Command {
     /// Health, readiness and Prometheus metrics are on the admin listener (4320).
     /// Stop it with Ctrl-C or SIGTERM: it drains and commits what it acknowledged.
     Serve(ServeArgs),
+    /// Run the server with a simulated online shop sending it traces, to explore the web viewer.
+    ///
+    /// Starts `serve` on a temporary store (unless --db is given) and a built-in simulation of
+    /// ~15 services (gateway, frontend, cart, checkout, payment, a queue and its consumers,
+    /// PostgreSQL, Redis, an external payment API) exporting real OTLP to it, with a cycle, a
+    /// shared database and an N+1 edge to find. Prints the viewer's URL; Ctrl-C stops it.
+    Demo(DemoArgs),
+    /// Write a self-contained HTML report: overview, graph, hotspots, findings and charts.
+    ///
+    /// One file with nothing to fetch, e.g. a CI artifact:
+    ///   archtrace report --traces dump.jsonl -o report.html
+    ///   archtrace report --db archtrace.duckdb --since 24h -o report.html
+    Report(ReportArgs),
     /// Load trace files into the store: OTLP/JSON (also one request per line, as the
     /// OpenTelemetry Collector's file exporter writes), OTLP protobuf, Jaeger JSON, Zipkin v2 JSON.
     ///
@@ -148,6 +161,27 @@ struct ServeArgs {
     /// Only store spans; derive the graph later with `archtrace rebuild`.
     #[arg(long)]
     no_derive: bool,
+    /// A snapshot (from `archtrace snapshot`) that the viewer's drift page compares with.
+    #[arg(long, env = "ARCHTRACE_BASELINE", value_name = "FILE")]
+    baseline: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Simulated user requests per second.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    requests_per_second: u32,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The HTML file to write.
+    #[arg(long, short = 'o', value_name = "FILE", default_value = "report.html")]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -392,7 +426,9 @@ fn main() -> ExitCode {
     init_logging(&cli.log);
     let outcome = match cli.command {
         Command::Check(args) => check(args),
-        Command::Serve(args) => serve(args).map(|()| 0),
+        Command::Serve(args) => serve(args, None).map(|()| 0),
+        Command::Demo(args) => demo(args).map(|()| 0),
+        Command::Report(args) => report(args).map(|()| 0),
         Command::Import(args) => import_files(args).map(|()| 0),
         Command::Stats(args) => stats(args).map(|()| 0),
         Command::Graph(args) => graph(args).map(|()| 0),
@@ -440,7 +476,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("could not start the async runtime")
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn demo(mut args: DemoArgs) -> anyhow::Result<()> {
+    // A temporary store, removed when the demo ends, unless the user named one.
+    let dir =
+        tempfile::tempdir().context("could not create a temporary directory for the demo store")?;
+    if args.serve.db.is_none() {
+        args.serve.db = Some(dir.path().join("demo.duckdb"));
+    }
+    serve(args.serve, Some(args.requests_per_second))
+}
+
+/// Runs the server; with `demo_rate`, also the simulated shop sending it that many requests a
+/// second.
+fn serve(args: ServeArgs, demo_rate: Option<u32>) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => config::FileConfig::load(path)?,
         None => config::FileConfig::default(),
@@ -461,10 +509,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     )?;
     config.settings.derive_edges = !args.no_derive;
+    if let Some(path) = &args.baseline {
+        config.settings.baseline = Some(std::sync::Arc::new(read_snapshot_file(path)?));
+    }
     let location = Location::from(config.db.as_path());
     let store = Store::open(&location)?;
     runtime()?.block_on(async move {
-        let shutdown = shutdown_signal()?;
+        let signal = shutdown_signal()?;
+        // One signal stops both the server and the demo's simulation.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let shutdown = until_stopped(stopped.clone());
         let listeners =
             Listeners::bind(config.grpc_addr, config.http_addr, config.admin_addr).await?;
         let addrs = listeners.addrs()?;
@@ -481,6 +542,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "archtrace listening: otlp-grpc={} otlp-http={} admin={}",
             addrs.grpc, addrs.http, addrs.admin
         );
+        if let Some(rate) = demo_rate {
+            println!(
+                "archtrace demo: a simulated shop is sending {rate} requests/s; open http://{}/ (Ctrl-C stops)",
+                addrs.admin
+            );
+            let endpoint = format!("http://{}", addrs.grpc);
+            let token = config.settings.auth_token.clone();
+            let demo_stopped = until_stopped(stopped.clone());
+            tokio::spawn(async move {
+                if let Err(err) =
+                    archtrace_collector::demo::run(endpoint, token, rate, demo_stopped).await
+                {
+                    tracing::error!("the demo simulation stopped: {err}");
+                }
+            });
+        }
         std::io::stdout().flush()?;
         let store = archtrace_collector::serve(store, listeners, config.settings, shutdown).await?;
         let stats = store.stats()?;
@@ -615,7 +692,8 @@ fn progress_bar(
     Some(bar)
 }
 
-fn load_snapshot(args: &SourceArgs) -> anyhow::Result<Snapshot> {
+/// The window of --since and --until, for trace files: `None` means all of the input.
+fn source_window(args: &SourceArgs) -> anyhow::Result<Option<(i64, i64)>> {
     let now = archtrace_collector::graph::now_ns();
     let instant = |text: &Option<String>, flag: &str| {
         text.as_deref()
@@ -629,9 +707,13 @@ fn load_snapshot(args: &SourceArgs) -> anyhow::Result<Snapshot> {
         instant(&args.since, "--since")?,
         instant(&args.until, "--until")?,
     );
+    Ok((since.is_some() || until.is_some())
+        .then(|| (since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX))))
+}
+
+fn load_snapshot(args: &SourceArgs) -> anyhow::Result<Snapshot> {
+    let window = source_window(args)?;
     if !args.traces.is_empty() {
-        let window = (since.is_some() || until.is_some())
-            .then(|| (since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)));
         let on_bad = if args.keep_going {
             OnBadInput::Skip
         } else {
@@ -666,10 +748,18 @@ fn load_snapshot(args: &SourceArgs) -> anyhow::Result<Snapshot> {
     let db = args.db.clone().unwrap_or_else(|| config::DEFAULT_DB.into());
     let store = open_existing(&db)?;
     let reader = store.reader()?;
-    let (since, until) = (
-        since.unwrap_or(now - 3_600_000_000_000),
-        until.unwrap_or(now),
-    );
+    let now = archtrace_collector::graph::now_ns();
+    let (since, until) = match window {
+        Some((since, until)) => (
+            if since == i64::MIN {
+                now - 3_600_000_000_000
+            } else {
+                since
+            },
+            if until == i64::MAX { now } else { until },
+        ),
+        None => (now - 3_600_000_000_000, now),
+    };
     let snapshot = archtrace_collector::graph::snapshot_from_store(&reader, since, until)?;
     if snapshot.diagnostics.spans == 0 {
         if let Some((first, last)) = reader.span_time_range()? {
@@ -852,6 +942,66 @@ fn diff(args: DiffArgs) -> anyhow::Result<()> {
         DiffFormat::Json => serde_json::to_string_pretty(&changes)? + "\n",
     };
     emit(&text, None)
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (snapshot, series, source) = if !args.source.traces.is_empty() {
+        let window = source_window(&args.source)?;
+        let on_bad = if args.source.keep_going {
+            OnBadInput::Skip
+        } else {
+            OnBadInput::Stop
+        };
+        let (snapshot, series, summary) = archtrace_collector::graph::report_from_files(
+            &args.source.traces,
+            args.source.input_format.map(Into::into),
+            on_bad,
+            window,
+        )?;
+        let source = format!(
+            "{} spans from {} file{}",
+            summary.spans,
+            args.source.traces.len(),
+            if args.source.traces.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+        (snapshot, series, source)
+    } else if args.source.server.is_some() {
+        let snapshot = load_snapshot(&args.source)?;
+        let source = "from a running server (charts need --db or --traces)".to_owned();
+        (snapshot, Default::default(), source)
+    } else {
+        let snapshot = load_snapshot(&args.source)?;
+        let db = args
+            .source
+            .db
+            .clone()
+            .unwrap_or_else(|| config::DEFAULT_DB.into());
+        let reader = open_existing(&db)?.reader()?;
+        let (since, until) = (
+            archtrace_analyzer::time::parse_rfc3339(&snapshot.window.start).unwrap_or(0),
+            archtrace_analyzer::time::parse_rfc3339(&snapshot.window.end).unwrap_or(0),
+        );
+        let series =
+            archtrace_collector::graph::series_from_store(&reader, &snapshot, since, until)?;
+        (snapshot, series, format!("from {}", db.display()))
+    };
+    let html = archtrace_web::report::render(&snapshot, &series, &source);
+    std::fs::write(&args.output, html)
+        .with_context(|| format!("could not write {}", args.output.display()))?;
+    eprintln!(
+        "wrote {} ({} nodes, {} edges, {} findings) in {:.1} s",
+        args.output.display(),
+        snapshot.nodes.len(),
+        snapshot.edges.len(),
+        snapshot.findings.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {

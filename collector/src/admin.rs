@@ -1,4 +1,5 @@
-//! The admin listener: health, readiness and Prometheus metrics. The web viewer joins it later.
+//! The admin listener: health, readiness, Prometheus metrics, the snapshot API and the web
+//! viewer, all behind the bearer token when one is set.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,16 +29,24 @@ pub struct AdminState {
     pub reader: Arc<Mutex<Reader>>,
     /// Derived buckets not yet written to the store.
     pub unwritten: Arc<Mutex<crate::live::Unwritten>>,
+    /// The snapshot the viewer's drift page compares with, when configured.
+    pub baseline: Option<Arc<archtrace_analyzer::snapshot::Snapshot>>,
 }
 
 pub fn router(state: AdminState) -> Router {
+    let viewer = archtrace_web::server::router(Arc::new(crate::viewer::StoreSource {
+        reader: state.reader.clone(),
+        unwritten: state.unwritten.clone(),
+        baseline: state.baseline.clone(),
+    }));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/snapshot", get(snapshot))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(viewer)
+        .layer(middleware::from_fn_with_state(state, require_token))
 }
 
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {

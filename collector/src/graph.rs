@@ -1,6 +1,6 @@
 //! Snapshots of the architecture: offline from trace files, or from the spans in a store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -9,8 +9,10 @@ use archtrace_analyzer::aggregate::{Aggregate, Buckets};
 use archtrace_analyzer::derive::NoLookup;
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::{Span, TraceId};
+use archtrace_store::buckets::MINUTE_NS;
 use archtrace_store::read::Reader;
 use archtrace_store::QueryError;
+use archtrace_web::charts::{self, Point};
 
 use crate::import::{self, Format, ImportError, OnBadInput, Source, Summary};
 
@@ -36,7 +38,29 @@ impl TraceGroups {
 
     /// Derives every trace (complete, since the input has ended) into one aggregate; with a
     /// window, only the traces that have a span starting in it.
-    pub fn aggregate(mut self, window: Option<(i64, i64)>) -> Aggregate {
+    pub fn aggregate(self, window: Option<(i64, i64)>) -> Aggregate {
+        self.derive(window, None)
+    }
+
+    /// The earliest and latest span start of what was read.
+    pub fn span_range(&self) -> Option<(i64, i64)> {
+        self.traces
+            .values()
+            .flatten()
+            .map(|s| s.start_ns)
+            .fold(None, |range, t| match range {
+                None => Some((t, t)),
+                Some((a, b)) => Some((a.min(t), b.max(t))),
+            })
+    }
+
+    /// Like [`TraceGroups::aggregate`], and also adds each trace's observations to `buckets`
+    /// (derived once for both).
+    pub fn derive(
+        mut self,
+        window: Option<(i64, i64)>,
+        mut buckets: Option<&mut Buckets>,
+    ) -> Aggregate {
         let mut aggregate = Aggregate::default();
         let mut scratch = Vec::new();
         for trace_id in self.order {
@@ -50,6 +74,10 @@ impl TraceGroups {
             });
             if in_window {
                 aggregate.add_trace(&spans, &NoLookup, &mut scratch);
+                if let Some(buckets) = buckets.as_deref_mut() {
+                    scratch.sort_by_key(|o| o.start_ns);
+                    buckets.add_sorted_observations(&scratch);
+                }
             }
         }
         aggregate
@@ -64,6 +92,18 @@ pub fn snapshot_from_files(
     on_bad: OnBadInput,
     window: Option<(i64, i64)>,
 ) -> Result<(Snapshot, Summary), ImportError> {
+    let (groups, summary) = read_files(paths, format, on_bad)?;
+    let aggregate = groups.aggregate(window);
+    let window = window.or(aggregate.span_range).unwrap_or((0, 0));
+    Ok((Snapshot::from_aggregate(&aggregate, window), summary))
+}
+
+/// Reads every span of the files, grouped by trace.
+fn read_files(
+    paths: &[PathBuf],
+    format: Option<Format>,
+    on_bad: OnBadInput,
+) -> Result<(TraceGroups, Summary), ImportError> {
     let mut groups = TraceGroups::default();
     let mut summary = Summary::default();
     for path in paths {
@@ -79,9 +119,68 @@ pub fn snapshot_from_files(
             },
         )?;
     }
-    let aggregate = groups.aggregate(window);
+    Ok((groups, summary))
+}
+
+/// Each service's traffic per time bucket.
+pub type ServiceSeries = BTreeMap<String, Vec<Point>>;
+
+/// Reads trace files for a report: the snapshot, and each service's traffic over time in at
+/// most about 120 buckets of whole minutes.
+pub fn report_from_files(
+    paths: &[PathBuf],
+    format: Option<Format>,
+    on_bad: OnBadInput,
+    window: Option<(i64, i64)>,
+) -> Result<(Snapshot, ServiceSeries, Summary), ImportError> {
+    let (groups, summary) = read_files(paths, format, on_bad)?;
+    let range = groups.span_range().unwrap_or((0, 1));
+    let (first, last) = match window {
+        Some((since, until)) => (since.max(range.0), until.min(range.1)),
+        None => range,
+    };
+    let minutes = ((last - first) / MINUTE_NS / 120).max(1);
+    let mut buckets = Buckets::new(minutes * MINUTE_NS);
+    let aggregate = groups.derive(window, Some(&mut buckets));
     let window = window.or(aggregate.span_range).unwrap_or((0, 0));
-    Ok((Snapshot::from_aggregate(&aggregate, window), summary))
+    let snapshot = Snapshot::from_aggregate(&aggregate, window);
+    let series = snapshot
+        .nodes
+        .iter()
+        .map(|node| {
+            let points = charts::series(
+                &node.id,
+                buckets.buckets.iter().flat_map(|(start, bucket)| {
+                    bucket.edges.iter().map(move |(k, s)| (*start, k, s))
+                }),
+            );
+            (node.id.clone(), points)
+        })
+        .collect();
+    Ok((snapshot, series, summary))
+}
+
+/// Each service's traffic over `[since, until)` from the store's buckets, for a report.
+pub fn series_from_store(
+    reader: &Reader,
+    snapshot: &Snapshot,
+    since_ns: i64,
+    until_ns: i64,
+) -> Result<ServiceSeries, QueryError> {
+    use archtrace_store::buckets::HOUR_NS;
+    let width = if until_ns - since_ns <= 3 * HOUR_NS {
+        MINUTE_NS
+    } else {
+        HOUR_NS
+    };
+    let first = since_ns.div_euclid(width) * width;
+    let mut out = BTreeMap::new();
+    for node in &snapshot.nodes {
+        let rows = reader.node_edges(width, first, until_ns, &node.id)?;
+        let points = charts::series(&node.id, rows.iter().map(|(t, k, s)| (*t, k, s)));
+        out.insert(node.id.clone(), points);
+    }
+    Ok(out)
 }
 
 /// The architecture of `[since, until)` from the store's derived buckets.
@@ -162,45 +261,11 @@ pub async fn fetch_snapshot(
         .map_err(|err| format!("{url} did not answer with a snapshot: {err}"))
 }
 
-/// An instant given as an RFC 3339 timestamp (`2026-11-25T10:00:00Z`) or as a duration before
-/// `now` (`15m`, `2h`, `1d`). Returns Unix nanoseconds.
-pub fn parse_instant(text: &str, now_ns: i64) -> Result<i64, String> {
-    let text = text.trim();
-    if let Ok(duration) = humantime::parse_duration(text) {
-        let back = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
-        return Ok(now_ns.saturating_sub(back));
-    }
-    humantime::parse_rfc3339_weak(text)
-        .map(|time| {
-            time.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-                .unwrap_or(0)
-        })
-        .map_err(|_| {
-            format!("{text:?} is neither a duration before now (15m, 2h, 7d) nor an RFC 3339 time (2026-11-25T10:00:00Z)")
-        })
-}
+pub use archtrace_analyzer::time::parse_instant;
 
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instants_are_durations_before_now_or_timestamps() {
-        let now = 1_000_000_000_000_000_000;
-        assert_eq!(parse_instant("2h", now), Ok(now - 7_200_000_000_000));
-        assert_eq!(
-            parse_instant("1970-01-01T00:00:01Z", now),
-            Ok(1_000_000_000)
-        );
-        let err = parse_instant("yesterday", now).unwrap_err();
-        assert!(err.contains("RFC 3339"), "{err}");
-    }
 }

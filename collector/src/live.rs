@@ -44,6 +44,21 @@ impl Unwritten {
         }
     }
 
+    /// The buckets of one width held in memory that start in `[since, until)`.
+    pub fn buckets_of_width(
+        &self,
+        width_ns: i64,
+        since_ns: i64,
+        until_ns: i64,
+    ) -> impl Iterator<Item = (i64, &Aggregate)> {
+        [self.minute.as_ref(), self.hour.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(move |held| held.width_ns == width_ns)
+            .flat_map(move |held| held.buckets.range(since_ns..until_ns.max(since_ns)))
+            .map(|(start, aggregate)| (*start, aggregate))
+    }
+
     fn absorb(&mut self, minute: Buckets, hour: Buckets) {
         for (slot, fresh) in [(&mut self.minute, minute), (&mut self.hour, hour)] {
             match slot {

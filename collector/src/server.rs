@@ -37,6 +37,8 @@ pub struct ServerSettings {
     /// derives them later).
     pub derive_edges: bool,
     pub assembly: AssemblySettings,
+    /// A snapshot for the viewer's drift page to compare with.
+    pub baseline: Option<Arc<archtrace_analyzer::snapshot::Snapshot>>,
 }
 
 impl Default for ServerSettings {
@@ -47,6 +49,7 @@ impl Default for ServerSettings {
             auth_token: None,
             derive_edges: true,
             assembly: AssemblySettings::default(),
+            baseline: None,
         }
     }
 }
@@ -203,6 +206,7 @@ pub async fn serve(
         auth,
         reader: Arc::new(std::sync::Mutex::new(reader)),
         unwritten,
+        baseline: settings.baseline.clone(),
     });
     let admin = axum::serve(listeners.admin, admin_router).with_graceful_shutdown(stopped());
     drop(ingest);

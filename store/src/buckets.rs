@@ -294,6 +294,50 @@ pub fn read(
     Ok(())
 }
 
+/// The edges into or out of `node` in each bucket of `width` starting in `[since, until)`, for
+/// charts over time. Rows come ordered by bucket.
+pub fn node_edges(
+    conn: &Connection,
+    width_ns: i64,
+    since_ns: i64,
+    until_ns: i64,
+    node: &str,
+) -> Result<Vec<(i64, EdgeKey, EdgeStats)>, QueryError> {
+    let mut statement = conn.prepare(
+        "SELECT bucket_ns, source, target, kind, calls, errors, latency
+         FROM edge_buckets
+         WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ? AND (source = ? OR target = ?)
+         ORDER BY bucket_ns",
+    )?;
+    let mut rows = statement.query(params![
+        width_seconds(width_ns),
+        since_ns,
+        until_ns,
+        node,
+        node
+    ])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let key = EdgeKey {
+            from: Arc::from(row.get::<_, String>(1)?.as_str()),
+            to: Arc::from(row.get::<_, String>(2)?.as_str()),
+            kind: if row.get::<_, String>(3)? == "async" {
+                EdgeKind::Async
+            } else {
+                EdgeKind::Sync
+            },
+        };
+        let stats = EdgeStats {
+            calls: row.get(4)?,
+            errors: row.get(5)?,
+            latency: sketch(&row.get::<_, Vec<u8>>(6)?),
+            ..EdgeStats::default()
+        };
+        out.push((row.get(0)?, key, stats));
+    }
+    Ok(out)
+}
+
 /// A stored sketch; one that does not decode (a damaged file) counts as empty.
 fn sketch(bytes: &[u8]) -> LatencySketch {
     LatencySketch::from_bytes(bytes).unwrap_or_default()

@@ -53,6 +53,33 @@ impl Reader {
         crate::buckets::delete(&self.conn, since_ns, until_ns)
     }
 
+    /// The edges into or out of `node` per bucket of `width` in `[since, until)`.
+    pub fn node_edges(
+        &self,
+        width_ns: i64,
+        since_ns: i64,
+        until_ns: i64,
+        node: &str,
+    ) -> Result<
+        Vec<(
+            i64,
+            archtrace_analyzer::aggregate::EdgeKey,
+            archtrace_analyzer::aggregate::EdgeStats,
+        )>,
+        QueryError,
+    > {
+        crate::buckets::node_edges(&self.conn, width_ns, since_ns, until_ns, node)
+    }
+
+    /// The `deployment.environment.name` values of the stored spans, sorted (at most 100).
+    pub fn environments(&self) -> Result<Vec<String>, QueryError> {
+        let mut statement = self.conn.prepare(
+            "SELECT DISTINCT environment FROM spans WHERE environment IS NOT NULL ORDER BY 1 LIMIT 100",
+        )?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The range of span start times in the store, for telling a user where the data is.
     pub fn span_time_range(&self) -> Result<Option<(i64, i64)>, QueryError> {
         let range: (Option<i64>, Option<i64>) = self.conn.query_row(

@@ -1,0 +1,379 @@
+//! The pages, as maud templates (which escape every value). Each takes what it shows and a way
+//! to link to other pages, so the live viewer and the one-file report share them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use archtrace_analyzer::drift::SnapshotDiff;
+use archtrace_analyzer::findings::{Finding, Severity};
+use archtrace_analyzer::snapshot::{Edge, Snapshot};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use crate::charts::{self, Point};
+use crate::svg;
+use crate::view::{Change, GraphView, Level};
+
+/// Where links go: to live pages with the window in the URL, or to anchors in the report.
+pub trait Links {
+    fn service(&self, name: &str) -> String;
+}
+
+fn severity_word(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Info => "info",
+    }
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "–".to_owned()
+    } else {
+        format!("{:.2}%", 100.0 * part as f64 / whole as f64)
+    }
+}
+
+fn millis(value: Option<f64>) -> String {
+    value.map_or("–".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// The window's length in minutes, at least one.
+fn window_minutes(snapshot: &Snapshot) -> f64 {
+    use archtrace_analyzer::time::parse_rfc3339;
+    match (
+        parse_rfc3339(&snapshot.window.start),
+        parse_rfc3339(&snapshot.window.end),
+    ) {
+        (Some(a), Some(b)) if b > a => ((b - a) as f64 / 60e9).max(1.0),
+        _ => 1.0,
+    }
+}
+
+/// Headline figures of a window.
+pub fn figures(snapshot: &Snapshot) -> Markup {
+    let services = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.node_type == archtrace_analyzer::derive::NodeType::Service)
+        .count();
+    let calls: u64 = snapshot.edges.iter().map(|e| e.calls).sum();
+    let errors: u64 = snapshot.edges.iter().map(|e| e.errors).sum();
+    let mut by_severity: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &snapshot.findings {
+        *by_severity.entry(severity_word(f.severity)).or_default() += 1;
+    }
+    let d = &snapshot.diagnostics;
+    html! {
+        div.figures {
+            div.figure { span.value #services { (services) } span.label { "services" } }
+            div.figure { span.value #edges { (snapshot.edges.len()) } span.label { "edges" } }
+            div.figure { span.value { (format!("{:.1}", calls as f64 / window_minutes(snapshot))) } span.label { "calls/min" } }
+            div.figure { span.value { (percent(errors, calls)) } span.label { "errors" } }
+            div.figure {
+                span.value #findings { (snapshot.findings.len()) }
+                span.label {
+                    "findings"
+                    @for (severity, count) in &by_severity { " · " (count) " " (severity) }
+                }
+            }
+        }
+        p.diagnostics {
+            "From " (d.spans) " spans in " (d.traces) " traces; "
+            (d.orphaned_spans) " orphaned spans, "
+            (d.unresolved_client_spans) " client spans with no known callee, "
+            (d.late_spans_paired) " late spans paired, " (d.late_spans_dropped) " dropped, "
+            (d.traces_cut_short) " traces cut short."
+        }
+    }
+}
+
+pub fn hotspots_table(snapshot: &Snapshot, top: usize, links: &dyn Links) -> Markup {
+    let ranked = snapshot.hotspots();
+    html! {
+        @if ranked.is_empty() {
+            p.empty { "No services in this window." }
+        } @else {
+            table.hotspots {
+                thead { tr { th { "#" } th { "service" } th { "risk" } th { "reach × coupling × health + cycle + spof" } th { "why" } } }
+                tbody {
+                    @for (rank, h) in ranked.iter().take(top).enumerate() {
+                        tr {
+                            td { (rank + 1) }
+                            td { a.service href=(links.service(&h.service)) { (h.service) } }
+                            td { (format!("{:.2}", h.score)) }
+                            td.terms { (format!("{:.2} × {:.2} × {:.2} + {:.0} + {:.0}", h.terms.reach, h.terms.coupling, h.terms.health, h.terms.cycle, h.terms.spof)) }
+                            td { ul.reasons { @for reason in &h.reasons { li { (reason) } } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn findings_list(findings: &[&Finding]) -> Markup {
+    html! {
+        @if findings.is_empty() {
+            p.empty { "No findings." }
+        } @else {
+            ul.findings {
+                @for f in findings {
+                    li class=(format!("finding {}", severity_word(f.severity))) {
+                        span.badge { (severity_word(f.severity)) } " "
+                        code { (serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) } " "
+                        (f.message)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn edges_table(
+    title: &str,
+    edges: &[&Edge],
+    other_end: fn(&Edge) -> &str,
+    links: &dyn Links,
+) -> Markup {
+    html! {
+        h3 { (title) }
+        @if edges.is_empty() {
+            p.empty { "None." }
+        } @else {
+            table.edges {
+                thead { tr { th { "service" } th { "kind" } th { "calls" } th { "errors" } th { "p50 ms" } th { "p99 ms" } th { "calls/trace" } } }
+                tbody {
+                    @for e in edges {
+                        tr {
+                            td { a href=(links.service(other_end(e))) { (other_end(e)) } }
+                            td { (e.kind.as_str()) }
+                            td { (e.calls) }
+                            td { (percent(e.errors, e.calls)) }
+                            td { (millis(e.latency_ms.as_ref().map(|q| q.p50))) }
+                            td { (millis(e.latency_ms.as_ref().map(|q| q.p99))) }
+                            td { (e.calls_per_trace) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Everything about one service: its callers and callees, operations, findings, risk, charts.
+pub fn service_body(
+    snapshot: &Snapshot,
+    service: &str,
+    series: &[Point],
+    links: &dyn Links,
+) -> Markup {
+    let callers: Vec<&Edge> = snapshot.edges.iter().filter(|e| e.to == service).collect();
+    let callees: Vec<&Edge> = snapshot
+        .edges
+        .iter()
+        .filter(|e| e.from == service)
+        .collect();
+    let findings: Vec<&Finding> = snapshot
+        .findings
+        .iter()
+        .filter(|f| {
+            f.subjects
+                .iter()
+                .any(|s| s == service || s.split(" -> ").any(|p| p == service))
+        })
+        .collect();
+    let hotspot = snapshot
+        .hotspots()
+        .into_iter()
+        .find(|h| h.service == service);
+    let node = snapshot.nodes.iter().find(|n| n.id == service);
+    let operations: Vec<_> = snapshot
+        .operations
+        .iter()
+        .filter(|o| o.from.service == service || o.to.service == service)
+        .collect();
+    let [calls_chart, errors_chart, p99_chart] = charts::service_charts(series);
+    html! {
+        @match node {
+            None => p.empty { "No node named " code { (service) } " in this window." },
+            Some(node) => {
+                p.kind { (node.node_type.as_str()) @if node.entry_point { " · entry point" } }
+            }
+        }
+        @if let Some(h) = &hotspot {
+            div.risk {
+                p { "Risk " strong { (format!("{:.2}", h.score)) } " = "
+                    (format!("{:.2} × {:.2} × {:.2} + {:.0} + {:.0}", h.terms.reach, h.terms.coupling, h.terms.health, h.terms.cycle, h.terms.spof))
+                    " (reach × coupling × health + cycle + spof)" }
+                ul.reasons { @for reason in &h.reasons { li { (reason) } } }
+            }
+        }
+        @if let Some(m) = node.and_then(|n| n.metrics.as_ref()) {
+            table.metrics {
+                tr { th { "fan-in" } td { (m.fan_in) } th { "fan-out" } td { (m.fan_out) } th { "instability" } td { (format!("{:.2}", m.instability)) } }
+                tr { th { "blast radius" } td { (m.blast_radius) } th { "transitive dependencies" } td { (m.transitive_dependencies) } th { "betweenness" } td { (format!("{:.3}", m.betweenness)) } }
+                tr { th { "calls/min" } td { (format!("{:.1}", m.calls_per_min)) } th { "error rate in" } td { (format!("{:.2}%", 100.0 * m.error_rate_in)) } th { "p99 in" } td { (millis(m.p99_in_ms)) " ms" } }
+            }
+        }
+        div.charts {
+            figure.chart #chart-calls { (PreEscaped(calls_chart)) }
+            figure.chart #chart-errors { (PreEscaped(errors_chart)) }
+            figure.chart #chart-p99 { (PreEscaped(p99_chart)) }
+        }
+        div.columns {
+            div { (edges_table("Callers", &callers, |e| &e.from, links)) }
+            div { (edges_table("Callees", &callees, |e| &e.to, links)) }
+        }
+        h3 { "Findings" }
+        (findings_list(&findings))
+        h3 { "Operations" }
+        @if operations.is_empty() {
+            p.empty { "None." }
+        } @else {
+            table.operations {
+                thead { tr { th { "from" } th { "to" } th { "calls" } th { "errors" } th { "p99 ms" } } }
+                tbody {
+                    @for o in &operations {
+                        tr {
+                            td { (o.from.service) " · " (o.from.operation) }
+                            td { (o.to.service) " · " (o.to.operation) }
+                            td { (o.calls) }
+                            td { (percent(o.errors, o.calls)) }
+                            td { (millis(o.latency_ms.as_ref().map(|q| q.p99))) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The graph of a drift comparison: what is in either snapshot, added and removed edges marked.
+pub fn drift_view(current: &Snapshot, diff: &SnapshotDiff, baseline: &Snapshot) -> GraphView {
+    let mut view = GraphView::new(current, Level::Service);
+    for e in &mut view.edges {
+        if diff
+            .added_edges
+            .iter()
+            .any(|a| a.from == e.from && a.to == e.to && a.kind == e.kind)
+        {
+            e.change = Change::Added;
+        }
+    }
+    let before = GraphView::new(baseline, Level::Service);
+    for e in before.edges {
+        if diff
+            .removed_edges
+            .iter()
+            .any(|r| r.from == e.from && r.to == e.to && r.kind == e.kind)
+        {
+            for end in [&e.from, &e.to] {
+                if !view.nodes.iter().any(|n| &n.id == end) {
+                    if let Some(node) = before.nodes.iter().find(|n| &n.id == end) {
+                        view.nodes.push(node.clone());
+                    }
+                }
+            }
+            view.edges.push(crate::view::ViewEdge {
+                change: Change::Removed,
+                ..e
+            });
+        }
+    }
+    view
+}
+
+pub fn drift_body(diff: &SnapshotDiff, graph_svg: &str, links: &dyn Links) -> Markup {
+    html! {
+        div.columns {
+            div {
+                h3 { "Added edges" }
+                @if diff.added_edges.is_empty() { p.empty { "None." } }
+                ul.added { @for e in &diff.added_edges { li { a href=(links.service(&e.from)) { (e.from) } " → " a href=(links.service(&e.to)) { (e.to) } " (" (e.kind.as_str()) ", " (e.calls) " calls)" } } }
+                h3 { "Removed edges" }
+                @if diff.removed_edges.is_empty() { p.empty { "None." } }
+                ul.removed { @for e in &diff.removed_edges { li { (e.from) " → " (e.to) " (" (e.kind.as_str()) ", " (e.calls) " calls before)" } } }
+            }
+            div {
+                h3 { "New findings" }
+                (findings_list(&diff.new_findings.iter().collect::<Vec<_>>()))
+                h3 { "Resolved findings" }
+                (findings_list(&diff.resolved_findings.iter().collect::<Vec<_>>()))
+                h3 { "Nodes" }
+                p { (diff.added_nodes.len()) " added: "
+                    @for (i, n) in diff.added_nodes.iter().enumerate() { @if i > 0 { ", " } (n.id) }
+                    "; " (diff.removed_nodes.len()) " removed: "
+                    @for (i, n) in diff.removed_nodes.iter().enumerate() { @if i > 0 { ", " } (n.id) } }
+            }
+        }
+        p.legend { "Green: added edges. Grey dashed: removed edges." }
+        div.graph-frame { (PreEscaped(graph_svg)) }
+    }
+}
+
+pub fn legend() -> Markup {
+    html! {
+        p.legend {
+            "Node colour: risk (green low, red high). Size: traffic. Rounded box: service; cylinder: database; slanted: queue; hexagon: external; oval: outside callers. "
+            "Edge width: calls; red: errors; dashed: through a queue."
+        }
+    }
+}
+
+/// A whole page of the live viewer.
+pub struct Chrome<'a> {
+    pub title: &'a str,
+    pub nav: &'a [(&'a str, String, bool)],
+    pub window_form: Markup,
+    pub script: Option<&'a str>,
+    pub inline_assets: Option<(&'a str, &'a str)>,
+}
+
+pub fn page(chrome: Chrome, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (chrome.title) " · archtrace" }
+                @match chrome.inline_assets {
+                    Some((css, _)) => style { (PreEscaped(css)) },
+                    None => link rel="stylesheet" href="/static/app.css";,
+                }
+            }
+            body {
+                header {
+                    span.brand { "archtrace" }
+                    nav { @for (label, href, active) in chrome.nav {
+                        a href=(href) class=[active.then_some("active")] { (label) }
+                    } }
+                    (chrome.window_form)
+                }
+                main {
+                    h1 { (chrome.title) }
+                    (body)
+                }
+                @match chrome.inline_assets {
+                    Some((_, js)) => script { (PreEscaped(js)) },
+                    None => @if let Some(src) = chrome.script { script src=(src) {} },
+                }
+            }
+        }
+    }
+}
+
+/// Calls into and out of each service, the ranking the report uses to pick service sections.
+pub fn busiest(snapshot: &Snapshot) -> HashMap<&str, u64> {
+    let mut traffic: HashMap<&str, u64> = HashMap::new();
+    for e in &snapshot.edges {
+        *traffic.entry(&e.from).or_default() += e.calls;
+        *traffic.entry(&e.to).or_default() += e.calls;
+    }
+    traffic
+}
+
+/// Draws a view as SVG with links from `links`.
+pub fn graph_svg(view: &GraphView, links: &dyn Links) -> String {
+    svg::draw(view, &|service| links.service(service))
+}

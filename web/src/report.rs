@@ -1,0 +1,82 @@
+//! The report: the overview, graph, hotspots, findings and a section per risky service in one
+//! HTML file with its style and script inside, to open from disk or keep as a CI artifact.
+
+use std::collections::{BTreeMap, HashMap};
+
+use archtrace_analyzer::snapshot::Snapshot;
+use maud::{html, PreEscaped};
+
+use crate::charts::Point;
+use crate::pages::{self, Chrome, Links};
+use crate::server::{APP_CSS, APP_JS};
+use crate::view::{GraphView, Level};
+
+/// Services that get a section of their own, riskiest first.
+const SERVICE_SECTIONS: usize = 25;
+
+struct ReportLinks {
+    sections: HashMap<String, usize>,
+}
+
+impl Links for ReportLinks {
+    fn service(&self, name: &str) -> String {
+        match self.sections.get(name) {
+            Some(i) => format!("#service-{i}"),
+            None => "#hotspots".to_owned(),
+        }
+    }
+}
+
+/// The report of a snapshot; `series` holds each service's traffic per time bucket.
+pub fn render(snapshot: &Snapshot, series: &BTreeMap<String, Vec<Point>>, source: &str) -> String {
+    let ranked = snapshot.hotspots();
+    let links = ReportLinks {
+        sections: ranked
+            .iter()
+            .take(SERVICE_SECTIONS)
+            .enumerate()
+            .map(|(i, h)| (h.service.clone(), i))
+            .collect(),
+    };
+    let graph = pages::graph_svg(&GraphView::new(snapshot, Level::Service), &links);
+    let body = html! {
+        p.window-note { (snapshot.window.start) " – " (snapshot.window.end) " · " (source) }
+        (pages::figures(snapshot))
+        section #graph-section {
+            h2 { "Dependency graph" }
+            (pages::legend())
+            p.hint { "Scroll to zoom, drag to pan, hover a node to see its neighbours, click it for its section." }
+            div.graph-frame { (PreEscaped(graph)) }
+        }
+        section #hotspots {
+            h2 { "Hotspots" }
+            (pages::hotspots_table(snapshot, SERVICE_SECTIONS, &links))
+        }
+        section {
+            h2 { "Findings" }
+            (pages::findings_list(&snapshot.findings.iter().collect::<Vec<_>>()))
+        }
+        @for (i, hotspot) in ranked.iter().take(SERVICE_SECTIONS).enumerate() {
+            section.service id=(format!("service-{i}")) {
+                h2 { (hotspot.service) }
+                (pages::service_body(
+                    snapshot,
+                    &hotspot.service,
+                    series.get(&hotspot.service).map_or(&[][..], Vec::as_slice),
+                    &links,
+                ))
+            }
+        }
+    };
+    pages::page(
+        Chrome {
+            title: "Architecture report",
+            nav: &[],
+            window_form: html! {},
+            script: None,
+            inline_assets: Some((APP_CSS, APP_JS)),
+        },
+        body,
+    )
+    .into_string()
+}

@@ -1,0 +1,591 @@
+//! The live viewer on the admin listener. Pages read their window, environment, level and focus
+//! from the URL, so a link shows what its sender saw. Every response carries a
+//! Content-Security-Policy that allows only this server's own script and style files.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use archtrace_analyzer::drift;
+use archtrace_analyzer::snapshot::Snapshot;
+use archtrace_analyzer::time::{parse_instant, rfc3339};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use maud::{html, Markup, PreEscaped};
+use serde::{Deserialize, Serialize};
+
+use crate::charts::Point;
+use crate::layout::Layout;
+use crate::pages::{self, Chrome, Links};
+use crate::view::{GraphView, Level};
+
+pub const APP_JS: &str = include_str!("../static/app.js");
+pub const APP_CSS: &str = include_str!("../static/app.css");
+
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// The window a page shows, in Unix nanoseconds, and the environment it is narrowed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub since_ns: i64,
+    pub until_ns: i64,
+    pub environment: Option<String>,
+}
+
+/// Where the viewer's data comes from: the running server's store.
+pub trait Source: Send + Sync + 'static {
+    fn snapshot(&self, window: &Window) -> Result<Snapshot, String>;
+    /// A service's traffic per time bucket over the window.
+    fn series(&self, service: &str, window: &Window) -> Result<Vec<Point>, String>;
+    /// The `deployment.environment.name` values seen, for the filter.
+    fn environments(&self) -> Vec<String>;
+    /// A baseline snapshot to compare with on the drift page, when one was configured.
+    fn baseline(&self) -> Option<Arc<Snapshot>>;
+}
+
+/// The page state every URL carries.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Params {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub focus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hops: Option<usize>,
+    /// Drift page: `baseline` or `previous` (the window of the same length before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<String>,
+}
+
+impl Params {
+    /// Empty values (an unselected filter) mean "not set".
+    fn cleaned(mut self) -> Params {
+        for field in [
+            &mut self.since,
+            &mut self.until,
+            &mut self.env,
+            &mut self.level,
+            &mut self.focus,
+            &mut self.compare,
+        ] {
+            if field.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *field = None;
+            }
+        }
+        self
+    }
+
+    fn query(&self) -> String {
+        let text = serde_urlencoded::to_string(self).unwrap_or_default();
+        if text.is_empty() {
+            text
+        } else {
+            format!("?{text}")
+        }
+    }
+
+    /// Only what every page shares: the window and the environment.
+    fn window_only(&self) -> Params {
+        Params {
+            since: self.since.clone(),
+            until: self.until.clone(),
+            env: self.env.clone(),
+            ..Params::default()
+        }
+    }
+
+    fn level(&self) -> Level {
+        match self.level.as_deref() {
+            Some("operation") => Level::Operation,
+            _ => Level::Service,
+        }
+    }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+pub fn path_segment(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+struct LiveLinks<'a>(&'a Params);
+
+impl Links for LiveLinks<'_> {
+    fn service(&self, name: &str) -> String {
+        format!(
+            "/service/{}{}",
+            path_segment(name),
+            self.0.window_only().query()
+        )
+    }
+}
+
+#[derive(Clone)]
+struct ViewerState {
+    source: Arc<dyn Source>,
+    /// Layouts by graph structure: the same graph is laid out once.
+    layouts: Arc<Mutex<HashMap<u64, Arc<Layout>>>>,
+}
+
+pub fn router(source: Arc<dyn Source>) -> Router {
+    let state = ViewerState {
+        source,
+        layouts: Arc::default(),
+    };
+    Router::new()
+        .route("/", get(overview))
+        .route("/graph", get(graph_page))
+        .route("/service/{name}", get(service_page))
+        .route("/drift", get(drift_page))
+        .route(
+            "/static/app.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    APP_JS,
+                )
+            }),
+        )
+        .route(
+            "/static/app.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS) }),
+        )
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn window(params: &Params) -> Result<Window, String> {
+    let now = now_ns();
+    let since = parse_instant(params.since.as_deref().unwrap_or("1h"), now)
+        .map_err(|e| format!("since: {e}"))?;
+    let until = match &params.until {
+        Some(until) => parse_instant(until, now).map_err(|e| format!("until: {e}"))?,
+        None => now,
+    };
+    if since >= until {
+        return Err("the window's start must be before its end".to_owned());
+    }
+    Ok(Window {
+        since_ns: since,
+        until_ns: until,
+        environment: params.env.clone(),
+    })
+}
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    let body = html! {
+        (maud::DOCTYPE)
+        html { head { title { "archtrace" } link rel="stylesheet" href="/static/app.css"; }
+            body { main { h1 { "Cannot show this page" } p.error { (message) } p { a href="/" { "Back to the overview" } } } } }
+    };
+    (status, Html(body.into_string())).into_response()
+}
+
+/// Runs blocking store work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(message)) => Err(error_page(StatusCode::INTERNAL_SERVER_ERROR, &message)),
+        Err(_) => Err(error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the query failed unexpectedly",
+        )),
+    }
+}
+
+const WINDOWS: [(&str, &str); 6] = [
+    ("15m", "last 15 minutes"),
+    ("1h", "last hour"),
+    ("6h", "last 6 hours"),
+    ("24h", "last 24 hours"),
+    ("7d", "last 7 days"),
+    ("30d", "last 30 days"),
+];
+
+fn window_form(
+    params: &Params,
+    environments: &[String],
+    keep: &[(&str, Option<String>)],
+) -> Markup {
+    let since = params.since.clone().unwrap_or_else(|| "1h".to_owned());
+    let custom = !WINDOWS.iter().any(|(value, _)| *value == since);
+    html! {
+        form.window method="get" {
+            label { "Window "
+                select name="since" {
+                    @for (value, label) in WINDOWS {
+                        option value=(value) selected[since == value] { (label) }
+                    }
+                    @if custom { option value=(since) selected { (since) } }
+                }
+            }
+            label { " until " input type="text" name="until" placeholder="now" value=[params.until.as_deref()] size="22"; }
+            label { " environment "
+                select name="env" {
+                    option value="" { "all" }
+                    @for env in environments {
+                        option value=(env) selected[params.env.as_deref() == Some(env)] { (env) }
+                    }
+                }
+            }
+            @for (name, value) in keep {
+                @if let Some(value) = value { input type="hidden" name=(name) value=(value); }
+            }
+            button type="submit" { "Apply" }
+        }
+    }
+}
+
+fn chrome<'a>(
+    title: &'a str,
+    active: &str,
+    params: &Params,
+    nav: &'a mut Vec<(&'a str, String, bool)>,
+    form: Markup,
+) -> Chrome<'a> {
+    let query = params.window_only().query();
+    *nav = vec![
+        ("Overview", format!("/{query}"), active == "overview"),
+        ("Graph", format!("/graph{query}"), active == "graph"),
+        ("Drift", format!("/drift{query}"), active == "drift"),
+    ];
+    Chrome {
+        title,
+        nav,
+        window_form: form,
+        script: Some("/static/app.js"),
+        inline_assets: None,
+    }
+}
+
+fn window_note(snapshot: &Snapshot, params: &Params) -> Markup {
+    html! {
+        p.window-note {
+            (snapshot.window.start) " – " (snapshot.window.end)
+            @if let Some(env) = &params.env { " · environment " strong { (env) } }
+        }
+    }
+}
+
+/// A structural fingerprint of a view, so its layout can be reused.
+fn structure_key(view: &GraphView) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for n in &view.nodes {
+        n.id.hash(&mut hasher);
+    }
+    for e in &view.edges {
+        (&e.from, &e.to).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn draw(state: &ViewerState, view: &GraphView, links: &dyn Links) -> String {
+    let key = structure_key(view);
+    let cached = state
+        .layouts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    let layout = match cached {
+        Some(layout) => layout,
+        None => {
+            let (names, edges) = crate::svg::indexed(view);
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let layout = Arc::new(crate::layout::layered(&refs, &edges));
+            let mut layouts = state.layouts.lock().unwrap_or_else(|e| e.into_inner());
+            if layouts.len() >= 64 {
+                layouts.clear();
+            }
+            layouts.insert(key, layout.clone());
+            layout
+        }
+    };
+    crate::svg::graph(view, &layout, &|service| links.service(service))
+}
+
+async fn load(state: &ViewerState, params: &Params) -> Result<(Snapshot, Vec<String>), Response> {
+    let window = window(params).map_err(|m| error_page(StatusCode::BAD_REQUEST, &m))?;
+    let source = state.source.clone();
+    blocking(move || {
+        let snapshot = source.snapshot(&window)?;
+        Ok((snapshot, source.environments()))
+    })
+    .await
+}
+
+async fn overview(State(state): State<ViewerState>, Query(params): Query<Params>) -> Response {
+    let params = params.cleaned();
+    let (snapshot, environments) = match load(&state, &params).await {
+        Ok(loaded) => loaded,
+        Err(response) => return response,
+    };
+    let links = LiveLinks(&params);
+    let view = GraphView::new(&snapshot, Level::Service);
+    let graph = draw(&state, &view, &links);
+    let body = html! {
+        (window_note(&snapshot, &params))
+        (pages::figures(&snapshot))
+        section {
+            h2 { "Dependency graph" }
+            (pages::legend())
+            div.graph-frame { (PreEscaped(graph)) }
+        }
+        section {
+            h2 { "Hotspots" }
+            (pages::hotspots_table(&snapshot, 10, &links))
+        }
+        section {
+            h2 { "Findings" }
+            (pages::findings_list(&snapshot.findings.iter().collect::<Vec<_>>()))
+        }
+    };
+    let mut nav = Vec::new();
+    let form = window_form(&params, &environments, &[]);
+    Html(
+        pages::page(
+            chrome("Overview", "overview", &params, &mut nav, form),
+            body,
+        )
+        .into_string(),
+    )
+    .into_response()
+}
+
+async fn graph_page(State(state): State<ViewerState>, Query(params): Query<Params>) -> Response {
+    let params = params.cleaned();
+    let (snapshot, environments) = match load(&state, &params).await {
+        Ok(loaded) => loaded,
+        Err(response) => return response,
+    };
+    let links = LiveLinks(&params);
+    let level = params.level();
+    let hops = params.hops.unwrap_or(1).min(10);
+    let mut view = GraphView::new(&snapshot, level);
+    if let Some(focus) = &params.focus {
+        view = view.focus(focus, hops);
+    }
+    let graph = draw(&state, &view, &links);
+    let mut services: Vec<&str> = snapshot.nodes.iter().map(|n| n.id.as_str()).collect();
+    services.sort_unstable();
+    let level_link = |level: &str| {
+        let mut p = params.clone();
+        p.level = Some(level.to_owned());
+        format!("/graph{}", p.query())
+    };
+    let body = html! {
+        (window_note(&snapshot, &params))
+        div.controls {
+            label { "Search " input #search type="search" placeholder="service name" autocomplete="off"; }
+            span #search-count {}
+            form.focus method="get" action="/graph" {
+                @for (name, value) in [("since", &params.since), ("until", &params.until), ("env", &params.env), ("level", &params.level)] {
+                    @if let Some(value) = value { input type="hidden" name=(name) value=(value); }
+                }
+                label { "Focus on "
+                    select name="focus" #focus {
+                        option value="" { "everything" }
+                        @for s in &services { option value=(s) selected[params.focus.as_deref() == Some(*s)] { (s) } }
+                    }
+                }
+                label { " within " input type="number" name="hops" min="0" max="10" value=(hops) size="2"; " hops" }
+                button type="submit" { "Focus" }
+            }
+            span.level {
+                "Level: "
+                a href=(level_link("service")) class=[(level == Level::Service).then_some("active")] { "services" }
+                " · "
+                a href=(level_link("operation")) class=[(level == Level::Operation).then_some("active")] { "operations" }
+            }
+        }
+        p.hint { "Scroll to zoom, drag to pan, hover a node to see its neighbours, click it for its page." }
+        (pages::legend())
+        p.counts { (view.nodes.len()) " nodes, " (view.edges.len()) " edges shown" }
+        div.graph-frame { (PreEscaped(graph)) }
+    };
+    let mut nav = Vec::new();
+    let form = window_form(
+        &params,
+        &environments,
+        &[
+            ("level", params.level.clone()),
+            ("focus", params.focus.clone()),
+            ("hops", params.hops.map(|h| h.to_string())),
+        ],
+    );
+    Html(pages::page(chrome("Graph", "graph", &params, &mut nav, form), body).into_string())
+        .into_response()
+}
+
+async fn service_page(
+    State(state): State<ViewerState>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Response {
+    let params = params.cleaned();
+    let window = match window(&params) {
+        Ok(window) => window,
+        Err(message) => return error_page(StatusCode::BAD_REQUEST, &message),
+    };
+    let source = state.source.clone();
+    let service = name.clone();
+    let loaded = blocking(move || {
+        Ok((
+            source.snapshot(&window)?,
+            source.series(&service, &window)?,
+            source.environments(),
+        ))
+    })
+    .await;
+    let (snapshot, series, environments) = match loaded {
+        Ok(loaded) => loaded,
+        Err(response) => return response,
+    };
+    if !snapshot.nodes.iter().any(|n| n.id == name) {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            &format!("No service named {name:?} in this window; pick one on the overview."),
+        );
+    }
+    let links = LiveLinks(&params);
+    let neighbourhood = GraphView::new(&snapshot, Level::Service).focus(&name, 1);
+    let graph = draw(&state, &neighbourhood, &links);
+    let focus_link = {
+        let mut p = params.window_only();
+        p.focus = Some(name.clone());
+        p.hops = Some(2);
+        format!("/graph{}", p.query())
+    };
+    let body = html! {
+        (window_note(&snapshot, &params))
+        (pages::service_body(&snapshot, &name, &series, &links))
+        h3 { "Neighbourhood" }
+        p { a href=(focus_link) { "Open in the graph, two hops around it" } }
+        div.graph-frame { (PreEscaped(graph)) }
+    };
+    let mut nav = Vec::new();
+    let form = window_form(&params, &environments, &[]);
+    Html(pages::page(chrome(&name, "", &params, &mut nav, form), body).into_string())
+        .into_response()
+}
+
+async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Params>) -> Response {
+    let params = params.cleaned();
+    let current_window = match window(&params) {
+        Ok(window) => window,
+        Err(message) => return error_page(StatusCode::BAD_REQUEST, &message),
+    };
+    let configured = state.source.baseline();
+    let use_baseline = match params.compare.as_deref() {
+        Some("previous") => false,
+        Some("baseline") => true,
+        _ => configured.is_some(),
+    };
+    if use_baseline && configured.is_none() {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "No baseline is configured: start the server with --baseline FILE (a snapshot from `archtrace snapshot`), or compare with the previous window.",
+        );
+    }
+    let source = state.source.clone();
+    let loaded = blocking(move || {
+        let current = source.snapshot(&current_window)?;
+        let (before, label) = if use_baseline {
+            let baseline = source.baseline().expect("checked above");
+            let label = format!(
+                "the baseline ({} – {})",
+                baseline.window.start, baseline.window.end
+            );
+            ((*baseline).clone(), label)
+        } else {
+            let length = current_window.until_ns - current_window.since_ns;
+            let previous = Window {
+                since_ns: current_window.since_ns - length,
+                until_ns: current_window.since_ns,
+                environment: current_window.environment.clone(),
+            };
+            let label = format!(
+                "the previous window ({} – {})",
+                rfc3339(previous.since_ns),
+                rfc3339(previous.until_ns)
+            );
+            (source.snapshot(&previous)?, label)
+        };
+        Ok((current, before, label, source.environments()))
+    })
+    .await;
+    let (current, before, label, environments) = match loaded {
+        Ok(loaded) => loaded,
+        Err(response) => return response,
+    };
+    let links = LiveLinks(&params);
+    let diff = drift::diff(&before, &current);
+    let view = pages::drift_view(&current, &diff, &before);
+    let graph = draw(&state, &view, &links);
+    let compare_link = |compare: &str| {
+        let mut p = params.window_only();
+        p.compare = Some(compare.to_owned());
+        format!("/drift{}", p.query())
+    };
+    let body = html! {
+        (window_note(&current, &params))
+        p.compare {
+            "Compared with " strong { (label) } ". Compare with: "
+            a href=(compare_link("previous")) { "the previous window" }
+            @if configured.is_some() { " · " a href=(compare_link("baseline")) { "the baseline" } }
+        }
+        (pages::drift_body(&diff, &graph, &links))
+    };
+    let mut nav = Vec::new();
+    let form = window_form(
+        &params,
+        &environments,
+        &[("compare", params.compare.clone())],
+    );
+    Html(pages::page(chrome("Drift", "drift", &params, &mut nav, form), body).into_string())
+        .into_response()
+}
