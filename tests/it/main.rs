@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server on real ports, real OpenTelemetry exporters, real DuckDB files.
 
 mod bad_input;
+mod browser;
 mod cli;
 mod drift;
 mod durability;

@@ -10,6 +10,12 @@ function initGraph(svg) {
   svg.removeAttribute("width");
   svg.removeAttribute("height");
   svg.classList.add("interactive");
+  // A drawing taller than the frame opens at full width, showing its top (the entry points).
+  const frame = svg.getBoundingClientRect();
+  if (frame.width > 0 && view.h / view.w > frame.height / frame.width) {
+    view.h = view.w * (frame.height / frame.width);
+    apply();
+  }
 
   const toGraph = (event) => {
     const box = svg.getBoundingClientRect();
@@ -72,9 +78,13 @@ function initGraph(svg) {
 
   return {
     nodes,
+    // Centres a node, zoomed in enough to read it and its neighbours.
     centre(node) {
       const box = node.getBBox();
-      view = { ...view, x: box.x + box.width / 2 - view.w / 2, y: box.y + box.height / 2 - view.h / 2 };
+      const frame = svg.getBoundingClientRect();
+      const w = Math.min(view.w, 1600);
+      const h = frame.width > 0 ? w * (frame.height / frame.width) : view.h;
+      view = { x: box.x + box.width / 2 - w / 2, y: box.y + box.height / 2 - h / 2, w, h };
       apply();
     },
   };

@@ -1,0 +1,655 @@
+//! The web viewer in a real browser: headless Chromium driven over WebDriver (chromedriver),
+//! against the real server fed by the demo workload, hostile service names, a 500-service graph,
+//! and the exported report opened from disk. Screenshots land in the target directory.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use archtrace_analyzer::snapshot::Snapshot;
+use fantoccini::actions::InputSource;
+use fantoccini::{Client, ClientBuilder, Locator};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+use serde_json::{json, Value};
+
+use crate::support::{binary, quick_assembly, InProcessServer};
+
+/// chromedriver on a free port, stopped when dropped.
+struct Driver {
+    process: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_browser() -> (Driver, Client) {
+    let port = free_port();
+    let process = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver is needed for the browser tests: apt-get install chromium chromium-driver (scripts/test installs them)");
+    let driver = Driver {
+        process,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{}/status", driver.url))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"]}),
+    );
+    let client = ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session with headless Chromium");
+    (driver, client)
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Loads a page and waits until its script has run.
+async fn open(client: &Client, url: &str) {
+    client.goto(url).await.unwrap();
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("body[data-ready='true']"))
+        .await
+        .unwrap_or_else(|e| panic!("{url} did not finish loading: {e}"));
+}
+
+async fn script(client: &Client, code: &str) -> Value {
+    client.execute(code, vec![]).await.unwrap()
+}
+
+async fn count(client: &Client, css: &str) -> usize {
+    client.find_all(Locator::Css(css)).await.unwrap().len()
+}
+
+async fn text(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `archtrace demo` on free ports, stopped when dropped.
+struct Demo {
+    process: Child,
+    admin: String,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn start_demo() -> Demo {
+    use std::io::{BufRead, BufReader};
+    let mut process = Command::new(binary())
+        .args([
+            "demo",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--trace-idle",
+            "300ms",
+            "--requests-per-second",
+            "50",
+        ])
+        .env_remove("ARCHTRACE_DB")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let admin = first
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix("admin="))
+        .unwrap_or_else(|| panic!("no admin address in {first:?}"))
+        .to_owned();
+    // Keep draining stdout so the process never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    Demo {
+        process,
+        admin: format!("http://{admin}"),
+    }
+}
+
+async fn snapshot(admin: &str) -> Snapshot {
+    reqwest::get(format!("{admin}/api/v1/snapshot?since=1h"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_viewer_shows_the_demo_system() {
+    let demo = start_demo();
+    // Wait for every simulated service and the asynchronous consumers to appear.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        let live = snapshot(&demo.admin).await;
+        let services = live
+            .nodes
+            .iter()
+            .filter(|n| n.node_type == archtrace_analyzer::derive::NodeType::Service)
+            .count();
+        if services == 13 && live.edges.len() >= 24 {
+            break live;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo never showed its 13 services: {live:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (_driver, client) = start_browser().await;
+
+    // Overview: figures, the graph with every node, the hotspots.
+    open(&client, &format!("{}/", demo.admin)).await;
+    assert_eq!(text(&client, "#services").await, "13");
+    assert!(count(&client, "svg#graph g.node").await >= live.nodes.len());
+    assert!(
+        count(&client, "svg#graph path.edge.async").await >= 2,
+        "dashed queue edges"
+    );
+    assert!(count(&client, "table.hotspots tbody tr").await >= 5);
+    let findings = text(&client, "ul.findings").await;
+    assert!(findings.contains("sync_cycle"), "{findings}");
+    assert!(findings.contains("shared_database"), "{findings}");
+    assert!(findings.contains("chatty_edge"), "{findings}");
+    let policy = reqwest::get(format!("{}/", demo.admin))
+        .await
+        .unwrap()
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"));
+    screenshot(&client, "overview").await;
+
+    // Hovering a node lights up its neighbours.
+    let frontend = client
+        .find(Locator::Css("svg#graph g.node[data-id='frontend']"))
+        .await
+        .unwrap();
+    client
+        .perform_actions(fantoccini::actions::MouseActions::new("mouse".into()).then(
+            fantoccini::actions::PointerAction::MoveToElement {
+                element: frontend.clone(),
+                duration: None,
+                x: 0.0,
+                y: 0.0,
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(count(&client, "svg#graph.highlighting").await == 1);
+    let lit = count(&client, "svg#graph g.node.lit").await;
+    let neighbours: std::collections::BTreeSet<&str> = live
+        .edges
+        .iter()
+        .filter(|e| e.from == "frontend" || e.to == "frontend")
+        .flat_map(|e| [e.from.as_str(), e.to.as_str()])
+        .collect();
+    assert_eq!(
+        lit,
+        neighbours.len(),
+        "frontend and its neighbours {neighbours:?}"
+    );
+
+    // Click through from the hotspots to a service page with its charts.
+    let first = client
+        .find(Locator::Css("table.hotspots a.service"))
+        .await
+        .unwrap();
+    let service = first.text().await.unwrap();
+    first.click().await.unwrap();
+    client
+        .wait()
+        .for_element(Locator::Css("body[data-ready='true']"))
+        .await
+        .unwrap();
+    assert_eq!(text(&client, "h1").await, service);
+    assert_eq!(count(&client, "figure.chart svg").await, 3);
+    assert!(client
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .starts_with("/service/"));
+    screenshot(&client, "service").await;
+
+    // Graph: search highlights, focus narrows, the level switches.
+    open(&client, &format!("{}/graph", demo.admin)).await;
+    let search = client.find(Locator::Css("#search")).await.unwrap();
+    search.send_keys("invent").await.unwrap();
+    assert_eq!(text(&client, "#search-count").await, "1 match");
+    assert_eq!(count(&client, "svg#graph g.node.match").await, 1);
+    let focus = client.find(Locator::Css("select#focus")).await.unwrap();
+    focus.select_by_value("payment").await.unwrap();
+    client
+        .find(Locator::Css("form.focus button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Css("body[data-ready='true']"))
+        .await
+        .unwrap();
+    assert!(client
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("focus=payment"));
+    let around_payment: std::collections::BTreeSet<&str> = live
+        .edges
+        .iter()
+        .filter(|e| e.from == "payment" || e.to == "payment")
+        .flat_map(|e| [e.from.as_str(), e.to.as_str()])
+        .collect();
+    assert_eq!(
+        count(&client, "svg#graph g.node").await,
+        around_payment.len()
+    );
+    screenshot(&client, "graph-focus").await;
+    client
+        .find(Locator::LinkText("operations"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Css("body[data-ready='true']"))
+        .await
+        .unwrap();
+    let ids = script(
+        &client,
+        "return Array.from(document.querySelectorAll('svg#graph g.node')).map(n => n.dataset.id)",
+    )
+    .await;
+    assert!(
+        ids.as_array()
+            .unwrap()
+            .iter()
+            .any(|id| id.as_str().unwrap().starts_with("payment · ")),
+        "{ids}"
+    );
+
+    // The environment filter and the drift page, with their state in the URL.
+    open(&client, &format!("{}/?env=staging", demo.admin)).await;
+    let selected = script(
+        &client,
+        "return document.querySelector('select[name=env]').value",
+    )
+    .await;
+    assert_eq!(selected, "staging");
+    assert_eq!(text(&client, "#services").await, "13");
+    open(
+        &client,
+        &format!("{}/drift?since=10m&compare=previous", demo.admin),
+    )
+    .await;
+    assert_eq!(text(&client, "h1").await, "Drift");
+    assert!(text(&client, "p.compare").await.contains("previous window"));
+    // Everything is new against the empty window before the demo started.
+    assert!(count(&client, "ul.added li").await >= 20);
+    assert!(count(&client, "svg#graph path.edge.added").await >= 20);
+    screenshot(&client, "drift").await;
+    client.close().await.unwrap();
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        key_strindex: 0,
+    }
+}
+
+/// One trace per (caller, callees): a server span of the caller with a client span and the
+/// callee's server span for each callee.
+fn calls_request(calls: &[(String, Vec<String>)]) -> ExportTraceServiceRequest {
+    let mut by_service: std::collections::BTreeMap<String, Vec<Span>> = Default::default();
+    let mut next_id = 1u64;
+    let mut id = || {
+        next_id += 1;
+        next_id.to_be_bytes().to_vec()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for (t, (caller, callees)) in calls.iter().enumerate() {
+        let trace_id = [(t as u128 + 1).to_be_bytes()].concat();
+        let root = id();
+        let span = |span_id: Vec<u8>, parent: Vec<u8>, name: &str, kind: SpanKind| Span {
+            trace_id: trace_id.clone(),
+            span_id,
+            parent_span_id: parent,
+            name: name.to_owned(),
+            kind: kind as i32,
+            start_time_unix_nano: now,
+            end_time_unix_nano: now + 1_000_000,
+            ..Default::default()
+        };
+        by_service.entry(caller.clone()).or_default().push(span(
+            root.clone(),
+            vec![],
+            "GET /",
+            SpanKind::Server,
+        ));
+        for callee in callees {
+            let client = id();
+            let mut client_span = span(client.clone(), root.clone(), "GET", SpanKind::Client);
+            if callee == "orders-db" {
+                client_span.attributes = vec![
+                    kv("db.system.name", "postgresql"),
+                    kv("db.namespace", "orders-db"),
+                ];
+                by_service
+                    .entry(caller.clone())
+                    .or_default()
+                    .push(client_span);
+                continue;
+            }
+            by_service
+                .entry(caller.clone())
+                .or_default()
+                .push(client_span);
+            by_service.entry(callee.clone()).or_default().push(span(
+                id(),
+                client,
+                "GET /x",
+                SpanKind::Server,
+            ));
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: by_service
+            .into_iter()
+            .map(|(service, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", &service)],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    }
+}
+
+/// Sends the request and waits until the live graph has `nodes` nodes.
+async fn feed(
+    server: &InProcessServer,
+    request: ExportTraceServiceRequest,
+    nodes: usize,
+) -> Snapshot {
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    client.export(request).await.unwrap();
+    let snapshot = server.live_snapshot_when(|s| s.nodes.len() >= nodes).await;
+    assert_eq!(snapshot.nodes.len(), nodes, "{:#?}", snapshot.nodes);
+    snapshot
+}
+
+const SCRIPT_NAME: &str = "<script>document.body.dataset.pwned='script'</script>";
+const IMG_NAME: &str = "\"><img src=x onerror=\"document.body.dataset.pwned='img'\">";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_service_names_are_shown_as_text_and_never_run() {
+    let server = InProcessServer::start(quick_assembly()).await;
+    feed(
+        &server,
+        calls_request(&[
+            (
+                SCRIPT_NAME.to_owned(),
+                vec![IMG_NAME.to_owned(), "orders-db".to_owned()],
+            ),
+            ("gateway".to_owned(), vec![SCRIPT_NAME.to_owned()]),
+        ]),
+        5,
+    )
+    .await;
+    let (_driver, client) = start_browser().await;
+    let admin = server.admin_url("");
+    let service_url = |name: &str| {
+        format!(
+            "{admin}/service/{}",
+            archtrace_web::server::path_segment(name)
+        )
+    };
+    for (page, url) in [
+        ("overview", format!("{admin}/")),
+        ("graph", format!("{admin}/graph")),
+        ("graph-operations", format!("{admin}/graph?level=operation")),
+        ("service-script", service_url(SCRIPT_NAME)),
+        ("service-img", service_url(IMG_NAME)),
+        ("drift", format!("{admin}/drift?compare=previous")),
+    ] {
+        open(&client, &url).await;
+        assert_eq!(
+            script(&client, "return document.body.dataset.pwned || null").await,
+            Value::Null,
+            "{page}: a hostile name ran"
+        );
+        assert!(client.get_alert_text().await.is_err(), "{page}: no dialog");
+        assert_eq!(
+            count(&client, "img").await,
+            0,
+            "{page}: no injected element"
+        );
+        assert_eq!(
+            script(&client, "return document.scripts.length").await,
+            1,
+            "{page}: only app.js"
+        );
+        let shown = script(&client, "return document.body.innerText").await;
+        let shown = shown.as_str().unwrap();
+        assert!(
+            shown.contains("<script>document.body.dataset.pwned"),
+            "{page}: the name is shown as text"
+        );
+        screenshot(&client, &format!("hostile-{page}")).await;
+    }
+    // The service page of the <img> name shows it as its title.
+    open(&client, &service_url(IMG_NAME)).await;
+    assert_eq!(text(&client, "h1").await, IMG_NAME);
+    client.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_500_service_graph_stays_usable() {
+    let server = InProcessServer::start(quick_assembly()).await;
+    let names: Vec<String> = (0..500).map(|i| format!("service-{i:03}")).collect();
+    // A layered system: each service calls up to three services further down.
+    let calls: Vec<(String, Vec<String>)> = (0..500)
+        .map(|i| {
+            let callees = [7, 31, 97]
+                .iter()
+                .map(|step| i + step)
+                .filter(|j| *j < 500)
+                .map(|j| names[j].clone())
+                .collect();
+            (names[i].clone(), callees)
+        })
+        .collect();
+    let live = feed(&server, calls_request(&calls), 501).await;
+    let (_driver, client) = start_browser().await;
+    let admin = server.admin_url("");
+    open(&client, &format!("{admin}/graph")).await;
+    assert_eq!(
+        count(&client, "svg#graph g.node").await,
+        501,
+        "every service and the user"
+    );
+    let search = client.find(Locator::Css("#search")).await.unwrap();
+    search.send_keys("service-420").await.unwrap();
+    assert_eq!(text(&client, "#search-count").await, "1 match");
+    screenshot(&client, "graph-500-search").await;
+
+    open(&client, &format!("{admin}/graph?focus=service-420&hops=1")).await;
+    let expected: std::collections::BTreeSet<&str> = live
+        .edges
+        .iter()
+        .filter(|e| e.from == "service-420" || e.to == "service-420")
+        .flat_map(|e| [e.from.as_str(), e.to.as_str()])
+        .collect();
+    assert_eq!(count(&client, "svg#graph g.node").await, expected.len());
+    screenshot(&client, "graph-500-focus").await;
+
+    // Zooming changes the view box; the drawing stays the same size on the page.
+    let before = script(
+        &client,
+        "return document.getElementById('graph').getAttribute('viewBox')",
+    )
+    .await;
+    open(&client, &format!("{admin}/graph")).await;
+    let svg = client.find(Locator::Css("svg#graph")).await.unwrap();
+    client
+        .execute(
+            "arguments[0].dispatchEvent(new WheelEvent('wheel', {deltaY: -300, clientX: 300, clientY: 300, bubbles: true, cancelable: true}))",
+            vec![serde_json::to_value(&svg).unwrap()],
+        )
+        .await
+        .unwrap();
+    let after = script(
+        &client,
+        "return document.getElementById('graph').getAttribute('viewBox')",
+    )
+    .await;
+    assert_ne!(before, after, "zoomed");
+    client.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_works_opened_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.html");
+    let traces = crate::support::json_files("jaeger-hotel-reservation");
+    let output = Command::new(binary())
+        .arg("report")
+        .arg("--traces")
+        .args(&traces)
+        .arg("-o")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        !html.contains("src=\"/static") && !html.contains("href=\"/static"),
+        "nothing to fetch"
+    );
+    let (offline, _) = archtrace_collector::graph::snapshot_from_files(
+        &traces,
+        None,
+        archtrace_collector::import::OnBadInput::Stop,
+        None,
+    )
+    .unwrap();
+
+    let (_driver, client) = start_browser().await;
+    open(&client, &format!("file://{}", report.display())).await;
+    assert_eq!(
+        count(&client, "svg#graph g.node").await,
+        offline.nodes.len()
+    );
+    assert_eq!(
+        text(&client, "#edges").await,
+        offline.edges.len().to_string()
+    );
+    let first = client
+        .find(Locator::Css("table.hotspots a.service"))
+        .await
+        .unwrap();
+    let service = first.text().await.unwrap();
+    first.click().await.unwrap();
+    let url = client.current_url().await.unwrap();
+    let section = url.fragment().expect("a link within the report").to_owned();
+    let heading = text(&client, &format!("section#{section} h2")).await;
+    assert_eq!(heading, service);
+    assert_eq!(
+        count(&client, &format!("section#{section} figure.chart svg")).await,
+        3
+    );
+    // The data lines of the calls, errors and p99 charts (blue, red, magenta).
+    for colour in ["#0000FF", "#FF0000", "#FF00FF"] {
+        let css = format!("section#{section} figure.chart svg polyline[stroke='{colour}']");
+        assert_eq!(count(&client, &css).await, 1, "{css}");
+    }
+    screenshot(&client, "report").await;
+    client.close().await.unwrap();
+}
