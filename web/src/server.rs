@@ -364,12 +364,34 @@ async fn overview(State(state): State<ViewerState>, Query(params): Query<Params>
         Ok(loaded) => loaded,
         Err(response) => return response,
     };
-    let links = LiveLinks(&params);
-    let view = GraphView::new(&snapshot, Level::Service);
-    let graph = draw(&state, &view, &links);
+    let graph = draw(
+        &state,
+        &GraphView::new(&snapshot, Level::Service),
+        &LiveLinks(&params),
+    );
+    Html(overview_html(
+        &snapshot,
+        &params,
+        &environments,
+        Some(graph),
+    ))
+    .into_response()
+}
+
+/// The overview page of a snapshot; `graph` is its drawing when already made (laid out from
+/// the cache), else it is laid out and drawn here.
+pub fn overview_html(
+    snapshot: &Snapshot,
+    params: &Params,
+    environments: &[String],
+    graph: Option<String>,
+) -> String {
+    let links = LiveLinks(params);
+    let graph = graph
+        .unwrap_or_else(|| pages::graph_svg(&GraphView::new(snapshot, Level::Service), &links));
     let body = html! {
-        (window_note(&snapshot, &params))
-        (pages::figures(&snapshot))
+        (window_note(snapshot, params))
+        (pages::figures(snapshot))
         section {
             h2 { "Dependency graph" }
             (pages::legend())
@@ -377,7 +399,7 @@ async fn overview(State(state): State<ViewerState>, Query(params): Query<Params>
         }
         section {
             h2 { "Hotspots" }
-            (pages::hotspots_table(&snapshot, 10, &links))
+            (pages::hotspots_table(snapshot, 10, &links))
         }
         section {
             h2 { "Findings" }
@@ -385,15 +407,8 @@ async fn overview(State(state): State<ViewerState>, Query(params): Query<Params>
         }
     };
     let mut nav = Vec::new();
-    let form = window_form(&params, &environments, &[]);
-    Html(
-        pages::page(
-            chrome("Overview", "overview", &params, &mut nav, form),
-            body,
-        )
-        .into_string(),
-    )
-    .into_response()
+    let form = window_form(params, environments, &[]);
+    pages::page(chrome("Overview", "overview", params, &mut nav, form), body).into_string()
 }
 
 async fn graph_page(State(state): State<ViewerState>, Query(params): Query<Params>) -> Response {
