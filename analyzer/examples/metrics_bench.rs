@@ -85,6 +85,7 @@ fn generate(services: usize, edges: usize) -> Snapshot {
         nodes,
         edges,
         operations: Vec::new(),
+        entry_operations: Vec::new(),
         findings: Vec::new(),
         metric_notes: Default::default(),
     }

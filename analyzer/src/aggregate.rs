@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::derive::{derive_trace, EdgeKind, NodeType, Observation, Provenance, SpanLookup};
+use crate::derive::{
+    derive_trace, EdgeKind, NodeType, Observation, Provenance, SpanLookup, TraceDiagnostics,
+};
 use crate::sketch::LatencySketch;
 use crate::span::Span;
 
@@ -149,6 +151,8 @@ impl NodeFacts {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Aggregate {
     pub edges: HashMap<EdgeKey, EdgeStats>,
+    /// Per entry operation: the shape of the traces that started there.
+    pub entries: HashMap<EntryKey, EntryStats>,
     pub operations: HashMap<OperationKey, OperationStats>,
     pub nodes: BTreeMap<Arc<str>, NodeFacts>,
     pub diagnostics: Diagnostics,
@@ -156,7 +160,119 @@ pub struct Aggregate {
     pub span_range: Option<(i64, i64)>,
 }
 
+/// The root span's service and operation of a trace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryKey {
+    pub service: Arc<str>,
+    pub operation: Arc<str>,
+}
+
+/// Exact counts of small whole numbers (chain depths, services per trace): `counts[v]` traces
+/// had the value `v`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    counts: Vec<u64>,
+}
+
+/// Values beyond this are counted as this (a trace 1,000 services deep is already absurd).
+const HISTOGRAM_MAX: usize = 1_000;
+
+impl Histogram {
+    pub fn add(&mut self, value: u32) {
+        self.add_count(value as usize, 1);
+    }
+
+    fn add_count(&mut self, value: usize, count: u64) {
+        let value = value.min(HISTOGRAM_MAX);
+        if self.counts.len() <= value {
+            self.counts.resize(value + 1, 0);
+        }
+        self.counts[value] += count;
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (value, count) in other.counts.iter().enumerate() {
+            if *count > 0 {
+                self.add_count(value, *count);
+            }
+        }
+    }
+
+    /// The smallest value with at least `q` of the counts at or below it.
+    pub fn quantile(&self, q: f64) -> u32 {
+        let total: u64 = self.counts.iter().sum();
+        let wanted = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (value, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return value as u32;
+            }
+        }
+        0
+    }
+
+    pub fn max(&self) -> u32 {
+        self.counts.iter().rposition(|c| *c > 0).unwrap_or(0) as u32
+    }
+
+    /// `value:count` pairs, for storage.
+    pub fn to_text(&self) -> String {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(v, c)| format!("{v}:{c}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Reads what [`Histogram::to_text`] writes; unreadable pairs are skipped.
+    pub fn from_text(text: &str) -> Histogram {
+        let mut histogram = Histogram::default();
+        for pair in text.split(',') {
+            if let Some((value, count)) = pair.split_once(':') {
+                if let (Ok(value), Ok(count)) = (value.parse::<usize>(), count.parse::<u64>()) {
+                    histogram.add_count(value, count);
+                }
+            }
+        }
+        histogram
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryStats {
+    pub traces: u64,
+    pub sync_depth: Histogram,
+    pub services_touched: Histogram,
+}
+
+impl EntryStats {
+    pub fn merge(&mut self, other: &EntryStats) {
+        self.traces += other.traces;
+        self.sync_depth.merge(&other.sync_depth);
+        self.services_touched.merge(&other.services_touched);
+    }
+}
+
 impl Aggregate {
+    /// Counts a derived trace's shape under its entry operation.
+    pub fn note_trace_shape(&mut self, trace: &TraceDiagnostics) {
+        if let Some((service, operation)) = &trace.entry {
+            let stats = self
+                .entries
+                .entry(EntryKey {
+                    service: service.clone(),
+                    operation: operation.clone(),
+                })
+                .or_default();
+            stats.traces += 1;
+            stats.sync_depth.add(trace.sync_depth);
+            stats.services_touched.add(trace.services_touched);
+        }
+    }
+
     /// Derives one complete trace and adds what it shows.
     pub fn add_trace(
         &mut self,
@@ -171,6 +287,7 @@ impl Aggregate {
         self.diagnostics.observations += trace.observations;
         self.diagnostics.orphaned_spans += trace.orphaned_spans;
         self.diagnostics.unresolved_client_spans += trace.unresolved_client_spans;
+        self.note_trace_shape(&trace);
         for span in spans {
             self.note_service(&span.service);
             let range = self.span_range.get_or_insert((span.start_ns, span.end_ns));
@@ -257,6 +374,9 @@ impl Aggregate {
         for (name, facts) in &other.nodes {
             self.nodes.entry(name.clone()).or_default().merge(facts);
         }
+        for (key, stats) in &other.entries {
+            self.entries.entry(key.clone()).or_default().merge(stats);
+        }
         self.diagnostics.merge(&other.diagnostics);
         if let Some((start, end)) = other.span_range {
             let range = self.span_range.get_or_insert((start, end));
@@ -341,6 +461,21 @@ mod tests {
     use crate::span::{PeerAttributes, SpanKind, StatusCode};
 
     const MINUTE: i64 = 60_000_000_000;
+
+    #[test]
+    fn histograms_give_exact_quantiles_and_survive_storage_and_merging() {
+        let mut h = Histogram::default();
+        for v in [3, 1, 2, 2, 5] {
+            h.add(v);
+        }
+        assert_eq!((h.quantile(0.5), h.quantile(0.99), h.max()), (2, 5, 5));
+        assert_eq!(h.to_text(), "1:1,2:2,3:1,5:1");
+        let mut merged = Histogram::from_text(&h.to_text());
+        assert_eq!(merged, h);
+        merged.merge(&Histogram::from_text("9:3,x:1"));
+        assert_eq!((merged.quantile(0.5), merged.max()), (3, 9));
+        assert_eq!(Histogram::default().quantile(0.5), 0);
+    }
 
     fn span(
         trace: u8,

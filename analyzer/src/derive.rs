@@ -97,6 +97,13 @@ pub struct TraceDiagnostics {
     pub orphaned_spans: u64,
     /// Client or producer spans with no server child and no attribute naming the callee (R2).
     pub unresolved_client_spans: u64,
+    /// The service and operation of the trace's root span (its entry), when it has one.
+    pub entry: Option<(Arc<str>, Arc<str>)>,
+    /// Services in the trace's longest chain of synchronous calls between services; a hop
+    /// through a queue starts a new chain.
+    pub sync_depth: u32,
+    /// Distinct services that reported spans.
+    pub services_touched: u32,
 }
 
 /// What R5 needs to know of a linked span that is not in this trace.
@@ -234,7 +241,54 @@ pub fn derive_trace(
         }
     }
     diagnostics.observations = (out.len() - before) as u64;
+    diagnostics.entry = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_none())
+        .min_by_key(|s| s.start_ns)
+        .map(|root| (root.service.clone(), operation_name(root)));
+    diagnostics.sync_depth = sync_depth(spans, &parent_of);
+    diagnostics.services_touched = spans
+        .iter()
+        .map(|s| &*s.service)
+        .collect::<std::collections::HashSet<&str>>()
+        .len() as u32;
     diagnostics
+}
+
+/// The longest synchronous service chain: along parent links, a change of service adds one,
+/// except across a producer → consumer hop, which starts a new chain at one.
+fn sync_depth(spans: &[Span], parent_of: &[Option<usize>]) -> u32 {
+    let mut depth = vec![0u32; spans.len()];
+    for start in 0..spans.len() {
+        if depth[start] != 0 {
+            continue;
+        }
+        // Climb to an ancestor whose depth is known (or the root); a parent loop in bad input
+        // ends the climb after as many steps as there are spans.
+        let mut chain = vec![start];
+        while let Some(p) = parent_of[*chain.last().expect("never empty")] {
+            if depth[p] != 0 || chain.len() > spans.len() || chain.contains(&p) {
+                break;
+            }
+            chain.push(p);
+        }
+        for &i in chain.iter().rev() {
+            depth[i] = match parent_of[i].filter(|p| depth[*p] != 0) {
+                None => 1,
+                Some(p) => {
+                    let (span, parent) = (&spans[i], &spans[p]);
+                    if span.service == parent.service {
+                        depth[p]
+                    } else if span.kind == SpanKind::Consumer || parent.kind == SpanKind::Producer {
+                        1
+                    } else {
+                        depth[p] + 1
+                    }
+                }
+            };
+        }
+    }
+    depth.into_iter().max().unwrap_or(0)
 }
 
 /// The caller operation of every span: the nearest ancestor-or-self of the same service that
@@ -520,6 +574,35 @@ mod tests {
 
     use EdgeKind::{Async, Sync};
     use SpanKind::{Client, Consumer, Internal, Producer, Server, Unspecified};
+
+    #[test]
+    fn the_trace_shape_counts_its_longest_sync_service_chain_and_services() {
+        // web → cart → pricing synchronously; web publishes to mailer, which calls smtp-relay.
+        let spans = [
+            span(1, None, "web", Server),
+            span(2, Some(1), "web", Client),
+            span(3, Some(2), "cart", Server),
+            span(4, Some(3), "cart", Internal),
+            span(5, Some(4), "cart", Client),
+            span(6, Some(5), "pricing", Server),
+            span(7, Some(1), "web", Producer),
+            span(8, Some(7), "mailer", Consumer),
+            span(9, Some(8), "mailer", Client),
+            span(10, Some(9), "smtp-relay", Server),
+        ];
+        let (_, diagnostics) = derive(&spans);
+        assert_eq!(diagnostics.sync_depth, 3, "web → cart → pricing");
+        assert_eq!(diagnostics.services_touched, 5);
+        assert_eq!(
+            diagnostics.entry,
+            Some((Arc::from("web"), Arc::from("op-1")))
+        );
+        // Without a root (only orphans) there is no entry; a parent loop does not hang.
+        let looped = [span(1, Some(2), "a", Server), span(2, Some(1), "b", Server)];
+        let (_, diagnostics) = derive(&looped);
+        assert_eq!(diagnostics.entry, None);
+        assert!(diagnostics.sync_depth >= 1);
+    }
 
     #[test]
     fn r1_server_pairing_links_the_callers_service_to_the_callees() {

@@ -428,6 +428,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             operations: Vec::new(),
+            entry_operations: Vec::new(),
             findings: Vec::new(),
             metric_notes: MetricNotes::default(),
         }

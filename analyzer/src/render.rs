@@ -311,6 +311,33 @@ pub fn hotspots_table(snapshot: &Snapshot, top: usize) -> String {
             let _ = writeln!(out, "      - {}", printable(reason));
         }
     }
+    let mut entries: Vec<_> = snapshot.entry_operations.iter().collect();
+    entries.sort_by(|a, b| {
+        (b.sync_depth.max, b.traces, &a.service, &a.operation).cmp(&(
+            a.sync_depth.max,
+            a.traces,
+            &b.service,
+            &b.operation,
+        ))
+    });
+    if !entries.is_empty() {
+        out.push_str("\ndeepest synchronous chains per entry operation (services, p50/p99/max):\n");
+        for e in entries.iter().take(top) {
+            let _ = writeln!(
+                out,
+                "  {} · {}  depth {}/{}/{}  touches {}/{}/{} services  ({} traces)",
+                printable(&e.service),
+                printable(&e.operation),
+                e.sync_depth.p50,
+                e.sync_depth.p99,
+                e.sync_depth.max,
+                e.services_touched.p50,
+                e.services_touched.p99,
+                e.services_touched.max,
+                e.traces
+            );
+        }
+    }
     let counts = finding_counts(snapshot);
     let _ = writeln!(out, "\nfindings: {counts}");
     out
@@ -415,6 +442,7 @@ mod tests {
                 last_seen: String::new(),
             }],
             operations: Vec::new(),
+            entry_operations: Vec::new(),
             findings: Vec::new(),
             metric_notes: Default::default(),
         }

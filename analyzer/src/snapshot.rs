@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,
     pub operations: Vec<Operation>,
+    /// Per entry operation, the shape of the traces that started there.
+    #[serde(default)]
+    pub entry_operations: Vec<EntryOperation>,
     /// Where the architecture is coupled or risky, most severe first.
     #[serde(default)]
     pub findings: Vec<Finding>,
@@ -87,6 +90,33 @@ pub struct Operation {
     pub calls: u64,
     pub errors: u64,
     pub latency_ms: Option<Quantiles>,
+}
+
+/// A distribution of small whole numbers over traces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spread {
+    pub p50: u32,
+    pub p99: u32,
+    pub max: u32,
+}
+
+fn spread(histogram: &crate::aggregate::Histogram) -> Spread {
+    Spread {
+        p50: histogram.quantile(0.50),
+        p99: histogram.quantile(0.99),
+        max: histogram.max(),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryOperation {
+    pub service: String,
+    pub operation: String,
+    pub traces: u64,
+    /// Services in each trace's longest synchronous call chain.
+    pub sync_depth: Spread,
+    /// Distinct services each trace touched.
+    pub services_touched: Spread,
 }
 
 /// Milliseconds rounded to microseconds, so that snapshots do not churn in the last digits.
@@ -167,6 +197,19 @@ impl Snapshot {
                     &b.to.operation,
                 ))
         });
+        let mut entry_operations: Vec<EntryOperation> = aggregate
+            .entries
+            .iter()
+            .map(|(key, stats)| EntryOperation {
+                service: key.service.to_string(),
+                operation: key.operation.to_string(),
+                traces: stats.traces,
+                sync_depth: spread(&stats.sync_depth),
+                services_touched: spread(&stats.services_touched),
+            })
+            .collect();
+        entry_operations
+            .sort_by(|a, b| (&a.service, &a.operation).cmp(&(&b.service, &b.operation)));
         let mut snapshot = Snapshot {
             schema: SNAPSHOT_SCHEMA.to_owned(),
             window: Window {
@@ -177,6 +220,7 @@ impl Snapshot {
             nodes,
             edges,
             operations,
+            entry_operations,
             findings: Vec::new(),
             metric_notes: MetricNotes::default(),
         };

@@ -807,6 +807,7 @@ fn hotspots(args: HotspotsArgs) -> anyhow::Result<()> {
                 "window": snapshot.window,
                 "hotspots": ranked,
                 "findings": snapshot.findings,
+                "entry_operations": snapshot.entry_operations,
                 "metric_notes": snapshot.metric_notes,
             }))? + "\n"
         }

@@ -202,6 +202,7 @@ impl Assembler {
                 extra.diagnostics.traces = 1;
                 extra.diagnostics.orphaned_spans = diagnostics.orphaned_spans;
                 extra.diagnostics.unresolved_client_spans = diagnostics.unresolved_client_spans;
+                extra.note_trace_shape(&diagnostics);
                 std::mem::take(&mut self.scratch)
             }
             Some(earlier) => self.derive_late(earlier, &new_spans, &mut extra),

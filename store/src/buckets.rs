@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use archtrace_analyzer::aggregate::{
-    Aggregate, EdgeKey, EdgeStats, NodeFacts, OperationKey, OperationStats,
+    Aggregate, EdgeKey, EdgeStats, EntryKey, EntryStats, Histogram, NodeFacts, OperationKey,
+    OperationStats,
 };
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::sketch::LatencySketch;
@@ -52,6 +53,7 @@ pub fn write(
         let mut operations = conn.appender("operation_buckets")?;
         let mut nodes = conn.appender("node_buckets")?;
         let mut diagnostics = conn.appender("diagnostic_buckets")?;
+        let mut entries = conn.appender("entry_buckets")?;
         for (&bucket, aggregate) in buckets {
             for (key, stats) in &aggregate.edges {
                 edges.append_row(params![
@@ -98,6 +100,17 @@ pub fn write(
                     facts.entry_point
                 ])?;
             }
+            for (key, stats) in &aggregate.entries {
+                entries.append_row(params![
+                    bucket,
+                    width,
+                    &*key.service,
+                    &*key.operation,
+                    stats.traces,
+                    stats.sync_depth.to_text(),
+                    stats.services_touched.to_text()
+                ])?;
+            }
             let d = &aggregate.diagnostics;
             let (min, max) = aggregate
                 .span_range
@@ -121,6 +134,7 @@ pub fn write(
         operations.flush()?;
         nodes.flush()?;
         diagnostics.flush()?;
+        entries.flush()?;
         Ok(())
     })();
     match outcome {
@@ -139,6 +153,7 @@ pub fn delete(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<(), Que
         "operation_buckets",
         "node_buckets",
         "diagnostic_buckets",
+        "entry_buckets",
     ] {
         conn.execute(
             &format!("DELETE FROM {table} WHERE bucket_ns >= ? AND bucket_ns < ?"),
@@ -257,6 +272,32 @@ pub fn read(
             .entry(intern(row.get(0)?))
             .or_default()
             .merge(&facts);
+    }
+
+    // A store of schema version 2 opened read-only has no entry buckets yet.
+    let has_entries: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM information_schema.tables WHERE table_name = 'entry_buckets'",
+        [],
+        |row| row.get(0),
+    )?;
+    if has_entries {
+        let mut statement = conn.prepare(
+            "SELECT service, operation, traces, sync_depth, services_touched
+             FROM entry_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
+        )?;
+        let mut rows = statement.query(range)?;
+        while let Some(row) = rows.next()? {
+            let key = EntryKey {
+                service: intern(row.get(0)?),
+                operation: intern(row.get(1)?),
+            };
+            let stats = EntryStats {
+                traces: row.get(2)?,
+                sync_depth: Histogram::from_text(&row.get::<_, String>(3)?),
+                services_touched: Histogram::from_text(&row.get::<_, String>(4)?),
+            };
+            into.entries.entry(key).or_default().merge(&stats);
+        }
     }
 
     let totals = conn.query_row(

@@ -102,6 +102,17 @@ const MIGRATIONS: &[&str] = &[
         span_max_ns BIGINT
     );
     CREATE INDEX edge_buckets_time ON edge_buckets (width_s, bucket_ns);",
+    // v3: per entry operation, the shape of the traces that started there (histograms as
+    // `value:count,...` text: chain depth and services touched are small whole numbers).
+    "CREATE TABLE entry_buckets (
+        bucket_ns BIGINT NOT NULL,
+        width_s INTEGER NOT NULL,
+        service VARCHAR NOT NULL,
+        operation VARCHAR NOT NULL,
+        traces UBIGINT NOT NULL,
+        sync_depth VARCHAR NOT NULL,
+        services_touched VARCHAR NOT NULL
+    );",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -356,6 +356,11 @@ fn same_graph(a: &Snapshot, b: &Snapshot) {
     assert_eq!(ids(a), ids(b));
     assert_eq!(a.edges, b.edges);
     assert_eq!(a.operations, b.operations);
+    assert_eq!(a.entry_operations, b.entry_operations);
+    assert!(
+        !a.entry_operations.is_empty(),
+        "traces with roots have entry operations"
+    );
     assert_eq!(a.diagnostics, b.diagnostics);
 }
 

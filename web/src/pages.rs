@@ -111,6 +111,36 @@ pub fn hotspots_table(snapshot: &Snapshot, top: usize, links: &dyn Links) -> Mar
     }
 }
 
+/// Per entry operation: how deep its synchronous chains go and how many services it touches.
+pub fn entry_operations_table(snapshot: &Snapshot, top: usize) -> Markup {
+    let mut entries: Vec<_> = snapshot.entry_operations.iter().collect();
+    entries.sort_by(|a, b| {
+        b.sync_depth
+            .max
+            .cmp(&a.sync_depth.max)
+            .then(b.traces.cmp(&a.traces))
+    });
+    html! {
+        @if entries.is_empty() {
+            p.empty { "No traces with a root span in this window." }
+        } @else {
+            table.entries {
+                thead { tr { th { "entry operation" } th { "traces" } th { "sync chain depth p50 / p99 / max" } th { "services touched p50 / p99 / max" } } }
+                tbody {
+                    @for e in entries.iter().take(top) {
+                        tr {
+                            td { (e.service) " · " (e.operation) }
+                            td { (e.traces) }
+                            td { (e.sync_depth.p50) " / " (e.sync_depth.p99) " / " (e.sync_depth.max) }
+                            td { (e.services_touched.p50) " / " (e.services_touched.p99) " / " (e.services_touched.max) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub fn findings_list(findings: &[&Finding]) -> Markup {
     html! {
         @if findings.is_empty() {

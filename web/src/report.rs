@@ -52,6 +52,11 @@ pub fn render(snapshot: &Snapshot, series: &BTreeMap<String, Vec<Point>>, source
             h2 { "Hotspots" }
             (pages::hotspots_table(snapshot, SERVICE_SECTIONS, &links))
         }
+        section #entries {
+            h2 { "Entry operations" }
+            p.hint { "How deep each entry point's synchronous call chains go, per trace." }
+            (pages::entry_operations_table(snapshot, 20))
+        }
         section {
             h2 { "Findings" }
             (pages::findings_list(&snapshot.findings.iter().collect::<Vec<_>>()))
