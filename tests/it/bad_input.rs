@@ -378,6 +378,18 @@ async fn requests_without_the_token_are_refused() {
         text.contains("archtrace_requests_total{transport=\"http\",outcome=\"unauthenticated\"} 1"),
         "{text}"
     );
+    // The web viewer on the admin listener is behind the same token.
+    for page in ["/", "/graph", "/drift", "/static/app.js"] {
+        let refused = reqwest::get(server.admin_url(page)).await.unwrap();
+        assert_eq!(refused.status(), 401, "{page}");
+        let shown = reqwest::Client::new()
+            .get(server.admin_url(page))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(shown.status(), 200, "{page}");
+    }
     let stopped = server.stop().await;
     assert_eq!(count(&stopped.store, "SELECT count(*) FROM spans"), 0);
 }

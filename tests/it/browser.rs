@@ -355,7 +355,32 @@ async fn the_viewer_shows_the_demo_system() {
     assert!(count(&client, "ul.added li").await >= 20);
     assert!(count(&client, "svg#graph path.edge.added").await >= 20);
     screenshot(&client, "drift").await;
+    // Against a window given by hand (before the demo started: empty), the same.
+    open(
+        &client,
+        &format!("{}/drift?since=10m&base_since=3h&base_until=2h", demo.admin),
+    )
+    .await;
+    assert!(text(&client, "p.compare").await.contains("the window"));
+    assert!(count(&client, "ul.added li").await >= 20);
     client.close().await.unwrap();
+
+    // Ctrl-C stops the demo cleanly.
+    let mut demo = demo;
+    let stopped = Command::new("kill")
+        .args(["-INT", &demo.process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = demo.process.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}");
 }
 
 fn kv(key: &str, value: &str) -> KeyValue {

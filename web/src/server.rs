@@ -61,9 +61,14 @@ pub struct Params {
     pub focus: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hops: Option<usize>,
-    /// Drift page: `baseline` or `previous` (the window of the same length before).
+    /// Drift page: `baseline`, `previous` (the window of the same length before), or
+    /// `window` (the one given by `base_since` and `base_until`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compare: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_until: Option<String>,
 }
 
 impl Params {
@@ -76,6 +81,8 @@ impl Params {
             &mut self.level,
             &mut self.focus,
             &mut self.compare,
+            &mut self.base_since,
+            &mut self.base_until,
         ] {
             if field.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 *field = None;
@@ -540,11 +547,29 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
         Err(message) => return error_page(StatusCode::BAD_REQUEST, &message),
     };
     let configured = state.source.baseline();
-    let use_baseline = match params.compare.as_deref() {
-        Some("previous") => false,
-        Some("baseline") => true,
-        _ => configured.is_some(),
+    // The window to compare with: the one given, the previous one, or the baseline file.
+    let given = if params.compare.as_deref() == Some("window") || params.base_since.is_some() {
+        let base = Params {
+            since: params.base_since.clone(),
+            until: params.base_until.clone(),
+            env: params.env.clone(),
+            ..Params::default()
+        };
+        match window(&base) {
+            Ok(window) => Some(window),
+            Err(message) => {
+                return error_page(StatusCode::BAD_REQUEST, &format!("base window: {message}"))
+            }
+        }
+    } else {
+        None
     };
+    let use_baseline = given.is_none()
+        && match params.compare.as_deref() {
+            Some("previous") => false,
+            Some("baseline") => true,
+            _ => configured.is_some(),
+        };
     if use_baseline && configured.is_none() {
         return error_page(
             StatusCode::BAD_REQUEST,
@@ -563,17 +588,23 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
             ((*baseline).clone(), label)
         } else {
             let length = current_window.until_ns - current_window.since_ns;
-            let previous = Window {
-                since_ns: current_window.since_ns - length,
-                until_ns: current_window.since_ns,
-                environment: current_window.environment.clone(),
+            let (other, what) = match given {
+                Some(window) => (window, "the window"),
+                None => (
+                    Window {
+                        since_ns: current_window.since_ns - length,
+                        until_ns: current_window.since_ns,
+                        environment: current_window.environment.clone(),
+                    },
+                    "the previous window",
+                ),
             };
             let label = format!(
-                "the previous window ({} – {})",
-                rfc3339(previous.since_ns),
-                rfc3339(previous.until_ns)
+                "{what} {} – {}",
+                rfc3339(other.since_ns),
+                rfc3339(other.until_ns)
             );
-            (source.snapshot(&previous)?, label)
+            (source.snapshot(&other)?, label)
         };
         Ok((current, before, label, source.environments()))
     })
@@ -597,6 +628,15 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
             "Compared with " strong { (label) } ". Compare with: "
             a href=(compare_link("previous")) { "the previous window" }
             @if configured.is_some() { " · " a href=(compare_link("baseline")) { "the baseline" } }
+        }
+        form.compare-window method="get" action="/drift" {
+            @for (name, value) in [("since", &params.since), ("until", &params.until), ("env", &params.env)] {
+                @if let Some(value) = value { input type="hidden" name=(name) value=(value); }
+            }
+            input type="hidden" name="compare" value="window";
+            label { "… or with the window from " input type="text" name="base_since" placeholder="2h" value=[params.base_since.as_deref()] size="22"; }
+            label { " until " input type="text" name="base_until" placeholder="1h" value=[params.base_until.as_deref()] size="22"; }
+            button type="submit" { "Compare" }
         }
         (pages::drift_body(&diff, &graph, &links))
     };
