@@ -51,6 +51,8 @@ pub enum OpenError {
 pub enum QueryError {
     #[error("query failed: {0}")]
     Duckdb(#[from] duckdb::Error),
+    #[error("query result could not be read: {0}")]
+    Arrow(String),
 }
 
 /// Where the spans live. `Location::Memory` keeps them in memory only (for short CI runs).

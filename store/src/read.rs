@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use archtrace_analyzer::span::SpanDetail;
 use archtrace_analyzer::{Link, PeerAttributes, Span, SpanKind, StatusCode};
+use arrow::array::{Array, ArrayRef, Int64Array, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 
 use crate::QueryError;
@@ -105,66 +109,110 @@ fn for_each_trace(
                 messaging_destination_name, rpc_service, http_route, http_method, environment, links
          FROM spans
          WHERE trace_id IN (SELECT DISTINCT trace_id FROM spans WHERE start_ns >= ? AND start_ns < ?)
-         ORDER BY trace_id",
+         ORDER BY hash(trace_id), trace_id",
     )?;
-    let mut rows = statement.query([since_ns, until_ns])?;
+    // Arrow batches: columnar reads cost less than fetching 27 values row by row. Sorting by the
+    // hash first compares integers; the id itself only breaks ties.
+    let batches = statement.query_arrow([since_ns, until_ns])?;
     // Services and environments repeat on every row; share one allocation each.
     let mut names: HashMap<String, Arc<str>> = HashMap::new();
-    let mut intern = |text: String| -> Arc<str> {
-        names
-            .entry(text)
-            .or_insert_with_key(|k| Arc::from(k.as_str()))
-            .clone()
+    let mut intern = |text: &str| -> Arc<str> {
+        match names.get(text) {
+            Some(name) => name.clone(),
+            None => {
+                let name: Arc<str> = Arc::from(text);
+                names.insert(text.to_owned(), name.clone());
+                name
+            }
+        }
     };
     let mut trace: Vec<Span> = Vec::new();
-    while let Some(row) = rows.next()? {
-        let trace_hex: String = row.get(0)?;
-        let trace_id = decode::<16>(&trace_hex);
-        if trace.last().is_some_and(|s| s.trace_id != trace_id) {
-            each(&trace);
-            trace.clear();
+    for batch in batches {
+        let columns = Columns::of(&batch)?;
+        for row in 0..batch.num_rows() {
+            let trace_id = decode::<16>(columns.text(0, row).unwrap_or_default());
+            if trace.last().is_some_and(|s| s.trace_id != trace_id) {
+                each(&trace);
+                trace.clear();
+            }
+            let owned = |i: usize| columns.text(i, row).map(str::to_owned);
+            trace.push(Span {
+                trace_id,
+                span_id: decode::<8>(columns.text(1, row).unwrap_or_default()),
+                parent_span_id: columns.text(2, row).map(decode::<8>),
+                service: intern(columns.text(3, row).unwrap_or_default()),
+                name: owned(4).unwrap_or_default(),
+                kind: columns
+                    .text(5, row)
+                    .and_then(SpanKind::parse)
+                    .unwrap_or_default(),
+                start_ns: columns.number(6, row).unwrap_or_default(),
+                end_ns: columns.number(7, row).unwrap_or_default(),
+                status: columns
+                    .text(8, row)
+                    .and_then(StatusCode::parse)
+                    .unwrap_or_default(),
+                links: columns.text(26, row).map(parse_links).unwrap_or_default(),
+                peer: PeerAttributes {
+                    peer_service: owned(9),
+                    server_address: owned(10),
+                    server_port: columns.number(11, row),
+                    network_peer_address: owned(12),
+                    network_peer_port: columns.number(13, row),
+                    net_peer_name: owned(14),
+                    net_sock_peer_addr: owned(15),
+                    db_system: owned(16),
+                    db_system_name: owned(17),
+                    db_namespace: owned(18),
+                    db_name: owned(19),
+                    messaging_system: owned(20),
+                    messaging_destination_name: owned(21),
+                    rpc_service: owned(22),
+                    http_route: owned(23),
+                    http_method: owned(24),
+                },
+                environment: columns.text(25, row).map(&mut intern),
+                // Derivation needs none of the detail; reading it would only cost time.
+                detail: SpanDetail::default(),
+            });
         }
-        let parent: Option<String> = row.get(2)?;
-        let links: Option<String> = row.get(26)?;
-        let environment: Option<String> = row.get(25)?;
-        trace.push(Span {
-            trace_id,
-            span_id: decode::<8>(&row.get::<_, String>(1)?),
-            parent_span_id: parent.map(|p| decode::<8>(&p)),
-            service: intern(row.get(3)?),
-            name: row.get(4)?,
-            kind: SpanKind::parse(&row.get::<_, String>(5)?).unwrap_or_default(),
-            start_ns: row.get(6)?,
-            end_ns: row.get(7)?,
-            status: StatusCode::parse(&row.get::<_, String>(8)?).unwrap_or_default(),
-            links: links.map(|json| parse_links(&json)).unwrap_or_default(),
-            peer: PeerAttributes {
-                peer_service: row.get(9)?,
-                server_address: row.get(10)?,
-                server_port: row.get(11)?,
-                network_peer_address: row.get(12)?,
-                network_peer_port: row.get(13)?,
-                net_peer_name: row.get(14)?,
-                net_sock_peer_addr: row.get(15)?,
-                db_system: row.get(16)?,
-                db_system_name: row.get(17)?,
-                db_namespace: row.get(18)?,
-                db_name: row.get(19)?,
-                messaging_system: row.get(20)?,
-                messaging_destination_name: row.get(21)?,
-                rpc_service: row.get(22)?,
-                http_route: row.get(23)?,
-                http_method: row.get(24)?,
-            },
-            environment: environment.map(&mut intern),
-            // Derivation needs none of the detail; reading it would only cost time.
-            detail: SpanDetail::default(),
-        });
     }
     if !trace.is_empty() {
         each(&trace);
     }
     Ok(())
+}
+
+/// The columns of one batch of the span query, as text or numbers.
+struct Columns {
+    columns: Vec<ArrayRef>,
+}
+
+impl Columns {
+    fn of(batch: &RecordBatch) -> Result<Columns, QueryError> {
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|column| match column.data_type() {
+                DataType::Utf8 | DataType::Int64 => Ok(column.clone()),
+                DataType::Null => Ok(column.clone()),
+                other if other.is_integer() => cast(column, &DataType::Int64),
+                _ => cast(column, &DataType::Utf8),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| QueryError::Arrow(err.to_string()))?;
+        Ok(Columns { columns })
+    }
+
+    fn text(&self, index: usize, row: usize) -> Option<&str> {
+        let column = self.columns[index].as_any().downcast_ref::<StringArray>()?;
+        (!column.is_null(row)).then(|| column.value(row))
+    }
+
+    fn number(&self, index: usize, row: usize) -> Option<i64> {
+        let column = self.columns[index].as_any().downcast_ref::<Int64Array>()?;
+        (!column.is_null(row)).then(|| column.value(row))
+    }
 }
 
 /// Ids are written by this crate as lowercase hex of the right length.
