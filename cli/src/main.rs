@@ -40,6 +40,7 @@ enum Command {
     ///   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317
     /// Health, readiness and Prometheus metrics are on the admin listener (4320).
     /// Stop it with Ctrl-C or SIGTERM: it drains and commits what it acknowledged.
+    #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
     /// Run the server with a simulated online shop sending it traces, to explore the web viewer.
     ///
@@ -47,12 +48,14 @@ enum Command {
     /// ~15 services (gateway, frontend, cart, checkout, payment, a queue and its consumers,
     /// PostgreSQL, Redis, an external payment API) exporting real OTLP to it, with a cycle, a
     /// shared database and an N+1 edge to find. Prints the viewer's URL; Ctrl-C stops it.
+    #[command(verbatim_doc_comment)]
     Demo(DemoArgs),
     /// Write a self-contained HTML report: overview, graph, hotspots, findings and charts.
     ///
     /// One file with nothing to fetch, e.g. a CI artifact:
     ///   archtrace report --traces dump.jsonl -o report.html
     ///   archtrace report --db archtrace.duckdb --since 24h -o report.html
+    #[command(verbatim_doc_comment)]
     Report(ReportArgs),
     /// Load trace files into the store: OTLP/JSON (also one request per line, as the
     /// OpenTelemetry Collector's file exporter writes), OTLP protobuf, Jaeger JSON, Zipkin v2 JSON.
@@ -62,14 +65,17 @@ enum Command {
     ///   archtrace import traces/*.json
     ///   archtrace import --format zipkin dump.json.gz
     ///   cat spans.jsonl | archtrace import -
+    #[command(verbatim_doc_comment)]
     Import(ImportArgs),
     /// Show what a store holds: spans, traces, services, time range.
+    #[command(verbatim_doc_comment)]
     Stats(StatsArgs),
     /// Derive the edges of a time window again from the raw spans in the store.
     ///
     /// Replaces the derived edges of the whole hours covering the window, e.g. after a change of
     /// archtrace's derivation rules:
     ///   archtrace rebuild --since 24h
+    #[command(verbatim_doc_comment)]
     Rebuild(RebuildArgs),
     /// Show the service-dependency graph derived from the traces.
     ///
@@ -79,6 +85,7 @@ enum Command {
     ///   archtrace graph --server http://127.0.0.1:4320
     ///   archtrace graph --traces dump.jsonl jaeger/*.json
     ///   archtrace graph --since 2h --until 1h --level operation --format mermaid
+    #[command(verbatim_doc_comment)]
     Graph(GraphArgs),
     /// Rank services by risk and say why: cycles, reach, coupling, errors, single points of failure.
     ///
@@ -91,6 +98,7 @@ enum Command {
     /// Examples:
     ///   archtrace hotspots --traces dump.jsonl --top 5
     ///   archtrace hotspots --server http://127.0.0.1:4320 --format markdown
+    #[command(verbatim_doc_comment)]
     Hotspots(HotspotsArgs),
     /// Write the architecture seen in a window as a snapshot file, e.g. the baseline for `check`.
     ///
@@ -98,6 +106,7 @@ enum Command {
     /// that it diffs well in git:
     ///   archtrace snapshot --traces e2e-traces.jsonl -o architecture.json
     ///   archtrace snapshot --server http://127.0.0.1:4320 --since 15m -o architecture.json
+    #[command(verbatim_doc_comment)]
     Snapshot(SnapshotArgs),
     /// Fail the build when the observed architecture drifts from the baseline or breaks the rules.
     ///
@@ -110,16 +119,19 @@ enum Command {
     ///   archtrace check --server http://127.0.0.1:4320 --since 15m --baseline architecture.json
     ///   archtrace check --traces t.jsonl --baseline architecture.json --format sarif -o check.sarif
     /// See docs/ci.md for the rules and CI set-ups.
+    #[command(verbatim_doc_comment)]
     Check(CheckArgs),
     /// Show what changed between two snapshot files: nodes, edges and findings.
     ///
     ///   archtrace diff old.json new.json --format markdown
+    #[command(verbatim_doc_comment)]
     Diff(DiffArgs),
     /// Send synthetic OTLP load to a running server and report accepted spans/s and latency.
     ///
     /// Payloads (a dozen services, HTTP/RPC/DB/messaging attributes) are encoded before the
     /// clock starts. The report ends with the rate at which one thread decodes and converts the
     /// same payloads, so ingest can be compared with decode alone from one run.
+    #[command(verbatim_doc_comment)]
     Loadgen(LoadgenArgs),
 }
 

@@ -194,3 +194,17 @@ async fn a_second_server_on_a_busy_port_says_which_flag_to_change() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--otlp-grpc-addr"), "{stderr}");
 }
+
+#[test]
+fn help_keeps_its_examples_one_per_line() {
+    for (command, example) in [
+        ("graph", "  archtrace graph --traces dump.jsonl jaeger/*.json"),
+        ("check", "  archtrace check --server http://127.0.0.1:4320 --since 15m --baseline architecture.json"),
+        ("report", "  archtrace report --traces dump.jsonl -o report.html"),
+    ] {
+        let output = Command::new(binary()).args([command, "--help"]).output().unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8(output.stdout).unwrap();
+        assert!(help.lines().any(|line| line == example), "{command}: {help}");
+    }
+}
