@@ -10,6 +10,11 @@ use archtrace_analyzer::aggregate::{
 };
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::sketch::LatencySketch;
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, ListArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type, UInt64Type};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
 use duckdb::{params, Connection};
 
 use crate::QueryError;
@@ -202,34 +207,40 @@ pub fn read(
             .clone()
     };
 
+    // Summed per edge in SQL; the sketches come as one list per edge and merge from their
+    // stored bytes, so a week of buckets costs a few hundred rows, not a row per bucket.
     let mut statement = conn.prepare(
-        "SELECT source, target, kind, calls, errors, traces, max_calls_per_trace, latency,
-                server_latency, first_seen_ns, last_seen_ns
-         FROM edge_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
+        "SELECT source, target, kind, sum(calls)::UBIGINT, sum(errors)::UBIGINT,
+                sum(traces)::UBIGINT, max(max_calls_per_trace)::UBIGINT, list(latency),
+                list(server_latency), min(first_seen_ns), max(last_seen_ns)
+         FROM edge_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ? AND calls > 0
+         GROUP BY source, target, kind",
     )?;
-    let mut rows = statement.query(range)?;
-    while let Some(row) = rows.next()? {
-        let kind = if row.get::<_, String>(2)? == "async" {
-            EdgeKind::Async
-        } else {
-            EdgeKind::Sync
-        };
-        let key = EdgeKey {
-            from: intern(row.get(0)?),
-            to: intern(row.get(1)?),
-            kind,
-        };
-        let stats = EdgeStats {
-            calls: row.get(3)?,
-            errors: row.get(4)?,
-            traces: row.get(5)?,
-            max_calls_per_trace: row.get(6)?,
-            latency: sketch(&row.get::<_, Vec<u8>>(7)?),
-            server_latency: sketch(&row.get::<_, Vec<u8>>(8)?),
-            first_seen_ns: row.get(9)?,
-            last_seen_ns: row.get(10)?,
-        };
-        into.edges.entry(key).or_default().merge(&stats);
+    for batch in statement.query_arrow(range)? {
+        let edges = EdgeColumns::of(&batch)?;
+        for row in 0..batch.num_rows() {
+            let key = EdgeKey {
+                from: intern(edges.text(0, row).to_owned()),
+                to: intern(edges.text(1, row).to_owned()),
+                kind: if edges.text(2, row) == "async" {
+                    EdgeKind::Async
+                } else {
+                    EdgeKind::Sync
+                },
+            };
+            let mut stats = EdgeStats {
+                calls: edges.number(3, row),
+                errors: edges.number(4, row),
+                traces: edges.number(5, row),
+                max_calls_per_trace: edges.number(6, row),
+                first_seen_ns: edges.signed(9, row),
+                last_seen_ns: edges.signed(10, row),
+                ..EdgeStats::default()
+            };
+            edges.merge_sketches(7, row, &mut stats.latency);
+            edges.merge_sketches(8, row, &mut stats.server_latency);
+            into.edges.entry(key).or_default().merge(&stats);
+        }
     }
 
     let mut statement = conn.prepare(
@@ -377,6 +388,67 @@ pub fn node_edges(
         out.push((row.get(0)?, key, stats));
     }
     Ok(out)
+}
+
+/// The columns of the grouped edge query.
+struct EdgeColumns {
+    columns: Vec<ArrayRef>,
+}
+
+impl EdgeColumns {
+    fn of(batch: &RecordBatch) -> Result<EdgeColumns, QueryError> {
+        let wanted = |i: usize, column: &ArrayRef| -> Result<ArrayRef, ArrowError> {
+            match i {
+                0..=2 => cast(column, &DataType::Utf8),
+                3..=6 => cast(column, &DataType::UInt64),
+                9 | 10 => cast(column, &DataType::Int64),
+                _ => Ok(column.clone()),
+            }
+        };
+        let columns = batch
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, column)| wanted(i, column))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| QueryError::Arrow(err.to_string()))?;
+        if columns.len() != 11
+            || columns[7].as_any().downcast_ref::<ListArray>().is_none()
+            || columns[8].as_any().downcast_ref::<ListArray>().is_none()
+        {
+            return Err(QueryError::Arrow(
+                "unexpected columns in the edge bucket query".to_owned(),
+            ));
+        }
+        Ok(EdgeColumns { columns })
+    }
+
+    fn text(&self, index: usize, row: usize) -> &str {
+        self.columns[index].as_string::<i32>().value(row)
+    }
+
+    fn number(&self, index: usize, row: usize) -> u64 {
+        self.columns[index].as_primitive::<UInt64Type>().value(row)
+    }
+
+    fn signed(&self, index: usize, row: usize) -> i64 {
+        self.columns[index].as_primitive::<Int64Type>().value(row)
+    }
+
+    /// Merges every stored sketch in the list of `row`; one that does not decode (a damaged
+    /// file) counts as empty.
+    fn merge_sketches(&self, index: usize, row: usize, into: &mut LatencySketch) {
+        let lists = self.columns[index]
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .expect("checked in of()");
+        let blobs = lists.value(row);
+        if let Some(blobs) = blobs.as_any().downcast_ref::<BinaryArray>() {
+            for blob in blobs.iter().flatten() {
+                into.merge_bytes(blob);
+            }
+        }
+    }
 }
 
 /// A stored sketch; one that does not decode (a damaged file) counts as empty.
