@@ -31,7 +31,7 @@ impl Reader {
         until_ns: i64,
         each: &mut dyn FnMut(&[Span]),
     ) -> Result<(), QueryError> {
-        for_each_trace(&self.conn, since_ns, until_ns, each)
+        for_each_trace(&self.conn, since_ns, until_ns, SPANS_PER_SLICE, each)
     }
 
     /// Appends derived buckets of one width.
@@ -99,8 +99,17 @@ fn for_each_trace(
     conn: &Connection,
     since_ns: i64,
     until_ns: i64,
+    spans_per_slice: i64,
     each: &mut dyn FnMut(&[Span]),
 ) -> Result<(), QueryError> {
+    // Traces are read in slices of about a million spans (by a hash of their id), so that the
+    // sorted result DuckDB holds stays bounded however large the window.
+    let spans_in_window: i64 = conn.query_row(
+        "SELECT count(*) FROM spans WHERE start_ns >= ? AND start_ns < ?",
+        [since_ns, until_ns],
+        |row| row.get(0),
+    )?;
+    let slices = (spans_in_window / spans_per_slice.max(1) + 1).max(1);
     let mut statement = conn.prepare(
         "SELECT trace_id, span_id, parent_span_id, service_name, span_name, span_kind,
                 start_ns, end_ns, status_code, peer_service, server_address, server_port,
@@ -108,12 +117,12 @@ fn for_each_trace(
                 db_system, db_system_name, db_namespace, db_name, messaging_system,
                 messaging_destination_name, rpc_service, http_route, http_method, environment, links
          FROM spans
-         WHERE trace_id IN (SELECT DISTINCT trace_id FROM spans WHERE start_ns >= ? AND start_ns < ?)
-         ORDER BY hash(trace_id), trace_id",
+         WHERE hash(trace_id) % ? = ?
+           AND trace_id IN (SELECT DISTINCT trace_id FROM spans
+                            WHERE start_ns >= ? AND start_ns < ? AND hash(trace_id) % ? = ?)
+         ORDER BY trace_id",
     )?;
-    // Arrow batches: columnar reads cost less than fetching 27 values row by row. Sorting by the
-    // hash first compares integers; the id itself only breaks ties.
-    let batches = statement.query_arrow([since_ns, until_ns])?;
+
     // Services and environments repeat on every row; share one allocation each.
     let mut names: HashMap<String, Arc<str>> = HashMap::new();
     let mut intern = |text: &str| -> Arc<str> {
@@ -127,54 +136,69 @@ fn for_each_trace(
         }
     };
     let mut trace: Vec<Span> = Vec::new();
-    for batch in batches {
-        let columns = Columns::of(&batch)?;
-        for row in 0..batch.num_rows() {
-            let trace_id = decode::<16>(columns.text(0, row).unwrap_or_default());
-            if trace.last().is_some_and(|s| s.trace_id != trace_id) {
-                each(&trace);
-                trace.clear();
+    let slice_batches = (0..slices).map(|slice| {
+        // Arrow batches: columnar reads cost less than fetching 27 values row by row.
+        statement
+            .query_arrow(duckdb::params![
+                slices as u64,
+                slice as u64,
+                since_ns,
+                until_ns,
+                slices as u64,
+                slice as u64
+            ])
+            .map(|batches| batches.collect::<Vec<_>>())
+    });
+    for batches in slice_batches {
+        for batch in batches? {
+            let columns = Columns::of(&batch)?;
+            for row in 0..batch.num_rows() {
+                let trace_id = decode::<16>(columns.text(0, row).unwrap_or_default());
+                if trace.last().is_some_and(|s| s.trace_id != trace_id) {
+                    each(&trace);
+                    trace.clear();
+                }
+                let owned = |i: usize| columns.text(i, row).map(str::to_owned);
+                trace.push(Span {
+                    trace_id,
+                    span_id: decode::<8>(columns.text(1, row).unwrap_or_default()),
+                    parent_span_id: columns.text(2, row).map(decode::<8>),
+                    service: intern(columns.text(3, row).unwrap_or_default()),
+                    name: owned(4).unwrap_or_default(),
+                    kind: columns
+                        .text(5, row)
+                        .and_then(SpanKind::parse)
+                        .unwrap_or_default(),
+                    start_ns: columns.number(6, row).unwrap_or_default(),
+                    end_ns: columns.number(7, row).unwrap_or_default(),
+                    status: columns
+                        .text(8, row)
+                        .and_then(StatusCode::parse)
+                        .unwrap_or_default(),
+                    links: columns.text(26, row).map(parse_links).unwrap_or_default(),
+                    peer: PeerAttributes {
+                        peer_service: owned(9),
+                        server_address: owned(10),
+                        server_port: columns.number(11, row),
+                        network_peer_address: owned(12),
+                        network_peer_port: columns.number(13, row),
+                        net_peer_name: owned(14),
+                        net_sock_peer_addr: owned(15),
+                        db_system: owned(16),
+                        db_system_name: owned(17),
+                        db_namespace: owned(18),
+                        db_name: owned(19),
+                        messaging_system: owned(20),
+                        messaging_destination_name: owned(21),
+                        rpc_service: owned(22),
+                        http_route: owned(23),
+                        http_method: owned(24),
+                    },
+                    environment: columns.text(25, row).map(&mut intern),
+                    // Derivation needs none of the detail; reading it would only cost time.
+                    detail: SpanDetail::default(),
+                });
             }
-            let owned = |i: usize| columns.text(i, row).map(str::to_owned);
-            trace.push(Span {
-                trace_id,
-                span_id: decode::<8>(columns.text(1, row).unwrap_or_default()),
-                parent_span_id: columns.text(2, row).map(decode::<8>),
-                service: intern(columns.text(3, row).unwrap_or_default()),
-                name: owned(4).unwrap_or_default(),
-                kind: columns
-                    .text(5, row)
-                    .and_then(SpanKind::parse)
-                    .unwrap_or_default(),
-                start_ns: columns.number(6, row).unwrap_or_default(),
-                end_ns: columns.number(7, row).unwrap_or_default(),
-                status: columns
-                    .text(8, row)
-                    .and_then(StatusCode::parse)
-                    .unwrap_or_default(),
-                links: columns.text(26, row).map(parse_links).unwrap_or_default(),
-                peer: PeerAttributes {
-                    peer_service: owned(9),
-                    server_address: owned(10),
-                    server_port: columns.number(11, row),
-                    network_peer_address: owned(12),
-                    network_peer_port: columns.number(13, row),
-                    net_peer_name: owned(14),
-                    net_sock_peer_addr: owned(15),
-                    db_system: owned(16),
-                    db_system_name: owned(17),
-                    db_namespace: owned(18),
-                    db_name: owned(19),
-                    messaging_system: owned(20),
-                    messaging_destination_name: owned(21),
-                    rpc_service: owned(22),
-                    http_route: owned(23),
-                    http_method: owned(24),
-                },
-                environment: columns.text(25, row).map(&mut intern),
-                // Derivation needs none of the detail; reading it would only cost time.
-                detail: SpanDetail::default(),
-            });
         }
     }
     if !trace.is_empty() {
@@ -182,6 +206,9 @@ fn for_each_trace(
     }
     Ok(())
 }
+
+/// Spans read per slice of traces when deriving from the store.
+const SPANS_PER_SLICE: i64 = 1_000_000;
 
 /// The columns of one batch of the span query, as text or numbers.
 struct Columns {
@@ -237,4 +264,63 @@ fn parse_links(json: &str) -> Vec<Link> {
             attributes_json: String::new(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Location, Store};
+
+    fn span(trace: u8, id: u8, parent: Option<u8>) -> Span {
+        Span {
+            trace_id: [trace; 16],
+            span_id: [trace, id, 0, 0, 0, 0, 0, 1],
+            parent_span_id: parent.map(|p| [trace, p, 0, 0, 0, 0, 0, 1]),
+            service: Arc::from(format!("service-{id}").as_str()),
+            name: "op".to_owned(),
+            kind: SpanKind::Server,
+            start_ns: 1_000 * i64::from(trace) + i64::from(id),
+            end_ns: 1_000 * i64::from(trace) + 500,
+            status: StatusCode::Unset,
+            links: Vec::new(),
+            peer: PeerAttributes::default(),
+            environment: None,
+            detail: SpanDetail::default(),
+        }
+    }
+
+    #[test]
+    fn every_trace_comes_once_and_whole_however_many_slices() {
+        let mut store = Store::open(&Location::Memory).unwrap();
+        let spans: Vec<Span> = (1..=7u8)
+            .flat_map(|t| [span(t, 1, None), span(t, 2, Some(1)), span(t, 3, Some(2))])
+            .collect();
+        store.append(&spans.iter().collect::<Vec<_>>()).unwrap();
+        let reader = store.reader().unwrap();
+        for spans_per_slice in [1_000_000, 4, 1] {
+            let mut seen: Vec<(u8, usize)> = Vec::new();
+            for_each_trace(
+                &reader.conn,
+                i64::MIN,
+                i64::MAX,
+                spans_per_slice,
+                &mut |trace| {
+                    assert!(trace.iter().all(|s| s.trace_id == trace[0].trace_id));
+                    seen.push((trace[0].trace_id[0], trace.len()));
+                },
+            )
+            .unwrap();
+            seen.sort();
+            let expected: Vec<(u8, usize)> = (1..=7).map(|t| (t, 3)).collect();
+            assert_eq!(seen, expected, "{spans_per_slice} spans a slice");
+        }
+        // A window selects whole traces by their spans' start.
+        let mut seen = Vec::new();
+        for_each_trace(&reader.conn, 3_000, 5_000, 2, &mut |trace| {
+            seen.push((trace[0].trace_id[0], trace.len()));
+        })
+        .unwrap();
+        seen.sort();
+        assert_eq!(seen, [(3, 3), (4, 3)]);
+    }
 }
