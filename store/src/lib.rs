@@ -179,6 +179,17 @@ impl Store {
             .execute_batch(&format!("SET memory_limit = '{}'", limit.replace('\'', "")))
     }
 
+    /// How much write-ahead log may build up before DuckDB folds it into the file. Each
+    /// automatic checkpoint stalls the writer and recompresses the row groups still filling, so
+    /// the 16 MB default checkpoints every couple of seconds under load; the WAL is durable
+    /// either way (it is what a restart replays).
+    pub fn set_checkpoint_threshold(&self, size: &str) -> Result<(), duckdb::Error> {
+        self.conn.execute_batch(&format!(
+            "SET checkpoint_threshold = '{}'",
+            size.replace('\'', "")
+        ))
+    }
+
     /// Folds the write-ahead log into the database file (done on clean shutdown).
     pub fn checkpoint(&self) -> Result<(), duckdb::Error> {
         self.conn.execute_batch("CHECKPOINT")
