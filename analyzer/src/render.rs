@@ -311,15 +311,7 @@ pub fn hotspots_table(snapshot: &Snapshot, top: usize) -> String {
             let _ = writeln!(out, "      - {}", printable(reason));
         }
     }
-    let mut entries: Vec<_> = snapshot.entry_operations.iter().collect();
-    entries.sort_by(|a, b| {
-        (b.sync_depth.max, b.traces, &a.service, &a.operation).cmp(&(
-            a.sync_depth.max,
-            a.traces,
-            &b.service,
-            &b.operation,
-        ))
-    });
+    let entries = snapshot.deepest_entry_operations();
     if !entries.is_empty() {
         out.push_str("\ndeepest synchronous chains per entry operation (services, p50/p99/max):\n");
         for e in entries.iter().take(top) {

@@ -238,6 +238,20 @@ impl Snapshot {
         }
     }
 
+    /// Entry operations, deepest synchronous chains first (then busiest, then by name).
+    pub fn deepest_entry_operations(&self) -> Vec<&EntryOperation> {
+        let mut entries: Vec<&EntryOperation> = self.entry_operations.iter().collect();
+        entries.sort_by(|a, b| {
+            (b.sync_depth.max, b.traces, &a.service, &a.operation).cmp(&(
+                a.sync_depth.max,
+                a.traces,
+                &b.service,
+                &b.operation,
+            ))
+        });
+        entries
+    }
+
     /// Services ranked by risk, with the terms and reasons of each score.
     pub fn hotspots(&self) -> Vec<Hotspot> {
         let metrics: std::collections::BTreeMap<String, NodeMetrics> = self

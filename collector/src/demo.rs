@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    span::SpanKind, status, ResourceSpans, ScopeSpans, Span, Status,
-};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status, Span, Status};
 use rand::rngs::StdRng;
+
+use crate::otlp::{resource_spans, string_attribute};
 use rand::{Rng, SeedableRng};
 
 /// What a route does, in order.
@@ -146,16 +145,6 @@ fn steps_of(service: &str, route: &str) -> &'static [Step] {
         .map_or(&[], |(_, _, steps)| steps)
 }
 
-fn kv(key: &str, value: impl Into<String>) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        key_strindex: 0,
-    }
-}
-
 /// Spans of one trace, by service.
 struct TraceBuilder<'a> {
     rng: &'a mut StdRng,
@@ -242,8 +231,8 @@ impl TraceBuilder<'_> {
                             client_start,
                             end,
                             vec![
-                                kv("http.request.method", "GET"),
-                                kv("server.address", format!("{callee}.shop.svc")),
+                                string_attribute("http.request.method", "GET"),
+                                string_attribute("server.address", format!("{callee}.shop.svc")),
                             ],
                             callee_failed,
                         );
@@ -263,10 +252,13 @@ impl TraceBuilder<'_> {
                         cursor,
                         end,
                         vec![
-                            kv("db.system.name", system),
-                            kv("db.namespace", namespace),
-                            kv("db.query.summary", statement),
-                            kv("server.address", format!("{namespace}.{system}.internal")),
+                            string_attribute("db.system.name", system),
+                            string_attribute("db.namespace", namespace),
+                            string_attribute("db.query.summary", statement),
+                            string_attribute(
+                                "server.address",
+                                format!("{namespace}.{system}.internal"),
+                            ),
                         ],
                         false,
                     );
@@ -284,9 +276,9 @@ impl TraceBuilder<'_> {
                         cursor,
                         end,
                         vec![
-                            kv("messaging.system", "kafka"),
-                            kv("messaging.destination.name", topic),
-                            kv("messaging.operation.type", "publish"),
+                            string_attribute("messaging.system", "kafka"),
+                            string_attribute("messaging.destination.name", topic),
+                            string_attribute("messaging.operation.type", "publish"),
                         ],
                         false,
                     );
@@ -313,8 +305,8 @@ impl TraceBuilder<'_> {
                         cursor,
                         end,
                         vec![
-                            kv("http.request.method", "POST"),
-                            kv("server.address", host),
+                            string_attribute("http.request.method", "POST"),
+                            string_attribute("server.address", host),
                         ],
                         external_failed,
                     );
@@ -329,15 +321,18 @@ impl TraceBuilder<'_> {
                 route.to_owned(),
                 SpanKind::Consumer,
                 vec![
-                    kv("messaging.system", "kafka"),
-                    kv("messaging.destination.name", topic),
-                    kv("messaging.operation.type", "process"),
+                    string_attribute("messaging.system", "kafka"),
+                    string_attribute("messaging.destination.name", topic),
+                    string_attribute("messaging.operation.type", "process"),
                 ],
             ),
             None => (
                 format!("GET {route}"),
                 SpanKind::Server,
-                vec![kv("http.request.method", "GET"), kv("http.route", route)],
+                vec![
+                    string_attribute("http.request.method", "GET"),
+                    string_attribute("http.route", route),
+                ],
             ),
         };
         self.span(
@@ -401,20 +396,13 @@ impl Simulation {
         ExportTraceServiceRequest {
             resource_spans: by_resource
                 .into_iter()
-                .map(|((service, environment), spans)| ResourceSpans {
-                    resource: Some(Resource {
-                        attributes: vec![
-                            kv("service.name", service),
-                            kv("deployment.environment.name", environment),
-                            kv("telemetry.sdk.name", "archtrace-demo"),
-                        ],
-                        ..Default::default()
-                    }),
-                    scope_spans: vec![ScopeSpans {
-                        spans,
-                        ..Default::default()
-                    }],
-                    schema_url: String::new(),
+                .map(|((service, environment), spans)| {
+                    let attributes = vec![
+                        string_attribute("service.name", service),
+                        string_attribute("deployment.environment.name", environment),
+                        string_attribute("telemetry.sdk.name", "archtrace-demo"),
+                    ];
+                    resource_spans(attributes, spans)
                 })
                 .collect(),
         }

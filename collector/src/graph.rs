@@ -148,11 +148,12 @@ pub fn report_from_files(
         .nodes
         .iter()
         .map(|node| {
-            let points = charts::series(
+            let points = charts::series_of_buckets(
                 &node.id,
-                buckets.buckets.iter().flat_map(|(start, bucket)| {
-                    bucket.edges.iter().map(move |(k, s)| (*start, k, s))
-                }),
+                buckets
+                    .buckets
+                    .iter()
+                    .map(|(start, bucket)| (*start, bucket)),
             );
             (node.id.clone(), points)
         })

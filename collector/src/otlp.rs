@@ -7,7 +7,8 @@ use archtrace_analyzer::span::{service_node_name, SpanDetail};
 use archtrace_analyzer::{Link, PeerAttributes, Span, SpanId, SpanKind, StatusCode, TraceId};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as OtlpSpan};
 
 use crate::json::{push_json_string, write_any_value};
 
@@ -37,6 +38,42 @@ impl Converted {
                 format!("1 span rejected: {first}")
             }
         })
+    }
+}
+
+/// A string attribute, for the OTLP that importers, the demo and the load generator build.
+pub fn string_attribute(key: &str, value: impl Into<String>) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        key_strindex: 0,
+    }
+}
+
+pub fn int_attribute(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        key_strindex: 0,
+    }
+}
+
+/// The spans of one resource, in one unnamed scope.
+pub fn resource_spans(attributes: Vec<KeyValue>, spans: Vec<OtlpSpan>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes,
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        schema_url: String::new(),
     }
 }
 

@@ -3,13 +3,15 @@
 //! attributes real instrumentation writes (about 400–600 bytes a span in protobuf).
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status, ResourceSpans, ScopeSpans, Span, Status,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::otlp::{int_attribute as i, string_attribute as s};
 
 const SERVICES: [&str; 12] = [
     "gateway",
@@ -52,22 +54,6 @@ const CALLS: [&[(usize, &str)]; 12] = [
 pub struct Generator {
     rng: StdRng,
     now_ns: u64,
-}
-
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        key_strindex: 0,
-    }
-}
-
-fn s(key: &str, value: impl Into<String>) -> KeyValue {
-    kv(key, any_value::Value::StringValue(value.into()))
-}
-
-fn i(key: &str, value: i64) -> KeyValue {
-    kv(key, any_value::Value::IntValue(value))
 }
 
 struct Pending {

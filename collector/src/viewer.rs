@@ -34,26 +34,23 @@ impl StoreSource {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The traces of one environment, derived again from their spans into buckets.
-    fn derive_environment(
+    /// Calls `each` with every trace of the window that has a span of `environment`.
+    fn for_each_trace_of(
         &self,
         window: &Window,
         environment: &str,
-        width: i64,
-    ) -> Result<Buckets, String> {
-        let mut buckets = Buckets::new(width);
-        let mut scratch = Vec::new();
+        each: &mut dyn FnMut(&[archtrace_analyzer::Span]),
+    ) -> Result<(), String> {
         self.reader()
             .for_each_trace(window.since_ns, window.until_ns, &mut |spans| {
                 if spans
                     .iter()
                     .any(|s| s.environment.as_deref() == Some(environment))
                 {
-                    buckets.add_trace(spans, &NoLookup, &mut scratch);
+                    each(spans);
                 }
             })
-            .map_err(|e| e.to_string())?;
-        Ok(buckets)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -64,16 +61,9 @@ impl Source for StoreSource {
             Some(environment) => {
                 let mut aggregate = Aggregate::default();
                 let mut scratch = Vec::new();
-                self.reader()
-                    .for_each_trace(range.0, range.1, &mut |spans| {
-                        if spans
-                            .iter()
-                            .any(|s| s.environment.as_deref() == Some(environment.as_str()))
-                        {
-                            aggregate.add_trace(spans, &NoLookup, &mut scratch);
-                        }
-                    })
-                    .map_err(|e| e.to_string())?;
+                self.for_each_trace_of(window, environment, &mut |spans| {
+                    aggregate.add_trace(spans, &NoLookup, &mut scratch);
+                })?;
                 aggregate
             }
             None => {
@@ -95,12 +85,18 @@ impl Source for StoreSource {
         let width = series_width(window);
         let first = window.since_ns.div_euclid(width) * width;
         if let Some(environment) = &window.environment {
-            let buckets = self.derive_environment(window, environment, width)?;
-            return Ok(charts::series(
+            // The environment's traces, derived again from their spans into buckets.
+            let mut buckets = Buckets::new(width);
+            let mut scratch = Vec::new();
+            self.for_each_trace_of(window, environment, &mut |spans| {
+                buckets.add_trace(spans, &NoLookup, &mut scratch);
+            })?;
+            return Ok(charts::series_of_buckets(
                 service,
-                buckets.buckets.iter().flat_map(|(start, aggregate)| {
-                    aggregate.edges.iter().map(move |(k, s)| (*start, k, s))
-                }),
+                buckets
+                    .buckets
+                    .iter()
+                    .map(|(start, bucket)| (*start, bucket)),
             ));
         }
         let stored = self

@@ -8,28 +8,30 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use archtrace_analyzer::snapshot::Snapshot;
+use archtrace_collector::otlp::{resource_spans, string_attribute};
 use fantoccini::actions::InputSource;
 use fantoccini::{Client, ClientBuilder, Locator};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
 use serde_json::{json, Value};
 
 use crate::support::{binary, quick_assembly, InProcessServer};
 
-/// chromedriver on a free port, stopped when dropped.
-struct Driver {
-    process: Child,
-    url: String,
+/// A child process killed when dropped, so a failing test leaves nothing running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
+/// chromedriver on a free port.
+struct Driver {
+    _process: KillOnDrop,
+    url: String,
 }
 
 fn free_port() -> u16 {
@@ -49,7 +51,7 @@ async fn start_browser() -> (Driver, Client) {
         .spawn()
         .expect("chromedriver is needed for the browser tests: apt-get install chromium chromium-driver (scripts/test installs them)");
     let driver = Driver {
-        process,
+        _process: KillOnDrop(process),
         url: format!("http://127.0.0.1:{port}"),
     };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -115,17 +117,10 @@ async fn text(client: &Client, css: &str) -> String {
         .unwrap()
 }
 
-/// `archtrace demo` on free ports, stopped when dropped.
+/// `archtrace demo` on free ports.
 struct Demo {
-    process: Child,
+    process: KillOnDrop,
     admin: String,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
 }
 
 fn start_demo() -> Demo {
@@ -159,7 +154,7 @@ fn start_demo() -> Demo {
     // Keep draining stdout so the process never blocks on it.
     std::thread::spawn(move || for _ in lines {});
     Demo {
-        process,
+        process: KillOnDrop(process),
         admin: format!("http://{admin}"),
     }
 }
@@ -368,29 +363,19 @@ async fn the_viewer_shows_the_demo_system() {
     // Ctrl-C stops the demo cleanly.
     let mut demo = demo;
     let stopped = Command::new("kill")
-        .args(["-INT", &demo.process.id().to_string()])
+        .args(["-INT", &demo.process.0.id().to_string()])
         .status()
         .unwrap();
     assert!(stopped.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = demo.process.try_wait().unwrap() {
+        if let Some(status) = demo.process.0.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "the demo did not stop on Ctrl-C");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "{status:?}");
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
-        key_strindex: 0,
-    }
 }
 
 /// One trace per (caller, callees): a server span of the caller with a client span and the
@@ -430,8 +415,8 @@ fn calls_request(calls: &[(String, Vec<String>)]) -> ExportTraceServiceRequest {
             let mut client_span = span(client.clone(), root.clone(), "GET", SpanKind::Client);
             if callee == "orders-db" {
                 client_span.attributes = vec![
-                    kv("db.system.name", "postgresql"),
-                    kv("db.namespace", "orders-db"),
+                    string_attribute("db.system.name", "postgresql"),
+                    string_attribute("db.namespace", "orders-db"),
                 ];
                 by_service
                     .entry(caller.clone())
@@ -454,16 +439,8 @@ fn calls_request(calls: &[(String, Vec<String>)]) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: by_service
             .into_iter()
-            .map(|(service, spans)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![kv("service.name", &service)],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                schema_url: String::new(),
+            .map(|(service, spans)| {
+                resource_spans(vec![string_attribute("service.name", service)], spans)
             })
             .collect(),
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use archtrace_analyzer::aggregate::{EdgeKey, EdgeStats};
+use archtrace_analyzer::aggregate::{Aggregate, EdgeKey, EdgeStats};
 use archtrace_analyzer::sketch::LatencySketch;
 use plotters::prelude::*;
 
@@ -55,6 +55,22 @@ pub fn series<'a>(
             point
         })
         .collect()
+}
+
+/// A service's traffic per bucket, from whole aggregates by bucket start.
+pub fn series_of_buckets<'a>(
+    service: &str,
+    buckets: impl IntoIterator<Item = (i64, &'a Aggregate)>,
+) -> Vec<Point> {
+    series(
+        service,
+        buckets.into_iter().flat_map(|(start, aggregate)| {
+            aggregate
+                .edges
+                .iter()
+                .map(move |(key, stats)| (start, key, stats))
+        }),
+    )
 }
 
 /// One line chart as an SVG document; `values` are (bucket start in ns, value).

@@ -220,6 +220,16 @@ mod tests {
         let nodes = ["a", "b", "c", "lonely"];
         let layout = layered(&nodes, &[(0, 1), (1, 2), (2, 0)]);
         assert_eq!(layout.positions.len(), 4);
-        assert!(layout.positions["lonely"].0 > layout.positions["a"].0);
+        // The cycle is broken once: a, b and c still get a row each, in calling order.
+        let y = |n: &str| layout.positions[n].1;
+        assert!(y("a") < y("b") && y("b") < y("c"), "{:?}", layout.positions);
+        let mut distinct: Vec<(i64, i64)> = layout
+            .positions
+            .values()
+            .map(|(x, y)| (*x as i64, *y as i64))
+            .collect();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4, "no two nodes in one place");
     }
 }

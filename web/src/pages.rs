@@ -113,13 +113,7 @@ pub fn hotspots_table(snapshot: &Snapshot, top: usize, links: &dyn Links) -> Mar
 
 /// Per entry operation: how deep its synchronous chains go and how many services it touches.
 pub fn entry_operations_table(snapshot: &Snapshot, top: usize) -> Markup {
-    let mut entries: Vec<_> = snapshot.entry_operations.iter().collect();
-    entries.sort_by(|a, b| {
-        b.sync_depth
-            .max
-            .cmp(&a.sync_depth.max)
-            .then(b.traces.cmp(&a.traces))
-    });
+    let entries = snapshot.deepest_entry_operations();
     html! {
         @if entries.is_empty() {
             p.empty { "No traces with a root span in this window." }
@@ -186,6 +180,26 @@ fn edges_table(
                     }
                 }
             }
+        }
+    }
+}
+
+/// The hotspots, entry operations and findings sections, as the overview and the report show
+/// them.
+pub fn summary_sections(snapshot: &Snapshot, hotspots: usize, links: &dyn Links) -> Markup {
+    html! {
+        section #hotspots {
+            h2 { "Hotspots" }
+            (hotspots_table(snapshot, hotspots, links))
+        }
+        section #entries {
+            h2 { "Entry operations" }
+            p.hint { "How deep each entry point's synchronous call chains go, per trace." }
+            (entry_operations_table(snapshot, 20))
+        }
+        section {
+            h2 { "Findings" }
+            (findings_list(&snapshot.findings.iter().collect::<Vec<_>>()))
         }
     }
 }

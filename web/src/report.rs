@@ -48,19 +48,7 @@ pub fn render(snapshot: &Snapshot, series: &BTreeMap<String, Vec<Point>>, source
             p.hint { "Scroll to zoom, drag to pan, hover a node to see its neighbours, click it for its section." }
             div.graph-frame { (PreEscaped(graph)) }
         }
-        section #hotspots {
-            h2 { "Hotspots" }
-            (pages::hotspots_table(snapshot, SERVICE_SECTIONS, &links))
-        }
-        section #entries {
-            h2 { "Entry operations" }
-            p.hint { "How deep each entry point's synchronous call chains go, per trace." }
-            (pages::entry_operations_table(snapshot, 20))
-        }
-        section {
-            h2 { "Findings" }
-            (pages::findings_list(&snapshot.findings.iter().collect::<Vec<_>>()))
-        }
+        (pages::summary_sections(snapshot, SERVICE_SECTIONS, &links))
         @for (i, hotspot) in ranked.iter().take(SERVICE_SECTIONS).enumerate() {
             section.service id=(format!("service-{i}")) {
                 h2 { (hotspot.service) }

@@ -404,19 +404,7 @@ pub fn overview_html(
             (pages::legend())
             div.graph-frame { (PreEscaped(graph)) }
         }
-        section {
-            h2 { "Hotspots" }
-            (pages::hotspots_table(snapshot, 10, &links))
-        }
-        section #entries {
-            h2 { "Entry operations" }
-            p.hint { "How deep each entry point's synchronous call chains go, per trace." }
-            (pages::entry_operations_table(snapshot, 20))
-        }
-        section {
-            h2 { "Findings" }
-            (pages::findings_list(&snapshot.findings.iter().collect::<Vec<_>>()))
-        }
+        (pages::summary_sections(snapshot, 10, &links))
     };
     let mut nav = Vec::new();
     let form = window_form(params, environments, &[]);

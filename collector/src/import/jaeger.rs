@@ -7,14 +7,12 @@ use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    span, status, ResourceSpans, ScopeSpans, Span, Status,
-};
+use opentelemetry_proto::tonic::trace::v1::{span, status, Span, Status};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::ids::{span_id_bytes, trace_id_bytes};
+use crate::otlp::{resource_spans, string_attribute};
 
 #[derive(Deserialize)]
 pub struct JaegerTrace {
@@ -155,25 +153,9 @@ pub fn to_otlp(trace: JaegerTrace) -> ExportTraceServiceRequest {
         resource_spans: by_process
             .into_iter()
             .map(|(_, process, spans)| {
-                let mut attributes = vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(process.service_name)),
-                    }),
-                    key_strindex: 0,
-                }];
+                let mut attributes = vec![string_attribute("service.name", process.service_name)];
                 attributes.extend(process.tags.iter().flatten().map(key_value));
-                ResourceSpans {
-                    resource: Some(Resource {
-                        attributes,
-                        ..Default::default()
-                    }),
-                    scope_spans: vec![ScopeSpans {
-                        spans,
-                        ..Default::default()
-                    }],
-                    schema_url: String::new(),
-                }
+                resource_spans(attributes, spans)
             })
             .collect(),
     }

@@ -13,15 +13,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    span, status, ResourceSpans, ScopeSpans, Span, Status,
-};
+use opentelemetry_proto::tonic::trace::v1::{span, status, Span, Status};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::ids::{span_id_bytes, trace_id_bytes};
+use crate::otlp::{int_attribute, resource_spans, string_attribute};
 
 #[derive(Deserialize)]
 pub struct ZipkinSpan {
@@ -67,26 +64,6 @@ struct Endpoint {
     ipv6: Option<String>,
     #[serde(default)]
     port: Option<u16>,
-}
-
-fn string(key: &str, value: impl Into<String>) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        key_strindex: 0,
-    }
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        key_strindex: 0,
-    }
 }
 
 fn kind_of(span: &ZipkinSpan) -> span::SpanKind {
@@ -200,20 +177,13 @@ pub fn trace_to_otlp(spans: Vec<ZipkinSpan>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: by_service
             .into_iter()
-            .map(|(service, spans)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: if service.is_empty() {
-                        Vec::new()
-                    } else {
-                        vec![string("service.name", service)]
-                    },
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                schema_url: String::new(),
+            .map(|(service, spans)| {
+                let attributes = if service.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![string_attribute("service.name", service)]
+                };
+                resource_spans(attributes, spans)
             })
             .collect(),
     }
@@ -263,21 +233,21 @@ fn convert_span(zipkin: ZipkinSpan) -> Span {
     let mut status_message = String::new();
     if let Some(remote) = &zipkin.remote_endpoint {
         if let Some(name) = remote.service_name.as_ref().filter(|n| !n.is_empty()) {
-            attributes.push(string("peer.service", name.clone()));
+            attributes.push(string_attribute("peer.service", name.clone()));
         }
         if let Some(address) = remote.ipv4.as_ref().or(remote.ipv6.as_ref()) {
-            attributes.push(string("network.peer.address", address.clone()));
+            attributes.push(string_attribute("network.peer.address", address.clone()));
         }
         if let Some(port) = remote.port {
-            attributes.push(int("network.peer.port", i64::from(port)));
+            attributes.push(int_attribute("network.peer.port", i64::from(port)));
         }
     }
     if let Some(local) = &zipkin.local_endpoint {
         if let Some(address) = local.ipv4.as_ref().or(local.ipv6.as_ref()) {
-            attributes.push(string("network.local.address", address.clone()));
+            attributes.push(string_attribute("network.local.address", address.clone()));
         }
         if let Some(port) = local.port {
-            attributes.push(int("network.local.port", i64::from(port)));
+            attributes.push(int_attribute("network.local.port", i64::from(port)));
         }
     }
     for (key, value) in zipkin.tags.into_iter().flatten() {
@@ -297,7 +267,7 @@ fn convert_span(zipkin: ZipkinSpan) -> Span {
                 _ => {}
             },
             "otel.status_description" => status_message = text,
-            _ => attributes.push(string(&key, text)),
+            _ => attributes.push(string_attribute(&key, text)),
         }
     }
     let start = zipkin.timestamp.unwrap_or(0).saturating_mul(1_000);
