@@ -104,7 +104,8 @@ impl StatusCode {
 pub struct Link {
     pub trace_id: TraceId,
     pub span_id: SpanId,
-    /// The link's attributes as a JSON object (`{}` when it has none).
+    /// The link's attributes as a JSON object (`{}` when it has none; empty when converted
+    /// without detail, for derivation only).
     pub attributes_json: String,
 }
 

@@ -13,11 +13,18 @@ use anyhow::Context;
 use archtrace_analyzer::rules::Rules;
 use archtrace_analyzer::snapshot::{Snapshot, SNAPSHOT_SCHEMA};
 use archtrace_analyzer::{check_output, drift, render};
-use archtrace_collector::import::{self, ImportError, OnBadInput, Source, StoreSink, Summary};
+use archtrace_collector::import::{
+    self, Detail, ImportError, OnBadInput, Source, StoreSink, Summary,
+};
 use archtrace_collector::loadgen::{self, LoadgenOptions, Protocol};
 use archtrace_collector::Listeners;
 use archtrace_store::{Location, Store, StoreStats};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+// Spans are many small allocations freed across threads; mimalloc handles that pattern with
+// less time and less fragmentation than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ABOUT: &str = "Learns the runtime architecture of a distributed system from its \
 OpenTelemetry traces, and tells where it is coupled and risky.";
@@ -627,6 +634,7 @@ fn import_files(args: ImportArgs) -> anyhow::Result<()> {
                 source,
                 args.format.map(Into::into),
                 on_bad,
+                Detail::Keep,
                 bytes_read.clone(),
                 &mut summary,
                 &mut |spans| sink.push(spans),

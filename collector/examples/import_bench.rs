@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use archtrace_collector::import::{self, Format, OnBadInput, Source, Summary};
+use archtrace_collector::import::{self, Detail, Format, OnBadInput, Source, Summary};
 use prost::Message;
 use serde_json::Value;
 
@@ -142,6 +142,7 @@ fn import_only(path: &Path, format: Format) -> (Summary, f64) {
         Source::open(path).unwrap(),
         Some(format),
         OnBadInput::Stop,
+        Detail::Keep,
         Arc::new(AtomicU64::new(0)),
         &mut summary,
         &mut |spans| {
@@ -164,6 +165,7 @@ fn import_into_store(path: &Path, format: Format, dir: &Path) -> f64 {
         Source::open(path).unwrap(),
         Some(format),
         OnBadInput::Stop,
+        Detail::Keep,
         Arc::new(AtomicU64::new(0)),
         &mut summary,
         &mut |spans| sink.push(spans),

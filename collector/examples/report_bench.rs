@@ -1,6 +1,8 @@
 //! Times `archtrace report` on 1,000,000 spans of the demo shop, read from a length-delimited
 //! OTLP protobuf file and from OTLP/JSON lines:
-//! `cargo run --release -p archtrace-collector --example report_bench [SPANS]`.
+//! `cargo run --release -p archtrace-collector --example report_bench [SPANS] [KEEP_DIR]`;
+//! with `KEEP_DIR` the input files stay there (shop.pb, shop.jsonl), e.g. to time
+//! `archtrace report --traces KEEP_DIR/shop.jsonl` on them.
 
 use std::io::Write;
 use std::time::Instant;
@@ -10,13 +12,19 @@ use archtrace_collector::graph::report_from_files;
 use archtrace_collector::import::OnBadInput;
 use prost::Message;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let spans: usize = std::env::args()
         .nth(1)
         .map_or(1_000_000, |n| n.parse().expect("a number of spans"));
-    let dir = tempfile::tempdir().unwrap();
-    let proto_path = dir.path().join("shop.pb");
-    let json_path = dir.path().join("shop.jsonl");
+    let temporary = tempfile::tempdir().unwrap();
+    let dir = std::env::args()
+        .nth(2)
+        .map_or_else(|| temporary.path().to_owned(), std::path::PathBuf::from);
+    let proto_path = dir.join("shop.pb");
+    let json_path = dir.join("shop.jsonl");
     let mut proto = std::io::BufWriter::new(std::fs::File::create(&proto_path).unwrap());
     let mut json = std::io::BufWriter::new(std::fs::File::create(&json_path).unwrap());
     let mut simulation = Simulation::new(7);

@@ -14,7 +14,7 @@ use archtrace_store::read::Reader;
 use archtrace_store::QueryError;
 use archtrace_web::charts::{self, Point};
 
-use crate::import::{self, Format, ImportError, OnBadInput, Source, Summary};
+use crate::import::{self, Detail, Format, ImportError, OnBadInput, Source, Summary};
 
 /// Spans grouped by trace, in order of first appearance, until the input ends.
 #[derive(Default)]
@@ -111,6 +111,7 @@ fn read_files(
             Source::open(path)?,
             format,
             on_bad,
+            Detail::Drop,
             Arc::new(AtomicU64::new(0)),
             &mut summary,
             &mut |spans| {

@@ -77,7 +77,19 @@ pub fn resource_spans(attributes: Vec<KeyValue>, spans: Vec<OtlpSpan>) -> Resour
     }
 }
 
+/// Whether a conversion keeps what only the store needs: [`SpanDetail`] and link attributes.
+/// Derivation reads none of it, so offline analysis drops it and saves most of the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    Keep,
+    Drop,
+}
+
 pub fn convert(request: ExportTraceServiceRequest) -> Converted {
+    convert_with(request, Detail::Keep)
+}
+
+pub fn convert_with(request: ExportTraceServiceRequest, detail: Detail) -> Converted {
     let mut out = Converted::default();
     let span_count = request
         .resource_spans
@@ -91,14 +103,14 @@ pub fn convert(request: ExportTraceServiceRequest) -> Converted {
             .resource
             .map(|r| r.attributes)
             .unwrap_or_default();
-        let resource = ResourceInfo::from_attributes(&attributes);
+        let resource = ResourceInfo::from_attributes(&attributes, detail);
         for scope_spans in resource_spans.scope_spans {
             let (scope_name, scope_version) = scope_spans
                 .scope
                 .map(|s| (s.name, s.version))
                 .unwrap_or_default();
             for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
-                match convert_span(span, &resource, &scope_name, &scope_version) {
+                match convert_span(span, &resource, &scope_name, &scope_version, detail) {
                     Ok(span) => out.spans.push(span),
                     Err(problem) => out.reject(|| {
                         format!("resource_spans[{resource_index}] span {span_index}: {problem}")
@@ -118,7 +130,7 @@ struct ResourceInfo {
 }
 
 impl ResourceInfo {
-    fn from_attributes(attributes: &[KeyValue]) -> Self {
+    fn from_attributes(attributes: &[KeyValue], detail: Detail) -> Self {
         let find = |key: &str| {
             attributes
                 .iter()
@@ -134,7 +146,9 @@ impl ResourceInfo {
             .or_else(|| find("deployment.environment"))
             .map(Arc::from);
         let mut json = String::new();
-        write_attributes(&mut json, attributes.iter());
+        if detail == Detail::Keep {
+            write_attributes(&mut json, attributes.iter());
+        }
         ResourceInfo {
             service: Arc::from(service),
             environment,
@@ -149,6 +163,7 @@ fn convert_span(
     resource: &ResourceInfo,
     scope_name: &str,
     scope_version: &str,
+    detail: Detail,
 ) -> Result<Span, String> {
     let span_trace_id = trace_id(&span.trace_id, "trace_id")?;
     let own_span_id = span_id(&span.span_id, "span_id")?;
@@ -166,14 +181,19 @@ fn convert_span(
             remaining.push(kv);
         }
     }
-    let mut attributes_json = String::with_capacity(64);
-    write_attributes(&mut attributes_json, remaining.into_iter());
+    let keep = detail == Detail::Keep;
+    let mut attributes_json = String::new();
+    if keep {
+        write_attributes(&mut attributes_json, remaining.into_iter());
+    }
     let links = span
         .links
         .iter()
         .filter_map(|link| {
             let mut attributes_json = String::new();
-            write_attributes(&mut attributes_json, link.attributes.iter());
+            if keep {
+                write_attributes(&mut attributes_json, link.attributes.iter());
+            }
             Some(Link {
                 trace_id: trace_id(&link.trace_id, "link trace_id").ok()?,
                 span_id: span_id(&link.span_id, "link span_id").ok()?,
@@ -198,15 +218,19 @@ fn convert_span(
         links,
         peer,
         environment: resource.environment.clone(),
-        detail: SpanDetail {
-            trace_state: span.trace_state,
-            status_message,
-            scope_name: scope_name.to_owned(),
-            scope_version: scope_version.to_owned(),
-            attributes_json,
-            resource_attributes_json: resource.attributes_json.clone(),
-            resource_id: resource.id,
-            events_count: u32::try_from(span.events.len()).unwrap_or(u32::MAX),
+        detail: if !keep {
+            SpanDetail::default()
+        } else {
+            SpanDetail {
+                trace_state: span.trace_state,
+                status_message,
+                scope_name: scope_name.to_owned(),
+                scope_version: scope_version.to_owned(),
+                attributes_json,
+                resource_attributes_json: resource.attributes_json.clone(),
+                resource_id: resource.id,
+                events_count: u32::try_from(span.events.len()).unwrap_or(u32::MAX),
+            }
         },
     })
 }

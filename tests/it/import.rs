@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use archtrace_analyzer::{Span, SpanKind, StatusCode};
-use archtrace_collector::import::{self, Format, ImportError, OnBadInput, Source, Summary};
+use archtrace_collector::import::{self, Detail, Format, ImportError, OnBadInput, Source, Summary};
 use serde_json::Value;
 
 use crate::support::{binary, json_files, shared_data};
@@ -24,6 +24,7 @@ fn read(
         Source::open(path).unwrap(),
         format,
         on_bad,
+        Detail::Keep,
         Arc::new(AtomicU64::new(0)),
         &mut summary,
         &mut |batch| {
@@ -261,6 +262,56 @@ fn otlp_json_lines_with_a_bad_line_stop_or_skip_it() {
     let (summary, spans) = read(&file, None, OnBadInput::Skip).unwrap();
     assert_eq!((summary.spans, summary.bad_documents), (2, 1));
     assert_eq!(spans.len(), 2);
+}
+
+/// Requests are decoded on several threads in batches; what comes out must be every span in
+/// input order, whatever the layout of the documents, with a bad one reported where it stood.
+#[test]
+fn a_long_otlp_json_stream_imports_in_order_across_layouts() {
+    use archtrace_collector::synth::Generator;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = b"\xEF\xBB\xBF".to_vec();
+    let mut expected_ids = Vec::new();
+    let bad_request = 250;
+    for index in 1..=400u64 {
+        if index == bad_request {
+            text.extend_from_slice(otlp_line(9, 9, "\"soon\"").as_bytes());
+            text.push(b'\n');
+            continue;
+        }
+        let request = Generator::new(index, 1).request(40);
+        for span in request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            expected_ids.push(span.span_id.clone());
+        }
+        let json = archtrace_collector::otlp_json::encode(&request);
+        if index % 3 == 0 {
+            // Pretty-printed over many lines, as a person or `jq` writes it.
+            let value: Value = serde_json::from_slice(&json).unwrap();
+            text.extend_from_slice(serde_json::to_string_pretty(&value).unwrap().as_bytes());
+        } else {
+            text.extend_from_slice(&json);
+        }
+        text.extend_from_slice(if index % 2 == 0 { b"\n" } else { b"  \r\n\n" });
+    }
+    assert!(text.len() > 8 << 20, "several batches in flight");
+    let file = write(dir.path(), "stream.jsonl", &text);
+
+    let (summary, spans) = read(&file, None, OnBadInput::Skip).unwrap();
+    let ids: Vec<Vec<u8>> = spans.iter().map(|s| s.span_id.to_vec()).collect();
+    assert_eq!(ids, expected_ids);
+    assert_eq!(summary.spans as usize, expected_ids.len());
+    assert_eq!(summary.bad_documents, 1);
+
+    let err = read(&file, None, OnBadInput::Stop).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("request {bad_request} (byte ")) && err.contains("soon"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 mod ids;
 pub mod jaeger;
+mod stream;
 pub mod zipkin;
 
 use std::collections::{HashMap, HashSet};
@@ -25,6 +26,7 @@ use prost::Message;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+pub use crate::otlp::Detail;
 use crate::otlp::{self, Converted};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +162,7 @@ pub fn read_source(
     source: Source,
     format: Option<Format>,
     on_bad: OnBadInput,
+    detail: Detail,
     bytes_read: Arc<AtomicU64>,
     summary: &mut Summary,
     sink: &mut dyn FnMut(Vec<Span>) -> Result<(), String>,
@@ -174,6 +177,7 @@ pub fn read_source(
     let mut reading = Reading {
         name: &name,
         on_bad,
+        detail,
         summary,
         sink,
         failure: None,
@@ -196,6 +200,7 @@ pub fn read_source(
 struct Reading<'a> {
     name: &'a str,
     on_bad: OnBadInput,
+    detail: Detail,
     summary: &'a mut Summary,
     sink: &'a mut dyn FnMut(Vec<Span>) -> Result<(), String>,
     /// A sink failure raised inside a serde visitor, which can only return serde errors.
@@ -211,7 +216,10 @@ impl Reading<'_> {
     }
 
     fn emit(&mut self, request: ExportTraceServiceRequest) -> Result<(), ImportError> {
-        let converted = otlp::convert(request);
+        self.emit_converted(otlp::convert_with(request, self.detail))
+    }
+
+    fn emit_converted(&mut self, converted: Converted) -> Result<(), ImportError> {
         self.summary.count(&converted);
         if converted.spans.is_empty() {
             return Ok(());
@@ -262,6 +270,10 @@ fn open_and_detect(
         .take(64 * 1024)
         .read_to_end(&mut head)
         .map_err(io_error)?;
+    // A byte-order mark (Windows editors write one) is not JSON; parsers stop at it.
+    if head.starts_with(b"\xEF\xBB\xBF") {
+        head.drain(..3);
+    }
     let format = match format {
         Some(format) => format,
         None => detect(&head).ok_or_else(|| ImportError::Invalid {
@@ -281,7 +293,7 @@ fn open_and_detect(
 
 /// Tells the format from the first bytes of the content.
 pub fn detect(head: &[u8]) -> Option<Format> {
-    let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let text = head;
     let start = text.iter().position(|b| !b.is_ascii_whitespace())?;
     match text[start] {
         b'[' => Some(Format::Zipkin),
@@ -318,26 +330,18 @@ fn first_key(after_brace: &[u8]) -> Option<&str> {
 
 /// OTLP/JSON: a stream of requests, one per line or pretty-printed one after another.
 fn read_otlp_json(reader: Input, reading: &mut Reading) -> Result<(), ImportError> {
-    let mut stream = serde_json::Deserializer::from_reader(reader).into_iter::<Box<RawValue>>();
-    let mut index = 0u64;
-    loop {
-        let offset = stream.byte_offset();
-        let Some(next) = stream.next() else {
-            return Ok(());
-        };
-        index += 1;
-        let raw = next.map_err(|err| {
-            reading.invalid(format!(
-                "request {index} (byte {offset}): not valid JSON: {err}"
-            ))
-        })?;
-        match crate::otlp_json::decode(raw.get().as_bytes()) {
-            Ok(request) => reading.emit(request)?,
-            Err(err) => reading.bad_document(format!(
-                "request {index} (byte {offset}): not an OTLP/JSON ExportTraceServiceRequest: {err} (line and column within the request)"
-            ))?,
-        }
-    }
+    let name = reading.name.to_owned();
+    let mut documents = stream::JsonDocuments::new(reader);
+    stream::decode_in_parallel(
+        reading,
+        || {
+            documents.next_document().map_err(|error| ImportError::Io {
+                source_name: name.clone(),
+                error,
+            })
+        },
+        stream::decode_json,
+    )
 }
 
 /// OTLP protobuf: one request, or a stream of varint-length-delimited requests.
@@ -355,57 +359,20 @@ fn read_otlp_protobuf(mut reader: Input, reading: &mut Reading) -> Result<(), Im
         })?;
         return reading.emit(request);
     }
-    let mut offset = 0u64;
-    let mut index = 0u64;
-    loop {
-        let Some((length, varint_len)) = read_varint(&mut reader).map_err(|err| {
-            reading.invalid(format!(
-                "request {} (byte {offset}): bad length prefix: {err}",
-                index + 1
-            ))
-        })?
-        else {
-            return Ok(());
-        };
-        index += 1;
-        let mut message = vec![0; length as usize];
-        reader.read_exact(&mut message).map_err(|err| {
-            reading.invalid(format!(
-                "request {index} (byte {offset}): {length} bytes announced, input ended early: {err}"
-            ))
-        })?;
-        match ExportTraceServiceRequest::decode(&message[..]) {
-            Ok(request) => reading.emit(request)?,
-            Err(err) => reading.bad_document(format!(
-                "request {index} (byte {offset}): not a protobuf ExportTraceServiceRequest: {err}"
-            ))?,
-        }
-        offset += varint_len + length;
-    }
-}
-
-/// Reads a varint length prefix; `None` at a clean end of input.
-fn read_varint(reader: &mut Input) -> Result<Option<(u64, u64)>, String> {
-    let mut value = 0u64;
-    for index in 0..10 {
-        let mut byte = [0u8];
-        match reader.read(&mut byte) {
-            Ok(0) if index == 0 => return Ok(None),
-            Ok(0) => return Err("input ended inside a length prefix".into()),
-            Ok(_) => {}
-            Err(err) => return Err(err.to_string()),
-        }
-        value |= u64::from(byte[0] & 0x7f) << (7 * index);
-        if byte[0] & 0x80 == 0 {
-            if value > 1 << 30 {
-                return Err(format!(
-                    "length {value} is over 1 GiB; is this really a length-delimited stream?"
-                ));
-            }
-            return Ok(Some((value, index as u64 + 1)));
-        }
-    }
-    Err("length prefix longer than 10 bytes".into())
+    let name = reading.name.to_owned();
+    let mut messages = stream::DelimitedMessages::new(reader);
+    stream::decode_in_parallel(
+        reading,
+        || {
+            messages
+                .next_message()
+                .map_err(|message| ImportError::Invalid {
+                    source_name: name.clone(),
+                    message,
+                })
+        },
+        stream::decode_protobuf,
+    )
 }
 
 /// A JSON format read as one document through a streaming visitor.
