@@ -10,7 +10,7 @@ use archtrace_analyzer::aggregate::{
 };
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::sketch::LatencySketch;
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, ListArray};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use arrow::error::ArrowError;
@@ -186,19 +186,23 @@ pub fn plan(since_ns: i64, until_ns: i64) -> Vec<(i64, i64, i64)> {
     }
 }
 
-/// Merges every bucket of `width` starting in `[since, until)` into `into`.
-pub fn read(
+/// Merges every bucket of the given `(width, since, until)` ranges into `into`, with one query
+/// per table: a week reads one scan of each, not one per range.
+fn read(
     conn: &Connection,
-    width_ns: i64,
-    since_ns: i64,
-    until_ns: i64,
+    ranges: &[(i64, i64, i64)],
     into: &mut Aggregate,
 ) -> Result<(), QueryError> {
-    if since_ns >= until_ns {
+    let ranges: Vec<_> = ranges.iter().filter(|(_, from, to)| from < to).collect();
+    if ranges.is_empty() {
         return Ok(());
     }
-    let width = width_seconds(width_ns);
-    let range = params![width, since_ns, until_ns];
+    let filter =
+        vec!["(width_s = ? AND bucket_ns >= ? AND bucket_ns < ?)"; ranges.len()].join(" OR ");
+    let values: Vec<i64> = ranges
+        .iter()
+        .flat_map(|(width, from, to)| [width_seconds(*width), *from, *to])
+        .collect();
     let mut names: std::collections::HashMap<String, Arc<str>> = std::collections::HashMap::new();
     let mut intern = |text: String| -> Arc<str> {
         names
@@ -207,47 +211,65 @@ pub fn read(
             .clone()
     };
 
-    // Summed per edge in SQL; the sketches come as one list per edge and merge from their
-    // stored bytes, so a week of buckets costs a few hundred rows, not a row per bucket.
-    let mut statement = conn.prepare(
-        "SELECT source, target, kind, sum(calls)::UBIGINT, sum(errors)::UBIGINT,
-                sum(traces)::UBIGINT, max(max_calls_per_trace)::UBIGINT, list(latency),
-                list(server_latency), min(first_seen_ns), max(last_seen_ns)
-         FROM edge_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ? AND calls > 0
-         GROUP BY source, target, kind",
-    )?;
-    for batch in statement.query_arrow(range)? {
+    // Rows come as Arrow batches and are summed here, keyed without allocating per row: a week
+    // is about a hundred thousand rows, and their sketches merge from the stored bytes.
+    let mut statement = conn.prepare(&format!(
+        "SELECT source, target, kind, calls, errors, traces, max_calls_per_trace, latency,
+                server_latency, first_seen_ns, last_seen_ns
+         FROM edge_buckets WHERE ({filter}) AND calls > 0"
+    ))?;
+    let mut edge_index: std::collections::HashMap<String, EdgeStats> =
+        std::collections::HashMap::new();
+    let mut key_text = String::new();
+    for batch in statement.query_arrow(duckdb::params_from_iter(values.iter()))? {
         let edges = EdgeColumns::of(&batch)?;
         for row in 0..batch.num_rows() {
-            let key = EdgeKey {
-                from: intern(edges.text(0, row).to_owned()),
-                to: intern(edges.text(1, row).to_owned()),
-                kind: if edges.text(2, row) == "async" {
-                    EdgeKind::Async
-                } else {
-                    EdgeKind::Sync
-                },
+            key_text.clear();
+            for column in 0..3 {
+                key_text.push_str(edges.text(column, row));
+                key_text.push('\0');
+            }
+            let stats = match edge_index.get_mut(key_text.as_str()) {
+                Some(stats) => stats,
+                None => edge_index.entry(key_text.clone()).or_default(),
             };
-            let mut stats = EdgeStats {
-                calls: edges.number(3, row),
-                errors: edges.number(4, row),
-                traces: edges.number(5, row),
-                max_calls_per_trace: edges.number(6, row),
-                first_seen_ns: edges.signed(9, row),
-                last_seen_ns: edges.signed(10, row),
-                ..EdgeStats::default()
-            };
-            edges.merge_sketches(7, row, &mut stats.latency);
-            edges.merge_sketches(8, row, &mut stats.server_latency);
-            into.edges.entry(key).or_default().merge(&stats);
+            let (first, last) = (edges.signed(9, row), edges.signed(10, row));
+            if stats.calls == 0 {
+                (stats.first_seen_ns, stats.last_seen_ns) = (first, last);
+            }
+            stats.calls += edges.number(3, row);
+            stats.errors += edges.number(4, row);
+            stats.traces += edges.number(5, row);
+            stats.max_calls_per_trace = stats.max_calls_per_trace.max(edges.number(6, row));
+            stats.first_seen_ns = stats.first_seen_ns.min(first);
+            stats.last_seen_ns = stats.last_seen_ns.max(last);
+            // A sketch that does not decode (a damaged file) counts as empty.
+            stats.latency.merge_bytes(edges.bytes(7, row));
+            stats.server_latency.merge_bytes(edges.bytes(8, row));
         }
     }
+    for (key_text, stats) in edge_index {
+        let mut parts = key_text.split('\0');
+        let (Some(from), Some(to), Some(kind)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let key = EdgeKey {
+            from: intern(from.to_owned()),
+            to: intern(to.to_owned()),
+            kind: if kind == "async" {
+                EdgeKind::Async
+            } else {
+                EdgeKind::Sync
+            },
+        };
+        into.edges.entry(key).or_default().merge(&stats);
+    }
 
-    let mut statement = conn.prepare(
+    let mut statement = conn.prepare(&format!(
         "SELECT from_service, from_operation, to_service, to_operation, calls, errors, latency
-         FROM operation_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
-    )?;
-    let mut rows = statement.query(range)?;
+         FROM operation_buckets WHERE {filter}"
+    ))?;
+    let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
     while let Some(row) = rows.next()? {
         let key = OperationKey {
             from_service: intern(row.get(0)?),
@@ -263,11 +285,11 @@ pub fn read(
         into.operations.entry(key).or_default().merge(&stats);
     }
 
-    let mut statement = conn.prepare(
+    let mut statement = conn.prepare(&format!(
         "SELECT node, bool_or(reports_spans), string_agg(peer_types, ','), bool_or(entry_point)
-         FROM node_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ? GROUP BY node",
-    )?;
-    let mut rows = statement.query(range)?;
+         FROM node_buckets WHERE {filter} GROUP BY node"
+    ))?;
+    let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
     while let Some(row) = rows.next()? {
         let types: Option<String> = row.get(2)?;
         let facts = NodeFacts {
@@ -292,11 +314,11 @@ pub fn read(
         |row| row.get(0),
     )?;
     if has_entries {
-        let mut statement = conn.prepare(
+        let mut statement = conn.prepare(&format!(
             "SELECT service, operation, traces, sync_depth, services_touched
-             FROM entry_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
-        )?;
-        let mut rows = statement.query(range)?;
+             FROM entry_buckets WHERE {filter}"
+        ))?;
+        let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
         while let Some(row) = rows.next()? {
             let key = EntryKey {
                 service: intern(row.get(0)?),
@@ -312,11 +334,13 @@ pub fn read(
     }
 
     let totals = conn.query_row(
-        "SELECT sum(spans), sum(traces), sum(observations), sum(orphaned_spans),
+        &format!(
+            "SELECT sum(spans), sum(traces), sum(observations), sum(orphaned_spans),
                 sum(unresolved_client_spans), sum(late_spans_paired), sum(late_spans_dropped),
                 sum(traces_cut_short), min(span_min_ns), max(span_max_ns)
-         FROM diagnostic_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
-        range,
+         FROM diagnostic_buckets WHERE {filter}"
+        ),
+        duckdb::params_from_iter(values.iter()),
         |row| {
             let n = |i: usize| -> duckdb::Result<u64> {
                 Ok(row.get::<_, Option<i128>>(i)?.unwrap_or(0) as u64)
@@ -413,8 +437,8 @@ impl EdgeColumns {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| QueryError::Arrow(err.to_string()))?;
         if columns.len() != 11
-            || columns[7].as_any().downcast_ref::<ListArray>().is_none()
-            || columns[8].as_any().downcast_ref::<ListArray>().is_none()
+            || columns[7].as_any().downcast_ref::<BinaryArray>().is_none()
+            || columns[8].as_any().downcast_ref::<BinaryArray>().is_none()
         {
             return Err(QueryError::Arrow(
                 "unexpected columns in the edge bucket query".to_owned(),
@@ -435,18 +459,16 @@ impl EdgeColumns {
         self.columns[index].as_primitive::<Int64Type>().value(row)
     }
 
-    /// Merges every stored sketch in the list of `row`; one that does not decode (a damaged
-    /// file) counts as empty.
-    fn merge_sketches(&self, index: usize, row: usize, into: &mut LatencySketch) {
-        let lists = self.columns[index]
+    /// A stored sketch; empty when NULL.
+    fn bytes(&self, index: usize, row: usize) -> &[u8] {
+        let blobs = self.columns[index]
             .as_any()
-            .downcast_ref::<ListArray>()
+            .downcast_ref::<BinaryArray>()
             .expect("checked in of()");
-        let blobs = lists.value(row);
-        if let Some(blobs) = blobs.as_any().downcast_ref::<BinaryArray>() {
-            for blob in blobs.iter().flatten() {
-                into.merge_bytes(blob);
-            }
+        if blobs.is_null(row) {
+            &[]
+        } else {
+            blobs.value(row)
         }
     }
 }
@@ -463,15 +485,91 @@ pub fn read_window(
     until_ns: i64,
 ) -> Result<Aggregate, QueryError> {
     let mut aggregate = Aggregate::default();
-    for (width, from, to) in plan(since_ns, until_ns) {
-        read(conn, width, from, to, &mut aggregate)?;
-    }
+    read(conn, &plan(since_ns, until_ns), &mut aggregate)?;
     Ok(aggregate)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn minute_bucket(minute: i64) -> Aggregate {
+        let mut aggregate = Aggregate::default();
+        let start = minute * MINUTE_NS;
+        let mut edge = |from: &str, to: &str, kind, calls: u64| {
+            let mut stats = EdgeStats {
+                calls,
+                errors: calls % 3,
+                traces: calls / 2 + 1,
+                max_calls_per_trace: calls % 7 + 1,
+                first_seen_ns: start + 5,
+                last_seen_ns: start + MINUTE_NS - 5,
+                ..EdgeStats::default()
+            };
+            for n in 0..calls as i64 {
+                stats.latency.add(1_000_000 * (n % 50 + minute));
+                stats.server_latency.add(500_000 * (n % 50 + 1));
+            }
+            let key = EdgeKey {
+                from: Arc::from(from),
+                to: Arc::from(to),
+                kind,
+            };
+            aggregate.edges.insert(key, stats);
+        };
+        edge("gateway", "orders", EdgeKind::Sync, minute as u64 % 11 + 1);
+        if minute % 2 == 0 {
+            edge("orders", "kafka/orders", EdgeKind::Async, 3);
+        }
+        aggregate.diagnostics.spans = minute as u64;
+        aggregate
+    }
+
+    /// Reading a window that starts and ends inside hours takes the minutes at the ends and
+    /// the hours between; what comes out must be exactly the merge of its minutes.
+    #[test]
+    fn a_window_reads_as_the_merge_of_its_minutes() {
+        let store = crate::Store::open(&crate::Location::Memory).unwrap();
+        let conn = store.connection();
+        let minutes: BTreeMap<i64, Aggregate> = (0..180)
+            .map(|m| (m * MINUTE_NS, minute_bucket(m)))
+            .collect();
+        let mut hours: BTreeMap<i64, Aggregate> = BTreeMap::new();
+        for (start, bucket) in &minutes {
+            let hour = start.div_euclid(HOUR_NS) * HOUR_NS;
+            hours.entry(hour).or_default().merge(bucket);
+        }
+        write(conn, MINUTE_NS, &minutes).unwrap();
+        write(conn, HOUR_NS, &hours).unwrap();
+
+        let (since, until) = (17 * MINUTE_NS, 157 * MINUTE_NS);
+        let mut expected = Aggregate::default();
+        for bucket in minutes.range(since..until).map(|(_, b)| b) {
+            expected.merge(bucket);
+        }
+        let read = read_window(conn, since, until).unwrap();
+        assert_eq!(read.edges.len(), 2);
+        for (key, want) in &expected.edges {
+            let got = &read.edges[key];
+            let figures = |s: &EdgeStats| {
+                (
+                    s.calls,
+                    s.errors,
+                    s.traces,
+                    s.max_calls_per_trace,
+                    s.first_seen_ns,
+                    s.last_seen_ns,
+                    s.latency.count(),
+                    s.server_latency.count(),
+                )
+            };
+            assert_eq!(figures(got), figures(want), "{key:?}");
+            for q in [0.5, 0.9, 0.99] {
+                assert_eq!(got.latency.quantile_ns(q), want.latency.quantile_ns(q));
+            }
+        }
+        assert_eq!(read.diagnostics.spans, (17..157).sum::<u64>());
+    }
 
     #[test]
     fn windows_use_hours_in_the_middle_and_minutes_at_the_ends() {
