@@ -168,6 +168,45 @@ pub struct Span {
 }
 
 impl Span {
+    /// About how many bytes the span holds in memory, its own strings included (the resource
+    /// attributes are shared between spans and not counted): what bounds a queue of spans.
+    pub fn memory_size(&self) -> usize {
+        let peer = &self.peer;
+        let peer_text = [
+            &peer.peer_service,
+            &peer.server_address,
+            &peer.network_peer_address,
+            &peer.net_peer_name,
+            &peer.net_sock_peer_addr,
+            &peer.db_system,
+            &peer.db_system_name,
+            &peer.db_namespace,
+            &peer.db_name,
+            &peer.messaging_system,
+            &peer.messaging_destination_name,
+            &peer.rpc_service,
+            &peer.http_route,
+            &peer.http_method,
+        ]
+        .iter()
+        .map(|text| text.as_ref().map_or(0, String::len))
+        .sum::<usize>();
+        let detail = &self.detail;
+        std::mem::size_of::<Span>()
+            + self.name.len()
+            + peer_text
+            + self
+                .links
+                .iter()
+                .map(|link| std::mem::size_of::<Link>() + link.attributes_json.len())
+                .sum::<usize>()
+            + detail.trace_state.len()
+            + detail.status_message.len()
+            + detail.scope_name.len()
+            + detail.scope_version.len()
+            + detail.attributes_json.len()
+    }
+
     pub fn duration_ns(&self) -> i64 {
         self.end_ns.saturating_sub(self.start_ns)
     }

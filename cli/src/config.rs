@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use archtrace_collector::assembly::AssemblySettings;
 use archtrace_collector::server::{
     DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_REQUESTS_IN_FLIGHT,
 };
 use archtrace_collector::ServerSettings;
 use archtrace_store::QueueLimits;
@@ -36,8 +37,10 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Spans that may wait for the writer before new requests are refused.
     pub queue_max_spans: Option<usize>,
-    /// Request bytes that may wait for the writer before new requests are refused.
+    /// Memory the spans waiting for the writer may take before new requests are refused.
     pub queue_max_bytes: Option<usize>,
+    /// Requests handled at once; more are refused as overloaded before they are decoded.
+    pub max_requests_in_flight: Option<usize>,
     /// A trace is derived once none of its spans has arrived for this long, e.g. "5s".
     pub trace_idle: Option<String>,
     /// How long derived spans are remembered to pair late ones, e.g. "60s".
@@ -73,6 +76,7 @@ pub struct Overrides {
     pub max_body_bytes: Option<usize>,
     pub queue_max_spans: Option<usize>,
     pub queue_max_bytes: Option<usize>,
+    pub max_requests_in_flight: Option<usize>,
     pub trace_idle: Option<Duration>,
     pub late_window: Option<Duration>,
 }
@@ -105,6 +109,13 @@ pub fn resolve(file: FileConfig, given: Overrides) -> anyhow::Result<ServeConfig
     if max_body_bytes == 0 {
         bail!("max_body_bytes must be at least 1");
     }
+    let max_requests_in_flight = given
+        .max_requests_in_flight
+        .or(file.max_requests_in_flight)
+        .unwrap_or(DEFAULT_MAX_REQUESTS_IN_FLIGHT);
+    if max_requests_in_flight == 0 {
+        bail!("max_requests_in_flight must be at least 1");
+    }
     Ok(ServeConfig {
         db: given.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()),
         grpc_addr: given
@@ -131,6 +142,7 @@ pub fn resolve(file: FileConfig, given: Overrides) -> anyhow::Result<ServeConfig
                     .unwrap_or(defaults.max_bytes),
             },
             max_body_bytes,
+            max_requests_in_flight,
             auth_token,
             derive_edges: true,
             baseline: None,

@@ -21,11 +21,6 @@ use archtrace_collector::Listeners;
 use archtrace_store::{Location, Store, StoreStats};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-// Spans are many small allocations freed across threads; mimalloc handles that pattern with
-// less time and less fragmentation than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const ABOUT: &str = "Learns the runtime architecture of a distributed system from its \
 OpenTelemetry traces, and tells where it is coupled and risky.";
 
@@ -168,9 +163,14 @@ struct ServeArgs {
     /// Spans that may wait for the writer before requests are refused with UNAVAILABLE/503. [default: 262144]
     #[arg(long, env = "ARCHTRACE_QUEUE_MAX_SPANS", value_name = "SPANS")]
     queue_max_spans: Option<usize>,
-    /// Request bytes that may wait for the writer before requests are refused. [default: 67108864]
+    /// Memory that spans waiting for the writer may take before requests are refused (about
+    /// 2-3 times their encoded size). [default: 67108864]
     #[arg(long, env = "ARCHTRACE_QUEUE_MAX_BYTES", value_name = "BYTES")]
     queue_max_bytes: Option<usize>,
+    /// Requests handled at once over both transports; more are refused as overloaded
+    /// (UNAVAILABLE / 503) before their bodies are read, which bounds memory. [default: 64]
+    #[arg(long, env = "ARCHTRACE_MAX_REQUESTS_IN_FLIGHT", value_name = "N")]
+    max_requests_in_flight: Option<usize>,
     /// A trace is derived into the graph once none of its spans has arrived for this long. [default: 5s]
     #[arg(long, env = "ARCHTRACE_TRACE_IDLE", value_name = "DURATION", value_parser = humantime::parse_duration)]
     trace_idle: Option<Duration>,
@@ -523,6 +523,7 @@ fn serve(args: ServeArgs, demo_rate: Option<u32>) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             queue_max_spans: args.queue_max_spans,
             queue_max_bytes: args.queue_max_bytes,
+            max_requests_in_flight: args.max_requests_in_flight,
             trace_idle: args.trace_idle,
             late_window: args.late_window,
         },

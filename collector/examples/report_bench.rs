@@ -12,9 +12,6 @@ use archtrace_collector::graph::report_from_files;
 use archtrace_collector::import::OnBadInput;
 use prost::Message;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let spans: usize = std::env::args()
         .nth(1)

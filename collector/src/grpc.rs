@@ -1,12 +1,14 @@
 //! OTLP/gRPC `TraceService/Export`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Auth;
@@ -66,9 +68,8 @@ impl TraceService for GrpcTraceService {
             ));
         }
         let request = request.into_inner();
-        let bytes = request.encoded_len();
         let converted = otlp::convert(request);
-        match self.ingest.ingest(converted, bytes).await {
+        match self.ingest.ingest(converted).await {
             Ok(report) => {
                 self.count(if report.rejected > 0 {
                     Outcome::PartialSuccess
@@ -111,4 +112,71 @@ pub fn otlp_status_codes<B>(mut response: http::Response<B>) -> http::Response<B
         .headers_mut()
         .insert("grpc-status", http::HeaderValue::from(code as i32));
     response
+}
+
+/// Refuses a request with UNAVAILABLE before tonic reads and decodes its body when
+/// [`Ingest::admit`] has no room; the admission is held until the answer is ready.
+#[derive(Clone)]
+pub struct AdmissionLayer {
+    ingest: Arc<Ingest>,
+}
+
+impl AdmissionLayer {
+    pub fn new(ingest: Arc<Ingest>) -> Self {
+        AdmissionLayer { ingest }
+    }
+}
+
+impl<S> tower::Layer<S> for AdmissionLayer {
+    type Service = Admission<S>;
+
+    fn layer(&self, inner: S) -> Admission<S> {
+        Admission {
+            inner,
+            ingest: self.ingest.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Admission<S> {
+    inner: S,
+    ingest: Arc<Ingest>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Admission<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let Some(admitted) = self.ingest.admit() else {
+            self.ingest
+                .metrics()
+                .count_request(Transport::Grpc, Outcome::Unavailable);
+            let refusal = Status::unavailable(self.ingest.busy_message()).into_http();
+            return Box::pin(std::future::ready(Ok(refusal)));
+        };
+        // The service polled ready takes this request; its clone waits for the next one.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(async move {
+            let response = inner.call(request).await;
+            drop(admitted);
+            response
+        })
+    }
 }

@@ -188,12 +188,21 @@ async fn handle(
         ));
     }
     let limit = state.max_body_bytes;
+    let Some(_admitted) = state.ingest.admit() else {
+        // Read to its end and dropped as it comes, so that the client gets the 503 rather
+        // than a connection closed in the middle of its upload.
+        discard_body(body, limit).await;
+        return Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::Unavailable,
+            state.ingest.busy_message(),
+        ));
+    };
     let raw = read_body(body, limit).await?;
     let bytes = decompress(headers, raw, limit)?;
-    let size = bytes.len();
     let request = decode(&bytes, encoding)?;
     let converted = otlp::convert(request);
-    state.ingest.ingest(converted, size).await.map_err(|err| {
+    state.ingest.ingest(converted).await.map_err(|err| {
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Outcome::Unavailable,
@@ -224,6 +233,19 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Failure> {
             )
         }
     })
+}
+
+/// Reads a body without keeping it, up to `limit` bytes.
+async fn discard_body(body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut read = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, Bytes::len);
+        if read > limit {
+            return;
+        }
+    }
 }
 
 fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, Failure> {

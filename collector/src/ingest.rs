@@ -4,8 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use archtrace_analyzer::Span;
 use archtrace_store::{WriteError, Writer, WriterMetrics};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::otlp::Converted;
 
@@ -103,11 +104,33 @@ pub struct IngestReport {
 pub struct Ingest {
     writer: Writer,
     metrics: Arc<IngestMetrics>,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
 }
 
 impl Ingest {
-    pub fn new(writer: Writer, metrics: Arc<IngestMetrics>) -> Self {
-        Ingest { writer, metrics }
+    pub fn new(writer: Writer, metrics: Arc<IngestMetrics>, max_in_flight: usize) -> Self {
+        Ingest {
+            writer,
+            metrics,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+        }
+    }
+
+    /// Room for one more request, held until it is answered; `None` when `max_in_flight`
+    /// requests are being read, decoded or committed. Refusing before the body is decoded keeps
+    /// memory bounded when far more clients send at once than the queue could take.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    /// The answer to a request that [`Ingest::admit`] turned away.
+    pub fn busy_message(&self) -> String {
+        format!(
+            "{} requests are already in flight (--max-requests-in-flight); retry later",
+            self.max_in_flight
+        )
     }
 
     pub fn metrics(&self) -> &Arc<IngestMetrics> {
@@ -118,13 +141,8 @@ impl Ingest {
         self.writer.metrics()
     }
 
-    /// Stores the request's valid spans and returns once they are committed. `bytes` is the
-    /// request's decoded size, which the writer queue is bounded by.
-    pub async fn ingest(
-        &self,
-        converted: Converted,
-        bytes: usize,
-    ) -> Result<IngestReport, IngestError> {
+    /// Stores the request's valid spans and returns once they are committed.
+    pub async fn ingest(&self, converted: Converted) -> Result<IngestReport, IngestError> {
         let accepted = converted.spans.len() as u64;
         let report = IngestReport {
             accepted,
@@ -140,6 +158,9 @@ impl Ingest {
         if accepted == 0 {
             return Ok(report);
         }
+        // The queue is bounded by what the spans take in memory, two to three times their
+        // encoded size, so that its limit is a limit on the server's memory.
+        let bytes = converted.spans.iter().map(Span::memory_size).sum();
         let (reply_to, committed) = oneshot::channel();
         let submitted = self.writer.submit(
             converted.spans,

@@ -24,6 +24,9 @@ pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4318";
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:4320";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// 64 requests of OTLP's usual 512 spans keep the writer's queue full at any rate this server
+/// reaches, while 640 clients at once stay within a few hundred MB.
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;
 /// DuckDB's memory while serving: appends need little, and the server should stay small.
 const SERVER_DUCKDB_MEMORY: &str = "128MB";
 /// Under load the default 16 MB threshold checkpoints every ~230k spans, each a writer stall of
@@ -36,6 +39,9 @@ pub struct ServerSettings {
     pub queue: QueueLimits,
     /// Largest request accepted, after decompression, on both transports.
     pub max_body_bytes: usize,
+    /// Requests read, decoded or waiting for their commit at once, over both transports; more
+    /// are refused as overloaded before their bodies are decoded.
+    pub max_requests_in_flight: usize,
     pub auth_token: Option<String>,
     /// Derive edges while serving; without it spans are only stored (`archtrace rebuild`
     /// derives them later).
@@ -50,6 +56,7 @@ impl Default for ServerSettings {
         ServerSettings {
             queue: QueueLimits::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_requests_in_flight: DEFAULT_MAX_REQUESTS_IN_FLIGHT,
             auth_token: None,
             derive_edges: true,
             assembly: AssemblySettings::default(),
@@ -167,7 +174,11 @@ pub async fn serve(
     };
     let writer_metrics = writer.metrics().clone();
     let ingest_metrics = Arc::new(IngestMetrics::default());
-    let ingest = Arc::new(Ingest::new(writer, ingest_metrics.clone()));
+    let ingest = Arc::new(Ingest::new(
+        writer,
+        ingest_metrics.clone(),
+        settings.max_requests_in_flight.max(1),
+    ));
     let auth = Auth::new(settings.auth_token.clone());
     let ready = Arc::new(AtomicBool::new(true));
 
@@ -194,6 +205,7 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(
             crate::grpc::otlp_status_codes::<tonic::body::Body>,
         ))
+        .layer(crate::grpc::AdmissionLayer::new(ingest.clone()))
         .add_service(grpc_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped());
 

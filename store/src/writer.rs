@@ -20,6 +20,7 @@ use crate::Store;
 #[derive(Clone, Copy, Debug)]
 pub struct QueueLimits {
     pub max_spans: usize,
+    /// What the waiting spans take in memory (`Span::memory_size`).
     pub max_bytes: usize,
 }
 

@@ -19,6 +19,33 @@ async fn a_full_queue_refuses_with_retry_advice_and_keeps_what_it_acknowledged()
         },
         ..ServerSettings::default()
     };
+    let refusals = send_at_once_and_check(settings).await;
+    assert!(
+        refusals.iter().all(|m| m.contains("queue is full")),
+        "{refusals:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_over_the_in_flight_limit_are_refused_before_they_are_decoded() {
+    // The queue has room for everything; only the limit on requests in flight refuses.
+    let settings = ServerSettings {
+        max_requests_in_flight: 2,
+        ..ServerSettings::default()
+    };
+    let refusals = send_at_once_and_check(settings).await;
+    assert!(
+        refusals
+            .iter()
+            .all(|m| m.contains("2 requests are already in flight")),
+        "{refusals:?}"
+    );
+}
+
+/// Sends 48 requests at once over each transport: each must be stored or refused as OTLP asks
+/// (UNAVAILABLE, 503 with Retry-After), some of each, and exactly the acknowledged ones stored.
+/// Returns the messages of the gRPC refusals.
+async fn send_at_once_and_check(settings: ServerSettings) -> Vec<String> {
     let server = InProcessServer::start(settings).await;
     let request = Generator::new(9, 1_700_000_000_000_000_000).request(512);
     let spans_per_request = request
@@ -57,7 +84,7 @@ async fn a_full_queue_refuses_with_retry_advice_and_keeps_what_it_acknowledged()
                 .export(request)
                 .await
                 .map(|_| ())
-                .map_err(|s| s.code())
+                .map_err(|s| (s.code(), s.message().to_owned()))
         }));
     }
     let (mut http_ok, mut http_refused) = (0, 0);
@@ -71,14 +98,15 @@ async fn a_full_queue_refuses_with_retry_advice_and_keeps_what_it_acknowledged()
             (other, _) => panic!("unexpected HTTP {other}"),
         }
     }
-    let (mut grpc_ok, mut grpc_refused) = (0, 0);
+    let (mut grpc_ok, mut grpc_refusals) = (0, Vec::new());
     for task in grpc {
         match task.await.unwrap() {
             Ok(()) => grpc_ok += 1,
-            Err(tonic::Code::Unavailable) => grpc_refused += 1,
-            Err(other) => panic!("unexpected gRPC code {other:?}"),
+            Err((tonic::Code::Unavailable, message)) => grpc_refusals.push(message),
+            Err(other) => panic!("unexpected gRPC answer {other:?}"),
         }
     }
+    let grpc_refused = grpc_refusals.len();
     assert!(http_ok > 0 && grpc_ok > 0, "some requests got through");
     assert!(http_refused > 0, "some HTTP requests were refused");
     assert!(grpc_refused > 0, "some gRPC requests were refused");
@@ -96,6 +124,12 @@ async fn a_full_queue_refuses_with_retry_advice_and_keeps_what_it_acknowledged()
         "{metrics}"
     );
     assert!(
+        metrics.contains(&format!(
+            "archtrace_requests_total{{transport=\"grpc\",outcome=\"unavailable\"}} {grpc_refused}\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains("archtrace_queue_spans 0\n"),
         "the queue is empty again: {metrics}"
     );
@@ -106,4 +140,5 @@ async fn a_full_queue_refuses_with_retry_advice_and_keeps_what_it_acknowledged()
         (http_ok + grpc_ok) * spans_per_request,
         "exactly the acknowledged requests were stored"
     );
+    grpc_refusals
 }
