@@ -282,19 +282,24 @@ impl Aggregate {
     ) {
         scratch.clear();
         let trace = derive_trace(spans, lookup, scratch);
+        self.note_trace(spans, &trace);
+        self.add_observations(scratch);
+    }
+
+    /// What a derived trace tells besides its edges: diagnostics, shape, services, time range.
+    fn note_trace(&mut self, spans: &[Span], trace: &TraceDiagnostics) {
         self.diagnostics.spans += trace.spans;
         self.diagnostics.traces += 1;
         self.diagnostics.observations += trace.observations;
         self.diagnostics.orphaned_spans += trace.orphaned_spans;
         self.diagnostics.unresolved_client_spans += trace.unresolved_client_spans;
-        self.note_trace_shape(&trace);
+        self.note_trace_shape(trace);
         for span in spans {
             self.note_service(&span.service);
             let range = self.span_range.get_or_insert((span.start_ns, span.end_ns));
             range.0 = range.0.min(span.start_ns);
             range.1 = range.1.max(span.end_ns);
         }
-        self.add_observations(scratch);
     }
 
     fn note_service(&mut self, service: &Arc<str>) {
@@ -416,20 +421,30 @@ impl Buckets {
         lookup: &dyn SpanLookup,
         scratch: &mut Vec<Observation>,
     ) {
+        Buckets::add_trace_to_all(&mut [self], spans, lookup, scratch);
+    }
+
+    /// Derives a trace once and adds it to buckets of several widths: edges to the bucket of
+    /// each call's start, everything else to the bucket of the trace's first span.
+    pub fn add_trace_to_all(
+        all: &mut [&mut Buckets],
+        spans: &[Span],
+        lookup: &dyn SpanLookup,
+        scratch: &mut Vec<Observation>,
+    ) {
         let Some(first) = spans.iter().map(|s| s.start_ns).min() else {
             return;
         };
-        let mut whole = Aggregate::default();
-        whole.add_trace(spans, lookup, scratch);
-        // The per-edge numbers are rebuilt per bucket; the rest stays with the trace's bucket.
-        whole.edges.clear();
-        whole.operations.clear();
-        self.buckets
-            .entry(self.bucket_of(first))
-            .or_default()
-            .merge(&whole);
+        scratch.clear();
+        let trace = derive_trace(spans, lookup, scratch);
+        let mut facts = Aggregate::default();
+        facts.note_trace(spans, &trace);
         scratch.sort_by_key(|o| o.start_ns);
-        self.add_sorted_observations(scratch);
+        for buckets in all {
+            let bucket = buckets.bucket_of(first);
+            buckets.buckets.entry(bucket).or_default().merge(&facts);
+            buckets.add_sorted_observations(scratch);
+        }
     }
 
     /// Adds one trace's observations, sorted by start, each to the bucket of its start.
@@ -575,5 +590,32 @@ mod tests {
         }
         assert_eq!(all.edges, direct.edges);
         assert_eq!(all.diagnostics, direct.diagnostics);
+    }
+
+    #[test]
+    fn one_derivation_fills_buckets_of_every_width() {
+        let traces = [(1, 10, 1), (2, MINUTE + 10, 2), (3, 61 * MINUTE, 1)];
+        let (mut minute, mut hour) = (Buckets::new(MINUTE), Buckets::new(60 * MINUTE));
+        let mut direct = Aggregate::default();
+        let mut scratch = Vec::new();
+        for (id, start, calls) in traces {
+            let spans = trace(id, start, calls);
+            Buckets::add_trace_to_all(
+                &mut [&mut minute, &mut hour],
+                &spans,
+                &NoLookup,
+                &mut scratch,
+            );
+            direct.add_trace(&spans, &NoLookup, &mut scratch);
+        }
+        assert_eq!(minute.buckets.len(), 3);
+        assert_eq!(hour.buckets.len(), 2);
+        for buckets in [&minute, &hour] {
+            let all = buckets.window(0, 120 * MINUTE);
+            assert_eq!(all.edges, direct.edges);
+            assert_eq!(all.diagnostics, direct.diagnostics);
+            assert_eq!(all.nodes, direct.nodes);
+        }
+        assert_eq!(hour.window(0, 60 * MINUTE).diagnostics.traces, 2);
     }
 }

@@ -207,8 +207,12 @@ pub fn rebuild(reader: &Reader, since_ns: i64, until_ns: i64) -> Result<u64, Que
     let mut traces = 0;
     reader.for_each_trace(start, end, &mut |spans| {
         traces += 1;
-        minute.add_trace(spans, &NoLookup, &mut scratch);
-        hour.add_trace(spans, &NoLookup, &mut scratch);
+        Buckets::add_trace_to_all(
+            &mut [&mut minute, &mut hour],
+            spans,
+            &NoLookup,
+            &mut scratch,
+        );
     })?;
     // A trace that crosses the range's edge also adds to buckets outside it; those buckets keep
     // what they had, so only the rebuilt range is replaced.
