@@ -110,19 +110,62 @@ fn for_each_trace(
         |row| row.get(0),
     )?;
     let slices = (spans_in_window / spans_per_slice.max(1) + 1).max(1);
-    let mut statement = conn.prepare(
-        "SELECT trace_id, span_id, parent_span_id, service_name, span_name, span_kind,
-                start_ns, end_ns, status_code, peer_service, server_address, server_port,
-                network_peer_address, network_peer_port, net_peer_name, net_sock_peer_addr,
-                db_system, db_system_name, db_namespace, db_name, messaging_system,
-                messaging_destination_name, rpc_service, http_route, http_method, environment, links
-         FROM spans
-         WHERE hash(trace_id) % ? = ?
-           AND trace_id IN (SELECT DISTINCT trace_id FROM spans
-                            WHERE start_ns >= ? AND start_ns < ? AND hash(trace_id) % ? = ?)
-         ORDER BY trace_id",
-    )?;
+    // A second connection queries the next slice while this thread turns the previous one
+    // into traces and derives them: DuckDB's sort and our work overlap.
+    let querying = conn.try_clone()?;
+    // A rendezvous: at most one slice waits while another is derived.
+    let (sender, slice_batches) = std::sync::mpsc::sync_channel(0);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let query = || -> Result<_, QueryError> {
+                Ok(querying.prepare(
+                    "SELECT trace_id, span_id, parent_span_id, service_name, span_name, span_kind,
+                            start_ns, end_ns, status_code, peer_service, server_address, server_port,
+                            network_peer_address, network_peer_port, net_peer_name, net_sock_peer_addr,
+                            db_system, db_system_name, db_namespace, db_name, messaging_system,
+                            messaging_destination_name, rpc_service, http_route, http_method, environment, links
+                     FROM spans
+                     WHERE hash(trace_id) % ? = ?
+                       AND trace_id IN (SELECT DISTINCT trace_id FROM spans
+                                        WHERE start_ns >= ? AND start_ns < ? AND hash(trace_id) % ? = ?)
+                     ORDER BY trace_id",
+                )?)
+            };
+            let mut statement = match query() {
+                Ok(statement) => statement,
+                Err(err) => {
+                    let _ = sender.send(Err(err));
+                    return;
+                }
+            };
+            for slice in 0..slices {
+                // Arrow batches: columnar reads cost less than fetching 27 values row by row.
+                let batches = statement
+                    .query_arrow(duckdb::params![
+                        slices as u64,
+                        slice as u64,
+                        since_ns,
+                        until_ns,
+                        slices as u64,
+                        slice as u64
+                    ])
+                    .map(|batches| batches.collect::<Vec<_>>())
+                    .map_err(QueryError::from);
+                // The reader stopped (an error on its side): stop querying too.
+                if sender.send(batches).is_err() {
+                    return;
+                }
+            }
+        });
+        derive_slices(slice_batches, each)
+    })
+}
 
+/// Turns the slices' rows (sorted by trace id) into traces for `each`.
+fn derive_slices(
+    slice_batches: std::sync::mpsc::Receiver<Result<Vec<RecordBatch>, QueryError>>,
+    each: &mut dyn FnMut(&[Span]),
+) -> Result<(), QueryError> {
     // Services and environments repeat on every row; share one allocation each.
     let mut names: HashMap<String, Arc<str>> = HashMap::new();
     let mut intern = |text: &str| -> Arc<str> {
@@ -136,19 +179,6 @@ fn for_each_trace(
         }
     };
     let mut trace: Vec<Span> = Vec::new();
-    let slice_batches = (0..slices).map(|slice| {
-        // Arrow batches: columnar reads cost less than fetching 27 values row by row.
-        statement
-            .query_arrow(duckdb::params![
-                slices as u64,
-                slice as u64,
-                since_ns,
-                until_ns,
-                slices as u64,
-                slice as u64
-            ])
-            .map(|batches| batches.collect::<Vec<_>>())
-    });
     for batches in slice_batches {
         for batch in batches? {
             let columns = Columns::of(&batch)?;
