@@ -2,7 +2,7 @@
 //! window's diagnostics. An `Aggregate` covers one time window (a 1-minute bucket online, all
 //! of the input offline); aggregates of adjacent windows merge.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::derive::{
@@ -10,6 +10,7 @@ use crate::derive::{
 };
 use crate::sketch::LatencySketch;
 use crate::span::Span;
+use crate::FastMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EdgeKey {
@@ -150,10 +151,10 @@ impl NodeFacts {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Aggregate {
-    pub edges: HashMap<EdgeKey, EdgeStats>,
+    pub edges: FastMap<EdgeKey, EdgeStats>,
     /// Per entry operation: the shape of the traces that started there.
-    pub entries: HashMap<EntryKey, EntryStats>,
-    pub operations: HashMap<OperationKey, OperationStats>,
+    pub entries: FastMap<EntryKey, EntryStats>,
+    pub operations: FastMap<OperationKey, OperationStats>,
     pub nodes: BTreeMap<Arc<str>, NodeFacts>,
     pub diagnostics: Diagnostics,
     /// Earliest span start and latest span end seen, in Unix nanoseconds.
@@ -319,7 +320,7 @@ impl Aggregate {
 
     /// Adds the observations of one trace (calls per trace are counted within it).
     pub fn add_observations(&mut self, observations: &[Observation]) {
-        let mut per_trace: HashMap<&EdgeKey, u64> = HashMap::new();
+        let mut per_trace: FastMap<&EdgeKey, u64> = FastMap::default();
         let mut keys = Vec::with_capacity(observations.len());
         for observation in observations {
             keys.push(EdgeKey {

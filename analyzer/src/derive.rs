@@ -1,10 +1,10 @@
 //! Edge derivation: one complete trace in, call observations out. This implements
 //! `shared/docs/edge-derivation.md` rule by rule (R1–R6); each rule has tests named after it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::span::{PeerAttributes, Span, SpanId, SpanKind, TraceId};
+use crate::FastMap;
 
 /// The virtual caller of entry points whose client reports no spans (R3).
 pub const USER_NODE: &str = "user";
@@ -194,7 +194,8 @@ pub fn derive_trace(
         ..TraceDiagnostics::default()
     };
     let before = out.len();
-    let mut index: HashMap<SpanId, usize> = HashMap::with_capacity(spans.len());
+    let mut index: FastMap<SpanId, usize> =
+        FastMap::with_capacity_and_hasher(spans.len(), Default::default());
     for (i, span) in spans.iter().enumerate() {
         index.entry(span.span_id).or_insert(i);
     }
@@ -481,7 +482,7 @@ fn rule_4_boundary(span: &Span, parent: &Span, caller_op: Arc<str>, out: &mut Ve
 fn rule_5_links(
     span: &Span,
     spans: &[Span],
-    index: &HashMap<SpanId, usize>,
+    index: &FastMap<SpanId, usize>,
     lookup: &dyn SpanLookup,
     out: &mut Vec<Observation>,
 ) -> bool {

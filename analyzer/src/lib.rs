@@ -18,4 +18,9 @@ pub mod snapshot;
 pub mod span;
 pub mod time;
 
+/// A hash map for the hot paths of derivation, keyed by span and trace ids and node names:
+/// foldhash is several times faster than the standard SipHash there, and its per-process seed
+/// still keeps keys chosen by telemetry senders from colliding on purpose.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use span::{Link, PeerAttributes, Span, SpanDetail, SpanId, SpanKind, StatusCode, TraceId};

@@ -13,7 +13,7 @@ use archtrace_analyzer::derive::{
     derive_trace, operation_name, LinkedSpan, Observation, Provenance, SpanLookup,
 };
 use archtrace_analyzer::span::SpanDetail;
-use archtrace_analyzer::{Span, SpanId, TraceId};
+use archtrace_analyzer::{FastMap, Span, SpanId, TraceId};
 
 #[derive(Clone, Debug)]
 pub struct AssemblySettings {
@@ -54,7 +54,7 @@ struct Derived {
     counted_as_uninstrumented: HashSet<SpanId>,
 }
 
-struct Remembered<'a>(&'a HashMap<TraceId, Derived>);
+struct Remembered<'a>(&'a FastMap<TraceId, Derived>);
 
 impl SpanLookup for Remembered<'_> {
     fn find(&self, trace_id: &TraceId, span_id: &SpanId) -> Option<LinkedSpan> {
@@ -73,11 +73,11 @@ impl SpanLookup for Remembered<'_> {
 
 pub struct Assembler {
     settings: AssemblySettings,
-    pending: HashMap<TraceId, Pending>,
+    pending: FastMap<TraceId, Pending>,
     /// (arrival, trace) in arrival order; stale entries (the trace saw a later span) are skipped.
     arrivals: VecDeque<(Instant, TraceId)>,
     buffered_spans: usize,
-    derived: HashMap<TraceId, Derived>,
+    derived: FastMap<TraceId, Derived>,
     derived_order: VecDeque<(Instant, TraceId)>,
     remembered_spans: usize,
     minute: Buckets,
@@ -98,10 +98,10 @@ impl Assembler {
     pub fn new(settings: AssemblySettings) -> Assembler {
         Assembler {
             settings,
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             arrivals: VecDeque::new(),
             buffered_spans: 0,
-            derived: HashMap::new(),
+            derived: FastMap::default(),
             derived_order: VecDeque::new(),
             remembered_spans: 0,
             minute: Buckets::new(archtrace_store::buckets::MINUTE_NS),
