@@ -187,6 +187,40 @@ mod tests {
         assert_eq!(config.grpc_addr, "127.0.0.1:5317".parse().unwrap());
         assert_eq!(config.http_addr, DEFAULT_HTTP_ADDR.parse().unwrap());
         assert_eq!(config.settings.queue.max_spans, 10);
+        assert_eq!(
+            config.settings.max_requests_in_flight,
+            DEFAULT_MAX_REQUESTS_IN_FLIGHT
+        );
+    }
+
+    #[test]
+    fn the_in_flight_limit_comes_from_the_file_or_a_flag_and_is_never_zero() {
+        let file = || {
+            toml::from_str::<FileConfig>(
+                "max_requests_in_flight = 16
+",
+            )
+            .unwrap()
+        };
+        let config = resolve(file(), Overrides::default()).unwrap();
+        assert_eq!(config.settings.max_requests_in_flight, 16);
+        let given = Overrides {
+            max_requests_in_flight: Some(4),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            resolve(file(), given)
+                .unwrap()
+                .settings
+                .max_requests_in_flight,
+            4
+        );
+        let zero = Overrides {
+            max_requests_in_flight: Some(0),
+            ..Overrides::default()
+        };
+        let err = resolve(file(), zero).unwrap_err().to_string();
+        assert!(err.contains("max_requests_in_flight"), "{err}");
     }
 
     #[test]

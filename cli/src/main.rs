@@ -168,7 +168,7 @@ struct ServeArgs {
     #[arg(long, env = "ARCHTRACE_QUEUE_MAX_BYTES", value_name = "BYTES")]
     queue_max_bytes: Option<usize>,
     /// Requests handled at once over both transports; more are refused as overloaded
-    /// (UNAVAILABLE / 503) before their bodies are read, which bounds memory. [default: 64]
+    /// (UNAVAILABLE / 503) before their bodies are decoded, which bounds memory. [default: 64]
     #[arg(long, env = "ARCHTRACE_MAX_REQUESTS_IN_FLIGHT", value_name = "N")]
     max_requests_in_flight: Option<usize>,
     /// A trace is derived into the graph once none of its spans has arrived for this long. [default: 5s]
