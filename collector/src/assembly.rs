@@ -116,12 +116,21 @@ impl Assembler {
 
     /// Takes committed spans. Traces over the buffer limit are derived early.
     pub fn add(&mut self, spans: Vec<Span>, now: Instant) {
-        for span in spans {
+        // Spans of one trace mostly come together; room for all of them at once spares growing
+        // the trace's vector a span at a time.
+        let mut same_trace_ahead = vec![1; spans.len()];
+        for i in (0..spans.len().saturating_sub(1)).rev() {
+            if spans[i].trace_id == spans[i + 1].trace_id {
+                same_trace_ahead[i] = same_trace_ahead[i + 1] + 1;
+            }
+        }
+        for (span, ahead) in spans.into_iter().zip(same_trace_ahead) {
             let trace_id = span.trace_id;
             let pending = self.pending.entry(trace_id).or_insert_with(|| Pending {
                 spans: Vec::new(),
                 last_arrival: now,
             });
+            pending.spans.reserve(ahead);
             pending.spans.push(slim(span));
             if pending.last_arrival != now || pending.spans.len() == 1 {
                 pending.last_arrival = now;
@@ -219,7 +228,12 @@ impl Assembler {
             counted_as_uninstrumented: HashSet::new(),
         });
         self.remembered_spans -= remembered.spans.len();
-        remembered.spans.append(&mut new_spans);
+        if remembered.spans.is_empty() {
+            // Moving the vector saves copying every span, as `append` would.
+            remembered.spans = new_spans;
+        } else {
+            remembered.spans.append(&mut new_spans);
+        }
         let ids: HashSet<SpanId> = remembered.spans.iter().map(|s| s.span_id).collect();
         remembered.orphans = remembered
             .spans

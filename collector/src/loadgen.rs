@@ -69,6 +69,101 @@ struct Payloads {
     bodies: Vec<Bytes>,
     spans_per_body: Vec<u64>,
     encoded_protobuf: Vec<Bytes>,
+    /// Where each body carries its ids.
+    ids: Vec<IdSpots>,
+    /// Ids are written as hex text (OTLP/JSON), not raw bytes.
+    hex_ids: bool,
+}
+
+/// The byte offsets of every trace id and span id (own, parent, linked) in an encoded body.
+/// Each send XORs them with a fresh salt, so the server sees new traces every time, as from
+/// real traffic, rather than the same few traces again and again (which a live assembler takes
+/// for late spans of traces it has derived). One salt per request keeps parents and links
+/// pointing where they did.
+#[derive(Default)]
+struct IdSpots {
+    trace_ids: Vec<usize>,
+    span_ids: Vec<usize>,
+}
+
+impl IdSpots {
+    fn find(request: &ExportTraceServiceRequest, body: &[u8], hex_ids: bool) -> IdSpots {
+        let spans = || {
+            request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+        };
+        let mut trace_ids = std::collections::BTreeSet::new();
+        let mut span_ids = std::collections::BTreeSet::new();
+        for span in spans() {
+            trace_ids.insert(span.trace_id.clone());
+            span_ids.insert(span.span_id.clone());
+            span_ids.insert(span.parent_span_id.clone());
+            for link in &span.links {
+                trace_ids.insert(link.trace_id.clone());
+                span_ids.insert(link.span_id.clone());
+            }
+        }
+        let offsets = |ids: std::collections::BTreeSet<Vec<u8>>| -> Vec<usize> {
+            let mut found: Vec<usize> = ids
+                .into_iter()
+                .filter(|id| !id.is_empty())
+                .flat_map(|id| {
+                    let needle = if hex_ids {
+                        hex::encode(&id).into_bytes()
+                    } else {
+                        id
+                    };
+                    memchr::memmem::find_iter(body, &needle).collect::<Vec<_>>()
+                })
+                .collect();
+            found.sort_unstable();
+            found
+        };
+        IdSpots {
+            trace_ids: offsets(trace_ids),
+            span_ids: offsets(span_ids),
+        }
+    }
+
+    /// A copy of `body` with every id XORed with `salt`.
+    fn fresh(&self, body: &[u8], hex_ids: bool, salt: [u8; 16]) -> Bytes {
+        let mut out = body.to_vec();
+        let patch = |out: &mut Vec<u8>, at: usize, salt: &[u8]| {
+            for (i, s) in salt.iter().enumerate() {
+                if hex_ids {
+                    for (j, nibble) in [s >> 4, s & 0x0f].into_iter().enumerate() {
+                        let digit = &mut out[at + 2 * i + j];
+                        let value = (*digit as char).to_digit(16).unwrap_or(0) as u8 ^ nibble;
+                        *digit = b"0123456789abcdef"[usize::from(value)];
+                    }
+                } else {
+                    out[at + i] ^= s;
+                }
+            }
+        };
+        for &at in &self.trace_ids {
+            patch(&mut out, at, &salt);
+        }
+        for &at in &self.span_ids {
+            patch(&mut out, at, &salt[..8]);
+        }
+        Bytes::from(out)
+    }
+}
+
+/// The salt of the `n`th request sent: distinct for every request (splitmix64).
+fn salt(n: u64) -> [u8; 16] {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let high = mix(n.wrapping_mul(2).wrapping_add(0x9e37_79b9_7f4a_7c15));
+    let low = mix(n.wrapping_mul(2).wrapping_add(0x3c6e_f372_fe94_f82a));
+    ((u128::from(high) << 64) | u128::from(low)).to_le_bytes()
 }
 
 fn prepare(options: &LoadgenOptions) -> Payloads {
@@ -77,10 +172,13 @@ fn prepare(options: &LoadgenOptions) -> Payloads {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let mut generator = Generator::new(0x5eed, now);
+    let hex_ids = options.protocol == Protocol::HttpJson;
     let mut payloads = Payloads {
         bodies: Vec::new(),
         spans_per_body: Vec::new(),
         encoded_protobuf: Vec::new(),
+        ids: Vec::new(),
+        hex_ids,
     };
     for _ in 0..options.distinct_requests.max(1) {
         let request = generator.request(options.spans_per_request);
@@ -95,6 +193,7 @@ fn prepare(options: &LoadgenOptions) -> Payloads {
             Protocol::HttpJson => Bytes::from(crate::otlp_json::encode(&request)),
             _ => protobuf.clone(),
         };
+        payloads.ids.push(IdSpots::find(&request, &body, hex_ids));
         payloads.bodies.push(body);
         payloads.spans_per_body.push(spans as u64);
         payloads.encoded_protobuf.push(protobuf);
@@ -180,13 +279,16 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, String> {
                     next_send += interval;
                 }
                 let slot = index % payloads.bodies.len();
+                let body = payloads.ids[slot].fresh(
+                    &payloads.bodies[slot],
+                    payloads.hex_ids,
+                    salt(index as u64),
+                );
                 index += concurrency;
                 let sent_at = Instant::now();
                 let outcome = match &channel {
-                    Some(channel) => {
-                        send_grpc(channel.clone(), payloads.bodies[slot].clone(), &options).await
-                    }
-                    None => send_http(&http, payloads.bodies[slot].clone(), &options).await,
+                    Some(channel) => send_grpc(channel.clone(), body, &options).await,
+                    None => send_http(&http, body, &options).await,
                 };
                 let elapsed = sent_at.elapsed();
                 shared.requests.fetch_add(1, Ordering::Relaxed);
@@ -364,5 +466,72 @@ impl Decoder for PreEncodedCodec {
         ExportTraceServiceResponse::decode(bytes)
             .map(Some)
             .map_err(|err| tonic::Status::internal(err.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Each span's id and its parent's (empty for a root).
+    type Tree = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn ids(request: &ExportTraceServiceRequest) -> (HashSet<Vec<u8>>, Tree) {
+        let spans = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans);
+        let mut traces = HashSet::new();
+        let mut parent_links = Vec::new();
+        for span in spans {
+            traces.insert(span.trace_id.clone());
+            parent_links.push((span.span_id.clone(), span.parent_span_id.clone()));
+        }
+        (traces, parent_links)
+    }
+
+    /// Every send carries new trace and span ids, and each span still has the parent it had.
+    #[test]
+    fn each_send_has_fresh_ids_and_the_same_tree() {
+        let request = Generator::new(3, 1_700_000_000_000_000_000).request(300);
+        let (original_traces, original_tree) = ids(&request);
+        for hex_ids in [false, true] {
+            let body = if hex_ids {
+                crate::otlp_json::encode(&request)
+            } else {
+                request.encode_to_vec()
+            };
+            let spots = IdSpots::find(&request, &body, hex_ids);
+            let decode = |bytes: &[u8]| {
+                if hex_ids {
+                    crate::otlp_json::decode(bytes).unwrap()
+                } else {
+                    ExportTraceServiceRequest::decode(bytes).unwrap()
+                }
+            };
+            let mut seen = original_traces.clone();
+            for n in 1..=3 {
+                let sent = decode(&spots.fresh(&body, hex_ids, salt(n)));
+                let (traces, tree) = ids(&sent);
+                assert_eq!(traces.len(), original_traces.len());
+                assert!(
+                    traces.iter().all(|t| seen.insert(t.clone())),
+                    "trace ids are new"
+                );
+                assert_eq!(tree.len(), original_tree.len());
+                // Same shape: a span has a parent exactly when it had one, and parents are
+                // spans of the same request exactly when they were.
+                let own: HashSet<_> = tree.iter().map(|(id, _)| id.clone()).collect();
+                let original_own: HashSet<_> =
+                    original_tree.iter().map(|(id, _)| id.clone()).collect();
+                for ((id, parent), (old_id, old_parent)) in tree.iter().zip(&original_tree) {
+                    assert_ne!(id, old_id);
+                    assert_eq!(parent.is_empty(), old_parent.is_empty());
+                    assert_eq!(own.contains(parent), original_own.contains(old_parent));
+                }
+            }
+        }
     }
 }
