@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use archtrace_collector::synth::Generator;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
-use crate::support::{binary, ServerProcess};
+use crate::support::{binary, succeeded, ServerProcess};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stats_json_describes_the_store() {
@@ -53,15 +53,10 @@ async fn stats_json_describes_the_store() {
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(30)).success());
 
-    let output = Command::new(binary())
-        .args(["stats", "--format", "json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = succeeded(
+        Command::new(binary())
+            .args(["stats", "--format", "json", "--db"])
+            .arg(&db),
     );
     let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(stats["spans"], spans);

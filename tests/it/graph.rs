@@ -10,7 +10,7 @@ use archtrace_collector::graph::snapshot_from_files;
 use archtrace_collector::import::OnBadInput;
 use serde_json::Value;
 
-use crate::support::{binary, json_files};
+use crate::support::{binary, json_files, succeeded};
 
 type Edges = BTreeMap<(String, String), u64>;
 
@@ -266,15 +266,10 @@ fn zipkin_service_edges_equal_parent_child_links() {
 #[test]
 fn graph_formats_from_the_binary_agree_with_the_library() {
     let files = json_files("jaeger-hotel-reservation");
-    let output = Command::new(binary())
-        .args(["graph", "--format", "json", "--traces"])
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = succeeded(
+        Command::new(binary())
+            .args(["graph", "--format", "json", "--traces"])
+            .args(&files),
     );
     let from_binary: Snapshot = serde_json::from_slice(&output.stdout).unwrap();
     let (from_library, _) = snapshot_from_files(&files, None, OnBadInput::Stop, None).unwrap();
@@ -323,15 +318,10 @@ fn graph_formats_from_the_binary_agree_with_the_library() {
 fn the_same_input_gives_byte_identical_snapshots() {
     let files = json_files("zipkin");
     let run = || {
-        let output = Command::new(binary())
-            .args(["graph", "--format", "json", "--traces"])
-            .args(&files)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let output = succeeded(
+            Command::new(binary())
+                .args(["graph", "--format", "json", "--traces"])
+                .args(&files),
         );
         output.stdout
     };
@@ -387,24 +377,19 @@ fn import_then_graph_from_the_store_equals_offline_and_survives_rebuild() {
     );
     // The recorded traces are from 2022: ask for a window around them.
     let graph = |db: &std::path::Path| {
-        let output = Command::new(binary())
-            .args([
-                "graph",
-                "--format",
-                "json",
-                "--since",
-                "2022-01-01T00:00:00Z",
-                "--until",
-                "2023-01-01T00:00:00Z",
-                "--db",
-            ])
-            .arg(db)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let output = succeeded(
+            Command::new(binary())
+                .args([
+                    "graph",
+                    "--format",
+                    "json",
+                    "--since",
+                    "2022-01-01T00:00:00Z",
+                    "--until",
+                    "2023-01-01T00:00:00Z",
+                    "--db",
+                ])
+                .arg(db),
         );
         serde_json::from_slice::<Snapshot>(&output.stdout).unwrap()
     };

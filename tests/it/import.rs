@@ -11,7 +11,7 @@ use archtrace_analyzer::{Span, SpanKind, StatusCode};
 use archtrace_collector::import::{self, Detail, Format, ImportError, OnBadInput, Source, Summary};
 use serde_json::Value;
 
-use crate::support::{binary, json_files, shared_data};
+use crate::support::{binary, json_files, shared_data, succeeded};
 
 fn read(
     path: &Path,
@@ -456,17 +456,12 @@ fn the_binary_imports_files_and_standard_input_into_the_store() {
     .len();
     assert!(zipkin_spans < 1_041);
     let jaeger = json_files("jaeger-hotel-reservation");
-    let output = Command::new(binary())
-        .args(["import", "--db"])
-        .arg(&db)
-        .arg(&zipkin)
-        .args(&jaeger[..10])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = succeeded(
+        Command::new(binary())
+            .args(["import", "--db"])
+            .arg(&db)
+            .arg(&zipkin)
+            .args(&jaeger[..10]),
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.starts_with("imported 11 files:"), "{stdout}");

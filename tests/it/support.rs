@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use archtrace_collector::{BoundAddrs, Listeners, ServerSettings};
@@ -112,6 +112,27 @@ pub struct Stopped {
 }
 
 /// The `archtrace` binary built next to this test executable.
+/// Runs a command to its end; a failure fails the test and shows the command's stderr.
+pub fn succeeded(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Listener flags for `serve` and `demo` that let the system pick free ports.
+pub const ANY_FREE_PORTS: [&str; 6] = [
+    "--otlp-grpc-addr",
+    "127.0.0.1:0",
+    "--otlp-http-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+];
+
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/it-<hash> -> target/<profile>/archtrace
@@ -142,14 +163,7 @@ impl ServerProcess {
         command
             .args(["serve", "--db"])
             .arg(db)
-            .args([
-                "--otlp-grpc-addr",
-                "127.0.0.1:0",
-                "--otlp-http-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ])
+            .args(ANY_FREE_PORTS)
             .args(extra)
             .env_remove("ARCHTRACE_CONFIG")
             .stdout(Stdio::piped())
