@@ -2,14 +2,15 @@
 //! window's diagnostics. An `Aggregate` covers one time window (a 1-minute bucket online, all
 //! of the input offline); aggregates of adjacent windows merge.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::derive::{
-    derive_trace, EdgeKind, NodeType, Observation, Provenance, SpanLookup, TraceDiagnostics,
+    derive_trace, EdgeKind, NoLookup, NodeType, Observation, Provenance, SpanLookup,
+    TraceDiagnostics,
 };
 use crate::sketch::LatencySketch;
-use crate::span::Span;
+use crate::span::{Span, TraceId};
 use crate::FastMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -470,11 +471,89 @@ impl Buckets {
     }
 }
 
+/// Spans grouped by trace, in order of first appearance, until the input ends.
+#[derive(Default)]
+pub struct TraceGroups {
+    order: Vec<TraceId>,
+    traces: HashMap<TraceId, Vec<Span>>,
+}
+
+impl TraceGroups {
+    pub fn push(&mut self, spans: Vec<Span>) {
+        for span in spans {
+            match self.traces.get_mut(&span.trace_id) {
+                Some(trace) => trace.push(span),
+                None => {
+                    self.order.push(span.trace_id);
+                    self.traces.insert(span.trace_id, vec![span]);
+                }
+            }
+        }
+    }
+
+    /// Derives every trace (complete, since the input has ended) into one aggregate; with a
+    /// window, only the traces that have a span starting in it.
+    pub fn aggregate(&self, window: Option<(i64, i64)>) -> Aggregate {
+        self.derive(window, None, None)
+    }
+
+    /// The earliest and latest span start of what was read.
+    pub fn span_range(&self) -> Option<(i64, i64)> {
+        self.traces
+            .values()
+            .flatten()
+            .map(|s| s.start_ns)
+            .fold(None, |range, t| match range {
+                None => Some((t, t)),
+                Some((a, b)) => Some((a.min(t), b.max(t))),
+            })
+    }
+
+    /// The `deployment.environment.name` values of the spans read, sorted.
+    pub fn environments(&self) -> Vec<String> {
+        let found: BTreeSet<&str> = self
+            .traces
+            .values()
+            .flatten()
+            .filter_map(|s| s.environment.as_deref())
+            .collect();
+        found.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Like [`TraceGroups::aggregate`], only the traces with a span of `environment` when one
+    /// is named, and each trace's observations also added to `buckets` (derived once for both).
+    pub fn derive(
+        &self,
+        window: Option<(i64, i64)>,
+        environment: Option<&str>,
+        mut buckets: Option<&mut Buckets>,
+    ) -> Aggregate {
+        let mut aggregate = Aggregate::default();
+        let mut scratch = Vec::new();
+        for spans in self.order.iter().filter_map(|id| self.traces.get(id)) {
+            let in_window = window.is_none_or(|(since, until)| {
+                spans
+                    .iter()
+                    .any(|s| s.start_ns >= since && s.start_ns < until)
+            });
+            let in_environment = environment
+                .is_none_or(|env| spans.iter().any(|s| s.environment.as_deref() == Some(env)));
+            if in_window && in_environment {
+                aggregate.add_trace(spans, &NoLookup, &mut scratch);
+                if let Some(buckets) = buckets.as_deref_mut() {
+                    scratch.sort_by_key(|o| o.start_ns);
+                    buckets.add_sorted_observations(&scratch);
+                }
+            }
+        }
+        aggregate
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::derive::NoLookup;
-    use crate::span::{PeerAttributes, SpanKind, StatusCode};
+    use crate::span::SpanKind;
 
     const MINUTE: i64 = 60_000_000_000;
 
@@ -501,21 +580,10 @@ mod tests {
         kind: SpanKind,
         start_ns: i64,
     ) -> Span {
-        Span {
-            trace_id: [trace; 16],
-            span_id: [id; 8],
-            parent_span_id: parent.map(|p| [p; 8]),
-            service: Arc::from(service),
-            name: format!("op-{id}"),
-            kind,
-            start_ns,
-            end_ns: start_ns + 1_000_000,
-            status: StatusCode::Unset,
-            links: Vec::new(),
-            peer: PeerAttributes::default(),
-            environment: None,
-            detail: Default::default(),
-        }
+        Span::new([trace; 16], [id; 8], service, kind)
+            .with_parent(parent.map(|p| [p; 8]))
+            .with_name(format!("op-{id}"))
+            .with_time(start_ns, start_ns + 1_000_000)
     }
 
     /// web calls cart `calls` times in one trace, starting at `start`.

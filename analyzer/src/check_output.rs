@@ -7,8 +7,10 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use crate::drift::{CheckReport, Item, Severity, SnapshotDiff, Status};
+use crate::drift::{CheckReport, Item, SnapshotDiff, Status};
+use crate::render::escape_markup;
 use crate::render::{markdown_cell, mermaid_label, printable};
+use crate::snapshot::Severity;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const INFORMATION_URI: &str = "https://github.com/archtrace/archtrace";
@@ -30,6 +32,37 @@ fn status_word(status: Status) -> &'static str {
 }
 
 /// The one-line verdict every format starts from.
+/// The formats of a check report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// For a terminal, with colour when asked.
+    Text {
+        colour: bool,
+    },
+    /// A pull-request comment with a Mermaid diagram of the change.
+    Markdown,
+    Json,
+    /// One test case per rule.
+    Junit,
+    /// SARIF 2.1.0.
+    Sarif,
+    /// GitHub workflow annotations.
+    Github,
+}
+
+/// The report in `format`; `artifact` is the file SARIF and GitHub annotations point at (the
+/// rules or the baseline).
+pub fn render(report: &CheckReport, format: Format, artifact: &str) -> String {
+    match format {
+        Format::Text { colour } => text(report, colour),
+        Format::Markdown => markdown(report),
+        Format::Json => json(report),
+        Format::Junit => junit(report),
+        Format::Sarif => sarif(report, artifact),
+        Format::Github => github(report, artifact),
+    }
+}
+
 pub fn summary(report: &CheckReport) -> String {
     let failures = report.failures();
     let warnings = report.count(Severity::Warning, Status::New);
@@ -214,24 +247,6 @@ pub fn json(report: &CheckReport) -> String {
     serde_json::to_string_pretty(&value).expect("a report serializes") + "\n"
 }
 
-/// XML 1.0 text or attribute value; characters XML cannot carry are dropped.
-fn xml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// One test case per rule: it fails when the rule has new violations at error severity; known,
 /// fixed and warning items are listed in its output.
 pub fn junit(report: &CheckReport) -> String {
@@ -260,8 +275,8 @@ pub fn junit(report: &CheckReport) -> String {
         let _ = write!(
             out,
             "    <testcase classname=\"archtrace.check\" name=\"{}: {}\"",
-            xml(&rule.id),
-            xml(&rule.description)
+            escape_markup(&rule.id),
+            escape_markup(&rule.description)
         );
         if items.is_empty() {
             out.push_str("/>\n");
@@ -273,11 +288,11 @@ pub fn junit(report: &CheckReport) -> String {
             .filter(|i| i.severity == Severity::Error && i.status == Status::New)
             .collect();
         if !failures.is_empty() {
-            let lines: Vec<String> = failures.iter().map(|i| xml(&i.message)).collect();
+            let lines: Vec<String> = failures.iter().map(|i| escape_markup(&i.message)).collect();
             let _ = writeln!(
                 out,
                 "      <failure type=\"{}\" message=\"{} new violation{}\">{}</failure>",
-                xml(&rule.id),
+                escape_markup(&rule.id),
                 failures.len(),
                 if failures.len() == 1 { "" } else { "s" },
                 lines.join("\n")
@@ -286,7 +301,7 @@ pub fn junit(report: &CheckReport) -> String {
         let others: Vec<String> = items
             .iter()
             .filter(|i| !(i.severity == Severity::Error && i.status == Status::New))
-            .map(|i| format!("{}: {}", label(i), xml(&i.message)))
+            .map(|i| format!("{}: {}", label(i), escape_markup(&i.message)))
             .collect();
         if !others.is_empty() {
             let _ = writeln!(out, "      <system-out>{}</system-out>", others.join("\n"));
@@ -514,7 +529,7 @@ mod tests {
     fn junit_escapes_names_and_stays_well_formed() {
         let xml_text = junit(&hostile_report());
         assert!(!xml_text.contains("<script>"));
-        assert!(xml_text.contains("&lt;script&gt;&quot;x&quot;&amp;&apos;y&apos;"));
+        assert!(xml_text.contains("&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;"));
         assert!(xml_text.contains("<failure type=\"new-edges\" message=\"1 new violation\">"));
     }
 

@@ -528,21 +528,11 @@ mod tests {
 
     /// A span of `service` with id `id`, below `parent`, lasting `duration` ns from `start`.
     fn span(id: u8, parent: Option<u8>, service: &str, kind: SpanKind) -> Span {
-        Span {
-            trace_id: TRACE,
-            span_id: [id; 8],
-            parent_span_id: parent.map(|p| [p; 8]),
-            service: Arc::from(service),
-            name: format!("op-{id}"),
-            kind,
-            start_ns: 1_000 * i64::from(id),
-            end_ns: 1_000 * i64::from(id) + 100 * i64::from(id),
-            status: StatusCode::Unset,
-            links: Vec::new(),
-            peer: PeerAttributes::default(),
-            environment: None,
-            detail: Default::default(),
-        }
+        let start = 1_000 * i64::from(id);
+        Span::new(TRACE, [id; 8], service, kind)
+            .with_parent(parent.map(|p| [p; 8]))
+            .with_name(format!("op-{id}"))
+            .with_time(start, start + 100 * i64::from(id))
     }
 
     fn failed(mut span: Span) -> Span {

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::analysis::{Analyzed, Settings};
 use crate::derive::{EdgeKind, NodeType};
-use crate::findings::{longest_sync_chain, Finding, FindingKind};
-use crate::metrics::MetricSettings;
-use crate::rules::{CyclePolicy, Level, Rules, Selector};
-use crate::snapshot::{Snapshot, Window};
+use crate::findings::longest_sync_chain;
+use crate::rules::{CyclePolicy, Policy, Rules, Selector};
+use crate::snapshot::{Finding, FindingKind, Severity, Snapshot, Window};
 
 /// An edge as drift sees it: its identity and its traffic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -137,16 +137,7 @@ pub fn without_noise(snapshot: &Snapshot, rules: &Rules) -> Snapshot {
         .map(|n| n.id.clone())
         .collect();
     kept.nodes.retain(|n| keep.contains(&n.id));
-    kept.analyze(&MetricSettings::default(), &rules.thresholds);
-    kept
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Error,
+    Analyzed::new(kept, &Settings::with_thresholds(rules.thresholds.clone())).snapshot
 }
 
 /// Whether a violation is new (it fails the build at error severity), was already in the
@@ -208,11 +199,11 @@ impl CheckReport {
     }
 }
 
-fn level_severity(level: Level) -> Option<Severity> {
+fn level_severity(level: Policy) -> Option<Severity> {
     match level {
-        Level::Error => Some(Severity::Error),
-        Level::Warn => Some(Severity::Warning),
-        Level::Allow => None,
+        Policy::Error => Some(Severity::Error),
+        Policy::Warn => Some(Severity::Warning),
+        Policy::Allow => None,
     }
 }
 
@@ -385,12 +376,10 @@ fn is_cycle(finding: &Finding) -> bool {
 }
 
 fn cycle_edges(finding: &Finding) -> Vec<(String, String)> {
-    let path: Vec<String> = finding
+    finding
         .evidence
-        .get("cycle")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
-    path.windows(2)
+        .cycle
+        .windows(2)
         .map(|w| (w[0].clone(), w[1].clone()))
         .collect()
 }
@@ -428,7 +417,7 @@ fn rule_infos(rules: &Rules, with_baseline: bool) -> Vec<RuleInfo> {
                 "no coupling or risk finding appears that the baseline lacks",
             ),
         ] {
-            if level != Level::Allow {
+            if level != Policy::Allow {
                 add(id.to_owned(), format!("{what} ({})", level.as_str()));
             }
         }
@@ -506,7 +495,7 @@ fn rule_infos(rules: &Rules, with_baseline: bool) -> Vec<RuleInfo> {
     out
 }
 
-fn edge_items(edges: &[EdgeRef], rule: &str, level: Level, verb: &str) -> Vec<Item> {
+fn edge_items(edges: &[EdgeRef], rule: &str, level: Policy, verb: &str) -> Vec<Item> {
     let Some(severity) = level_severity(level) else {
         return Vec::new();
     };
@@ -530,7 +519,7 @@ fn edge_items(edges: &[EdgeRef], rule: &str, level: Level, verb: &str) -> Vec<It
         .collect()
 }
 
-fn node_items(nodes: &[NodeRef], rule: &str, level: Level, verb: &str) -> Vec<Item> {
+fn node_items(nodes: &[NodeRef], rule: &str, level: Policy, verb: &str) -> Vec<Item> {
     let Some(severity) = level_severity(level) else {
         return Vec::new();
     };

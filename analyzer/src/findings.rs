@@ -9,41 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::derive::{EdgeKind, NodeType};
-use crate::metrics::NodeMetrics;
-use crate::snapshot::Snapshot;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FindingKind {
-    SyncCycle,
-    AsyncCycle,
-    BidirectionalPair,
-    Hub,
-    SharedDatabase,
-    ChattyEdge,
-    DeepSyncChain,
-    SinglePointOfFailure,
-    ErrorHotspot,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Error,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Finding {
-    pub kind: FindingKind,
-    pub severity: Severity,
-    /// The nodes (or `from -> to` edges) it is about, sorted.
-    pub subjects: Vec<String>,
-    /// The numbers behind it, thresholds included.
-    pub evidence: BTreeMap<String, Value>,
-    pub message: String,
-}
+use crate::snapshot::{Evidence, Finding, FindingKind, NodeMetrics, Severity, Snapshot};
 
 /// Every threshold a finding uses; each appears in the evidence of the findings it raises.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,8 +49,11 @@ impl Default for Thresholds {
     }
 }
 
-fn evidence(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> BTreeMap<String, Value> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+fn evidence(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Evidence {
+    Evidence {
+        values: pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        ..Evidence::default()
+    }
 }
 
 /// The graph without client nodes (or, for cycles and pairs, of services only: a broker or
@@ -231,7 +200,10 @@ pub fn findings(
             kind: FindingKind::SyncCycle,
             severity: Severity::Error,
             subjects: members.clone(),
-            evidence: evidence([("cycle", json!(path)), ("services", json!(members.len()))]),
+            evidence: Evidence {
+                cycle: path.clone(),
+                ..evidence([("services", json!(members.len()))])
+            },
             message: format!(
                 "{} services call each other synchronously in a cycle ({}), e.g. {}: a failure or slowdown in any of them reaches all of them",
                 members.len(),
@@ -249,7 +221,10 @@ pub fn findings(
             kind: FindingKind::AsyncCycle,
             severity: Severity::Warning,
             subjects: members.clone(),
-            evidence: evidence([("cycle", json!(path)), ("services", json!(members.len()))]),
+            evidence: Evidence {
+                cycle: path.clone(),
+                ..evidence([("services", json!(members.len()))])
+            },
             message: format!(
                 "{} services depend on each other in a cycle through a queue ({}), e.g. {}",
                 members.len(),
@@ -325,11 +300,13 @@ pub fn findings(
                 kind: FindingKind::SinglePointOfFailure,
                 severity: Severity::Warning,
                 subjects: vec![name.clone()],
-                evidence: evidence([
-                    ("dominates", json!(m.dominates)),
-                    ("articulation_point", json!(m.articulation_point)),
-                    ("spof_min_dominated", json!(thresholds.spof_min_dominated)),
-                ]),
+                evidence: Evidence {
+                    dominates: m.dominates.clone(),
+                    ..evidence([
+                        ("articulation_point", json!(m.articulation_point)),
+                        ("spof_min_dominated", json!(thresholds.spof_min_dominated)),
+                    ])
+                },
                 message: format!(
                     "{name} is a single point of failure: every path from the entry points to {} goes through it",
                     m.dominates.join(", ")
@@ -496,8 +473,8 @@ mod tests {
         assert_eq!(cycles.len(), 1);
         assert_eq!(cycles[0].subjects, ["cart", "pricing", "stock"]);
         assert_eq!(
-            cycles[0].evidence["cycle"],
-            json!(["cart", "pricing", "stock", "cart"])
+            cycles[0].evidence.cycle,
+            ["cart", "pricing", "stock", "cart"]
         );
         assert_eq!(cycles[0].severity, Severity::Error);
         assert!(

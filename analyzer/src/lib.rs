@@ -1,10 +1,14 @@
 //! The pure core of archtrace: the span model that every other crate speaks, edge derivation,
-//! and (as the analysis issues land) graphs, metrics, findings and drift.
+//! aggregates, the snapshot data, its analysis (metrics, findings, risk), rules and drift.
+//!
+//! Modules depend one way: `span` ← `derive` ← `aggregate` ← `snapshot` (data only) ←
+//! `metrics` ← `findings` ← `risk` ← `analysis` ← `drift` ← `check_output`.
 //!
 //! Architecture invariant: this crate does no IO, has no async runtime and no database. It is a
 //! function from spans to graphs and findings, tested with plain data.
 
 pub mod aggregate;
+pub mod analysis;
 pub mod check_output;
 pub mod derive;
 pub mod drift;

@@ -13,42 +13,7 @@ use petgraph::Direction;
 use serde::{Deserialize, Serialize};
 
 use crate::derive::NodeType;
-use crate::snapshot::Snapshot;
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeMetrics {
-    /// Distinct callers (Ca; AIS in Bogner et al.).
-    pub fan_in: usize,
-    /// Distinct callees (Ce; ADS).
-    pub fan_out: usize,
-    /// Absolute coupling: fan_in × fan_out (ACS).
-    pub acs: usize,
-    /// Ce / (Ca + Ce): 0 is depended upon only, 1 depends only.
-    pub instability: f64,
-    pub calls_in: u64,
-    pub calls_out: u64,
-    /// The same weighted by calls: calls_out / (calls_in + calls_out).
-    pub weighted_instability: f64,
-    /// Services that transitively depend on this node.
-    pub blast_radius: usize,
-    /// Entry points among them (itself included when it is one).
-    pub entry_points_affected: usize,
-    /// Share of all entry points affected.
-    pub entry_point_share: f64,
-    /// Nodes this one transitively depends on.
-    pub transitive_dependencies: usize,
-    /// Shortest paths through the node (normalised to 0..1; sampled on large graphs).
-    pub betweenness: f64,
-    /// Removing it cuts the service graph apart.
-    pub articulation_point: bool,
-    /// Nodes that every path from the entry points reaches only through this one.
-    pub dominates: Vec<String>,
-    pub calls_per_min: f64,
-    pub error_rate_in: f64,
-    pub error_rate_out: f64,
-    /// Highest p99 of the calls into the node.
-    pub p99_in_ms: Option<f64>,
-}
+use crate::snapshot::{MetricNotes, NodeMetrics, Snapshot};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricSettings {
@@ -64,13 +29,6 @@ impl Default for MetricSettings {
             betweenness_samples: 256,
         }
     }
-}
-
-/// How the metrics were computed, for the output to say.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct MetricNotes {
-    /// Sources sampled for betweenness; `None` when exact.
-    pub betweenness_sampled_sources: Option<usize>,
 }
 
 struct Graph<'a> {

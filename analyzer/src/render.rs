@@ -4,15 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::analysis::Analyzed;
 use crate::derive::{EdgeKind, NodeType};
-use crate::snapshot::Snapshot;
-
-/// Service level (one node per service) or operation level (one per endpoint).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    Service,
-    Operation,
-}
+use crate::snapshot::{Level, Snapshot};
 
 /// A renderable edge at either level.
 struct Line {
@@ -276,9 +270,9 @@ pub fn mermaid(snapshot: &Snapshot, level: Level) -> String {
 }
 
 /// Hotspots ranked by risk, with the terms of each score and the reasons in words.
-pub fn hotspots_table(snapshot: &Snapshot, top: usize) -> String {
+pub fn hotspots_table(analyzed: &Analyzed, top: usize) -> String {
     let mut out = String::new();
-    let ranked = snapshot.hotspots();
+    let (snapshot, ranked) = (&analyzed.snapshot, &analyzed.hotspots);
     if let Some(samples) = snapshot.metric_notes.betweenness_sampled_sources {
         let _ = writeln!(
             out,
@@ -353,6 +347,41 @@ fn finding_counts(snapshot: &Snapshot) -> String {
         .join(", ")
 }
 
+/// The hotspots command's JSON: the ranking with the findings, entry operations and notes it
+/// rests on.
+pub fn hotspots_json(analyzed: &Analyzed, top: usize) -> String {
+    let snapshot = &analyzed.snapshot;
+    let ranked: Vec<_> = analyzed.hotspots.iter().take(top).collect();
+    serde_json::to_string_pretty(&serde_json::json!({
+        "window": snapshot.window,
+        "hotspots": ranked,
+        "findings": snapshot.findings,
+        "entry_operations": snapshot.entry_operations,
+        "metric_notes": snapshot.metric_notes,
+    }))
+    .expect("hotspots serialize")
+        + "\n"
+}
+
+/// Text and attribute values in HTML, SVG and XML. Control characters that XML 1.0 cannot
+/// carry (and U+FFFE, U+FFFF) become spaces; tabs and line breaks stay.
+pub fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Markdown cells: no pipes or newlines from telemetry may break the table, and no HTML.
 pub(crate) fn markdown_cell(text: &str) -> String {
     text.replace('\\', "\\\\")
@@ -362,9 +391,10 @@ pub(crate) fn markdown_cell(text: &str) -> String {
         .replace(['\n', '\r'], " ")
 }
 
-pub fn hotspots_markdown(snapshot: &Snapshot, top: usize) -> String {
+pub fn hotspots_markdown(analyzed: &Analyzed, top: usize) -> String {
+    let snapshot = &analyzed.snapshot;
     let mut out = String::from("| # | service | score | reach × coupling × health + cycle + spof | why |\n|---|---|---|---|---|\n");
-    for (rank, hotspot) in snapshot.hotspots().iter().take(top).enumerate() {
+    for (rank, hotspot) in analyzed.hotspots.iter().take(top).enumerate() {
         let t = &hotspot.terms;
         let _ = writeln!(
             out,

@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::derive::NodeType;
-use crate::findings::{Finding, FindingKind};
-use crate::metrics::NodeMetrics;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Finding, FindingKind, NodeMetrics, Snapshot};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RiskTerms {
@@ -94,8 +92,7 @@ pub fn hotspots(
                 round2(terms.reach * terms.coupling * terms.health + terms.cycle + terms.spof);
             let mut reasons = Vec::new();
             if let Some(cycle) = in_sync_cycle.or(in_async_cycle) {
-                let path: Vec<String> =
-                    serde_json::from_value(cycle.evidence["cycle"].clone()).unwrap_or_default();
+                let path = &cycle.evidence.cycle;
                 let kind = if in_sync_cycle.is_some() {
                     "synchronous"
                 } else {
@@ -116,11 +113,9 @@ pub fn hotspots(
                 ));
             }
             if let Some(spof) = spof {
-                let dominated: Vec<String> =
-                    serde_json::from_value(spof.evidence["dominates"].clone()).unwrap_or_default();
                 reasons.push(format!(
                     "single point of failure for {}",
-                    dominated.join(", ")
+                    spof.evidence.dominates.join(", ")
                 ));
             }
             if m.fan_in > 0 && m.fan_out > 0 {

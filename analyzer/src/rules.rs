@@ -13,7 +13,7 @@ use crate::findings::Thresholds;
 /// How a kind of drift is judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+pub enum Policy {
     /// Fails the build.
     Error,
     /// Reported; does not fail the build.
@@ -22,12 +22,12 @@ pub enum Level {
     Allow,
 }
 
-impl Level {
+impl Policy {
     pub fn as_str(self) -> &'static str {
         match self {
-            Level::Error => "error",
-            Level::Warn => "warn",
-            Level::Allow => "allow",
+            Policy::Error => "error",
+            Policy::Warn => "warn",
+            Policy::Allow => "allow",
         }
     }
 }
@@ -60,25 +60,25 @@ pub struct CheckSettings {
     /// Edges seen fewer times than this are ignored, in the baseline and in the observed
     /// snapshot, so that rare noise does not fail builds.
     pub min_calls: u64,
-    pub new_edges: Level,
-    pub removed_edges: Level,
-    pub new_nodes: Level,
-    pub removed_nodes: Level,
+    pub new_edges: Policy,
+    pub removed_edges: Policy,
+    pub new_nodes: Policy,
+    pub removed_nodes: Policy,
     pub cycles: CyclePolicy,
     /// Findings (hubs, shared databases, chatty edges, ...) that the baseline lacks.
-    pub new_findings: Level,
+    pub new_findings: Policy,
 }
 
 impl Default for CheckSettings {
     fn default() -> Self {
         CheckSettings {
             min_calls: 1,
-            new_edges: Level::Error,
-            removed_edges: Level::Warn,
-            new_nodes: Level::Warn,
-            removed_nodes: Level::Warn,
+            new_edges: Policy::Error,
+            removed_edges: Policy::Warn,
+            new_nodes: Policy::Warn,
+            removed_nodes: Policy::Warn,
             cycles: CyclePolicy::DenyNew,
-            new_findings: Level::Warn,
+            new_findings: Policy::Warn,
         }
     }
 }

@@ -1,15 +1,16 @@
 //! A snapshot is the architecture seen in one window: the JSON shape (`archtrace.snapshot/v1`)
 //! that every report, check and diff reads. Its output is sorted, so snapshots diff well in git.
+//!
+//! This module is data only. The node metrics and findings a snapshot carries are filled in by
+//! [`crate::analysis::analyze`], which reads a snapshot and never the other way round.
+
+use std::collections::{BTreeMap, HashMap};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 use crate::aggregate::{Aggregate, Diagnostics};
 use crate::derive::{EdgeKind, NodeType};
-use crate::findings::{findings, Finding, Thresholds};
-use crate::metrics::{node_metrics, MetricNotes, MetricSettings, NodeMetrics};
-use crate::risk::{hotspots, Hotspot};
 use crate::sketch::LatencySketch;
 use crate::time::rfc3339;
 
@@ -119,6 +120,152 @@ pub struct EntryOperation {
     pub services_touched: Spread,
 }
 
+/// One node per service, or one per endpoint (service and operation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[default]
+    Service,
+    Operation,
+}
+
+impl Level {
+    pub const NAMES: [&'static str; 2] = ["service", "operation"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Service => "service",
+            Level::Operation => "operation",
+        }
+    }
+}
+
+/// A level name that is neither `service` nor `operation`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a level: use service or operation")]
+pub struct UnknownLevel(pub String);
+
+impl std::str::FromStr for Level {
+    type Err = UnknownLevel;
+
+    fn from_str(text: &str) -> Result<Level, UnknownLevel> {
+        match text {
+            "service" => Ok(Level::Service),
+            "operation" => Ok(Level::Operation),
+            other => Err(UnknownLevel(other.to_owned())),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeMetrics {
+    /// Distinct callers (Ca; AIS in Bogner et al.).
+    pub fan_in: usize,
+    /// Distinct callees (Ce; ADS).
+    pub fan_out: usize,
+    /// Absolute coupling: fan_in × fan_out (ACS).
+    pub acs: usize,
+    /// Ce / (Ca + Ce): 0 is depended upon only, 1 depends only.
+    pub instability: f64,
+    pub calls_in: u64,
+    pub calls_out: u64,
+    /// The same weighted by calls: calls_out / (calls_in + calls_out).
+    pub weighted_instability: f64,
+    /// Services that transitively depend on this node.
+    pub blast_radius: usize,
+    /// Entry points among them (itself included when it is one).
+    pub entry_points_affected: usize,
+    /// Share of all entry points affected.
+    pub entry_point_share: f64,
+    /// Nodes this one transitively depends on.
+    pub transitive_dependencies: usize,
+    /// Shortest paths through the node (normalised to 0..1; sampled on large graphs).
+    pub betweenness: f64,
+    /// Removing it cuts the service graph apart.
+    pub articulation_point: bool,
+    /// Nodes that every path from the entry points reaches only through this one.
+    pub dominates: Vec<String>,
+    pub calls_per_min: f64,
+    pub error_rate_in: f64,
+    pub error_rate_out: f64,
+    /// Highest p99 of the calls into the node.
+    pub p99_in_ms: Option<f64>,
+}
+
+/// How the metrics were computed, for the output to say.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricNotes {
+    /// Sources sampled for betweenness; `None` when exact.
+    pub betweenness_sampled_sources: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    SyncCycle,
+    AsyncCycle,
+    BidirectionalPair,
+    Hub,
+    SharedDatabase,
+    ChattyEdge,
+    DeepSyncChain,
+    SinglePointOfFailure,
+    ErrorHotspot,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    /// The word, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub severity: Severity,
+    /// The nodes (or `from -> to` edges) it is about, sorted.
+    pub subjects: Vec<String>,
+    /// The numbers behind it, thresholds included.
+    pub evidence: Evidence,
+    pub message: String,
+}
+
+/// What a finding rests on. The lists other code reads are typed fields; the figures and
+/// thresholds of each kind are in `values`. In JSON all of them are one object.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Cycles: one path around the cycle, its first node repeated at the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cycle: Vec<String>,
+    /// Single points of failure: the nodes every entry path reaches only through the subject.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dominates: Vec<String>,
+    #[serde(flatten)]
+    pub values: BTreeMap<String, serde_json::Value>,
+}
+
+impl std::ops::Index<&str> for Evidence {
+    type Output = serde_json::Value;
+
+    /// A figure by name; `Value::Null` when the finding has none of that name.
+    fn index(&self, key: &str) -> &serde_json::Value {
+        self.values.get(key).unwrap_or(&serde_json::Value::Null)
+    }
+}
+
 /// Milliseconds rounded to microseconds, so that snapshots do not churn in the last digits.
 fn millis(nanos: f64) -> f64 {
     (nanos / 1_000.0).round() / 1_000.0
@@ -133,7 +280,8 @@ fn quantiles(sketch: &LatencySketch) -> Option<Quantiles> {
 }
 
 impl Snapshot {
-    /// The snapshot of an aggregate over `window` (Unix nanoseconds).
+    /// The snapshot of an aggregate over `window` (Unix nanoseconds), not yet analysed: no node
+    /// metrics and no findings until [`crate::analysis::Analyzed::new`] adds them.
     pub fn from_aggregate(aggregate: &Aggregate, window: (i64, i64)) -> Snapshot {
         let mut nodes: Vec<Node> = aggregate
             .nodes
@@ -210,7 +358,7 @@ impl Snapshot {
             .collect();
         entry_operations
             .sort_by(|a, b| (&a.service, &a.operation).cmp(&(&b.service, &b.operation)));
-        let mut snapshot = Snapshot {
+        Snapshot {
             schema: SNAPSHOT_SCHEMA.to_owned(),
             window: Window {
                 start: rfc3339(window.0),
@@ -223,18 +371,6 @@ impl Snapshot {
             entry_operations,
             findings: Vec::new(),
             metric_notes: MetricNotes::default(),
-        };
-        snapshot.analyze(&MetricSettings::default(), &Thresholds::default());
-        snapshot
-    }
-
-    /// Computes the node metrics and findings (again, e.g. with other thresholds).
-    pub fn analyze(&mut self, settings: &MetricSettings, thresholds: &Thresholds) {
-        let (mut metrics, notes) = node_metrics(self, settings);
-        self.findings = findings(self, &metrics, thresholds);
-        self.metric_notes = notes;
-        for node in &mut self.nodes {
-            node.metrics = metrics.remove(&node.id);
         }
     }
 
@@ -252,14 +388,12 @@ impl Snapshot {
         entries
     }
 
-    /// Services ranked by risk, with the terms and reasons of each score.
-    pub fn hotspots(&self) -> Vec<Hotspot> {
-        let metrics: std::collections::BTreeMap<String, NodeMetrics> = self
-            .nodes
+    /// The node metrics by node id (nodes without metrics, such as clients, left out).
+    pub fn node_metrics(&self) -> BTreeMap<&str, &NodeMetrics> {
+        self.nodes
             .iter()
-            .filter_map(|n| Some((n.id.clone(), n.metrics.clone()?)))
-            .collect();
-        hotspots(self, &metrics, &self.findings)
+            .filter_map(|n| Some((n.id.as_str(), n.metrics.as_ref()?)))
+            .collect()
     }
 
     /// The service graph: one node per snapshot node, one edge per snapshot edge.

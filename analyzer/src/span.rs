@@ -168,6 +168,42 @@ pub struct Span {
 }
 
 impl Span {
+    /// A span of `service` with no parent, name, time, status, links, peer attributes,
+    /// environment or detail: what generators and tests build on.
+    pub fn new(trace_id: TraceId, span_id: SpanId, service: &str, kind: SpanKind) -> Span {
+        Span {
+            trace_id,
+            span_id,
+            parent_span_id: None,
+            service: Arc::from(service),
+            name: String::new(),
+            kind,
+            start_ns: 0,
+            end_ns: 0,
+            status: StatusCode::Unset,
+            links: Vec::new(),
+            peer: PeerAttributes::default(),
+            environment: None,
+            detail: SpanDetail::default(),
+        }
+    }
+
+    pub fn with_parent(mut self, parent: Option<SpanId>) -> Span {
+        self.parent_span_id = parent;
+        self
+    }
+
+    pub fn with_name(mut self, name: impl Into<String>) -> Span {
+        self.name = name.into();
+        self
+    }
+
+    pub fn with_time(mut self, start_ns: i64, end_ns: i64) -> Span {
+        self.start_ns = start_ns;
+        self.end_ns = end_ns;
+        self
+    }
+
     /// About how many bytes the span holds in memory, its own strings included (the resource
     /// attributes are shared between spans and not counted): what bounds a queue of spans.
     pub fn memory_size(&self) -> usize {

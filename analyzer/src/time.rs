@@ -66,7 +66,12 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 
 /// An instant given as an RFC 3339 timestamp (`2026-11-25T10:00:00Z`) or as a duration before
 /// `now` (`15m`, `2h`, `1d`). Returns Unix nanoseconds.
-pub fn parse_instant(text: &str, now_ns: i64) -> Result<i64, String> {
+/// Text that is neither a duration before now nor an RFC 3339 time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither a duration before now (15m, 2h, 7d) nor an RFC 3339 time (2026-11-25T10:00:00Z)")]
+pub struct InstantError(pub String);
+
+pub fn parse_instant(text: &str, now_ns: i64) -> Result<i64, InstantError> {
     let text = text.trim();
     if let Ok(duration) = humantime::parse_duration(text) {
         let back = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
@@ -78,9 +83,15 @@ pub fn parse_instant(text: &str, now_ns: i64) -> Result<i64, String> {
                 .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
                 .unwrap_or(0)
         })
-        .map_err(|_| {
-            format!("{text:?} is neither a duration before now (15m, 2h, 7d) nor an RFC 3339 time (2026-11-25T10:00:00Z)")
-        })
+        .map_err(|_| InstantError(text.to_owned()))
+}
+
+/// The current time in Unix nanoseconds (0 before 1970, `i64::MAX` after 2262).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -96,7 +107,7 @@ mod tests {
             Ok(1_000_000_000)
         );
         let err = parse_instant("yesterday", now).unwrap_err();
-        assert!(err.contains("RFC 3339"), "{err}");
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
     }
 
     #[test]

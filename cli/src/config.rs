@@ -1,6 +1,6 @@
-//! `archtrace serve` settings: an optional TOML file, `ARCHTRACE_*` environment variables and
-//! flags. Flags win over the environment (clap reads both into the same field), which wins
-//! over the file.
+//! `archtrace serve` settings. Each is declared once, in [`ServeOptions`]: its flag, its
+//! `ARCHTRACE_*` environment variable and its key in the TOML file (`--config`). Flags win over
+//! the environment (clap reads both into the same field), which wins over the file.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,45 +14,112 @@ use archtrace_collector::server::{
 };
 use archtrace_collector::ServerSettings;
 use archtrace_store::QueueLimits;
+use clap::Args;
 use serde::Deserialize;
 
 pub const DEFAULT_DB: &str = "archtrace.duckdb";
 
-/// The configuration file. Every key is optional and has the same name as its flag (with `_`
-/// for `-`).
-#[derive(Debug, Default, Deserialize)]
+/// The settings of `serve` (and `demo`). In the file, keys are the flag names with `_` for `-`.
+#[derive(Args, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// The DuckDB store (`:memory:` for one that lives only as long as the process).
+pub struct ServeOptions {
+    /// DuckDB file to store spans in; `:memory:` keeps them in memory only. [default: ./archtrace.duckdb]
+    #[arg(long, env = "ARCHTRACE_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
-    /// OTLP/gRPC listen address.
+    /// OTLP/gRPC listen address. [default: 127.0.0.1:4317]
+    #[arg(long, env = "ARCHTRACE_OTLP_GRPC_ADDR", value_name = "ADDR")]
     pub otlp_grpc_addr: Option<SocketAddr>,
-    /// OTLP/HTTP listen address.
+    /// OTLP/HTTP listen address. [default: 127.0.0.1:4318]
+    #[arg(long, env = "ARCHTRACE_OTLP_HTTP_ADDR", value_name = "ADDR")]
     pub otlp_http_addr: Option<SocketAddr>,
-    /// Admin listener (health, readiness, metrics) address.
+    /// Admin listener: /healthz, /readyz, /metrics, the snapshot API and the viewer. [default: 127.0.0.1:4320]
+    #[arg(long, env = "ARCHTRACE_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
-    /// A file holding the bearer token clients must send; no authentication when unset.
+    /// File holding a bearer token that OTLP and admin requests must carry.
+    #[arg(long, env = "ARCHTRACE_AUTH_TOKEN_FILE", value_name = "FILE")]
     pub auth_token_file: Option<PathBuf>,
-    /// Largest request body accepted, in bytes after decompression.
+    /// Largest request accepted, in bytes after decompression. [default: 16777216]
+    #[arg(long, env = "ARCHTRACE_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Spans that may wait for the writer before new requests are refused.
+    /// Spans that may wait for the writer before requests are refused with UNAVAILABLE/503. [default: 262144]
+    #[arg(long, env = "ARCHTRACE_QUEUE_MAX_SPANS", value_name = "SPANS")]
     pub queue_max_spans: Option<usize>,
-    /// Memory the spans waiting for the writer may take before new requests are refused.
+    /// Memory that spans waiting for the writer may take before requests are refused (about
+    /// 2-3 times their encoded size). [default: 67108864]
+    #[arg(long, env = "ARCHTRACE_QUEUE_MAX_BYTES", value_name = "BYTES")]
     pub queue_max_bytes: Option<usize>,
-    /// Requests handled at once; more are refused as overloaded before they are decoded.
+    /// Requests handled at once over both transports; more are refused as overloaded
+    /// (UNAVAILABLE / 503) before their bodies are decoded, which bounds memory. [default: 64]
+    #[arg(long, env = "ARCHTRACE_MAX_REQUESTS_IN_FLIGHT", value_name = "N")]
     pub max_requests_in_flight: Option<usize>,
-    /// A trace is derived once none of its spans has arrived for this long, e.g. "5s".
-    pub trace_idle: Option<String>,
-    /// How long derived spans are remembered to pair late ones, e.g. "60s".
-    pub late_window: Option<String>,
+    /// A trace is derived into the graph once none of its spans has arrived for this long. [default: 5s]
+    #[arg(long, env = "ARCHTRACE_TRACE_IDLE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub trace_idle: Option<Duration>,
+    /// How long derived spans are remembered, so that late spans still pair. [default: 60s]
+    #[arg(long, env = "ARCHTRACE_LATE_WINDOW", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub late_window: Option<Duration>,
+    /// Only store spans; derive the graph later with `archtrace rebuild`.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_derive: bool,
+    /// A snapshot (from `archtrace snapshot`) that the viewer's drift page compares with.
+    #[arg(long, env = "ARCHTRACE_BASELINE", value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
 }
 
-impl FileConfig {
-    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+/// A duration in the file, written as a flag takes it ("5s", "1m 30s").
+fn duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map(Some).map_err(|err| {
+        serde::de::Error::custom(format!("{text:?} is not a duration like \"5s\": {err}"))
+    })
+}
+
+impl ServeOptions {
+    pub fn load(path: &Path) -> anyhow::Result<ServeOptions> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("could not read the config file {}", path.display()))?;
         toml::from_str(&text)
             .map_err(|err| anyhow::anyhow!("invalid config file {}: {err}", path.display()))
+    }
+
+    /// These options (flags and environment) with the file's filling what they leave unset.
+    pub fn over(self, file: ServeOptions) -> ServeOptions {
+        // Destructured, so that a new setting cannot be forgotten here.
+        let ServeOptions {
+            db,
+            otlp_grpc_addr,
+            otlp_http_addr,
+            admin_addr,
+            auth_token_file,
+            max_body_bytes,
+            queue_max_spans,
+            queue_max_bytes,
+            max_requests_in_flight,
+            trace_idle,
+            late_window,
+            no_derive,
+            baseline,
+        } = self;
+        ServeOptions {
+            db: db.or(file.db),
+            otlp_grpc_addr: otlp_grpc_addr.or(file.otlp_grpc_addr),
+            otlp_http_addr: otlp_http_addr.or(file.otlp_http_addr),
+            admin_addr: admin_addr.or(file.admin_addr),
+            auth_token_file: auth_token_file.or(file.auth_token_file),
+            max_body_bytes: max_body_bytes.or(file.max_body_bytes),
+            queue_max_spans: queue_max_spans.or(file.queue_max_spans),
+            queue_max_bytes: queue_max_bytes.or(file.queue_max_bytes),
+            max_requests_in_flight: max_requests_in_flight.or(file.max_requests_in_flight),
+            trace_idle: trace_idle.or(file.trace_idle),
+            late_window: late_window.or(file.late_window),
+            no_derive: no_derive || file.no_derive,
+            baseline: baseline.or(file.baseline),
+        }
     }
 }
 
@@ -62,93 +129,51 @@ pub struct ServeConfig {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub baseline: Option<PathBuf>,
     pub settings: ServerSettings,
 }
 
-/// Values given as flags or environment variables; `None` falls back to the file, then the default.
-#[derive(Debug, Default)]
-pub struct Overrides {
-    pub db: Option<PathBuf>,
-    pub otlp_grpc_addr: Option<SocketAddr>,
-    pub otlp_http_addr: Option<SocketAddr>,
-    pub admin_addr: Option<SocketAddr>,
-    pub auth_token_file: Option<PathBuf>,
-    pub max_body_bytes: Option<usize>,
-    pub queue_max_spans: Option<usize>,
-    pub queue_max_bytes: Option<usize>,
-    pub max_requests_in_flight: Option<usize>,
-    pub trace_idle: Option<Duration>,
-    pub late_window: Option<Duration>,
-}
-
-fn duration(key: &str, text: Option<String>) -> anyhow::Result<Option<Duration>> {
-    text.map(|t| {
-        humantime::parse_duration(&t)
-            .map_err(|err| anyhow::anyhow!("{key}: {t:?} is not a duration like \"5s\": {err}"))
-    })
-    .transpose()
-}
-
-pub fn resolve(file: FileConfig, given: Overrides) -> anyhow::Result<ServeConfig> {
-    let defaults = QueueLimits::default();
+/// The settings with defaults for what is unset, checked.
+pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
+    let queue_defaults = QueueLimits::default();
     let assembly_defaults = AssemblySettings::default();
-    let trace_idle = match given.trace_idle {
-        Some(idle) => Some(idle),
-        None => duration("trace_idle", file.trace_idle)?,
-    };
-    let late_window = match given.late_window {
-        Some(window) => Some(window),
-        None => duration("late_window", file.late_window)?,
-    };
-    let token_file = given.auth_token_file.or(file.auth_token_file);
-    let auth_token = token_file.map(|path| read_token(&path)).transpose()?;
-    let max_body_bytes = given
-        .max_body_bytes
-        .or(file.max_body_bytes)
-        .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let auth_token = options
+        .auth_token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?;
+    let max_body_bytes = options.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
         bail!("max_body_bytes must be at least 1");
     }
-    let max_requests_in_flight = given
+    let max_requests_in_flight = options
         .max_requests_in_flight
-        .or(file.max_requests_in_flight)
         .unwrap_or(DEFAULT_MAX_REQUESTS_IN_FLIGHT);
     if max_requests_in_flight == 0 {
         bail!("max_requests_in_flight must be at least 1");
     }
+    let address = |given: Option<SocketAddr>, default: &str| {
+        given.unwrap_or_else(|| default.parse().expect("valid default"))
+    };
     Ok(ServeConfig {
-        db: given.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()),
-        grpc_addr: given
-            .otlp_grpc_addr
-            .or(file.otlp_grpc_addr)
-            .unwrap_or_else(|| DEFAULT_GRPC_ADDR.parse().expect("valid default")),
-        http_addr: given
-            .otlp_http_addr
-            .or(file.otlp_http_addr)
-            .unwrap_or_else(|| DEFAULT_HTTP_ADDR.parse().expect("valid default")),
-        admin_addr: given
-            .admin_addr
-            .or(file.admin_addr)
-            .unwrap_or_else(|| DEFAULT_ADMIN_ADDR.parse().expect("valid default")),
+        db: options.db.unwrap_or_else(|| DEFAULT_DB.into()),
+        grpc_addr: address(options.otlp_grpc_addr, DEFAULT_GRPC_ADDR),
+        http_addr: address(options.otlp_http_addr, DEFAULT_HTTP_ADDR),
+        admin_addr: address(options.admin_addr, DEFAULT_ADMIN_ADDR),
+        baseline: options.baseline,
         settings: ServerSettings {
             queue: QueueLimits {
-                max_spans: given
-                    .queue_max_spans
-                    .or(file.queue_max_spans)
-                    .unwrap_or(defaults.max_spans),
-                max_bytes: given
-                    .queue_max_bytes
-                    .or(file.queue_max_bytes)
-                    .unwrap_or(defaults.max_bytes),
+                max_spans: options.queue_max_spans.unwrap_or(queue_defaults.max_spans),
+                max_bytes: options.queue_max_bytes.unwrap_or(queue_defaults.max_bytes),
             },
             max_body_bytes,
             max_requests_in_flight,
             auth_token,
-            derive_edges: true,
+            derive_edges: !options.no_derive,
             baseline: None,
             assembly: AssemblySettings {
-                trace_idle: trace_idle.unwrap_or(assembly_defaults.trace_idle),
-                late_window: late_window.unwrap_or(assembly_defaults.late_window),
+                trace_idle: options.trace_idle.unwrap_or(assembly_defaults.trace_idle),
+                late_window: options.late_window.unwrap_or(assembly_defaults.late_window),
                 ..assembly_defaults
             },
         },
@@ -172,21 +197,26 @@ pub fn read_token(path: &Path) -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
+    fn file(text: &str) -> ServeOptions {
+        toml::from_str(text).unwrap()
+    }
+
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
-        let file: FileConfig = toml::from_str(
-            "db = \"from-file.duckdb\"\notlp_grpc_addr = \"127.0.0.1:5317\"\nqueue_max_spans = 10\n",
-        )
-        .unwrap();
-        let given = Overrides {
+        let given = ServeOptions {
             db: Some("from-flag.duckdb".into()),
-            ..Overrides::default()
+            ..ServeOptions::default()
         };
-        let config = resolve(file, given).unwrap();
+        let config = resolve(given.over(file(
+            "db = \"from-file.duckdb\"\notlp_grpc_addr = \"127.0.0.1:5317\"\nqueue_max_spans = 10\ntrace_idle = \"2s\"\nno_derive = true\n",
+        )))
+        .unwrap();
         assert_eq!(config.db, PathBuf::from("from-flag.duckdb"));
         assert_eq!(config.grpc_addr, "127.0.0.1:5317".parse().unwrap());
         assert_eq!(config.http_addr, DEFAULT_HTTP_ADDR.parse().unwrap());
         assert_eq!(config.settings.queue.max_spans, 10);
+        assert_eq!(config.settings.assembly.trace_idle, Duration::from_secs(2));
+        assert!(!config.settings.derive_edges);
         assert_eq!(
             config.settings.max_requests_in_flight,
             DEFAULT_MAX_REQUESTS_IN_FLIGHT
@@ -195,40 +225,39 @@ mod tests {
 
     #[test]
     fn the_in_flight_limit_comes_from_the_file_or_a_flag_and_is_never_zero() {
-        let file = || {
-            toml::from_str::<FileConfig>(
-                "max_requests_in_flight = 16
-",
-            )
-            .unwrap()
-        };
-        let config = resolve(file(), Overrides::default()).unwrap();
+        let in_file = || file("max_requests_in_flight = 16\n");
+        let config = resolve(ServeOptions::default().over(in_file())).unwrap();
         assert_eq!(config.settings.max_requests_in_flight, 16);
-        let given = Overrides {
+        let given = ServeOptions {
             max_requests_in_flight: Some(4),
-            ..Overrides::default()
+            ..ServeOptions::default()
         };
         assert_eq!(
-            resolve(file(), given)
+            resolve(given.over(in_file()))
                 .unwrap()
                 .settings
                 .max_requests_in_flight,
             4
         );
-        let zero = Overrides {
+        let zero = ServeOptions {
             max_requests_in_flight: Some(0),
-            ..Overrides::default()
+            ..ServeOptions::default()
         };
-        let err = resolve(file(), zero).unwrap_err().to_string();
+        let err = resolve(zero.over(in_file())).unwrap_err().to_string();
         assert!(err.contains("max_requests_in_flight"), "{err}");
     }
 
     #[test]
-    fn a_typo_in_the_file_names_the_key_and_the_line() {
-        let err = toml::from_str::<FileConfig>("db = \"x\"\notlp_grpc_adr = \"127.0.0.1:1\"\n")
+    fn a_typo_or_a_bad_duration_in_the_file_names_the_key_and_the_line() {
+        let err = toml::from_str::<ServeOptions>("db = \"x\"\notlp_grpc_adr = \"127.0.0.1:1\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("otlp_grpc_adr"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+        let err = toml::from_str::<ServeOptions>("late_window = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a duration"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
     }
 }

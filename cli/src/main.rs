@@ -1,24 +1,27 @@
-//! The `archtrace` binary: command-line definitions and glue. The work happens in the library
-//! crates.
+//! The `archtrace` binary: command-line definitions and dispatch. The work happens in the
+//! library crates; [`source`] turns the common source flags into a query-layer source and
+//! [`serve`] runs the server process (signals, listeners, the demo's simulation).
 
 mod config;
+mod serve;
+mod source;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use archtrace_analyzer::analysis::{Analyzed, Settings};
 use archtrace_analyzer::rules::Rules;
-use archtrace_analyzer::snapshot::{Snapshot, SNAPSHOT_SCHEMA};
+use archtrace_analyzer::snapshot::{Level, Snapshot};
 use archtrace_analyzer::{check_output, drift, render};
-use archtrace_collector::import::{
-    self, Detail, ImportError, OnBadInput, Source, StoreSink, Summary,
-};
-use archtrace_collector::loadgen::{self, LoadgenOptions, Protocol};
-use archtrace_collector::Listeners;
-use archtrace_store::{Location, Store, StoreStats};
+use archtrace_formats::import::{self, OnBadInput};
+use archtrace_query::files::{read_snapshot, ReadOptions};
+use archtrace_query::store::StoreSource;
+use archtrace_query::SnapshotSource;
+use archtrace_store::{Location, Store};
+use archtrace_workload::loadgen::{self, LoadgenOptions, Protocol};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const ABOUT: &str = "Learns the runtime architecture of a distributed system from its \
@@ -72,6 +75,13 @@ enum Command {
     /// Show what a store holds: spans, traces, services, time range.
     #[command(verbatim_doc_comment)]
     Stats(StatsArgs),
+    /// Migrate a store file to this archtrace's schema, e.g. before read-only commands on it.
+    ///
+    /// `serve` and `import` migrate the files they open; read-only commands (graph, stats, ...)
+    /// cannot, and ask for this once:
+    ///   archtrace migrate --db archtrace.duckdb
+    #[command(verbatim_doc_comment)]
+    Migrate(MigrateArgs),
     /// Derive the edges of a time window again from the raw spans in the store.
     ///
     /// Replaces the derived edges of the whole hours covering the window, e.g. after a change of
@@ -142,47 +152,8 @@ struct ServeArgs {
     /// TOML file with any of the settings below (keys are the flag names with `_` for `-`).
     #[arg(long, env = "ARCHTRACE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// DuckDB file to store spans in; `:memory:` keeps them in memory only. [default: ./archtrace.duckdb]
-    #[arg(long, env = "ARCHTRACE_DB", value_name = "PATH")]
-    db: Option<PathBuf>,
-    /// OTLP/gRPC listen address. [default: 127.0.0.1:4317]
-    #[arg(long, env = "ARCHTRACE_OTLP_GRPC_ADDR", value_name = "ADDR")]
-    otlp_grpc_addr: Option<SocketAddr>,
-    /// OTLP/HTTP listen address. [default: 127.0.0.1:4318]
-    #[arg(long, env = "ARCHTRACE_OTLP_HTTP_ADDR", value_name = "ADDR")]
-    otlp_http_addr: Option<SocketAddr>,
-    /// Admin listener: /healthz, /readyz, /metrics. [default: 127.0.0.1:4320]
-    #[arg(long, env = "ARCHTRACE_ADMIN_ADDR", value_name = "ADDR")]
-    admin_addr: Option<SocketAddr>,
-    /// File holding a bearer token that OTLP and admin requests must carry.
-    #[arg(long, env = "ARCHTRACE_AUTH_TOKEN_FILE", value_name = "FILE")]
-    auth_token_file: Option<PathBuf>,
-    /// Largest request accepted, in bytes after decompression. [default: 16777216]
-    #[arg(long, env = "ARCHTRACE_MAX_BODY_BYTES", value_name = "BYTES")]
-    max_body_bytes: Option<usize>,
-    /// Spans that may wait for the writer before requests are refused with UNAVAILABLE/503. [default: 262144]
-    #[arg(long, env = "ARCHTRACE_QUEUE_MAX_SPANS", value_name = "SPANS")]
-    queue_max_spans: Option<usize>,
-    /// Memory that spans waiting for the writer may take before requests are refused (about
-    /// 2-3 times their encoded size). [default: 67108864]
-    #[arg(long, env = "ARCHTRACE_QUEUE_MAX_BYTES", value_name = "BYTES")]
-    queue_max_bytes: Option<usize>,
-    /// Requests handled at once over both transports; more are refused as overloaded
-    /// (UNAVAILABLE / 503) before their bodies are decoded, which bounds memory. [default: 64]
-    #[arg(long, env = "ARCHTRACE_MAX_REQUESTS_IN_FLIGHT", value_name = "N")]
-    max_requests_in_flight: Option<usize>,
-    /// A trace is derived into the graph once none of its spans has arrived for this long. [default: 5s]
-    #[arg(long, env = "ARCHTRACE_TRACE_IDLE", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    trace_idle: Option<Duration>,
-    /// How long derived spans are remembered, so that late spans still pair. [default: 60s]
-    #[arg(long, env = "ARCHTRACE_LATE_WINDOW", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    late_window: Option<Duration>,
-    /// Only store spans; derive the graph later with `archtrace rebuild`.
-    #[arg(long)]
-    no_derive: bool,
-    /// A snapshot (from `archtrace snapshot`) that the viewer's drift page compares with.
-    #[arg(long, env = "ARCHTRACE_BASELINE", value_name = "FILE")]
-    baseline: Option<PathBuf>,
+    #[command(flatten)]
+    options: config::ServeOptions,
 }
 
 #[derive(Args)]
@@ -274,8 +245,8 @@ struct GraphArgs {
     #[command(flatten)]
     source: SourceArgs,
     /// One node per service, or one per endpoint (service and operation).
-    #[arg(long, value_enum, default_value_t = LevelArg::Service)]
-    level: LevelArg,
+    #[arg(long, default_value = "service", value_parser = level_parser())]
+    level: Level,
     /// table for a terminal, json (the snapshot), dot for Graphviz, mermaid for GitHub comments.
     #[arg(long, value_enum, default_value_t = GraphFormat::Table)]
     format: GraphFormat,
@@ -363,6 +334,13 @@ enum DiffFormat {
 }
 
 #[derive(Args)]
+struct MigrateArgs {
+    /// The DuckDB store (stop `archtrace serve` on it first).
+    #[arg(long, env = "ARCHTRACE_DB", value_name = "PATH", default_value = config::DEFAULT_DB)]
+    db: PathBuf,
+}
+
+#[derive(Args)]
 struct RebuildArgs {
     /// The DuckDB store (stop `archtrace serve` on it first).
     #[arg(long, env = "ARCHTRACE_DB", value_name = "PATH", default_value = config::DEFAULT_DB)]
@@ -375,10 +353,11 @@ struct RebuildArgs {
     until: Option<String>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LevelArg {
-    Service,
-    Operation,
+/// `service` or `operation`, with the names clap lists in `--help`.
+fn level_parser() -> impl clap::builder::TypedValueParser<Value = Level> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Level::NAMES)
+        .map(|name| name.parse::<Level>().expect("a listed level"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -445,13 +424,16 @@ fn main() -> ExitCode {
     init_logging(&cli.log);
     let outcome = match cli.command {
         Command::Check(args) => check(args),
-        Command::Serve(args) => serve(args, None).map(|()| 0),
+        Command::Serve(args) => {
+            serve::serve(args.config.as_deref(), args.options, None).map(|()| 0)
+        }
         Command::Demo(args) => demo(args).map(|()| 0),
         Command::Report(args) => report(args).map(|()| 0),
         Command::Import(args) => import_files(args).map(|()| 0),
         Command::Stats(args) => stats(args).map(|()| 0),
         Command::Graph(args) => graph(args).map(|()| 0),
         Command::Hotspots(args) => hotspots(args).map(|()| 0),
+        Command::Migrate(args) => migrate(args).map(|()| 0),
         Command::Rebuild(args) => rebuild(args).map(|()| 0),
         Command::Snapshot(args) => write_snapshot(args).map(|()| 0),
         Command::Diff(args) => diff(args).map(|()| 0),
@@ -488,136 +470,24 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")
-}
-
-fn demo(mut args: DemoArgs) -> anyhow::Result<()> {
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // A temporary store, removed when the demo ends, unless the user named one.
     let dir =
         tempfile::tempdir().context("could not create a temporary directory for the demo store")?;
-    if args.serve.db.is_none() {
-        args.serve.db = Some(dir.path().join("demo.duckdb"));
+    let mut options = args.serve.options;
+    if options.db.is_none() {
+        options.db = Some(dir.path().join("demo.duckdb"));
     }
-    serve(args.serve, Some(args.requests_per_second))
-}
-
-/// Runs the server; with `demo_rate`, also the simulated shop sending it that many requests a
-/// second.
-fn serve(args: ServeArgs, demo_rate: Option<u32>) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => config::FileConfig::load(path)?,
-        None => config::FileConfig::default(),
-    };
-    let mut config = config::resolve(
-        file,
-        config::Overrides {
-            db: args.db,
-            otlp_grpc_addr: args.otlp_grpc_addr,
-            otlp_http_addr: args.otlp_http_addr,
-            admin_addr: args.admin_addr,
-            auth_token_file: args.auth_token_file,
-            max_body_bytes: args.max_body_bytes,
-            queue_max_spans: args.queue_max_spans,
-            queue_max_bytes: args.queue_max_bytes,
-            max_requests_in_flight: args.max_requests_in_flight,
-            trace_idle: args.trace_idle,
-            late_window: args.late_window,
-        },
-    )?;
-    config.settings.derive_edges = !args.no_derive;
-    if let Some(path) = &args.baseline {
-        config.settings.baseline = Some(std::sync::Arc::new(read_snapshot_file(path)?));
-    }
-    let location = Location::from(config.db.as_path());
-    let store = Store::open(&location)?;
-    runtime()?.block_on(async move {
-        let signal = shutdown_signal()?;
-        // One signal stops both the server and the demo's simulation.
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            signal.await;
-            let _ = stop.send(true);
-        });
-        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        let shutdown = until_stopped(stopped.clone());
-        let listeners =
-            Listeners::bind(config.grpc_addr, config.http_addr, config.admin_addr).await?;
-        let addrs = listeners.addrs()?;
-        tracing::info!(
-            otlp_grpc = %addrs.grpc,
-            otlp_http = %addrs.http,
-            admin = %addrs.admin,
-            db = %location.describe(),
-            auth = config.settings.auth_token.is_some(),
-            "archtrace is listening"
-        );
-        // One line on stdout for scripts and tests that start the server on port 0.
-        println!(
-            "archtrace listening: otlp-grpc={} otlp-http={} admin={}",
-            addrs.grpc, addrs.http, addrs.admin
-        );
-        if let Some(rate) = demo_rate {
-            println!(
-                "archtrace demo: a simulated shop is sending {rate} requests/s; open http://{}/ (Ctrl-C stops)",
-                addrs.admin
-            );
-            let endpoint = format!("http://{}", addrs.grpc);
-            let token = config.settings.auth_token.clone();
-            let demo_stopped = until_stopped(stopped.clone());
-            tokio::spawn(async move {
-                if let Err(err) =
-                    archtrace_collector::demo::run(endpoint, token, rate, demo_stopped).await
-                {
-                    tracing::error!("the demo simulation stopped: {err}");
-                }
-            });
-        }
-        std::io::stdout().flush()?;
-        let store = archtrace_collector::serve(store, listeners, config.settings, shutdown).await?;
-        let stats = store.stats()?;
-        tracing::info!(
-            spans = stats.spans,
-            "stopped; everything acknowledged is committed"
-        );
-        anyhow::Ok(())
-    })
-}
-
-/// Registers for Ctrl-C and SIGTERM now (a signal that arrives before registration would kill
-/// the process outright) and returns a future that resolves on the first of them.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    serve::serve(
+        args.serve.config.as_deref(),
+        options,
+        Some(args.requests_per_second),
+    )
 }
 
 fn import_files(args: ImportArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let store = Store::open(&Location::from(args.db.as_path()))?;
-    let on_bad = if args.keep_going {
-        OnBadInput::Skip
-    } else {
-        OnBadInput::Stop
-    };
     let total_bytes: u64 = args
         .files
         .iter()
@@ -626,64 +496,26 @@ fn import_files(args: ImportArgs) -> anyhow::Result<()> {
         .sum();
     let bytes_read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let progress = progress_bar(total_bytes, bytes_read.clone());
-    let mut summary = Summary::default();
-    let mut sink = StoreSink::start(store);
-    let mut failure = None;
-    for path in &args.files {
-        let outcome = Source::open(path).and_then(|source| {
-            import::read_source(
-                source,
-                args.format.map(Into::into),
-                on_bad,
-                Detail::Keep,
-                bytes_read.clone(),
-                &mut summary,
-                &mut |spans| sink.push(spans),
-            )
-        });
-        match outcome {
-            Ok(()) => {}
-            Err(err @ ImportError::Io { .. }) if args.keep_going => {
-                tracing::warn!("skipped: {err}");
-                summary.bad_files += 1;
-            }
-            Err(err) => {
-                failure = Some(err);
-                break;
-            }
-        }
-    }
+    let options = ReadOptions {
+        format: args.format.map(Into::into),
+        on_bad: on_bad(args.keep_going),
+    };
+    let outcome = archtrace_query::load::import_files(store, &args.files, options, bytes_read);
     if let Some(progress) = progress {
         progress.finish_and_clear();
     }
-    // Finishing also commits what was read before a failure, and names a store error.
-    let store = sink.finish().map_err(anyhow::Error::msg)?;
-    if let Some(err) = failure {
-        return Err(anyhow::Error::new(err).context(format!(
-            "import stopped; {} spans read before the error were imported (use --keep-going to skip bad input)",
-            summary.spans
-        )));
-    }
-    // Derive the edges of what was imported (and of whatever else the store holds then).
-    if let Some((first, last)) = summary.span_range {
-        archtrace_collector::graph::rebuild(&store.reader()?, first, last.saturating_add(1))?;
-    }
-    drop(store);
-    println!(
-        "imported {} files: {} spans in {} traces from {} services in {:.1} s",
-        summary.files,
-        summary.spans,
-        summary.traces(),
-        summary.services(),
-        started.elapsed().as_secs_f64()
-    );
-    if summary.rejected_spans + summary.bad_documents + summary.bad_files > 0 {
-        println!(
-            "rejected: {} spans with invalid ids, {} unreadable documents, {} files abandoned",
-            summary.rejected_spans, summary.bad_documents, summary.bad_files
-        );
-    }
+    let summary = outcome?;
+    println!("{summary}");
+    eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn on_bad(keep_going: bool) -> OnBadInput {
+    if keep_going {
+        OnBadInput::Skip
+    } else {
+        OnBadInput::Stop
+    }
 }
 
 /// A progress bar on a terminal for imports that take a while; nothing when piped.
@@ -713,128 +545,36 @@ fn progress_bar(
     Some(bar)
 }
 
-/// The window of --since and --until, for trace files: `None` means all of the input.
-fn source_window(args: &SourceArgs) -> anyhow::Result<Option<(i64, i64)>> {
-    let now = archtrace_collector::graph::now_ns();
-    let instant = |text: &Option<String>, flag: &str| {
-        text.as_deref()
-            .map(|t| {
-                archtrace_collector::graph::parse_instant(t, now)
-                    .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
-            })
-            .transpose()
-    };
-    let (since, until) = (
-        instant(&args.since, "--since")?,
-        instant(&args.until, "--until")?,
-    );
-    Ok((since.is_some() || until.is_some())
-        .then(|| (since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX))))
-}
-
-fn load_snapshot(args: &SourceArgs) -> anyhow::Result<Snapshot> {
-    let window = source_window(args)?;
-    if !args.traces.is_empty() {
-        let on_bad = if args.keep_going {
-            OnBadInput::Skip
-        } else {
-            OnBadInput::Stop
-        };
-        let (snapshot, summary) = archtrace_collector::graph::snapshot_from_files(
-            &args.traces,
-            args.input_format.map(Into::into),
-            on_bad,
-            window,
-        )?;
-        if summary.spans == 0 {
-            eprintln!("warning: the files hold no spans");
-        }
-        return Ok(snapshot);
-    }
-    if let Some(server) = &args.server {
-        let token = args
-            .auth_token_file
-            .as_deref()
-            .map(config::read_token)
-            .transpose()?;
-        return runtime()?
-            .block_on(archtrace_collector::graph::fetch_snapshot(
-                server,
-                args.since.as_deref(),
-                args.until.as_deref(),
-                token.as_deref(),
-            ))
-            .map_err(anyhow::Error::msg);
-    }
-    let db = args.db.clone().unwrap_or_else(|| config::DEFAULT_DB.into());
-    let store = open_existing(&db)?;
-    let reader = store.reader()?;
-    let now = archtrace_collector::graph::now_ns();
-    let (since, until) = match window {
-        Some((since, until)) => (
-            if since == i64::MIN {
-                now - 3_600_000_000_000
-            } else {
-                since
-            },
-            if until == i64::MAX { now } else { until },
-        ),
-        None => (now - 3_600_000_000_000, now),
-    };
-    let snapshot = archtrace_collector::graph::snapshot_from_store(&reader, since, until)?;
-    if snapshot.diagnostics.spans == 0 {
-        if let Some((first, last)) = reader.span_time_range()? {
-            eprintln!(
-                "note: no spans in this window; the store holds spans from {} to {} (use --since and --until)",
-                archtrace_analyzer::time::rfc3339(first),
-                archtrace_analyzer::time::rfc3339(last)
-            );
-        }
-    }
-    Ok(snapshot)
-}
-
 fn graph(args: GraphArgs) -> anyhow::Result<()> {
-    let snapshot = load_snapshot(&args.source)?;
-    let level = match args.level {
-        LevelArg::Service => render::Level::Service,
-        LevelArg::Operation => render::Level::Operation,
-    };
+    let analyzed = source::analyzed(&args.source, &Settings::default())?;
+    let (snapshot, level) = (&analyzed.snapshot, args.level);
     let text = match args.format {
-        GraphFormat::Json => serde_json::to_string_pretty(&snapshot)? + "\n",
-        GraphFormat::Table => render::table(&snapshot, level),
-        GraphFormat::Dot => render::dot(&snapshot, level),
-        GraphFormat::Mermaid => render::mermaid(&snapshot, level),
+        GraphFormat::Json => snapshot_json(snapshot)?,
+        GraphFormat::Table => render::table(snapshot, level),
+        GraphFormat::Dot => render::dot(snapshot, level),
+        GraphFormat::Mermaid => render::mermaid(snapshot, level),
     };
-    std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(())
+    emit(&text, None)
 }
 
 fn hotspots(args: HotspotsArgs) -> anyhow::Result<()> {
-    let mut snapshot = load_snapshot(&args.source)?;
-    if let Some(path) = &args.thresholds {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("could not read {}", path.display()))?;
-        let thresholds: archtrace_analyzer::findings::Thresholds = toml::from_str(&text)
-            .map_err(|err| anyhow::anyhow!("invalid thresholds file {}: {err}", path.display()))?;
-        snapshot.analyze(&Default::default(), &thresholds);
-    }
-    let text = match args.format {
-        HotspotFormat::Table => render::hotspots_table(&snapshot, args.top),
-        HotspotFormat::Markdown => render::hotspots_markdown(&snapshot, args.top),
-        HotspotFormat::Json => {
-            let ranked: Vec<_> = snapshot.hotspots().into_iter().take(args.top).collect();
-            serde_json::to_string_pretty(&serde_json::json!({
-                "window": snapshot.window,
-                "hotspots": ranked,
-                "findings": snapshot.findings,
-                "entry_operations": snapshot.entry_operations,
-                "metric_notes": snapshot.metric_notes,
-            }))? + "\n"
+    let thresholds = match &args.thresholds {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read {}", path.display()))?;
+            toml::from_str(&text).map_err(|err| {
+                anyhow::anyhow!("invalid thresholds file {}: {err}", path.display())
+            })?
         }
+        None => Default::default(),
     };
-    std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(())
+    let analyzed = source::analyzed(&args.source, &Settings::with_thresholds(thresholds))?;
+    let text = match args.format {
+        HotspotFormat::Table => render::hotspots_table(&analyzed, args.top),
+        HotspotFormat::Markdown => render::hotspots_markdown(&analyzed, args.top),
+        HotspotFormat::Json => render::hotspots_json(&analyzed, args.top),
+    };
+    emit(&text, None)
 }
 
 /// Writes a text output to a file, or to standard output.
@@ -851,7 +591,7 @@ fn snapshot_json(snapshot: &Snapshot) -> anyhow::Result<String> {
 }
 
 fn write_snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
-    let snapshot = load_snapshot(&args.source)?;
+    let Analyzed { snapshot, .. } = source::analyzed(&args.source, &Settings::default())?;
     emit(&snapshot_json(&snapshot)?, args.output.as_deref())?;
     if let Some(path) = &args.output {
         eprintln!(
@@ -863,23 +603,6 @@ fn write_snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn read_snapshot_file(path: &Path) -> anyhow::Result<Snapshot> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("could not read the snapshot {}", path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let schema = value.get("schema").and_then(|s| s.as_str()).unwrap_or("");
-    if schema != SNAPSHOT_SCHEMA {
-        anyhow::bail!(
-            "{} is not an archtrace snapshot (its schema is {:?}, expected {SNAPSHOT_SCHEMA:?}); write one with `archtrace snapshot -o FILE`",
-            path.display(),
-            schema
-        );
-    }
-    serde_json::from_value(value)
-        .with_context(|| format!("{} is not a valid {SNAPSHOT_SCHEMA}", path.display()))
 }
 
 const DEFAULT_RULES: &str = "archtrace.toml";
@@ -908,12 +631,11 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
         Some(path) => load_rules(path)?,
         None => Rules::default(),
     };
-    let baseline = args
-        .baseline
-        .as_deref()
-        .map(read_snapshot_file)
-        .transpose()?;
-    let observed = load_snapshot(&args.source)?;
+    let baseline = args.baseline.as_deref().map(read_snapshot).transpose()?;
+    let settings = Settings::with_thresholds(rules.thresholds.clone());
+    let Analyzed {
+        snapshot: observed, ..
+    } = source::analyzed(&args.source, &settings)?;
     if observed.diagnostics.spans == 0 && observed.edges.is_empty() {
         eprintln!("warning: no spans were observed in the window; was the test traffic exported to archtrace?");
     }
@@ -923,21 +645,25 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
         .or(args.baseline.as_deref())
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let text = match args.format {
+    let format = match args.format {
         CheckFormat::Text => {
             use std::io::IsTerminal;
-            let colour = args.output.is_none()
-                && std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none();
-            check_output::text(&report, colour)
+            check_output::Format::Text {
+                colour: args.output.is_none()
+                    && std::io::stdout().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none(),
+            }
         }
-        CheckFormat::Markdown => check_output::markdown(&report),
-        CheckFormat::Json => check_output::json(&report),
-        CheckFormat::Junit => check_output::junit(&report),
-        CheckFormat::Sarif => check_output::sarif(&report, &artifact),
-        CheckFormat::Github => check_output::github(&report, &artifact),
+        CheckFormat::Markdown => check_output::Format::Markdown,
+        CheckFormat::Json => check_output::Format::Json,
+        CheckFormat::Junit => check_output::Format::Junit,
+        CheckFormat::Sarif => check_output::Format::Sarif,
+        CheckFormat::Github => check_output::Format::Github,
     };
-    emit(&text, args.output.as_deref())?;
+    emit(
+        &check_output::render(&report, format, &artifact),
+        args.output.as_deref(),
+    )?;
     if args.output.is_some() {
         eprintln!("archtrace check {}", check_output::summary(&report));
     }
@@ -955,8 +681,8 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
 }
 
 fn diff(args: DiffArgs) -> anyhow::Result<()> {
-    let old = read_snapshot_file(&args.old)?;
-    let new = read_snapshot_file(&args.new)?;
+    let old = read_snapshot(&args.old)?;
+    let new = read_snapshot(&args.new)?;
     let changes = drift::diff(&old, &new);
     let text = match args.format {
         DiffFormat::Text => check_output::diff_text(&changes),
@@ -968,53 +694,11 @@ fn diff(args: DiffArgs) -> anyhow::Result<()> {
 
 fn report(args: ReportArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let (snapshot, series, source) = if !args.source.traces.is_empty() {
-        let window = source_window(&args.source)?;
-        let on_bad = if args.source.keep_going {
-            OnBadInput::Skip
-        } else {
-            OnBadInput::Stop
-        };
-        let (snapshot, series, summary) = archtrace_collector::graph::report_from_files(
-            &args.source.traces,
-            args.source.input_format.map(Into::into),
-            on_bad,
-            window,
-        )?;
-        let source = format!(
-            "{} spans from {} file{}",
-            summary.spans,
-            args.source.traces.len(),
-            if args.source.traces.len() == 1 {
-                ""
-            } else {
-                "s"
-            }
-        );
-        (snapshot, series, source)
-    } else if args.source.server.is_some() {
-        let snapshot = load_snapshot(&args.source)?;
-        let source = "from a running server (charts need --db or --traces)".to_owned();
-        (snapshot, Default::default(), source)
-    } else {
-        let snapshot = load_snapshot(&args.source)?;
-        let db = args
-            .source
-            .db
-            .clone()
-            .unwrap_or_else(|| config::DEFAULT_DB.into());
-        let reader = open_existing(&db)?.reader()?;
-        let (since, until) = (
-            archtrace_analyzer::time::parse_rfc3339(&snapshot.window.start).unwrap_or(0),
-            archtrace_analyzer::time::parse_rfc3339(&snapshot.window.end).unwrap_or(0),
-        );
-        let series =
-            archtrace_collector::graph::series_from_store(&reader, &snapshot, since, until)?;
-        (snapshot, series, format!("from {}", db.display()))
-    };
-    let html = archtrace_web::report::render(&snapshot, &series, &source);
+    let (source, window) = source::open(&args.source)?;
+    let (analyzed, html) = archtrace_web::report::build(&*source, &window, &Settings::default())?;
     std::fs::write(&args.output, html)
         .with_context(|| format!("could not write {}", args.output.display()))?;
+    let snapshot = &analyzed.snapshot;
     eprintln!(
         "wrote {} ({} nodes, {} edges, {} findings) in {:.1} s",
         args.output.display(),
@@ -1026,62 +710,35 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let store = source::open_store(&args.db, false)?;
+    println!(
+        "{} is at schema version {}",
+        args.db.display(),
+        store.schema_version()?
+    );
+    Ok(())
+}
+
 fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
-    let now = archtrace_collector::graph::now_ns();
-    let since = archtrace_collector::graph::parse_instant(&args.since, now)
-        .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
-    let until = match &args.until {
-        Some(until) => archtrace_collector::graph::parse_instant(until, now)
-            .map_err(|e| anyhow::anyhow!("--until: {e}"))?,
-        None => now,
-    };
-    if !args.db.exists() {
-        anyhow::bail!("no store at {}: pass --db PATH", args.db.display());
-    }
-    let store = Store::open(&Location::File(args.db.clone()))?;
-    let traces = archtrace_collector::graph::rebuild(&store.reader()?, since, until)?;
+    let window = archtrace_query::Window::parse(
+        Some(&args.since),
+        args.until.as_deref(),
+        archtrace_analyzer::time::now_ns(),
+    )?;
+    let store = source::open_store(&args.db, false)?;
+    let traces = StoreSource::open(&store)?.rebuild(window.since_ns, window.until_ns)?;
     println!("derived {traces} traces again");
     Ok(())
 }
 
 fn stats(args: StatsArgs) -> anyhow::Result<()> {
-    let stats = open_existing(&args.db)?.stats()?;
-    let mut out = std::io::stdout().lock();
-    match args.format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?,
-        Format::Text => write_stats_text(&mut out, &args.db, &stats)?,
-    }
-    Ok(())
-}
-
-fn open_existing(path: &Path) -> anyhow::Result<Store> {
-    if !path.exists() {
-        anyhow::bail!(
-            "no store at {}: start `archtrace serve` to create one, or pass --db PATH",
-            path.display()
-        );
-    }
-    Ok(Store::open_read_only(path)?)
-}
-
-fn write_stats_text(out: &mut impl Write, db: &Path, stats: &StoreStats) -> std::io::Result<()> {
-    let none = "-".to_owned();
-    writeln!(out, "store        {}", db.display())?;
-    writeln!(out, "spans        {}", stats.spans)?;
-    writeln!(out, "traces       {}", stats.traces)?;
-    writeln!(out, "services     {}", stats.services)?;
-    writeln!(out, "error spans  {}", stats.error_spans)?;
-    writeln!(
-        out,
-        "first span   {}",
-        stats.first_span.as_ref().unwrap_or(&none)
-    )?;
-    writeln!(
-        out,
-        "last span    {}",
-        stats.last_span.as_ref().unwrap_or(&none)
-    )?;
-    Ok(())
+    let stats = source::open_store(&args.db, true)?.stats()?;
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&stats)? + "\n",
+        Format::Text => stats.to_string(),
+    };
+    emit(&text, None)
 }
 
 fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
@@ -1123,44 +780,10 @@ fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         options.concurrency,
         options.spans_per_request
     );
-    let report = runtime()?
-        .block_on(loadgen::run(options))
-        .map_err(anyhow::Error::msg)?;
-    let mut out = std::io::stdout().lock();
-    match args.format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
-        Format::Text => {
-            writeln!(out, "protocol           {}", report.protocol)?;
-            writeln!(
-                out,
-                "spans accepted     {} in {:.1} s",
-                report.spans_accepted, report.seconds
-            )?;
-            writeln!(out, "accepted spans/s   {:.0}", report.spans_per_sec)?;
-            writeln!(out, "bytes a span       {:.0}", report.bytes_per_span)?;
-            writeln!(
-                out,
-                "requests           {} ({} refused as overloaded, {} failed)",
-                report.requests, report.requests_refused, report.requests_failed
-            )?;
-            writeln!(
-                out,
-                "latency ms         p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
-                report.latency_ms.p50,
-                report.latency_ms.p90,
-                report.latency_ms.p99,
-                report.latency_ms.max
-            )?;
-            writeln!(
-                out,
-                "decode-only        {:.0} spans/s on one thread (ingest/decode = {:.2})",
-                report.decode_only_spans_per_sec,
-                report.spans_per_sec / report.decode_only_spans_per_sec.max(1.0)
-            )?;
-            if let Some(error) = &report.first_error {
-                writeln!(out, "first error        {error}")?;
-            }
-        }
-    }
-    Ok(())
+    let report = serve::runtime()?.block_on(loadgen::run(options))?;
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Text => report.to_string(),
+    };
+    emit(&text, None)
 }

@@ -3,9 +3,13 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use archtrace_store::read::Reader;
+use archtrace_analyzer::analysis::{Analyzed, Settings};
+use archtrace_analyzer::snapshot::{Level, Snapshot};
+use archtrace_analyzer::time::now_ns;
+use archtrace_query::store::StoreSource;
+use archtrace_query::{error_chain, SnapshotSource, Window};
 use archtrace_store::writer::COMMIT_BUCKETS_SECONDS;
 use archtrace_store::WriterMetrics;
 use axum::extract::{Query, Request, State};
@@ -25,20 +29,14 @@ pub struct AdminState {
     /// False once shutdown has begun, so load balancers stop sending.
     pub ready: Arc<AtomicBool>,
     pub auth: Auth,
-    /// Queries run on their own connection, one at a time, off the async runtime.
-    pub reader: Arc<Mutex<Reader>>,
-    /// Derived buckets not yet written to the store.
-    pub unwritten: Arc<Mutex<crate::live::Unwritten>>,
+    /// The store with the buckets not yet written; queries run off the async runtime.
+    pub source: Arc<StoreSource>,
     /// The snapshot the viewer's drift page compares with, when configured.
-    pub baseline: Option<Arc<archtrace_analyzer::snapshot::Snapshot>>,
+    pub baseline: Option<Snapshot>,
 }
 
 pub fn router(state: AdminState) -> Router {
-    let viewer = archtrace_web::server::router(Arc::new(crate::viewer::StoreSource {
-        reader: state.reader.clone(),
-        unwritten: state.unwritten.clone(),
-        baseline: state.baseline.clone(),
-    }));
+    let viewer = archtrace_web::server::router(state.source.clone(), state.baseline.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -78,53 +76,41 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 struct SnapshotQuery {
     since: Option<String>,
     until: Option<String>,
+    env: Option<String>,
     level: Option<String>,
 }
 
-/// `GET /api/v1/snapshot?since=1h&until=...&level=service|operation`: the snapshot JSON.
+/// `GET /api/v1/snapshot?since=1h&until=...&env=...&level=service|operation`: the analysed
+/// snapshot JSON. `level=service` leaves out the operation-level edges.
 async fn snapshot(State(state): State<AdminState>, Query(query): Query<SnapshotQuery>) -> Response {
     let bad_request =
         |message: String| (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
-    let now = crate::graph::now_ns();
-    let since = match crate::graph::parse_instant(query.since.as_deref().unwrap_or("1h"), now) {
-        Ok(since) => since,
-        Err(message) => return bad_request(format!("since: {message}")),
+    let window = match Window::parse(query.since.as_deref(), query.until.as_deref(), now_ns()) {
+        Ok(window) => window.in_environment(query.env.filter(|e| !e.is_empty())),
+        Err(err) => return bad_request(err.to_string()),
     };
-    let until = match query
-        .until
-        .as_deref()
-        .map(|u| crate::graph::parse_instant(u, now))
-    {
-        None => now,
-        Some(Ok(until)) => until,
-        Some(Err(message)) => return bad_request(format!("until: {message}")),
+    let level = match query.level.as_deref().map(str::parse::<Level>).transpose() {
+        Ok(level) => level,
+        Err(message) => return bad_request(format!("level: {message}")),
     };
-    if let Some(level) = query
-        .level
-        .as_deref()
-        .filter(|l| !matches!(*l, "service" | "operation"))
-    {
-        return bad_request(format!("level: {level:?} is not service or operation"));
-    }
-    if since >= until {
-        return bad_request("since must be before until".into());
-    }
-    let (reader, unwritten) = (state.reader.clone(), state.unwritten.clone());
+    let source = state.source.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let reader = reader.lock().unwrap_or_else(|e| e.into_inner());
-        let mut aggregate = reader.read_window(since, until)?;
-        unwritten
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .merge_window(since, until, &mut aggregate);
-        Ok::<_, archtrace_store::QueryError>(
-            archtrace_analyzer::snapshot::Snapshot::from_aggregate(&aggregate, (since, until)),
-        )
+        source.snapshot(&window).map(|snapshot| {
+            let mut snapshot = Analyzed::new(snapshot, &Settings::default()).snapshot;
+            if level == Some(Level::Service) {
+                snapshot.operations.clear();
+            }
+            snapshot
+        })
     })
     .await;
     match outcome {
         Ok(Ok(snapshot)) => axum::Json(snapshot).into_response(),
-        Ok(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response(),
+        Ok(Err(err)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}\n", error_chain(&err)),
+        )
+            .into_response(),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "snapshot query panicked\n",
@@ -198,6 +184,11 @@ pub fn render_metrics(ingest: &IngestMetrics, writer: &WriterMetrics) -> String 
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP archtrace_requests_in_flight Export requests admitted and not yet answered.\n# TYPE archtrace_requests_in_flight gauge\narchtrace_requests_in_flight {}",
+        load(&ingest.requests_in_flight)
+    );
     let _ = writeln!(
         out,
         "# HELP archtrace_queue_spans Spans waiting for the writer.\n# TYPE archtrace_queue_spans gauge\narchtrace_queue_spans {}",

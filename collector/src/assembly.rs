@@ -332,25 +332,14 @@ impl Assembler {
 mod tests {
     use super::*;
     use archtrace_analyzer::aggregate::Aggregate;
-    use archtrace_analyzer::{PeerAttributes, SpanKind, StatusCode};
-    use std::sync::Arc;
+    use archtrace_analyzer::SpanKind;
 
     fn span(trace: u8, id: u8, parent: Option<u8>, service: &str, kind: SpanKind) -> Span {
-        Span {
-            trace_id: [trace; 16],
-            span_id: [id; 8],
-            parent_span_id: parent.map(|p| [p; 8]),
-            service: Arc::from(service),
-            name: format!("op-{id}"),
-            kind,
-            start_ns: 1_000_000 * i64::from(id),
-            end_ns: 1_000_000 * i64::from(id) + 500,
-            status: StatusCode::Unset,
-            links: Vec::new(),
-            peer: PeerAttributes::default(),
-            environment: None,
-            detail: Default::default(),
-        }
+        let start = 1_000_000 * i64::from(id);
+        Span::new([trace; 16], [id; 8], service, kind)
+            .with_parent(parent.map(|p| [p; 8]))
+            .with_name(format!("op-{id}"))
+            .with_time(start, start + 500)
     }
 
     fn settings() -> AssemblySettings {

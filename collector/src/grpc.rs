@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Auth;
 use crate::ingest::{Ingest, IngestError, IngestReport, Outcome, Transport};
-use crate::otlp;
+use archtrace_formats::otlp;
 
 pub struct GrpcTraceService {
     ingest: Arc<Ingest>,

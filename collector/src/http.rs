@@ -18,7 +18,7 @@ use prost::Message;
 use crate::auth::Auth;
 use crate::grpc::response as export_response;
 use crate::ingest::{Ingest, IngestReport, Outcome, Transport};
-use crate::{otlp, otlp_json};
+use archtrace_formats::{otlp, otlp_json};
 
 /// Seconds a refused client is asked to wait before retrying.
 const RETRY_AFTER_SECONDS: &str = "1";

@@ -8,7 +8,7 @@ use archtrace_analyzer::Span;
 use archtrace_store::{WriteError, Writer, WriterMetrics};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::otlp::Converted;
+use archtrace_formats::otlp::Converted;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -72,6 +72,8 @@ pub struct IngestMetrics {
     pub spans_accepted: AtomicU64,
     pub spans_rejected: AtomicU64,
     pub spans_refused: AtomicU64,
+    /// Requests admitted and not yet answered, over both transports.
+    pub requests_in_flight: AtomicU64,
     requests: [[AtomicU64; Outcome::ALL.len()]; Transport::ALL.len()],
 }
 
@@ -82,6 +84,20 @@ impl IngestMetrics {
 
     pub fn requests(&self, transport: Transport, outcome: Outcome) -> u64 {
         self.requests[transport as usize][outcome as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// A request's place among those in flight, given back when dropped.
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<IngestMetrics>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.metrics
+            .requests_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -121,8 +137,15 @@ impl Ingest {
     /// Room for one more request, held until it is answered; `None` when `max_in_flight`
     /// requests are being read, decoded or committed. Refusing before the body is decoded keeps
     /// memory bounded when far more clients send at once than the queue could take.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.in_flight.clone().try_acquire_owned().ok()
+    pub fn admit(&self) -> Option<Admission> {
+        let permit = self.in_flight.clone().try_acquire_owned().ok()?;
+        self.metrics
+            .requests_in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        Some(Admission {
+            _permit: permit,
+            metrics: self.metrics.clone(),
+        })
     }
 
     /// The answer to a request that [`Ingest::admit`] turned away.

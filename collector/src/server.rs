@@ -13,6 +13,8 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 
+use archtrace_query::store::StoreSource;
+
 use crate::admin::{self, AdminState};
 use crate::assembly::AssemblySettings;
 use crate::auth::Auth;
@@ -48,7 +50,7 @@ pub struct ServerSettings {
     pub derive_edges: bool,
     pub assembly: AssemblySettings,
     /// A snapshot for the viewer's drift page to compare with.
-    pub baseline: Option<Arc<archtrace_analyzer::snapshot::Snapshot>>,
+    pub baseline: Option<archtrace_analyzer::snapshot::Snapshot>,
 }
 
 impl Default for ServerSettings {
@@ -74,7 +76,7 @@ pub struct Listeners {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("could not listen for {what} on {addr}: {source} (is another archtrace or OpenTelemetry Collector running? choose another address with {flag})")]
+    #[error("could not listen for {what} on {addr} (is another archtrace or OpenTelemetry Collector running? choose another address with {flag})")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -82,12 +84,16 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the {what} listener failed: {message}")]
-    Listener { what: &'static str, message: String },
+    #[error("the {what} listener failed")]
+    Listener {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("the writer thread stopped unexpectedly")]
     Writer,
-    #[error("could not open a query connection to the store: {0}")]
-    Store(String),
+    #[error("could not set up the store for serving")]
+    Store(#[from] archtrace_store::QueryError),
 }
 
 impl Listeners {
@@ -144,17 +150,12 @@ pub async fn serve(
     store
         .limit_memory(SERVER_DUCKDB_MEMORY)
         .and_then(|()| store.set_checkpoint_threshold(SERVER_CHECKPOINT_THRESHOLD))
-        .map_err(|err| ServeError::Store(err.to_string()))?;
-    let connection = |store: &Store| {
-        store
-            .reader()
-            .map_err(|err| ServeError::Store(err.to_string()))
-    };
-    let reader = connection(&store)?;
+        .map_err(archtrace_store::QueryError::from)?;
+    let reader = store.reader()?;
     let live = if settings.derive_edges {
         Some(crate::live::start(
             settings.assembly.clone(),
-            connection(&store)?,
+            store.bucket_writer()?,
         ))
     } else {
         None
@@ -221,8 +222,7 @@ pub async fn serve(
         writer: writer_metrics,
         ready,
         auth,
-        reader: Arc::new(std::sync::Mutex::new(reader)),
-        unwritten,
+        source: Arc::new(StoreSource::live(reader, unwritten)),
         baseline: settings.baseline.clone(),
     });
     let admin = axum::serve(listeners.admin, admin_router).with_graceful_shutdown(stopped());
@@ -231,15 +231,15 @@ pub async fn serve(
     let (grpc, http, admin) = tokio::join!(grpc, http, admin);
     grpc.map_err(|err| ServeError::Listener {
         what: "OTLP/gRPC",
-        message: err.to_string(),
+        source: Box::new(err),
     })?;
     http.map_err(|err| ServeError::Listener {
         what: "OTLP/HTTP",
-        message: err.to_string(),
+        source: Box::new(err),
     })?;
     admin.map_err(|err| ServeError::Listener {
         what: "admin",
-        message: err.to_string(),
+        source: Box::new(err),
     })?;
     // Every handle to the writer is gone with the servers: joining it commits what is queued,
     // and then the assembler derives and writes what it still holds.

@@ -1,12 +1,11 @@
 //! Derived edges in time buckets: written by live assembly, imports and rebuilds; read back
 //! and merged into one aggregate for any window.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use archtrace_analyzer::aggregate::{
-    Aggregate, EdgeKey, EdgeStats, EntryKey, EntryStats, Histogram, NodeFacts, OperationKey,
-    OperationStats,
+    Aggregate, Buckets, EdgeKey, EdgeStats, EntryKey, EntryStats, Histogram, NodeFacts,
+    OperationKey, OperationStats,
 };
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::sketch::LatencySketch;
@@ -45,15 +44,63 @@ fn parse_node_type(name: &str) -> Option<NodeType> {
     .find(|t| t.as_str() == name)
 }
 
-/// Appends buckets of one width in one transaction.
-pub fn write(
+/// A connection of its own that writes derived buckets: live assembly, imports and rebuilds.
+pub struct BucketWriter {
+    conn: Connection,
+}
+
+impl BucketWriter {
+    pub(crate) fn new(conn: Connection) -> BucketWriter {
+        BucketWriter { conn }
+    }
+
+    /// Appends buckets (of one width) in one transaction.
+    pub fn write(&self, buckets: &Buckets) -> Result<(), QueryError> {
+        in_transaction(&self.conn, || append(&self.conn, buckets))
+    }
+
+    /// Replaces every bucket, of every width, that starts in `[since, until)` with `fresh`, in
+    /// one transaction: a reader sees the old buckets or the new ones, never a mix or none.
+    /// Buckets of `fresh` outside the range are left out.
+    pub fn replace(
+        &self,
+        since_ns: i64,
+        until_ns: i64,
+        fresh: &[&Buckets],
+    ) -> Result<(), QueryError> {
+        in_transaction(&self.conn, || {
+            delete(&self.conn, since_ns, until_ns)?;
+            for buckets in fresh {
+                let mut inside = Buckets::new(buckets.width_ns);
+                for (start, bucket) in buckets.buckets.range(since_ns..until_ns.max(since_ns)) {
+                    inside.buckets.insert(*start, bucket.clone());
+                }
+                append(&self.conn, &inside)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn in_transaction(
     conn: &Connection,
-    width_ns: i64,
-    buckets: &BTreeMap<i64, Aggregate>,
+    work: impl FnOnce() -> Result<(), QueryError>,
 ) -> Result<(), QueryError> {
-    let width = width_seconds(width_ns);
     conn.execute_batch("BEGIN TRANSACTION")?;
-    let outcome = (|| -> Result<(), QueryError> {
+    match work() {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(err)
+        }
+    }
+}
+
+/// Appends buckets of one width inside the caller's transaction.
+fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryError> {
+    let width = width_seconds(buckets.width_ns);
+    let buckets = &buckets.buckets;
+    {
         let mut edges = conn.appender("edge_buckets")?;
         let mut operations = conn.appender("operation_buckets")?;
         let mut nodes = conn.appender("node_buckets")?;
@@ -141,18 +188,11 @@ pub fn write(
         diagnostics.flush()?;
         entries.flush()?;
         Ok(())
-    })();
-    match outcome {
-        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
-        Err(err) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(err)
-        }
     }
 }
 
-/// Removes the buckets of both widths that start in `[since, until)` (before a rebuild).
-pub fn delete(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<(), QueryError> {
+/// Removes the buckets of every width that start in `[since, until)`.
+fn delete(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<(), QueryError> {
     for table in [
         "edge_buckets",
         "operation_buckets",
@@ -531,16 +571,11 @@ mod tests {
     fn a_window_reads_as_the_merge_of_its_minutes() {
         let store = crate::Store::open(&crate::Location::Memory).unwrap();
         let conn = store.connection();
-        let minutes: BTreeMap<i64, Aggregate> = (0..180)
-            .map(|m| (m * MINUTE_NS, minute_bucket(m)))
-            .collect();
-        let mut hours: BTreeMap<i64, Aggregate> = BTreeMap::new();
-        for (start, bucket) in &minutes {
-            let hour = start.div_euclid(HOUR_NS) * HOUR_NS;
-            hours.entry(hour).or_default().merge(bucket);
-        }
-        write(conn, MINUTE_NS, &minutes).unwrap();
-        write(conn, HOUR_NS, &hours).unwrap();
+        let (minute_buckets, hour_buckets) = three_hours();
+        let writer = store.bucket_writer().unwrap();
+        writer.write(&minute_buckets).unwrap();
+        writer.write(&hour_buckets).unwrap();
+        let minutes = &minute_buckets.buckets;
 
         let (since, until) = (17 * MINUTE_NS, 157 * MINUTE_NS);
         let mut expected = Aggregate::default();
@@ -569,6 +604,97 @@ mod tests {
             }
         }
         assert_eq!(read.diagnostics.spans, (17..157).sum::<u64>());
+    }
+
+    /// Three hours of minute buckets made by `bucket`, and the hour buckets that sum them.
+    fn three_hours_of(bucket: impl Fn(i64) -> Aggregate) -> (Buckets, Buckets) {
+        let mut minutes = Buckets::new(MINUTE_NS);
+        let mut hours = Buckets::new(HOUR_NS);
+        for m in 0..180 {
+            let bucket = bucket(m);
+            hours
+                .buckets
+                .entry((m * MINUTE_NS).div_euclid(HOUR_NS) * HOUR_NS)
+                .or_default()
+                .merge(&bucket);
+            minutes.buckets.insert(m * MINUTE_NS, bucket);
+        }
+        (minutes, hours)
+    }
+
+    fn three_hours() -> (Buckets, Buckets) {
+        three_hours_of(minute_bucket)
+    }
+
+    fn calls_in(conn: &Connection, since: i64, until: i64) -> u64 {
+        read_window(conn, since, until)
+            .unwrap()
+            .edges
+            .values()
+            .map(|s| s.calls)
+            .sum()
+    }
+
+    #[test]
+    fn replacing_a_range_swaps_its_buckets_of_every_width_at_once() {
+        let store = crate::Store::open(&crate::Location::Memory).unwrap();
+        let conn = store.connection();
+        let writer = store.bucket_writer().unwrap();
+        let (minutes, hours) = three_hours();
+        writer.write(&minutes).unwrap();
+        writer.write(&hours).unwrap();
+        let before = calls_in(conn, 0, 3 * HOUR_NS);
+        assert!(before > 0);
+
+        // The second hour again, with one call a minute; the buckets around it stay as they were.
+        let (fresh_minutes, fresh_hour) = three_hours_of(|_| {
+            let mut bucket = Aggregate::default();
+            bucket.edges.insert(
+                EdgeKey {
+                    from: Arc::from("gateway"),
+                    to: Arc::from("orders"),
+                    kind: EdgeKind::Sync,
+                },
+                EdgeStats {
+                    calls: 1,
+                    traces: 1,
+                    ..EdgeStats::default()
+                },
+            );
+            bucket
+        });
+        writer
+            .replace(HOUR_NS, 2 * HOUR_NS, &[&fresh_minutes, &fresh_hour])
+            .unwrap();
+        assert_eq!(calls_in(conn, HOUR_NS, 2 * HOUR_NS), 60);
+        assert_eq!(calls_in(conn, HOUR_NS + 30 * MINUTE_NS, 2 * HOUR_NS), 30);
+        assert_eq!(
+            calls_in(conn, 0, HOUR_NS),
+            calls_in_memory(&minutes, 0, HOUR_NS)
+        );
+        assert_eq!(
+            calls_in(conn, 2 * HOUR_NS, 3 * HOUR_NS),
+            calls_in_memory(&minutes, 2 * HOUR_NS, 3 * HOUR_NS)
+        );
+
+        // A replace that fails half way (one table gone) leaves every bucket as it was.
+        let after_first = calls_in(conn, 0, 3 * HOUR_NS);
+        conn.execute_batch("ALTER TABLE entry_buckets RENAME TO entry_buckets_away")
+            .unwrap();
+        assert!(writer.replace(0, 3 * HOUR_NS, &[&fresh_minutes]).is_err());
+        conn.execute_batch("ALTER TABLE entry_buckets_away RENAME TO entry_buckets")
+            .unwrap();
+        assert_eq!(calls_in(conn, 0, 3 * HOUR_NS), after_first);
+        assert_eq!(calls_in(conn, HOUR_NS, 2 * HOUR_NS), 60);
+    }
+
+    fn calls_in_memory(buckets: &Buckets, since: i64, until: i64) -> u64 {
+        buckets
+            .buckets
+            .range(since..until)
+            .flat_map(|(_, b)| b.edges.values())
+            .map(|s| s.calls)
+            .sum()
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod batch;
 pub mod buckets;
+pub mod bulk;
 pub mod read;
 mod schema;
 mod stats;
@@ -32,13 +33,22 @@ pub enum OpenError {
         found: i64,
         known: i64,
     },
-    #[error("could not open the store {path}: {source}")]
+    #[error(
+        "the store {path} has schema version {found} and this archtrace reads version {current}; \
+         migrate it once with `archtrace migrate --db {path}` (or start `archtrace serve` on it)"
+    )]
+    TooOld {
+        path: String,
+        found: i64,
+        current: i64,
+    },
+    #[error("could not open the store {path}")]
     Open {
         path: String,
         #[source]
         source: duckdb::Error,
     },
-    #[error("could not migrate the store {path} to schema version {version}: {source}")]
+    #[error("could not migrate the store {path} to schema version {version}")]
     Migrate {
         path: String,
         version: i64,
@@ -49,7 +59,7 @@ pub enum OpenError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("query failed: {0}")]
+    #[error("the store's query failed")]
     Duckdb(#[from] duckdb::Error),
     #[error("query result could not be read: {0}")]
     Arrow(String),
@@ -200,8 +210,18 @@ impl Store {
         Ok(read::Reader::new(self.conn.try_clone()?))
     }
 
+    /// A connection of its own for writing derived buckets.
+    pub fn bucket_writer(&self) -> Result<buckets::BucketWriter, QueryError> {
+        Ok(buckets::BucketWriter::new(self.conn.try_clone()?))
+    }
+
     pub fn stats(&self) -> Result<StoreStats, QueryError> {
-        stats::collect(&self.conn)
+        stats::collect(&self.conn, &self.location.describe())
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<i64, QueryError> {
+        Ok(schema::read_version(&self.conn)?)
     }
 
     /// Raw access for tests and ad-hoc queries.

@@ -34,15 +34,6 @@ impl Reader {
         for_each_trace(&self.conn, since_ns, until_ns, SPANS_PER_SLICE, each)
     }
 
-    /// Appends derived buckets of one width.
-    pub fn write_buckets(
-        &self,
-        width_ns: i64,
-        buckets: &std::collections::BTreeMap<i64, archtrace_analyzer::aggregate::Aggregate>,
-    ) -> Result<(), QueryError> {
-        crate::buckets::write(&self.conn, width_ns, buckets)
-    }
-
     /// The derived edges of `[since, until)`, summed from the stored buckets.
     pub fn read_window(
         &self,
@@ -50,11 +41,6 @@ impl Reader {
         until_ns: i64,
     ) -> Result<archtrace_analyzer::aggregate::Aggregate, QueryError> {
         crate::buckets::read_window(&self.conn, since_ns, until_ns)
-    }
-
-    /// Removes derived buckets in `[since, until)`, before a rebuild.
-    pub fn delete_buckets(&self, since_ns: i64, until_ns: i64) -> Result<(), QueryError> {
-        crate::buckets::delete(&self.conn, since_ns, until_ns)
     }
 
     /// The edges into or out of `node` per bucket of `width` in `[since, until)`.
@@ -302,21 +288,18 @@ mod tests {
     use crate::{Location, Store};
 
     fn span(trace: u8, id: u8, parent: Option<u8>) -> Span {
-        Span {
-            trace_id: [trace; 16],
-            span_id: [trace, id, 0, 0, 0, 0, 0, 1],
-            parent_span_id: parent.map(|p| [trace, p, 0, 0, 0, 0, 0, 1]),
-            service: Arc::from(format!("service-{id}").as_str()),
-            name: "op".to_owned(),
-            kind: SpanKind::Server,
-            start_ns: 1_000 * i64::from(trace) + i64::from(id),
-            end_ns: 1_000 * i64::from(trace) + 500,
-            status: StatusCode::Unset,
-            links: Vec::new(),
-            peer: PeerAttributes::default(),
-            environment: None,
-            detail: SpanDetail::default(),
-        }
+        Span::new(
+            [trace; 16],
+            [trace, id, 0, 0, 0, 0, 0, 1],
+            &format!("service-{id}"),
+            SpanKind::Server,
+        )
+        .with_parent(parent.map(|p| [trace, p, 0, 0, 0, 0, 0, 1]))
+        .with_name("op")
+        .with_time(
+            1_000 * i64::from(trace) + i64::from(id),
+            1_000 * i64::from(trace) + 500,
+        )
     }
 
     #[test]

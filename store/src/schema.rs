@@ -121,6 +121,11 @@ const META_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS archtrace_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)";
 
 pub fn migrate(conn: &Connection, path: &str) -> Result<(), OpenError> {
+    migrate_to(conn, path, SCHEMA_VERSION)
+}
+
+/// Migrates up to `target` (tests make files as older builds left them with it).
+fn migrate_to(conn: &Connection, path: &str, target: i64) -> Result<(), OpenError> {
     let open_err = |source| OpenError::Open {
         path: path.to_owned(),
         source,
@@ -134,7 +139,12 @@ pub fn migrate(conn: &Connection, path: &str) -> Result<(), OpenError> {
             known: SCHEMA_VERSION,
         });
     }
-    for (index, script) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (index, script) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target as usize)
+        .skip(current as usize)
+    {
         let version = index as i64 + 1;
         let sql = format!(
             "BEGIN TRANSACTION;
@@ -156,7 +166,8 @@ pub fn migrate(conn: &Connection, path: &str) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// For read-only opens: the schema must exist and be one this build understands.
+/// For read-only opens: the schema must be exactly this build's, since a read-only file cannot
+/// be migrated.
 pub fn check_readable(conn: &Connection, path: &str) -> Result<(), OpenError> {
     let found = read_version(conn).map_err(|source| OpenError::Open {
         path: path.to_owned(),
@@ -169,10 +180,18 @@ pub fn check_readable(conn: &Connection, path: &str) -> Result<(), OpenError> {
             known: SCHEMA_VERSION,
         });
     }
+    if found < SCHEMA_VERSION {
+        return Err(OpenError::TooOld {
+            path: path.to_owned(),
+            found,
+            current: SCHEMA_VERSION,
+        });
+    }
     Ok(())
 }
 
-fn read_version(conn: &Connection) -> Result<i64, duckdb::Error> {
+/// The schema version of the open file (0 for a file archtrace never wrote).
+pub fn read_version(conn: &Connection) -> Result<i64, duckdb::Error> {
     let has_meta: i64 = conn.query_row(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'archtrace_meta'",
         [],
@@ -192,4 +211,104 @@ fn read_version(conn: &Connection) -> Result<i64, duckdb::Error> {
             other => Err(other),
         })?;
     Ok(version.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Location, Store};
+
+    /// A store file as an archtrace of schema `version` left it, holding one span (and, from
+    /// v2 on, one derived edge bucket).
+    fn file_at_version(dir: &std::path::Path, version: i64) -> std::path::PathBuf {
+        let path = dir.join(format!("v{version}.duckdb"));
+        let conn = Connection::open(&path).unwrap();
+        migrate_to(&conn, "test", version).unwrap();
+        conn.execute_batch(
+            "INSERT INTO spans (trace_id, span_id, service_name, span_name, span_kind, start_ns,
+                 end_ns, status_code, attributes, resource_id, events_count)
+             VALUES ('0af7651916cd43dd8448eb211c80319c', 'b7ad6b7169203331', 'cart', 'GET /cart',
+                 'server', 1700000000000000000, 1700000000001000000, 'unset', '{}', 1, 0);
+             INSERT INTO resources VALUES (1, 'cart', '{}');",
+        )
+        .unwrap();
+        if version >= 2 {
+            conn.execute_batch(
+                "INSERT INTO edge_buckets VALUES (1699999980000000000, 60, 'user', 'cart', 'sync',
+                     1, 0, 1, 1, ''::BLOB, ''::BLOB, 1700000000000000000, 1700000000000000000)",
+            )
+            .unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn files_of_every_older_version_are_migrated_and_keep_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        for version in 1..SCHEMA_VERSION {
+            let path = file_at_version(dir.path(), version);
+            let store = Store::open(&Location::File(path.clone())).unwrap();
+            let stats = store.stats().unwrap();
+            assert_eq!(stats.schema_version, SCHEMA_VERSION, "from v{version}");
+            assert_eq!(stats.spans, 1, "from v{version}");
+            let conn = store.connection();
+            let count = |table: &str| -> i64 {
+                conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                    .unwrap()
+            };
+            assert_eq!(
+                count("edge_buckets"),
+                i64::from(version >= 2),
+                "from v{version}"
+            );
+            assert_eq!(
+                count("entry_buckets"),
+                0,
+                "v3's table exists after migrating v{version}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_current_file_opens_read_only_and_stats_report_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_at_version(dir.path(), SCHEMA_VERSION);
+        let store = Store::open_read_only(&path).unwrap();
+        assert_eq!(store.stats().unwrap().schema_version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn an_older_file_opened_read_only_says_how_to_migrate_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_at_version(dir.path(), 2);
+        let err = Store::open_read_only(&path).err().expect("refused");
+        assert!(matches!(err, OpenError::TooOld { found: 2, .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("schema version 2"), "{text}");
+        assert!(text.contains("archtrace migrate --db"), "{text}");
+        // Nothing was changed by the refused open.
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(read_version(&conn).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_newer_file_is_refused_with_the_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_at_version(dir.path(), SCHEMA_VERSION);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "UPDATE archtrace_meta SET value = '99' WHERE key = 'schema_version'",
+            )
+            .unwrap();
+        }
+        for err in [
+            Store::open(&Location::File(path.clone())).err(),
+            Store::open_read_only(&path).err(),
+        ] {
+            let err = err.expect("refused");
+            assert!(matches!(err, OpenError::TooNew { found: 99, .. }), "{err}");
+            assert!(err.to_string().contains("upgrade archtrace"), "{err}");
+        }
+    }
 }

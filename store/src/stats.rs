@@ -7,6 +7,8 @@ use crate::QueryError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoreStats {
+    /// The file (or `:memory:`).
+    pub store: String,
     pub spans: u64,
     pub traces: u64,
     pub services: u64,
@@ -18,7 +20,8 @@ pub struct StoreStats {
     pub schema_version: i64,
 }
 
-pub fn collect(conn: &Connection) -> Result<StoreStats, QueryError> {
+pub fn collect(conn: &Connection, store: &str) -> Result<StoreStats, QueryError> {
+    let schema_version = crate::schema::read_version(conn)?;
     let stats = conn.query_row(
         "SELECT count(*),
                 count(DISTINCT trace_id),
@@ -30,15 +33,38 @@ pub fn collect(conn: &Connection) -> Result<StoreStats, QueryError> {
         [],
         |row| {
             Ok(StoreStats {
+                store: store.to_owned(),
                 spans: row.get::<_, i64>(0)? as u64,
                 traces: row.get::<_, i64>(1)? as u64,
                 services: row.get::<_, i64>(2)? as u64,
                 first_span: row.get(3)?,
                 last_span: row.get(4)?,
                 error_spans: row.get::<_, i64>(5)? as u64,
-                schema_version: crate::SCHEMA_VERSION,
+                schema_version,
             })
         },
     )?;
     Ok(stats)
+}
+
+impl std::fmt::Display for StoreStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let none = "-".to_owned();
+        writeln!(f, "store        {}", self.store)?;
+        writeln!(f, "schema       version {}", self.schema_version)?;
+        writeln!(f, "spans        {}", self.spans)?;
+        writeln!(f, "traces       {}", self.traces)?;
+        writeln!(f, "services     {}", self.services)?;
+        writeln!(f, "error spans  {}", self.error_spans)?;
+        writeln!(
+            f,
+            "first span   {}",
+            self.first_span.as_ref().unwrap_or(&none)
+        )?;
+        writeln!(
+            f,
+            "last span    {}",
+            self.last_span.as_ref().unwrap_or(&none)
+        )
+    }
 }

@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use archtrace_collector::synth::Generator;
 use archtrace_collector::ServerSettings;
+use archtrace_workload::shop::Simulation;
 use flate2::write::GzEncoder;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -89,16 +89,11 @@ fn mixed_request() -> ExportTraceServiceRequest {
 }
 
 fn valid_request(seed: u64) -> ExportTraceServiceRequest {
-    Generator::new(seed, 1_700_000_000_000_000_000).request(50)
+    Simulation::starting_at(seed, 1_700_000_000_000_000_000).request_of_spans(50)
 }
 
 fn spans_in(request: &ExportTraceServiceRequest) -> i64 {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len() as i64)
-        .sum()
+    archtrace_formats::otlp::span_count(request) as i64
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -205,7 +200,7 @@ async fn http_bad_input_gets_otlp_answers_and_the_server_keeps_serving() {
         &url,
         "application/json",
         false,
-        archtrace_collector::otlp_json::encode(&mixed_request()),
+        archtrace_formats::otlp_json::encode(&mixed_request()),
     )
     .await;
     assert_eq!(mixed_json.status, 200);

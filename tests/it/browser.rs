@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use archtrace_analyzer::snapshot::Snapshot;
-use archtrace_collector::otlp::{resource_spans, string_attribute};
+use archtrace_formats::otlp::{resource_spans, string_attribute};
 use fantoccini::actions::InputSource;
 use fantoccini::{Client, ClientBuilder, Locator};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -168,8 +168,8 @@ async fn snapshot(admin: &str) -> Snapshot {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_viewer_shows_the_demo_system() {
+/// The demo with all of its 13 services and their edges derived, and a browser.
+async fn demo_in_browser() -> (Demo, Snapshot, Driver, Client) {
     let demo = start_demo();
     // Wait for every simulated service and the asynchronous consumers to appear.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -189,9 +189,13 @@ async fn the_viewer_shows_the_demo_system() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let (_driver, client) = start_browser().await;
+    let (driver, client) = start_browser().await;
+    (demo, live, driver, client)
+}
 
-    // Overview: figures, the graph with every node, the hotspots.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_overview_shows_the_demo_system_and_lights_up_neighbours() {
+    let (demo, live, _driver, client) = demo_in_browser().await;
     open(&client, &format!("{}/", demo.admin)).await;
     assert_eq!(text(&client, "#services").await, "13");
     assert!(count(&client, "svg#graph g.node").await >= live.nodes.len());
@@ -246,7 +250,13 @@ async fn the_viewer_shows_the_demo_system() {
         "frontend and its neighbours {neighbours:?}"
     );
 
-    // Click through from the hotspots to a service page with its charts.
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hotspot_opens_its_service_page_with_charts() {
+    let (demo, _live, _driver, client) = demo_in_browser().await;
+    open(&client, &format!("{}/", demo.admin)).await;
     let first_hotspot = Locator::Css("table.hotspots a.service");
     let service = client
         .find(first_hotspot)
@@ -266,7 +276,12 @@ async fn the_viewer_shows_the_demo_system() {
         .starts_with("/service/"));
     screenshot(&client, "service").await;
 
-    // Graph: search highlights, focus narrows, the level switches.
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_graph_page_searches_focuses_and_switches_level() {
+    let (demo, live, _driver, client) = demo_in_browser().await;
     open(&client, &format!("{}/graph", demo.admin)).await;
     let search = client.find(Locator::Css("#search")).await.unwrap();
     search.send_keys("invent").await.unwrap();
@@ -306,7 +321,12 @@ async fn the_viewer_shows_the_demo_system() {
         "{ids}"
     );
 
-    // The environment filter and the drift page, with their state in the URL.
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_environment_filter_keeps_its_state_in_the_url() {
+    let (demo, _live, _driver, client) = demo_in_browser().await;
     // Staging gets a fifth of the traffic, so it may still be catching up with production.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -324,6 +344,12 @@ async fn the_viewer_shows_the_demo_system() {
     )
     .await;
     assert_eq!(selected, "staging");
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drift_page_compares_with_the_previous_or_a_given_window() {
+    let (demo, _live, _driver, client) = demo_in_browser().await;
     open(
         &client,
         &format!("{}/drift?since=10m&compare=previous", demo.admin),
@@ -344,9 +370,17 @@ async fn the_viewer_shows_the_demo_system() {
     assert!(text(&client, "p.compare").await.contains("the window"));
     assert!(count(&client, "ul.added li").await >= 20);
     client.close().await.unwrap();
+}
 
-    // Ctrl-C stops the demo cleanly.
-    let mut demo = demo;
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_stops_cleanly_on_ctrl_c() {
+    let mut demo = start_demo();
+    // Stopped once it is serving and its simulation is sending.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while snapshot(&demo.admin).await.edges.is_empty() {
+        assert!(Instant::now() < deadline, "the demo never sent traffic");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let stopped = Command::new("kill")
         .args(["-INT", &demo.process.0.id().to_string()])
         .status()
@@ -595,13 +629,7 @@ async fn the_report_works_opened_from_disk() {
         !html.contains("src=\"/static") && !html.contains("href=\"/static"),
         "nothing to fetch"
     );
-    let (offline, _) = archtrace_collector::graph::snapshot_from_files(
-        &traces,
-        None,
-        archtrace_collector::import::OnBadInput::Stop,
-        None,
-    )
-    .unwrap();
+    let (offline, _) = crate::support::snapshot_from_files(&traces);
 
     let (_driver, client) = start_browser().await;
     open(&client, &format!("file://{}", report.display())).await;

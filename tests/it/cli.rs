@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
-use archtrace_collector::synth::Generator;
+use archtrace_workload::shop::Simulation;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
 use crate::support::{binary, succeeded, ServerProcess};
@@ -22,7 +22,8 @@ async fn stats_json_describes_the_store() {
     let mut errors = 0;
     for seed in 0..3 {
         let request =
-            Generator::new(seed, 1_750_000_000_000_000_000 + seed * 60_000_000_000).request(100);
+            Simulation::starting_at(seed, 1_750_000_000_000_000_000 + seed * 60_000_000_000)
+                .request_of_spans(100);
         for resource in &request.resource_spans {
             let attributes = &resource.resource.as_ref().unwrap().attributes;
             let value = |key: &str| {
@@ -35,11 +36,7 @@ async fn stats_json_describes_the_store() {
                     }
                 })
             };
-            services.insert(format!(
-                "{}/{}",
-                value("service.namespace").unwrap(),
-                value("service.name").unwrap()
-            ));
+            services.insert(value("service.name").unwrap());
             for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
                 spans += 1;
                 traces.insert(span.trace_id.clone());
@@ -68,14 +65,37 @@ async fn stats_json_describes_the_store() {
     };
     assert_eq!(stats["first_span"], rfc3339(first));
     assert_eq!(stats["last_span"], rfc3339(last));
+    assert_eq!(stats["schema_version"], archtrace_store::SCHEMA_VERSION);
+    assert_eq!(stats["store"], db.display().to_string());
 
-    let text = Command::new(binary())
-        .args(["stats", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let text = succeeded(Command::new(binary()).args(["stats", "--db"]).arg(&db));
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains(&format!("spans        {spans}\n")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "schema       version {}\n",
+            archtrace_store::SCHEMA_VERSION
+        )),
+        "{text}"
+    );
+
+    // Migrating a current store changes nothing and says its version.
+    let migrated = succeeded(Command::new(binary()).args(["migrate", "--db"]).arg(&db));
+    assert_eq!(
+        String::from_utf8(migrated.stdout).unwrap(),
+        format!(
+            "{} is at schema version {}\n",
+            db.display(),
+            archtrace_store::SCHEMA_VERSION
+        )
+    );
+    let again = succeeded(
+        Command::new(binary())
+            .args(["stats", "--format", "json", "--db"])
+            .arg(&db),
+    );
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["spans"], spans);
 }
 
 #[test]

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use archtrace_collector::synth::Generator;
 use archtrace_store::Store;
+use archtrace_workload::shop::Simulation;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
@@ -23,7 +23,8 @@ fn ids_of(request: &ExportTraceServiceRequest) -> Vec<String> {
 }
 
 fn batch(seed: u64) -> ExportTraceServiceRequest {
-    Generator::new(seed, 1_700_000_000_000_000_000 + seed * 1_000_000_000).request(200)
+    Simulation::starting_at(seed, 1_700_000_000_000_000_000 + seed * 1_000_000_000)
+        .request_of_spans(200)
 }
 
 fn stored_ids(db: &std::path::Path) -> Vec<String> {

@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 
+use crate::support::snapshot_from_files;
 use archtrace_analyzer::derive::NodeType;
 use archtrace_analyzer::snapshot::Snapshot;
-use archtrace_collector::graph::snapshot_from_files;
-use archtrace_collector::import::OnBadInput;
 use serde_json::Value;
 
 use crate::support::{binary, json_files, succeeded};
@@ -91,8 +90,8 @@ fn jaeger_service_edges_equal_parent_child_links() {
             }
         }
     }
-    let (snapshot, summary) = snapshot_from_files(&files, None, OnBadInput::Stop, None).unwrap();
-    assert_eq!(summary.spans, 1_100);
+    let (snapshot, spans) = snapshot_from_files(&files);
+    assert_eq!(spans, 1_100);
     assert!(!expected.is_empty());
     assert_eq!(service_edges(&snapshot), expected);
     assert_eq!(
@@ -221,8 +220,7 @@ fn zipkin_service_edges_equal_parent_child_links() {
     for file in json_files("zipkin") {
         let source = merged_zipkin(serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap());
         let (expected, entries) = zipkin_expected(&source);
-        let (snapshot, _) =
-            snapshot_from_files(std::slice::from_ref(&file), None, OnBadInput::Stop, None).unwrap();
+        let (snapshot, _) = snapshot_from_files(std::slice::from_ref(&file));
         // Calls to uninstrumented peers named by remoteEndpoint that happen to be services of
         // the file are R2 edges, not parent/child links: leave them out of the comparison.
         let mut derived = service_edges(&snapshot);
@@ -272,7 +270,7 @@ fn graph_formats_from_the_binary_agree_with_the_library() {
             .args(&files),
     );
     let from_binary: Snapshot = serde_json::from_slice(&output.stdout).unwrap();
-    let (from_library, _) = snapshot_from_files(&files, None, OnBadInput::Stop, None).unwrap();
+    let (from_library, _) = snapshot_from_files(&files);
     assert_eq!(from_binary, from_library);
     assert_eq!(from_binary.schema, "archtrace.snapshot/v1");
 
@@ -298,11 +296,11 @@ fn graph_formats_from_the_binary_agree_with_the_library() {
             );
         }
     }
-    let operations = Command::new(binary())
-        .args(["graph", "--level", "operation", "--traces"])
-        .args(&files)
-        .output()
-        .unwrap();
+    let operations = succeeded(
+        Command::new(binary())
+            .args(["graph", "--level", "operation", "--traces"])
+            .args(&files),
+    );
     let text = String::from_utf8(operations.stdout).unwrap();
     let operation = &from_library.operations[0];
     assert!(
@@ -370,7 +368,7 @@ fn import_then_graph_from_the_store_equals_offline_and_survives_rebuild() {
         "{}",
         String::from_utf8_lossy(&imported.stderr)
     );
-    let (offline, _) = snapshot_from_files(&files, None, OnBadInput::Stop, None).unwrap();
+    let (offline, _) = snapshot_from_files(&files);
     assert!(
         !offline.edges.is_empty(),
         "compare real graphs, not two empty ones"
@@ -434,7 +432,7 @@ fn import_then_graph_from_the_store_equals_offline_and_survives_rebuild() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn graph_from_a_running_server_equals_the_api() {
-    use archtrace_collector::synth::Generator;
+    use archtrace_workload::shop::Simulation;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     let dir = tempfile::tempdir().unwrap();
     let server = crate::support::ServerProcess::spawn(
@@ -444,9 +442,9 @@ async fn graph_from_a_running_server_equals_the_api() {
     let mut client = TraceServiceClient::connect(server.grpc.clone())
         .await
         .unwrap();
-    let now = archtrace_collector::graph::now_ns() as u64;
+    let now = archtrace_analyzer::time::now_ns() as u64;
     client
-        .export(Generator::new(3, now - 60_000_000_000).request(500))
+        .export(Simulation::starting_at(3, now - 60_000_000_000).request_of_spans(500))
         .await
         .unwrap();
     // Wait until the traces are derived (100 ms after their last span).
@@ -458,7 +456,7 @@ async fn graph_from_a_running_server_equals_the_api() {
             .json()
             .await
             .unwrap();
-        if live.edges.iter().any(|e| e.from == "shop/gateway") {
+        if live.edges.iter().any(|e| e.from == "gateway") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -500,4 +498,51 @@ async fn graph_from_a_running_server_equals_the_api() {
         .unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("RFC 3339"));
+
+    // A reversed window is the same error for the API and the CLI.
+    let reversed = reqwest::get(format!(
+        "{}/api/v1/snapshot?since=1h&until=2h",
+        server.admin
+    ))
+    .await
+    .unwrap();
+    assert_eq!(reversed.status(), 400);
+    let api_says = reversed.text().await.unwrap();
+    assert!(api_says.contains("must be before its end"), "{api_says}");
+    let cli = Command::new(binary())
+        .args([
+            "graph",
+            "--since",
+            "1h",
+            "--until",
+            "2h",
+            "--server",
+            &server.admin,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains("must be before its end"),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+
+    // The level is honoured: the service level leaves out the operation-level edges.
+    let level = |level: &str| {
+        let url = format!("{}/api/v1/snapshot?since=2h&level={level}", server.admin);
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    let services: Snapshot = level("service").await.json().await.unwrap();
+    assert!(services.operations.is_empty());
+    assert_eq!(services.edges, from_api.edges);
+    let operations: Snapshot = level("operation").await.json().await.unwrap();
+    assert!(!operations.operations.is_empty());
+    let unknown = level("endpoint").await;
+    assert_eq!(unknown.status(), 400);
+    assert!(unknown
+        .text()
+        .await
+        .unwrap()
+        .contains("\"endpoint\" is not a level"));
 }

@@ -3,14 +3,13 @@
 
 use std::process::Command;
 
-use archtrace_analyzer::findings::FindingKind;
-use archtrace_collector::graph::snapshot_from_files;
-use archtrace_collector::import::OnBadInput;
+use crate::support::snapshot_from_files;
+use archtrace_analyzer::snapshot::FindingKind;
 
-use crate::support::{binary, shared_data};
+use crate::support::{binary, shared_data, succeeded};
 
 fn findings_of(files: &[std::path::PathBuf]) -> Vec<(FindingKind, Vec<String>)> {
-    let (snapshot, _) = snapshot_from_files(files, None, OnBadInput::Stop, None).unwrap();
+    let (snapshot, _) = snapshot_from_files(files);
     snapshot
         .findings
         .iter()
@@ -142,21 +141,21 @@ fn hotspots_command_ranks_with_terms_and_reasons() {
         "{datamgmt}"
     );
 
-    let table = Command::new(binary())
-        .args(["hotspots", "--traces"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let table = succeeded(
+        Command::new(binary())
+            .args(["hotspots", "--traces"])
+            .arg(&file),
+    );
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(
         text.contains("score = reach × coupling × health + cycle + spof"),
         "{text}"
     );
-    let markdown = Command::new(binary())
-        .args(["hotspots", "--format", "markdown", "--traces"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let markdown = succeeded(
+        Command::new(binary())
+            .args(["hotspots", "--format", "markdown", "--traces"])
+            .arg(&file),
+    );
     assert!(String::from_utf8(markdown.stdout)
         .unwrap()
         .starts_with("| # | service | score |"));
@@ -165,13 +164,13 @@ fn hotspots_command_ranks_with_terms_and_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let thresholds = dir.path().join("thresholds.toml");
     std::fs::write(&thresholds, "chatty_min_calls_per_trace = 100\n").unwrap();
-    let fewer = Command::new(binary())
-        .args(["hotspots", "--format", "json", "--thresholds"])
-        .arg(&thresholds)
-        .arg("--traces")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let fewer = succeeded(
+        Command::new(binary())
+            .args(["hotspots", "--format", "json", "--thresholds"])
+            .arg(&thresholds)
+            .arg("--traces")
+            .arg(&file),
+    );
     let report: serde_json::Value = serde_json::from_slice(&fewer.stdout).unwrap();
     assert!(report["findings"]
         .as_array()

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use archtrace_analyzer::{Span, SpanKind, StatusCode};
-use archtrace_collector::import::{self, Detail, Format, ImportError, OnBadInput, Source, Summary};
+use archtrace_formats::import::{self, Detail, Format, ImportError, OnBadInput, Source, Summary};
 use serde_json::Value;
 
 use crate::support::{binary, json_files, shared_data, succeeded};
@@ -268,7 +268,7 @@ fn otlp_json_lines_with_a_bad_line_stop_or_skip_it() {
 /// input order, whatever the layout of the documents, with a bad one reported where it stood.
 #[test]
 fn a_long_otlp_json_stream_imports_in_order_across_layouts() {
-    use archtrace_collector::synth::Generator;
+    use archtrace_workload::shop::Simulation;
     let dir = tempfile::tempdir().unwrap();
     let mut text = b"\xEF\xBB\xBF".to_vec();
     let mut expected_ids = Vec::new();
@@ -279,7 +279,7 @@ fn a_long_otlp_json_stream_imports_in_order_across_layouts() {
             text.push(b'\n');
             continue;
         }
-        let request = Generator::new(index, 1).request(40);
+        let request = Simulation::starting_at(index, 1).request_of_spans(40);
         for span in request
             .resource_spans
             .iter()
@@ -288,7 +288,7 @@ fn a_long_otlp_json_stream_imports_in_order_across_layouts() {
         {
             expected_ids.push(span.span_id.clone());
         }
-        let json = archtrace_collector::otlp_json::encode(&request);
+        let json = archtrace_formats::otlp_json::encode(&request);
         if index % 3 == 0 {
             // Pretty-printed over many lines, as a person or `jq` writes it.
             let value: Value = serde_json::from_slice(&json).unwrap();
@@ -393,19 +393,15 @@ fn malformed_files_name_the_file_and_the_place() {
 
 #[test]
 fn protobuf_single_and_length_delimited_and_gzip_import() {
-    use archtrace_collector::synth::Generator;
+    use archtrace_workload::shop::Simulation;
     use prost::Message;
     let dir = tempfile::tempdir().unwrap();
     let requests: Vec<_> = (0..3)
-        .map(|seed| Generator::new(seed, 1).request(40))
+        .map(|seed| Simulation::starting_at(seed, 1).request_of_spans(40))
         .collect();
     let count =
         |r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest| {
-            r.resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .map(|s| s.spans.len() as u64)
-                .sum::<u64>()
+            archtrace_formats::otlp::span_count(r) as u64
         };
     let single = write(dir.path(), "one.pb", &requests[0].encode_to_vec());
     assert_eq!(
@@ -485,11 +481,11 @@ fn the_binary_imports_files_and_standard_input_into_the_store() {
         .unwrap()
         .contains(&format!("{zipkin_spans} spans")));
 
-    let stats = Command::new(binary())
-        .args(["stats", "--format", "json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
+    let stats = succeeded(
+        Command::new(binary())
+            .args(["stats", "--format", "json", "--db"])
+            .arg(&db),
+    );
     let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
     let jaeger_spans: usize = jaeger[..10]
         .iter()

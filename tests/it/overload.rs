@@ -1,67 +1,189 @@
-//! Overload is refused, not buffered: with a full queue the server answers UNAVAILABLE / 503 with
-//! Retry-After, and every request it did acknowledge is stored.
+//! Overload is refused, not buffered: a full queue or too many requests in flight are answered
+//! UNAVAILABLE / 503 with Retry-After, and every request that was acknowledged is stored. Each
+//! test holds the server busy on purpose, so both outcomes happen whatever the scheduling.
 
-use archtrace_collector::synth::Generator;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archtrace_collector::ingest::{Ingest, IngestError, IngestMetrics};
 use archtrace_collector::ServerSettings;
-use archtrace_store::QueueLimits;
+use archtrace_formats::otlp;
+use archtrace_store::writer::{OnCommit, Writer};
+use archtrace_store::{Location, QueueLimits, Store};
+use archtrace_workload::shop::Simulation;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{count, InProcessServer};
 
+fn shop_request(seed: u64) -> ExportTraceServiceRequest {
+    Simulation::starting_at(seed, 1_700_000_000_000_000_000).request_of_spans(200)
+}
+
+fn spans_in(request: &ExportTraceServiceRequest) -> i64 {
+    archtrace_formats::otlp::span_count(request) as i64
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_full_queue_refuses_with_retry_advice_and_keeps_what_it_acknowledged() {
-    // Room for one request at a time: every request that arrives while one waits is refused.
-    let settings = ServerSettings {
-        queue: QueueLimits {
-            max_spans: 1,
-            max_bytes: 1,
-        },
-        ..ServerSettings::default()
+async fn a_full_queue_refuses_while_the_writer_is_busy_and_stores_what_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spans.duckdb");
+    let store = Store::open(&Location::File(db.clone())).unwrap();
+    // After its first commit the writer waits to be released, as it waits for a slow deriver:
+    // what is submitted meanwhile stays queued.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let mut first_commit = true;
+    let on_commit: OnCommit = Box::new(move |_| {
+        if std::mem::take(&mut first_commit) {
+            let _ = released.recv();
+        }
+    });
+    let limits = QueueLimits {
+        max_spans: 1,
+        max_bytes: 1,
     };
-    let refusals = send_at_once_and_check(settings).await;
-    assert!(
-        refusals.iter().all(|m| m.contains("queue is full")),
-        "{refusals:?}"
+    let (writer, writer_thread) = Writer::spawn(store, limits, Some(on_commit));
+    let ingest = Arc::new(Ingest::new(writer, Arc::new(IngestMetrics::default()), 64));
+    let requests: Vec<_> = (1..=3).map(shop_request).collect();
+
+    ingest
+        .ingest(otlp::convert(requests[0].clone()))
+        .await
+        .expect("an idle server takes a request");
+    // The writer is now held: an empty queue takes the next request whatever its size...
+    let queued = tokio::spawn({
+        let (ingest, request) = (ingest.clone(), requests[1].clone());
+        async move { ingest.ingest(otlp::convert(request)).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ingest
+        .writer_metrics()
+        .queued_spans
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second request was never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...and refuses the one after it.
+    let refused = ingest
+        .ingest(otlp::convert(requests[2].clone()))
+        .await
+        .expect_err("the queue is full");
+    assert!(matches!(refused, IngestError::Overloaded(_)), "{refused}");
+    assert!(refused.to_string().contains("queue is full"), "{refused}");
+    let status = tonic::Status::from(refused);
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unavailable,
+        "OTLP clients retry it"
     );
+
+    release.send(()).unwrap();
+    queued
+        .await
+        .unwrap()
+        .expect("the queued request is committed once released");
+    let metrics = ingest.metrics();
+    assert_eq!(
+        metrics
+            .spans_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        spans_in(&requests[2]) as u64
+    );
+    drop(ingest);
+    let store = writer_thread.join();
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM spans"),
+        spans_in(&requests[0]) + spans_in(&requests[1]),
+        "exactly the acknowledged requests were stored"
+    );
+}
+
+/// A real HTTP upload that has sent its headers and half its body, and waits.
+struct HeldUpload {
+    stream: tokio::net::TcpStream,
+    rest: Vec<u8>,
+}
+
+impl HeldUpload {
+    async fn start(addr: std::net::SocketAddr, body: &[u8]) -> HeldUpload {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/traces HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let half = body.len() / 2;
+        stream.write_all(&body[..half]).await.unwrap();
+        HeldUpload {
+            stream,
+            rest: body[half..].to_vec(),
+        }
+    }
+
+    /// Sends the rest of the body and returns the response's status line.
+    async fn finish(mut self) -> String {
+        self.stream.write_all(&self.rest).await.unwrap();
+        let mut response = Vec::new();
+        self.stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+async fn metric(server: &InProcessServer, line_start: &str) -> String {
+    let metrics = reqwest::get(server.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .unwrap_or_else(|| panic!("no {line_start} in {metrics}"))
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_over_the_in_flight_limit_are_refused_before_they_are_decoded() {
-    // The queue has room for everything; only the limit on requests in flight refuses.
     let settings = ServerSettings {
         max_requests_in_flight: 2,
         ..ServerSettings::default()
     };
-    let refusals = send_at_once_and_check(settings).await;
-    assert!(
-        refusals
-            .iter()
-            .all(|m| m.contains("2 requests are already in flight")),
-        "{refusals:?}"
-    );
-}
-
-/// Sends 48 requests at once over each transport: each must be stored or refused as OTLP asks
-/// (UNAVAILABLE, 503 with Retry-After), some of each, and exactly the acknowledged ones stored.
-/// Returns the messages of the gRPC refusals.
-async fn send_at_once_and_check(settings: ServerSettings) -> Vec<String> {
     let server = InProcessServer::start(settings).await;
-    let request = Generator::new(9, 1_700_000_000_000_000_000).request(512);
-    let spans_per_request = request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len() as i64)
-        .sum::<i64>();
+    let request = shop_request(9);
     let body = request.encode_to_vec();
 
+    // Two uploads take both places and hold them.
+    let held = [
+        HeldUpload::start(server.addrs.http, &body).await,
+        HeldUpload::start(server.addrs.http, &body).await,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&server, "archtrace_requests_in_flight ").await != "archtrace_requests_in_flight 2"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the held uploads were never admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Everything sent meanwhile, over either transport, is refused with retry advice.
     let client = reqwest::Client::new();
     let mut http = Vec::new();
-    for _ in 0..48 {
-        let client = client.clone();
-        let url = server.http_url();
-        let body = body.clone();
+    for _ in 0..16 {
+        let (client, url, body) = (client.clone(), server.http_url(), body.clone());
         http.push(tokio::spawn(async move {
             let response = client
                 .post(url)
@@ -71,74 +193,72 @@ async fn send_at_once_and_check(settings: ServerSettings) -> Vec<String> {
                 .await
                 .unwrap();
             let retry_after = response.headers().get("retry-after").cloned();
-            (response.status().as_u16(), retry_after)
+            (
+                response.status().as_u16(),
+                retry_after,
+                response.text().await.unwrap(),
+            )
         }));
     }
     let mut grpc = Vec::new();
-    for _ in 0..48 {
-        let url = server.grpc_url();
-        let request = request.clone();
+    for _ in 0..16 {
+        let (url, request) = (server.grpc_url(), request.clone());
         grpc.push(tokio::spawn(async move {
             let mut client = TraceServiceClient::connect(url).await.unwrap();
-            client
-                .export(request)
-                .await
-                .map(|_| ())
-                .map_err(|s| (s.code(), s.message().to_owned()))
+            client.export(request).await.map(|_| ()).unwrap_err()
         }));
     }
-    let (mut http_ok, mut http_refused) = (0, 0);
     for task in http {
-        match task.await.unwrap() {
-            (200, _) => http_ok += 1,
-            (503, retry_after) => {
-                assert!(retry_after.is_some(), "503 carries Retry-After");
-                http_refused += 1;
-            }
-            (other, _) => panic!("unexpected HTTP {other}"),
-        }
+        let (status, retry_after, text) = task.await.unwrap();
+        assert_eq!(status, 503, "{text}");
+        assert!(retry_after.is_some(), "503 carries Retry-After");
+        assert!(text.contains("2 requests are already in flight"), "{text}");
     }
-    let (mut grpc_ok, mut grpc_refusals) = (0, Vec::new());
     for task in grpc {
-        match task.await.unwrap() {
-            Ok(()) => grpc_ok += 1,
-            Err((tonic::Code::Unavailable, message)) => grpc_refusals.push(message),
-            Err(other) => panic!("unexpected gRPC answer {other:?}"),
-        }
+        let status = task.await.unwrap();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            status
+                .message()
+                .contains("2 requests are already in flight"),
+            "{status:?}"
+        );
     }
-    let grpc_refused = grpc_refusals.len();
-    assert!(http_ok > 0 && grpc_ok > 0, "some requests got through");
-    assert!(http_refused > 0, "some HTTP requests were refused");
-    assert!(grpc_refused > 0, "some gRPC requests were refused");
 
-    let metrics = reqwest::get(server.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
+    // Once the held uploads finish, they are stored, and the server takes requests again.
+    for upload in held {
+        let status_line = upload.finish().await;
+        assert!(status_line.contains(" 200 "), "{status_line}");
+    }
+    let mut client = TraceServiceClient::connect(server.grpc_url())
         .await
         .unwrap();
-    assert!(
-        metrics.contains(&format!(
-            "archtrace_requests_total{{transport=\"http\",outcome=\"unavailable\"}} {http_refused}\n"
-        )),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(&format!(
-            "archtrace_requests_total{{transport=\"grpc\",outcome=\"unavailable\"}} {grpc_refused}\n"
-        )),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("archtrace_queue_spans 0\n"),
-        "the queue is empty again: {metrics}"
-    );
+    client.export(request.clone()).await.unwrap();
 
+    assert_eq!(
+        metric(
+            &server,
+            "archtrace_requests_total{transport=\"http\",outcome=\"unavailable\"}"
+        )
+        .await,
+        "archtrace_requests_total{transport=\"http\",outcome=\"unavailable\"} 16"
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "archtrace_requests_total{transport=\"grpc\",outcome=\"unavailable\"}"
+        )
+        .await,
+        "archtrace_requests_total{transport=\"grpc\",outcome=\"unavailable\"} 16"
+    );
+    assert_eq!(
+        metric(&server, "archtrace_requests_in_flight ").await,
+        "archtrace_requests_in_flight 0"
+    );
     let stopped = server.stop().await;
     assert_eq!(
         count(&stopped.store, "SELECT count(*) FROM spans"),
-        (http_ok + grpc_ok) * spans_per_request,
+        3 * spans_in(&request),
         "exactly the acknowledged requests were stored"
     );
-    grpc_refusals
 }

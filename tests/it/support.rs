@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use archtrace_analyzer::analysis::Analyzed;
+use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_collector::{BoundAddrs, Listeners, ServerSettings};
+use archtrace_formats::import::OnBadInput;
+use archtrace_query::files::{FilesSource, ReadOptions};
+use archtrace_query::{SnapshotSource, Window};
 use archtrace_store::{Location, Store};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -70,22 +75,23 @@ impl InProcessServer {
 
     /// Polls the live graph of the last hour until `ready` holds (traces are derived once
     /// idle), and returns that snapshot; after 20 s, returns the last one seen.
-    pub async fn live_snapshot_when(
-        &self,
-        ready: impl Fn(&archtrace_analyzer::snapshot::Snapshot) -> bool,
-    ) -> archtrace_analyzer::snapshot::Snapshot {
+    /// The live snapshot of the last hour once `ready` accepts it; fails the test when it has
+    /// not within 20 s.
+    pub async fn live_snapshot_when(&self, ready: impl Fn(&Snapshot) -> bool) -> Snapshot {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let snapshot: archtrace_analyzer::snapshot::Snapshot =
-                reqwest::get(self.admin_url("/api/v1/snapshot?since=1h"))
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-            if ready(&snapshot) || Instant::now() > deadline {
+            let response = reqwest::get(self.admin_url("/api/v1/snapshot?since=1h"))
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{response:?}");
+            let snapshot: Snapshot = response.json().await.unwrap();
+            if ready(&snapshot) {
                 return snapshot;
             }
+            assert!(
+                Instant::now() < deadline,
+                "the live snapshot was not ready within 20 s; the last one:\n{snapshot:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -251,4 +257,15 @@ pub fn shared_data(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/data")
         .join(relative)
+}
+
+/// The analysed snapshot of trace files, as `graph --traces` sees them, and the spans read.
+pub fn snapshot_from_files(files: &[PathBuf]) -> (Snapshot, u64) {
+    let options = ReadOptions {
+        format: None,
+        on_bad: OnBadInput::Stop,
+    };
+    let source = FilesSource::read(files, options).unwrap();
+    let Analyzed { snapshot, .. } = source.analyzed(&Window::ALL, &Default::default()).unwrap();
+    (snapshot, source.summary().spans)
 }

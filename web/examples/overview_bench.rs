@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use archtrace_analyzer::analysis::{Analyzed, Settings};
 use archtrace_analyzer::snapshot::Snapshot;
 use serde_json::json;
 
@@ -27,7 +28,7 @@ fn snapshot(services: usize) -> Snapshot {
             }
         }
     }
-    let mut snapshot: Snapshot = serde_json::from_value(json!({
+    let snapshot: Snapshot = serde_json::from_value(json!({
         "schema": "archtrace.snapshot/v1",
         "window": {"start": "2026-11-26T00:00:00.000000Z", "end": "2026-11-26T01:00:00.000000Z"},
         "diagnostics": {"spans": 0, "traces": 0, "observations": 0, "orphaned_spans": 0,
@@ -36,18 +37,17 @@ fn snapshot(services: usize) -> Snapshot {
         "nodes": nodes, "edges": edges, "operations": []
     }))
     .unwrap();
-    snapshot.analyze(&Default::default(), &Default::default());
     snapshot
 }
 
 fn main() {
-    let mut built = snapshot(500);
+    let built = snapshot(500);
     println!("{} nodes, {} edges", built.nodes.len(), built.edges.len());
     for run in 0..3 {
         let started = Instant::now();
-        built.analyze(&Default::default(), &Default::default());
+        let analyzed = Analyzed::new(built.clone(), &Settings::default());
         let analysed = started.elapsed().as_secs_f64() * 1e3;
-        let html = archtrace_web::server::overview_html(&built, &Default::default(), &[], None);
+        let html = archtrace_web::server::overview_html(&analyzed, &Default::default(), &[], None);
         let total = started.elapsed().as_secs_f64() * 1e3;
         println!(
             "run {run}: metrics and findings {analysed:.1} ms, layout + SVG + page {:.1} ms, total {total:.1} ms ({} KiB)",

@@ -3,26 +3,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use archtrace_analyzer::analysis::Analyzed;
 use archtrace_analyzer::drift::SnapshotDiff;
-use archtrace_analyzer::findings::{Finding, Severity};
-use archtrace_analyzer::snapshot::{Edge, Snapshot};
+use archtrace_analyzer::risk::Hotspot;
+use archtrace_analyzer::snapshot::{Edge, Finding, Severity, Snapshot};
+use archtrace_query::Point;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::charts::{self, Point};
+use crate::charts;
 use crate::svg;
 use crate::view::{Change, GraphView, Level};
 
 /// Where links go: to live pages with the window in the URL, or to anchors in the report.
 pub trait Links {
     fn service(&self, name: &str) -> String;
-}
-
-fn severity_word(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
-        Severity::Info => "info",
-    }
 }
 
 fn percent(part: u64, whole: u64) -> String {
@@ -60,7 +54,7 @@ pub fn figures(snapshot: &Snapshot) -> Markup {
     let errors: u64 = snapshot.edges.iter().map(|e| e.errors).sum();
     let mut by_severity: BTreeMap<&str, usize> = BTreeMap::new();
     for f in &snapshot.findings {
-        *by_severity.entry(severity_word(f.severity)).or_default() += 1;
+        *by_severity.entry(Severity::as_str(f.severity)).or_default() += 1;
     }
     let d = &snapshot.diagnostics;
     html! {
@@ -87,8 +81,7 @@ pub fn figures(snapshot: &Snapshot) -> Markup {
     }
 }
 
-pub fn hotspots_table(snapshot: &Snapshot, top: usize, links: &dyn Links) -> Markup {
-    let ranked = snapshot.hotspots();
+pub fn hotspots_table(ranked: &[Hotspot], top: usize, links: &dyn Links) -> Markup {
     html! {
         @if ranked.is_empty() {
             p.empty { "No services in this window." }
@@ -142,8 +135,8 @@ pub fn findings_list(findings: &[&Finding]) -> Markup {
         } @else {
             ul.findings {
                 @for f in findings {
-                    li class=(format!("finding {}", severity_word(f.severity))) {
-                        span.badge { (severity_word(f.severity)) } " "
+                    li class=(format!("finding {}", Severity::as_str(f.severity))) {
+                        span.badge { (Severity::as_str(f.severity)) } " "
                         code { (serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) } " "
                         (f.message)
                     }
@@ -186,11 +179,12 @@ fn edges_table(
 
 /// The hotspots, entry operations and findings sections, as the overview and the report show
 /// them.
-pub fn summary_sections(snapshot: &Snapshot, hotspots: usize, links: &dyn Links) -> Markup {
+pub fn summary_sections(analyzed: &Analyzed, hotspots: usize, links: &dyn Links) -> Markup {
+    let snapshot = &analyzed.snapshot;
     html! {
         section #hotspots {
             h2 { "Hotspots" }
-            (hotspots_table(snapshot, hotspots, links))
+            (hotspots_table(&analyzed.hotspots, hotspots, links))
         }
         section #entries {
             h2 { "Entry operations" }
@@ -206,11 +200,12 @@ pub fn summary_sections(snapshot: &Snapshot, hotspots: usize, links: &dyn Links)
 
 /// Everything about one service: its callers and callees, operations, findings, risk, charts.
 pub fn service_body(
-    snapshot: &Snapshot,
+    analyzed: &Analyzed,
     service: &str,
     series: &[Point],
     links: &dyn Links,
 ) -> Markup {
+    let snapshot = &analyzed.snapshot;
     let callers: Vec<&Edge> = snapshot.edges.iter().filter(|e| e.to == service).collect();
     let callees: Vec<&Edge> = snapshot
         .edges
@@ -226,10 +221,7 @@ pub fn service_body(
                 .any(|s| s == service || s.split(" -> ").any(|p| p == service))
         })
         .collect();
-    let hotspot = snapshot
-        .hotspots()
-        .into_iter()
-        .find(|h| h.service == service);
+    let hotspot = analyzed.hotspots.iter().find(|h| h.service == service);
     let node = snapshot.nodes.iter().find(|n| n.id == service);
     let operations: Vec<_> = snapshot
         .operations
@@ -293,7 +285,7 @@ pub fn service_body(
 }
 
 /// The graph of a drift comparison: what is in either snapshot, added and removed edges marked.
-pub fn drift_view(current: &Snapshot, diff: &SnapshotDiff, baseline: &Snapshot) -> GraphView {
+pub fn drift_view(current: &Analyzed, diff: &SnapshotDiff, baseline: &Analyzed) -> GraphView {
     let mut view = GraphView::new(current, Level::Service);
     for e in &mut view.edges {
         if diff

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use archtrace_analyzer::snapshot::Snapshot;
+use archtrace_analyzer::analysis::{Analyzed, Settings};
+use archtrace_query::{Point, QueryError, SnapshotSource, Window};
 use maud::{html, PreEscaped};
 
-use crate::charts::Point;
 use crate::pages::{self, Chrome, Links};
 use crate::server::{APP_CSS, APP_JS};
 use crate::view::{GraphView, Level};
@@ -27,9 +27,35 @@ impl Links for ReportLinks {
     }
 }
 
-/// The report of a snapshot; `series` holds each service's traffic per time bucket.
-pub fn render(snapshot: &Snapshot, series: &BTreeMap<String, Vec<Point>>, source: &str) -> String {
-    let ranked = snapshot.hotspots();
+/// The report of `window` from `source`: the snapshot, analysed once, and each node's traffic
+/// over time (none from a source without series, such as a running server, which is said).
+pub fn build(
+    source: &dyn SnapshotSource,
+    window: &Window,
+    settings: &Settings,
+) -> Result<(Analyzed, String), QueryError> {
+    let analyzed = source.analyzed(window, settings)?;
+    let mut series = BTreeMap::new();
+    let mut description = source.describe();
+    for node in &analyzed.snapshot.nodes {
+        match source.series(&node.id, window) {
+            Ok(points) => {
+                series.insert(node.id.clone(), points);
+            }
+            Err(QueryError::Unsupported(why)) => {
+                description = format!("{description} ({why})");
+                break;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let html = render(&analyzed, &series, &description);
+    Ok((analyzed, html))
+}
+
+/// The report of an analysed snapshot; `series` holds each service's traffic per time bucket.
+pub fn render(analyzed: &Analyzed, series: &BTreeMap<String, Vec<Point>>, source: &str) -> String {
+    let (snapshot, ranked) = (&analyzed.snapshot, &analyzed.hotspots);
     let links = ReportLinks {
         sections: ranked
             .iter()
@@ -38,7 +64,7 @@ pub fn render(snapshot: &Snapshot, series: &BTreeMap<String, Vec<Point>>, source
             .map(|(i, h)| (h.service.clone(), i))
             .collect(),
     };
-    let graph = pages::graph_svg(&GraphView::new(snapshot, Level::Service), &links);
+    let graph = pages::graph_svg(&GraphView::new(analyzed, Level::Service), &links);
     let body = html! {
         p.window-note { (snapshot.window.start) " – " (snapshot.window.end) " · " (source) }
         (pages::figures(snapshot))
@@ -48,12 +74,12 @@ pub fn render(snapshot: &Snapshot, series: &BTreeMap<String, Vec<Point>>, source
             p.hint { "Scroll to zoom, drag to pan, hover a node to see its neighbours, click it for its section." }
             div.graph-frame { (PreEscaped(graph)) }
         }
-        (pages::summary_sections(snapshot, SERVICE_SECTIONS, &links))
+        (pages::summary_sections(analyzed, SERVICE_SECTIONS, &links))
         @for (i, hotspot) in ranked.iter().take(SERVICE_SECTIONS).enumerate() {
             section.service id=(format!("service-{i}")) {
                 h2 { (hotspot.service) }
                 (pages::service_body(
-                    snapshot,
+                    analyzed,
                     &hotspot.service,
                     series.get(&hotspot.service).map_or(&[][..], Vec::as_slice),
                     &links,

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use archtrace_analyzer::analysis::{Analyzed, Settings};
 use archtrace_analyzer::drift;
 use archtrace_analyzer::snapshot::Snapshot;
-use archtrace_analyzer::time::{parse_instant, rfc3339};
+use archtrace_analyzer::time::now_ns;
+use archtrace_query::{error_chain, QueryError, SnapshotSource, Window};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -17,7 +19,6 @@ use axum::Router;
 use maud::{html, Markup, PreEscaped};
 use serde::{Deserialize, Serialize};
 
-use crate::charts::Point;
 use crate::layout::Layout;
 use crate::pages::{self, Chrome, Links};
 use crate::view::{GraphView, Level};
@@ -26,25 +27,6 @@ pub const APP_JS: &str = include_str!("../static/app.js");
 pub const APP_CSS: &str = include_str!("../static/app.css");
 
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
-
-/// The window a page shows, in Unix nanoseconds, and the environment it is narrowed to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Window {
-    pub since_ns: i64,
-    pub until_ns: i64,
-    pub environment: Option<String>,
-}
-
-/// Where the viewer's data comes from: the running server's store.
-pub trait Source: Send + Sync + 'static {
-    fn snapshot(&self, window: &Window) -> Result<Snapshot, String>;
-    /// A service's traffic per time bucket over the window.
-    fn series(&self, service: &str, window: &Window) -> Result<Vec<Point>, String>;
-    /// The `deployment.environment.name` values seen, for the filter.
-    fn environments(&self) -> Vec<String>;
-    /// A baseline snapshot to compare with on the drift page, when one was configured.
-    fn baseline(&self) -> Option<Arc<Snapshot>>;
-}
 
 /// The page state every URL carries.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -111,10 +93,17 @@ impl Params {
     }
 
     fn level(&self) -> Level {
-        match self.level.as_deref() {
-            Some("operation") => Level::Operation,
-            _ => Level::Service,
-        }
+        self.level
+            .as_deref()
+            .and_then(|level| level.parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// The window of `since`, `until` and `env`.
+    fn window(&self) -> Result<Window, String> {
+        Window::parse(self.since.as_deref(), self.until.as_deref(), now_ns())
+            .map(|window| window.in_environment(self.env.clone()))
+            .map_err(|err| err.to_string())
     }
 }
 
@@ -145,14 +134,21 @@ impl Links for LiveLinks<'_> {
 
 #[derive(Clone)]
 struct ViewerState {
-    source: Arc<dyn Source>,
+    source: Arc<dyn SnapshotSource>,
+    /// The snapshot the drift page compares with, when one was configured, analysed once.
+    baseline: Option<Arc<Analyzed>>,
+    settings: Arc<Settings>,
     /// Layouts by graph structure: the same graph is laid out once.
     layouts: Arc<Mutex<HashMap<u64, Arc<Layout>>>>,
 }
 
-pub fn router(source: Arc<dyn Source>) -> Router {
+/// The viewer's pages over `source`; `baseline` is what the drift page compares with by default.
+pub fn router(source: Arc<dyn SnapshotSource>, baseline: Option<Snapshot>) -> Router {
+    let settings = Settings::default();
     let state = ViewerState {
         source,
+        baseline: baseline.map(|b| Arc::new(Analyzed::new(b, &settings))),
+        settings: Arc::new(settings),
         layouts: Arc::default(),
     };
     Router::new()
@@ -195,31 +191,6 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn window(params: &Params) -> Result<Window, String> {
-    let now = now_ns();
-    let since = parse_instant(params.since.as_deref().unwrap_or("1h"), now)
-        .map_err(|e| format!("since: {e}"))?;
-    let until = match &params.until {
-        Some(until) => parse_instant(until, now).map_err(|e| format!("until: {e}"))?,
-        None => now,
-    };
-    if since >= until {
-        return Err("the window's start must be before its end".to_owned());
-    }
-    Ok(Window {
-        since_ns: since,
-        until_ns: until,
-        environment: params.env.clone(),
-    })
-}
-
 fn error_page(status: StatusCode, message: &str) -> Response {
     let body = html! {
         (maud::DOCTYPE)
@@ -231,11 +202,14 @@ fn error_page(status: StatusCode, message: &str) -> Response {
 
 /// Runs blocking store work off the async runtime.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+    work: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(message)) => Err(error_page(StatusCode::INTERNAL_SERVER_ERROR, &message)),
+        Ok(Err(err)) => Err(error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &error_chain(&err),
+        )),
         Err(_) => Err(error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the query failed unexpectedly",
@@ -355,29 +329,27 @@ fn draw(state: &ViewerState, view: &GraphView, links: &dyn Links) -> String {
     crate::svg::graph(view, &layout, &|service| links.service(service))
 }
 
-async fn load(state: &ViewerState, params: &Params) -> Result<(Snapshot, Vec<String>), Response> {
-    let window = window(params).map_err(|m| error_page(StatusCode::BAD_REQUEST, &m))?;
-    let source = state.source.clone();
-    blocking(move || {
-        let snapshot = source.snapshot(&window)?;
-        Ok((snapshot, source.environments()))
-    })
-    .await
+async fn load(state: &ViewerState, params: &Params) -> Result<(Analyzed, Vec<String>), Response> {
+    let window = params
+        .window()
+        .map_err(|m| error_page(StatusCode::BAD_REQUEST, &m))?;
+    let (source, settings) = (state.source.clone(), state.settings.clone());
+    blocking(move || Ok((source.analyzed(&window, &settings)?, source.environments()?))).await
 }
 
 async fn overview(State(state): State<ViewerState>, Query(params): Query<Params>) -> Response {
     let params = params.cleaned();
-    let (snapshot, environments) = match load(&state, &params).await {
+    let (analyzed, environments) = match load(&state, &params).await {
         Ok(loaded) => loaded,
         Err(response) => return response,
     };
     let graph = draw(
         &state,
-        &GraphView::new(&snapshot, Level::Service),
+        &GraphView::new(&analyzed, Level::Service),
         &LiveLinks(&params),
     );
     Html(overview_html(
-        &snapshot,
+        &analyzed,
         &params,
         &environments,
         Some(graph),
@@ -388,14 +360,15 @@ async fn overview(State(state): State<ViewerState>, Query(params): Query<Params>
 /// The overview page of a snapshot; `graph` is its drawing when already made (laid out from
 /// the cache), else it is laid out and drawn here.
 pub fn overview_html(
-    snapshot: &Snapshot,
+    analyzed: &Analyzed,
     params: &Params,
     environments: &[String],
     graph: Option<String>,
 ) -> String {
+    let snapshot = &analyzed.snapshot;
     let links = LiveLinks(params);
     let graph = graph
-        .unwrap_or_else(|| pages::graph_svg(&GraphView::new(snapshot, Level::Service), &links));
+        .unwrap_or_else(|| pages::graph_svg(&GraphView::new(analyzed, Level::Service), &links));
     let body = html! {
         (window_note(snapshot, params))
         (pages::figures(snapshot))
@@ -404,7 +377,7 @@ pub fn overview_html(
             (pages::legend())
             div.graph-frame { (PreEscaped(graph)) }
         }
-        (pages::summary_sections(snapshot, 10, &links))
+        (pages::summary_sections(analyzed, 10, &links))
     };
     let mut nav = Vec::new();
     let form = window_form(params, environments, &[]);
@@ -413,14 +386,15 @@ pub fn overview_html(
 
 async fn graph_page(State(state): State<ViewerState>, Query(params): Query<Params>) -> Response {
     let params = params.cleaned();
-    let (snapshot, environments) = match load(&state, &params).await {
+    let (analyzed, environments) = match load(&state, &params).await {
         Ok(loaded) => loaded,
         Err(response) => return response,
     };
+    let snapshot = &analyzed.snapshot;
     let links = LiveLinks(&params);
     let level = params.level();
     let hops = params.hops.unwrap_or(1).min(10);
-    let mut view = GraphView::new(&snapshot, level);
+    let mut view = GraphView::new(&analyzed, level);
     if let Some(focus) = &params.focus {
         view = view.focus(focus, hops);
     }
@@ -433,7 +407,7 @@ async fn graph_page(State(state): State<ViewerState>, Query(params): Query<Param
         format!("/graph{}", p.query())
     };
     let body = html! {
-        (window_note(&snapshot, &params))
+        (window_note(snapshot, &params))
         div.controls {
             label { "Search " input #search type="search" placeholder="service name" autocomplete="off"; }
             span #search-count {}
@@ -482,24 +456,25 @@ async fn service_page(
     Query(params): Query<Params>,
 ) -> Response {
     let params = params.cleaned();
-    let window = match window(&params) {
+    let window = match params.window() {
         Ok(window) => window,
         Err(message) => return error_page(StatusCode::BAD_REQUEST, &message),
     };
-    let source = state.source.clone();
+    let (source, settings) = (state.source.clone(), state.settings.clone());
     let service = name.clone();
     let loaded = blocking(move || {
         Ok((
-            source.snapshot(&window)?,
+            source.analyzed(&window, &settings)?,
             source.series(&service, &window)?,
-            source.environments(),
+            source.environments()?,
         ))
     })
     .await;
-    let (snapshot, series, environments) = match loaded {
+    let (analyzed, series, environments) = match loaded {
         Ok(loaded) => loaded,
         Err(response) => return response,
     };
+    let snapshot = &analyzed.snapshot;
     if !snapshot.nodes.iter().any(|n| n.id == name) {
         return error_page(
             StatusCode::NOT_FOUND,
@@ -507,7 +482,7 @@ async fn service_page(
         );
     }
     let links = LiveLinks(&params);
-    let neighbourhood = GraphView::new(&snapshot, Level::Service).focus(&name, 1);
+    let neighbourhood = GraphView::new(&analyzed, Level::Service).focus(&name, 1);
     let graph = draw(&state, &neighbourhood, &links);
     let focus_link = {
         let mut p = params.window_only();
@@ -516,8 +491,8 @@ async fn service_page(
         format!("/graph{}", p.query())
     };
     let body = html! {
-        (window_note(&snapshot, &params))
-        (pages::service_body(&snapshot, &name, &series, &links))
+        (window_note(snapshot, &params))
+        (pages::service_body(&analyzed, &name, &series, &links))
         h3 { "Neighbourhood" }
         p { a href=(focus_link) { "Open in the graph, two hops around it" } }
         div.graph-frame { (PreEscaped(graph)) }
@@ -530,11 +505,11 @@ async fn service_page(
 
 async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Params>) -> Response {
     let params = params.cleaned();
-    let current_window = match window(&params) {
+    let current_window = match params.window() {
         Ok(window) => window,
         Err(message) => return error_page(StatusCode::BAD_REQUEST, &message),
     };
-    let configured = state.source.baseline();
+    let configured = state.baseline.clone();
     // The window to compare with: the one given, the previous one, or the baseline file.
     let given = if params.compare.as_deref() == Some("window") || params.base_since.is_some() {
         let base = Params {
@@ -543,7 +518,7 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
             env: params.env.clone(),
             ..Params::default()
         };
-        match window(&base) {
+        match base.window() {
             Ok(window) => Some(window),
             Err(message) => {
                 return error_page(StatusCode::BAD_REQUEST, &format!("base window: {message}"))
@@ -552,49 +527,41 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
     } else {
         None
     };
-    let use_baseline = given.is_none()
-        && match params.compare.as_deref() {
-            Some("previous") => false,
-            Some("baseline") => true,
-            _ => configured.is_some(),
-        };
-    if use_baseline && configured.is_none() {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "No baseline is configured: start the server with --baseline FILE (a snapshot from `archtrace snapshot`), or compare with the previous window.",
-        );
-    }
-    let source = state.source.clone();
+    let baseline = if given.is_none() {
+        match (params.compare.as_deref(), configured) {
+            (Some("previous"), _) => None,
+            (Some("baseline"), None) => {
+                return error_page(
+                    StatusCode::BAD_REQUEST,
+                    "No baseline is configured: start the server with --baseline FILE (a snapshot from `archtrace snapshot`), or compare with the previous window.",
+                )
+            }
+            (_, configured) => configured,
+        }
+    } else {
+        None
+    };
+    let (source, settings) = (state.source.clone(), state.settings.clone());
     let loaded = blocking(move || {
-        let current = source.snapshot(&current_window)?;
-        let (before, label) = if use_baseline {
-            let baseline = source.baseline().expect("checked above");
-            let label = format!(
-                "the baseline ({} – {})",
-                baseline.window.start, baseline.window.end
-            );
-            ((*baseline).clone(), label)
-        } else {
-            let length = current_window.until_ns - current_window.since_ns;
-            let (other, what) = match given {
-                Some(window) => (window, "the window"),
-                None => (
-                    Window {
-                        since_ns: current_window.since_ns - length,
-                        until_ns: current_window.since_ns,
-                        environment: current_window.environment.clone(),
-                    },
-                    "the previous window",
-                ),
-            };
-            let label = format!(
-                "{what} {} – {}",
-                rfc3339(other.since_ns),
-                rfc3339(other.until_ns)
-            );
-            (source.snapshot(&other)?, label)
+        let current = source.analyzed(&current_window, &settings)?;
+        let (before, label) = match baseline {
+            Some(baseline) => {
+                let label = format!(
+                    "the baseline ({} – {})",
+                    baseline.snapshot.window.start, baseline.snapshot.window.end
+                );
+                (baseline, label)
+            }
+            None => {
+                let (other, what) = match given {
+                    Some(window) => (window, "the window"),
+                    None => (current_window.previous(), "the previous window"),
+                };
+                let label = format!("{what} {}", other.describe());
+                (Arc::new(source.analyzed(&other, &settings)?), label)
+            }
         };
-        Ok((current, before, label, source.environments()))
+        Ok((current, before, label, source.environments()?))
     })
     .await;
     let (current, before, label, environments) = match loaded {
@@ -602,7 +569,7 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
         Err(response) => return response,
     };
     let links = LiveLinks(&params);
-    let diff = drift::diff(&before, &current);
+    let diff = drift::diff(&before.snapshot, &current.snapshot);
     let view = pages::drift_view(&current, &diff, &before);
     let graph = draw(&state, &view, &links);
     let compare_link = |compare: &str| {
@@ -611,11 +578,11 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
         format!("/drift{}", p.query())
     };
     let body = html! {
-        (window_note(&current, &params))
+        (window_note(&current.snapshot, &params))
         p.compare {
             "Compared with " strong { (label) } ". Compare with: "
             a href=(compare_link("previous")) { "the previous window" }
-            @if configured.is_some() { " · " a href=(compare_link("baseline")) { "the baseline" } }
+            @if state.baseline.is_some() { " · " a href=(compare_link("baseline")) { "the baseline" } }
         }
         form.compare-window method="get" action="/drift" {
             @for (name, value) in [("since", &params.since), ("until", &params.until), ("env", &params.env)] {

@@ -10,22 +10,7 @@ use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use crate::layout::{self, Layout, NODE_HEIGHT};
 use crate::view::{Change, GraphView};
 
-/// Text and attribute values in HTML and SVG.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use archtrace_analyzer::render::escape_markup as escape;
 
 /// Green (low risk) through amber to red (the riskiest service).
 fn risk_colour(risk: f64) -> String {

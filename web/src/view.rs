@@ -3,14 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+use archtrace_analyzer::analysis::Analyzed;
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
-use archtrace_analyzer::snapshot::Snapshot;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    Service,
-    Operation,
-}
+use archtrace_analyzer::risk::Hotspot;
+pub use archtrace_analyzer::snapshot::Level;
 
 /// How an edge differs from a baseline, on the drift page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,22 +46,22 @@ pub struct GraphView {
 }
 
 /// Risk scores of the services, scaled so that the riskiest is 1.
-pub fn relative_risk(snapshot: &Snapshot) -> HashMap<String, f64> {
-    let hotspots = snapshot.hotspots();
+pub fn relative_risk(hotspots: &[Hotspot]) -> HashMap<&str, f64> {
     let top = hotspots
         .iter()
         .map(|h| h.score)
         .fold(0.0f64, f64::max)
         .max(f64::MIN_POSITIVE);
     hotspots
-        .into_iter()
-        .map(|h| (h.service, h.score / top))
+        .iter()
+        .map(|h| (h.service.as_str(), h.score / top))
         .collect()
 }
 
 impl GraphView {
-    pub fn new(snapshot: &Snapshot, level: Level) -> GraphView {
-        let risk = relative_risk(snapshot);
+    pub fn new(analyzed: &Analyzed, level: Level) -> GraphView {
+        let snapshot = &analyzed.snapshot;
+        let risk = relative_risk(&analyzed.hotspots);
         let types: HashMap<&str, NodeType> = snapshot
             .nodes
             .iter()
@@ -119,7 +115,7 @@ impl GraphView {
                         .get(service.as_str())
                         .copied()
                         .unwrap_or(NodeType::Service),
-                    risk: risk.get(&service).copied().unwrap_or(0.0),
+                    risk: risk.get(service.as_str()).copied().unwrap_or(0.0),
                     service,
                     id,
                     traffic,
@@ -189,8 +185,8 @@ fn service_of(id: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn snapshot() -> Snapshot {
-        serde_json::from_value(serde_json::json!({
+    fn snapshot() -> Analyzed {
+        let snapshot = serde_json::from_value(serde_json::json!({
             "schema": "archtrace.snapshot/v1",
             "window": {"start": "", "end": ""},
             "diagnostics": {"spans": 0, "traces": 0, "observations": 0, "orphaned_spans": 0,
@@ -219,7 +215,8 @@ mod tests {
                  "calls": 10, "errors": 0, "latency_ms": null}
             ]
         }))
-        .unwrap()
+        .unwrap();
+        Analyzed::new(snapshot, &Default::default())
     }
 
     #[test]

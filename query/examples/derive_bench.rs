@@ -6,18 +6,20 @@
 //!    trace by trace and derived, against the SQL self-join over the same table.
 //! 3. A snapshot query over a week of 1-minute buckets of a 200-service graph.
 //!
-//! Run: `cargo run --release -p archtrace-collector --example derive_bench [-- STORE_SPANS]`
+//! Run: `cargo run --release -p archtrace-query --example derive_bench [-- STORE_SPANS]`
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use archtrace_analyzer::aggregate::{Aggregate, EdgeKey, EdgeStats, NodeFacts};
+use archtrace_analyzer::aggregate::{Aggregate, Buckets, EdgeKey, EdgeStats, NodeFacts};
 use archtrace_analyzer::derive::{EdgeKind, NoLookup};
 use archtrace_analyzer::Span;
-use archtrace_collector::otlp;
-use archtrace_collector::synth::Generator;
+use archtrace_formats::otlp;
+use archtrace_query::store::StoreSource;
+use archtrace_query::{SnapshotSource, Window};
 use archtrace_store::buckets::{HOUR_NS, MINUTE_NS};
 use archtrace_store::{Location, Store};
+use archtrace_workload::shop::Simulation;
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -37,11 +39,11 @@ fn peak_rss_mb() -> f64 {
 
 /// Generated traces, each a Vec of spans (the generator emits whole traces per request).
 fn traces(seed: u64, min_spans: usize) -> Vec<Vec<Span>> {
-    let mut generator = Generator::new(seed, 1_700_000_000_000_000_000);
+    let mut shop = Simulation::starting_at(seed, 1_700_000_000_000_000_000);
     let mut traces: BTreeMap<[u8; 16], Vec<Span>> = BTreeMap::new();
     let mut count = 0;
     while count < min_spans {
-        let spans = otlp::convert(generator.request(4096)).spans;
+        let spans = otlp::convert(shop.request_of_spans(4096)).spans;
         count += spans.len();
         for span in spans {
             traces.entry(span.trace_id).or_default().push(span);
@@ -81,11 +83,12 @@ fn main() {
     let mut seed = 100;
     let loading = Instant::now();
     while written < store_spans {
-        let mut generator = Generator::new(seed, 1_700_000_000_000_000_000 + seed * 1_000_000_000);
+        let mut shop =
+            Simulation::starting_at(seed, 1_700_000_000_000_000_000 + seed * 1_000_000_000);
         seed += 1;
         let mut batch = Vec::new();
         while batch.len() < 200_000 {
-            batch.extend(otlp::convert(generator.request(4096)).spans);
+            batch.extend(otlp::convert(shop.request_of_spans(4096)).spans);
         }
         written += batch.len();
         let refs: Vec<&Span> = batch.iter().collect();
@@ -174,17 +177,18 @@ fn main() {
         aggregate
     };
     let loading = Instant::now();
-    let mut minutes = BTreeMap::new();
+    let writer = store.bucket_writer().unwrap();
+    let mut minutes = Buckets::new(MINUTE_NS);
     for minute in 0..7 * 24 * 60 {
         let start = week_start + minute * MINUTE_NS;
-        minutes.insert(start, bucket(start));
-        if minutes.len() == 1_440 {
-            reader.write_buckets(MINUTE_NS, &minutes).unwrap();
-            minutes.clear();
+        minutes.buckets.insert(start, bucket(start));
+        if minutes.buckets.len() == 1_440 {
+            writer.write(&minutes).unwrap();
+            minutes.buckets.clear();
         }
     }
-    reader.write_buckets(MINUTE_NS, &minutes).unwrap();
-    let mut hours = BTreeMap::new();
+    writer.write(&minutes).unwrap();
+    let mut hours = Buckets::new(HOUR_NS);
     for hour in 0..7 * 24 {
         let start = week_start + hour * HOUR_NS;
         let mut merged = Aggregate::default();
@@ -192,9 +196,10 @@ fn main() {
         for _ in 0..60 {
             merged.merge(&one);
         }
-        hours.insert(start, merged);
+        hours.buckets.insert(start, merged);
     }
-    reader.write_buckets(HOUR_NS, &hours).unwrap();
+    writer.write(&hours).unwrap();
+    let source = StoreSource::open(&store).unwrap();
     eprintln!(
         "wrote a week of buckets (600 edges) in {:.1} s",
         loading.elapsed().as_secs_f64()
@@ -208,8 +213,9 @@ fn main() {
     let mut edges = 0;
     for _ in 0..5 {
         let started = Instant::now();
-        let snapshot =
-            archtrace_collector::graph::snapshot_from_store(&reader, since, until).unwrap();
+        let snapshot = source
+            .snapshot(&Window::new(since, until).unwrap())
+            .unwrap();
         best = best.min(started.elapsed().as_secs_f64());
         edges = snapshot.edges.len();
         assert_eq!(

@@ -89,15 +89,19 @@ pub fn convert(request: ExportTraceServiceRequest) -> Converted {
     convert_with(request, Detail::Keep)
 }
 
-pub fn convert_with(request: ExportTraceServiceRequest, detail: Detail) -> Converted {
-    let mut out = Converted::default();
-    let span_count = request
+/// The spans a request carries, valid or not.
+pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
+    request
         .resource_spans
         .iter()
         .flat_map(|r| &r.scope_spans)
         .map(|s| s.spans.len())
-        .sum();
-    out.spans.reserve(span_count);
+        .sum()
+}
+
+pub fn convert_with(request: ExportTraceServiceRequest, detail: Detail) -> Converted {
+    let mut out = Converted::default();
+    out.spans.reserve(span_count(&request));
     for (resource_index, resource_spans) in request.resource_spans.into_iter().enumerate() {
         let attributes = resource_spans
             .resource

@@ -62,9 +62,12 @@ pub enum ImportError {
         error: io::Error,
     },
     /// The consumer of the spans (the store) failed; the import stops.
-    #[error("{0}")]
-    Sink(String),
+    #[error("could not keep the spans read")]
+    Sink(#[source] SinkError),
 }
+
+/// Why the consumer of imported spans refused them.
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What to do with a document (a line, a trace, a span) that cannot be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +120,28 @@ pub struct Summary {
     pub span_range: Option<(i64, i64)>,
 }
 
+/// `imported 2 files: 120 spans in 30 traces from 5 services`, and what was rejected if any.
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "imported {} files: {} spans in {} traces from {} services",
+            self.files,
+            self.spans,
+            self.traces(),
+            self.services()
+        )?;
+        if self.rejected_spans + self.bad_documents + self.bad_files > 0 {
+            write!(
+                f,
+                "\nrejected: {} spans with invalid ids, {} unreadable documents, {} files abandoned",
+                self.rejected_spans, self.bad_documents, self.bad_files
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Summary {
     pub fn traces(&self) -> usize {
         self.trace_ids.len()
@@ -165,7 +190,7 @@ pub fn read_source(
     detail: Detail,
     bytes_read: Arc<AtomicU64>,
     summary: &mut Summary,
-    sink: &mut dyn FnMut(Vec<Span>) -> Result<(), String>,
+    sink: &mut dyn FnMut(Vec<Span>) -> Result<(), SinkError>,
 ) -> Result<(), ImportError> {
     let name = source.name.clone();
     let counted = CountingReader {
@@ -202,7 +227,7 @@ struct Reading<'a> {
     on_bad: OnBadInput,
     detail: Detail,
     summary: &'a mut Summary,
-    sink: &'a mut dyn FnMut(Vec<Span>) -> Result<(), String>,
+    sink: &'a mut dyn FnMut(Vec<Span>) -> Result<(), SinkError>,
     /// A sink failure raised inside a serde visitor, which can only return serde errors.
     failure: Option<ImportError>,
 }
@@ -557,66 +582,5 @@ impl JsonDocument for ZipkinDocument {
             }
         }
         Ok(())
-    }
-}
-
-/// Spans per commit when importing; large groups keep DuckDB's per-commit cost small.
-const IMPORT_BATCH_SPANS: usize = 65_536;
-
-/// Appends imported spans to a store on a thread of its own, so that parsing and writing
-/// overlap.
-pub struct StoreSink {
-    sender: std::sync::mpsc::SyncSender<Vec<Span>>,
-    pending: Vec<Span>,
-    thread: std::thread::JoinHandle<Result<archtrace_store::Store, String>>,
-}
-
-impl StoreSink {
-    pub fn start(mut store: archtrace_store::Store) -> StoreSink {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Span>>(2);
-        let thread = std::thread::Builder::new()
-            .name("archtrace-import-writer".into())
-            .spawn(move || {
-                for batch in receiver {
-                    let spans: Vec<&Span> = batch.iter().collect();
-                    store
-                        .append(&spans)
-                        .map_err(|err| format!("could not write to the store: {err}"))?;
-                }
-                Ok(store)
-            })
-            .expect("spawning the import writer");
-        StoreSink {
-            sender,
-            pending: Vec::with_capacity(IMPORT_BATCH_SPANS),
-            thread,
-        }
-    }
-
-    /// Queues spans; fails once the writer has stopped (then [`StoreSink::finish`] says why).
-    pub fn push(&mut self, spans: Vec<Span>) -> Result<(), String> {
-        self.pending.extend(spans);
-        if self.pending.len() < IMPORT_BATCH_SPANS {
-            return Ok(());
-        }
-        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(IMPORT_BATCH_SPANS));
-        self.sender
-            .send(batch)
-            .map_err(|_| "the store writer stopped".to_owned())
-    }
-
-    /// Writes what is left and gives the store back once everything is committed.
-    pub fn finish(self) -> Result<archtrace_store::Store, String> {
-        let StoreSink {
-            sender,
-            pending,
-            thread,
-        } = self;
-        // A failed send means the writer stopped; joining it gives the reason.
-        let _ = sender.send(pending);
-        drop(sender);
-        thread
-            .join()
-            .unwrap_or_else(|_| Err("the store writer panicked".into()))
     }
 }

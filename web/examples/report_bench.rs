@@ -1,15 +1,16 @@
 //! Times `archtrace report` on 1,000,000 spans of the demo shop, read from a length-delimited
 //! OTLP protobuf file and from OTLP/JSON lines:
-//! `cargo run --release -p archtrace-collector --example report_bench [SPANS] [KEEP_DIR]`;
+//! `cargo run --release -p archtrace-web --example report_bench [SPANS] [KEEP_DIR]`;
 //! with `KEEP_DIR` the input files stay there (shop.pb, shop.jsonl), e.g. to time
 //! `archtrace report --traces KEEP_DIR/shop.jsonl` on them.
 
 use std::io::Write;
 use std::time::Instant;
 
-use archtrace_collector::demo::Simulation;
-use archtrace_collector::graph::report_from_files;
-use archtrace_collector::import::OnBadInput;
+use archtrace_formats::import::OnBadInput;
+use archtrace_query::files::{FilesSource, ReadOptions};
+use archtrace_query::Window;
+use archtrace_workload::shop::Simulation;
 use prost::Message;
 
 fn main() {
@@ -30,16 +31,11 @@ fn main() {
     while written < spans {
         // 100 user requests a batch, spread over an hour.
         let request = simulation.request(100, start_ns + request_index * 180_000_000);
-        written += request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum::<usize>();
+        written += archtrace_formats::otlp::span_count(&request);
         proto
             .write_all(&request.encode_length_delimited_to_vec())
             .unwrap();
-        json.write_all(&archtrace_collector::otlp_json::encode(&request))
+        json.write_all(&archtrace_formats::otlp_json::encode(&request))
             .unwrap();
         json.write_all(b"\n").unwrap();
         request_index += 1;
@@ -53,16 +49,20 @@ fn main() {
         ("OTLP/JSON lines", &json_path),
     ] {
         let started = Instant::now();
-        let (snapshot, series, summary) =
-            report_from_files(std::slice::from_ref(path), None, OnBadInput::Stop, None).unwrap();
-        let derived = started.elapsed().as_secs_f64();
-        let html = archtrace_web::report::render(&snapshot, &series, "bench");
+        let options = ReadOptions {
+            format: None,
+            on_bad: OnBadInput::Stop,
+        };
+        let source = FilesSource::read(std::slice::from_ref(path), options).unwrap();
+        let read = started.elapsed().as_secs_f64();
+        let (_, html) =
+            archtrace_web::report::build(&source, &Window::ALL, &Default::default()).unwrap();
         let total = started.elapsed().as_secs_f64();
+        let spans = source.summary().spans;
         println!(
-            "{label:16} {} spans: read and derive {derived:.2} s, render {:.3} s, total {total:.2} s ({:.0} spans/s), {} KiB of HTML",
-            summary.spans,
-            total - derived,
-            summary.spans as f64 / total,
+            "{label:16} {spans} spans: read {read:.2} s, derive and render {:.3} s, total {total:.2} s ({:.0} spans/s), {} KiB of HTML",
+            total - read,
+            spans as f64 / total,
             html.len() / 1024
         );
     }

@@ -1,5 +1,8 @@
-//! `archtrace demo`: a simulated online shop that exports real OTLP/gRPC to a running archtrace,
-//! built so that every page has something to show — a synchronous cycle (ads ⇄ recommendation),
+//! The simulated online shop: what `archtrace demo` exports to a running archtrace, what the
+//! load generator sends, and what the benchmarks and tests derive. Its spans carry the
+//! attributes real instrumentation writes (HTTP, database and messaging semantic conventions,
+//! resource and scope), about 400–600 bytes each in protobuf. It is built so that every page
+//! has something to show — a synchronous cycle (ads ⇄ recommendation),
 //! a shared database (`shop`, used by checkout, inventory and order-worker), an N+1 edge
 //! (recommendation → inventory, a dozen calls per request), a queue between checkout and its
 //! consumers, an external payment API that fails now and then, and two environments.
@@ -12,7 +15,8 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status, Span, Status};
 use rand::rngs::StdRng;
 
-use crate::otlp::{resource_spans, string_attribute};
+use archtrace_formats::otlp::{int_attribute, resource_spans, string_attribute};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use rand::{Rng, SeedableRng};
 
 /// What a route does, in order.
@@ -145,6 +149,16 @@ fn steps_of(service: &str, route: &str) -> &'static [Step] {
         .map_or(&[], |(_, _, steps)| steps)
 }
 
+const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
+
+fn status_code(failed: bool) -> i64 {
+    if failed {
+        500
+    } else {
+        200
+    }
+}
+
 /// Spans of one trace, by service.
 struct TraceBuilder<'a> {
     rng: &'a mut StdRng,
@@ -232,7 +246,17 @@ impl TraceBuilder<'_> {
                             end,
                             vec![
                                 string_attribute("http.request.method", "GET"),
+                                string_attribute(
+                                    "url.full",
+                                    format!("http://{callee}.shop.svc:8080{callee_route}"),
+                                ),
                                 string_attribute("server.address", format!("{callee}.shop.svc")),
+                                int_attribute("server.port", 8080),
+                                int_attribute(
+                                    "http.response.status_code",
+                                    status_code(callee_failed),
+                                ),
+                                string_attribute("network.protocol.version", "1.1"),
                             ],
                             callee_failed,
                         );
@@ -256,9 +280,18 @@ impl TraceBuilder<'_> {
                             string_attribute("db.namespace", namespace),
                             string_attribute("db.query.summary", statement),
                             string_attribute(
+                                "db.query.text",
+                                format!("{statement} WHERE id = $1 AND tenant = $2 /* shop */"),
+                            ),
+                            string_attribute(
+                                "db.operation.name",
+                                statement.split(' ').next().unwrap_or(statement),
+                            ),
+                            string_attribute(
                                 "server.address",
                                 format!("{namespace}.{system}.internal"),
                             ),
+                            int_attribute("server.port", 5432),
                         ],
                         false,
                     );
@@ -267,6 +300,7 @@ impl TraceBuilder<'_> {
                 Publish(topic, consumers) => {
                     let producer = self.id();
                     let end = cursor + self.rng.random_range(100_000..400_000);
+                    let message_key = format!("order-{}", self.rng.random::<u32>());
                     self.span(
                         service,
                         producer,
@@ -279,6 +313,9 @@ impl TraceBuilder<'_> {
                             string_attribute("messaging.system", "kafka"),
                             string_attribute("messaging.destination.name", topic),
                             string_attribute("messaging.operation.type", "publish"),
+                            string_attribute("messaging.kafka.message.key", message_key),
+                            string_attribute("server.address", "kafka.shop.svc"),
+                            int_attribute("server.port", 9092),
                         ],
                         false,
                     );
@@ -306,7 +343,13 @@ impl TraceBuilder<'_> {
                         end,
                         vec![
                             string_attribute("http.request.method", "POST"),
+                            string_attribute("url.full", format!("https://{host}/v1/charges")),
                             string_attribute("server.address", host),
+                            int_attribute("server.port", 443),
+                            int_attribute(
+                                "http.response.status_code",
+                                status_code(external_failed),
+                            ),
                         ],
                         external_failed,
                     );
@@ -332,6 +375,17 @@ impl TraceBuilder<'_> {
                 vec![
                     string_attribute("http.request.method", "GET"),
                     string_attribute("http.route", route),
+                    string_attribute(
+                        "url.path",
+                        route.replace("{id}", "42").replace("{sku}", "OLJCESPC7Z"),
+                    ),
+                    string_attribute("url.scheme", "http"),
+                    int_attribute("http.response.status_code", status_code(failed)),
+                    string_attribute("network.protocol.version", "1.1"),
+                    string_attribute("server.address", format!("{service}.shop.svc")),
+                    int_attribute("server.port", 8080),
+                    string_attribute("client.address", "10.42.0.17"),
+                    string_attribute("user_agent.original", USER_AGENT),
                 ],
             ),
         };
@@ -342,77 +396,125 @@ impl TraceBuilder<'_> {
     }
 }
 
-/// Generates the shop's traffic.
+/// Generates the shop's traffic, deterministically from a seed.
 pub struct Simulation {
     rng: StdRng,
+    /// When the next trace of [`Simulation::request_of_spans`] starts.
+    clock_ns: u64,
 }
 
 impl Simulation {
     pub fn new(seed: u64) -> Simulation {
+        Simulation::starting_at(seed, 0)
+    }
+
+    /// A simulation whose [`Simulation::request_of_spans`] traces start at `now_ns`, each a
+    /// little after the one before.
+    pub fn starting_at(seed: u64, now_ns: u64) -> Simulation {
         Simulation {
             rng: StdRng::seed_from_u64(seed),
+            clock_ns: now_ns,
         }
     }
 
-    /// `traces` user requests starting at `start_ns`, as one export request.
+    /// `traces` user requests starting at `start_ns`, a millisecond apart, as one export request.
     pub fn request(&mut self, traces: usize, start_ns: u64) -> ExportTraceServiceRequest {
-        let mut by_resource: Vec<((&'static str, &'static str), Vec<Span>)> = Vec::new();
-        let total: u32 = ENTRY.iter().map(|(_, weight)| weight).sum();
+        let mut by_resource = Vec::new();
         for t in 0..traces {
-            let mut pick = self.rng.random_range(0..total);
-            let route = ENTRY
-                .iter()
-                .find(|(_, weight)| {
-                    let hit = pick < *weight;
-                    pick = pick.saturating_sub(*weight);
-                    hit
-                })
-                .map_or("/", |(route, _)| *route);
-            let environment = if self.rng.random_ratio(1, 5) {
-                "staging"
-            } else {
-                "production"
-            };
-            let mut builder = TraceBuilder {
-                trace_id: self.rng.random(),
-                rng: &mut self.rng,
-                spans: Vec::new(),
-            };
-            builder.serve(
-                "gateway",
-                route,
-                None,
-                start_ns + t as u64 * 1_000_000,
-                None,
-            );
-            for (service, span) in builder.spans {
-                let key = (service, environment);
-                match by_resource.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, spans)) => spans.push(span),
-                    None => by_resource.push((key, vec![span])),
-                }
+            self.trace(start_ns + t as u64 * 1_000_000, &mut by_resource);
+        }
+        export_request(by_resource)
+    }
+
+    /// Whole traces until there are at least `min_spans` spans, as one export request: what an
+    /// OpenTelemetry Collector's batch from many processes looks like.
+    pub fn request_of_spans(&mut self, min_spans: usize) -> ExportTraceServiceRequest {
+        let mut by_resource = Vec::new();
+        let mut spans = 0;
+        while spans < min_spans {
+            self.clock_ns += self.rng.random_range(100_000..2_000_000);
+            spans += self.trace(self.clock_ns, &mut by_resource);
+        }
+        export_request(by_resource)
+    }
+
+    /// One user request starting at `start_ns`, its spans added by resource; returns how many.
+    fn trace(&mut self, start_ns: u64, by_resource: &mut Vec<(Resource, Vec<Span>)>) -> usize {
+        let total: u32 = ENTRY.iter().map(|(_, weight)| weight).sum();
+        let mut pick = self.rng.random_range(0..total);
+        let route = ENTRY
+            .iter()
+            .find(|(_, weight)| {
+                let hit = pick < *weight;
+                pick = pick.saturating_sub(*weight);
+                hit
+            })
+            .map_or("/", |(route, _)| *route);
+        let environment = if self.rng.random_ratio(1, 5) {
+            "staging"
+        } else {
+            "production"
+        };
+        let mut builder = TraceBuilder {
+            trace_id: self.rng.random(),
+            rng: &mut self.rng,
+            spans: Vec::new(),
+        };
+        builder.serve("gateway", route, None, start_ns, None);
+        let count = builder.spans.len();
+        for (service, span) in builder.spans {
+            let key = (service, environment);
+            match by_resource.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, spans)) => spans.push(span),
+                None => by_resource.push((key, vec![span])),
             }
         }
-        ExportTraceServiceRequest {
-            resource_spans: by_resource
-                .into_iter()
-                .map(|((service, environment), spans)| {
-                    let attributes = vec![
-                        string_attribute("service.name", service),
-                        string_attribute("deployment.environment.name", environment),
-                        string_attribute("telemetry.sdk.name", "archtrace-demo"),
-                    ];
-                    resource_spans(attributes, spans)
-                })
-                .collect(),
-        }
+        count
+    }
+}
+
+/// A resource: one process of a service in an environment.
+type Resource = (&'static str, &'static str);
+
+fn export_request(by_resource: Vec<(Resource, Vec<Span>)>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: by_resource
+            .into_iter()
+            .map(|((service, environment), spans)| {
+                let attributes = vec![
+                    string_attribute("service.name", service),
+                    string_attribute("service.version", "1.4.2"),
+                    string_attribute("deployment.environment.name", environment),
+                    string_attribute("host.name", format!("node-{}", service.len() % 3)),
+                    string_attribute("k8s.pod.name", format!("{service}-7d9f8c6b5-x2k4q")),
+                    string_attribute("telemetry.sdk.language", "rust"),
+                    string_attribute("telemetry.sdk.name", "opentelemetry"),
+                    string_attribute("telemetry.sdk.version", "0.31.0"),
+                ];
+                let mut resource = resource_spans(attributes, spans);
+                resource.scope_spans[0].scope = Some(InstrumentationScope {
+                    name: "opentelemetry-instrumentation-http".into(),
+                    version: "0.57.0".into(),
+                    ..Default::default()
+                });
+                resource.scope_spans[0].schema_url =
+                    "https://opentelemetry.io/schemas/1.26.0".into();
+                resource
+            })
+            .collect(),
     }
 }
 
 fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    u64::try_from(archtrace_analyzer::time::now_ns()).unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid endpoint {endpoint}")]
+pub struct InvalidEndpoint {
+    endpoint: String,
+    #[source]
+    source: tonic::codegen::http::uri::InvalidUri,
 }
 
 /// Sends `traces_per_second` simulated requests to the OTLP/gRPC `endpoint` until `stop`.
@@ -421,9 +523,9 @@ pub async fn run(
     auth_token: Option<String>,
     traces_per_second: u32,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), InvalidEndpoint> {
     let channel = tonic::transport::Channel::from_shared(endpoint.clone())
-        .map_err(|e| format!("invalid endpoint {endpoint}: {e}"))?
+        .map_err(|source| InvalidEndpoint { endpoint, source })?
         .connect_lazy();
     let mut client = TraceServiceClient::new(channel);
     let mut simulation = Simulation::new(now_ns());
@@ -451,7 +553,10 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp;
+    use archtrace_analyzer::aggregate::TraceGroups;
+    use archtrace_analyzer::analysis::{Analyzed, Settings};
+    use archtrace_analyzer::snapshot::{FindingKind, Snapshot};
+    use archtrace_formats::otlp;
 
     #[test]
     fn every_step_names_a_known_route() {
@@ -472,17 +577,20 @@ mod tests {
         let request = Simulation::new(3).request(200, 1_700_000_000_000_000_000);
         let converted = otlp::convert(request);
         assert_eq!(converted.rejected, 0);
-        let mut groups = crate::graph::TraceGroups::default();
+        let mut groups = TraceGroups::default();
         groups.push(converted.spans);
-        let snapshot =
-            archtrace_analyzer::snapshot::Snapshot::from_aggregate(&groups.aggregate(None), (0, 1));
+        let snapshot = Analyzed::new(
+            Snapshot::from_aggregate(&groups.aggregate(None), (0, 1)),
+            &Settings::default(),
+        )
+        .snapshot;
         let kinds: Vec<&str> = snapshot
             .findings
             .iter()
             .map(|f| match f.kind {
-                archtrace_analyzer::findings::FindingKind::SyncCycle => "cycle",
-                archtrace_analyzer::findings::FindingKind::SharedDatabase => "shared",
-                archtrace_analyzer::findings::FindingKind::ChattyEdge => "chatty",
+                FindingKind::SyncCycle => "cycle",
+                FindingKind::SharedDatabase => "shared",
+                FindingKind::ChattyEdge => "chatty",
                 _ => "other",
             })
             .collect();
@@ -510,5 +618,25 @@ mod tests {
             [("checkout", "email"), ("checkout", "order-worker")]
         );
         assert_eq!(snapshot.diagnostics.orphaned_spans, 0);
+    }
+
+    #[test]
+    fn requests_of_spans_have_at_least_the_asked_spans_of_realistic_size() {
+        use prost::Message;
+        let request = Simulation::starting_at(7, 1_700_000_000_000_000_000).request_of_spans(512);
+        let spans: usize = archtrace_formats::otlp::span_count(&request);
+        assert!(spans >= 512, "{spans}");
+        let per_span = request.encoded_len() / spans;
+        assert!((300..=700).contains(&per_span), "{per_span} bytes a span");
+        let services = request.resource_spans.len();
+        assert!(services >= 10, "{services} resources");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_request() {
+        let a = Simulation::starting_at(1, 0).request_of_spans(100);
+        let b = Simulation::starting_at(1, 0).request_of_spans(100);
+        assert_eq!(a, b);
+        assert_ne!(a, Simulation::starting_at(2, 0).request_of_spans(100));
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
-use crate::synth::Generator;
+use crate::shop::Simulation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -63,6 +63,39 @@ pub struct LoadgenReport {
     /// One thread decoding and converting the same payloads, measured after the run.
     pub decode_only_spans_per_sec: f64,
     pub first_error: Option<String>,
+}
+
+impl std::fmt::Display for LoadgenReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "protocol           {}", self.protocol)?;
+        writeln!(
+            f,
+            "spans accepted     {} in {:.1} s",
+            self.spans_accepted, self.seconds
+        )?;
+        writeln!(f, "accepted spans/s   {:.0}", self.spans_per_sec)?;
+        writeln!(f, "bytes a span       {:.0}", self.bytes_per_span)?;
+        writeln!(
+            f,
+            "requests           {} ({} refused as overloaded, {} failed)",
+            self.requests, self.requests_refused, self.requests_failed
+        )?;
+        writeln!(
+            f,
+            "latency ms         p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+            self.latency_ms.p50, self.latency_ms.p90, self.latency_ms.p99, self.latency_ms.max
+        )?;
+        writeln!(
+            f,
+            "decode-only        {:.0} spans/s on one thread (ingest/decode = {:.2})",
+            self.decode_only_spans_per_sec,
+            self.spans_per_sec / self.decode_only_spans_per_sec.max(1.0)
+        )?;
+        if let Some(error) = &self.first_error {
+            writeln!(f, "first error        {error}")?;
+        }
+        Ok(())
+    }
 }
 
 struct Payloads {
@@ -167,11 +200,8 @@ fn salt(n: u64) -> [u8; 16] {
 }
 
 fn prepare(options: &LoadgenOptions) -> Payloads {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut generator = Generator::new(0x5eed, now);
+    let now = u64::try_from(archtrace_analyzer::time::now_ns()).unwrap_or(0);
+    let mut shop = Simulation::starting_at(0x5eed, now);
     let hex_ids = options.protocol == Protocol::HttpJson;
     let mut payloads = Payloads {
         bodies: Vec::new(),
@@ -181,16 +211,11 @@ fn prepare(options: &LoadgenOptions) -> Payloads {
         hex_ids,
     };
     for _ in 0..options.distinct_requests.max(1) {
-        let request = generator.request(options.spans_per_request);
-        let spans: usize = request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
+        let request = shop.request_of_spans(options.spans_per_request);
+        let spans: usize = archtrace_formats::otlp::span_count(&request);
         let protobuf = Bytes::from(request.encode_to_vec());
         let body = match options.protocol {
-            Protocol::HttpJson => Bytes::from(crate::otlp_json::encode(&request)),
+            Protocol::HttpJson => Bytes::from(archtrace_formats::otlp_json::encode(&request)),
             _ => protobuf.clone(),
         };
         payloads.ids.push(IdSpots::find(&request, &body, hex_ids));
@@ -209,10 +234,12 @@ fn decode_only_rate(options: &LoadgenOptions, payloads: &Payloads) -> f64 {
     while started.elapsed() < Duration::from_secs(2) || rounds == 0 {
         for body in &payloads.bodies {
             let request = match options.protocol {
-                Protocol::HttpJson => crate::otlp_json::decode(body).expect("own payload decodes"),
+                Protocol::HttpJson => {
+                    archtrace_formats::otlp_json::decode(body).expect("own payload decodes")
+                }
                 _ => ExportTraceServiceRequest::decode(&body[..]).expect("own payload decodes"),
             };
-            spans += crate::otlp::convert(request).spans.len() as u64;
+            spans += archtrace_formats::otlp::convert(request).spans.len() as u64;
         }
         rounds += 1;
     }
@@ -234,7 +261,28 @@ enum Sent {
     Failed(String),
 }
 
-pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, String> {
+/// Why a load run could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    #[error("could not build the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("invalid endpoint {endpoint}")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::codegen::http::uri::InvalidUri,
+    },
+    #[error("could not connect to {endpoint} (is `archtrace serve` listening there?)")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("a load worker failed")]
+    Worker(#[source] tokio::task::JoinError),
+}
+
+pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
     let payloads = Arc::new(prepare(&options));
     let total_bytes: usize = payloads.bodies.iter().map(Bytes::len).sum();
     let total_spans: u64 = payloads.spans_per_body.iter().sum();
@@ -249,7 +297,7 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, String> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
-        .map_err(|err| format!("could not build the HTTP client: {err}"))?;
+        .map_err(LoadgenError::HttpClient)?;
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..concurrency {
@@ -261,10 +309,16 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, String> {
         let channel = if options.protocol == Protocol::Grpc {
             Some(
                 Channel::from_shared(options.endpoint.clone())
-                    .map_err(|err| format!("invalid endpoint {}: {err}", options.endpoint))?
+                    .map_err(|source| LoadgenError::Endpoint {
+                        endpoint: options.endpoint.clone(),
+                        source,
+                    })?
                     .connect()
                     .await
-                    .map_err(|err| format!("could not connect to {}: {err}", options.endpoint))?,
+                    .map_err(|source| LoadgenError::Connect {
+                        endpoint: options.endpoint.clone(),
+                        source,
+                    })?,
             )
         } else {
             None
@@ -322,11 +376,7 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, String> {
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
     for worker in workers {
-        latencies.extend(
-            worker
-                .await
-                .map_err(|err| format!("worker failed: {err}"))?,
-        );
+        latencies.extend(worker.await.map_err(LoadgenError::Worker)?);
     }
     let seconds = started.elapsed().as_secs_f64();
     let spans_accepted = shared.spans_accepted.load(Ordering::Relaxed);
@@ -495,18 +545,18 @@ mod tests {
     /// Every send carries new trace and span ids, and each span still has the parent it had.
     #[test]
     fn each_send_has_fresh_ids_and_the_same_tree() {
-        let request = Generator::new(3, 1_700_000_000_000_000_000).request(300);
+        let request = Simulation::starting_at(3, 1_700_000_000_000_000_000).request_of_spans(300);
         let (original_traces, original_tree) = ids(&request);
         for hex_ids in [false, true] {
             let body = if hex_ids {
-                crate::otlp_json::encode(&request)
+                archtrace_formats::otlp_json::encode(&request)
             } else {
                 request.encode_to_vec()
             };
             let spots = IdSpots::find(&request, &body, hex_ids);
             let decode = |bytes: &[u8]| {
                 if hex_ids {
-                    crate::otlp_json::decode(bytes).unwrap()
+                    archtrace_formats::otlp_json::decode(bytes).unwrap()
                 } else {
                     ExportTraceServiceRequest::decode(bytes).unwrap()
                 }

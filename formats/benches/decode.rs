@@ -1,20 +1,15 @@
 //! Decode + conversion alone, on the load generator's payloads: the physical bound the ingest
 //! rate is compared with. Run: `cargo bench -p archtrace-collector --bench decode`.
 
-use archtrace_collector::synth::Generator;
-use archtrace_collector::{otlp, otlp_json};
+use archtrace_formats::{otlp, otlp_json};
+use archtrace_workload::shop::Simulation;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 fn payloads() -> (Vec<u8>, Vec<u8>, u64) {
-    let request = Generator::new(0x5eed, 1_700_000_000_000_000_000).request(512);
-    let spans = request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len() as u64)
-        .sum();
+    let request = Simulation::starting_at(0x5eed, 1_700_000_000_000_000_000).request_of_spans(512);
+    let spans = archtrace_formats::otlp::span_count(&request) as u64;
     (request.encode_to_vec(), otlp_json::encode(&request), spans)
 }
 

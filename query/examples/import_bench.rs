@@ -2,7 +2,7 @@
 //! `shared/data` (traces repeated with fresh ids), compared in the same run with `serde_json`
 //! merely parsing the same bytes into a `serde_json::Value`.
 //!
-//! Run: `cargo run --release -p archtrace-collector --example import_bench [-- MIN_SPANS]`
+//! Run: `cargo run --release -p archtrace-query --example import_bench [-- MIN_SPANS]`
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use archtrace_collector::import::{self, Detail, Format, OnBadInput, Source, Summary};
+use archtrace_formats::import::{self, Detail, Format, OnBadInput, Source, Summary};
+use archtrace_store::bulk::BulkWriter;
 use prost::Message;
 use serde_json::Value;
 
@@ -119,13 +120,13 @@ fn otlp_files(dir: &Path, jaeger: &Path) -> (PathBuf, PathBuf) {
         let mut request =
             opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::default();
         for trace in chunk {
-            let trace: archtrace_collector::import::jaeger::JaegerTrace =
+            let trace: archtrace_formats::import::jaeger::JaegerTrace =
                 serde_json::from_value(trace.clone()).unwrap();
             request
                 .resource_spans
-                .extend(archtrace_collector::import::jaeger::to_otlp(trace).resource_spans);
+                .extend(archtrace_formats::import::jaeger::to_otlp(trace).resource_spans);
         }
-        json.write_all(&archtrace_collector::otlp_json::encode(&request))
+        json.write_all(&archtrace_formats::otlp_json::encode(&request))
             .unwrap();
         json.write_all(b"\n").unwrap();
         proto
@@ -159,7 +160,7 @@ fn import_into_store(path: &Path, format: Format, dir: &Path) -> f64 {
     let _ = std::fs::remove_file(&db);
     let store = archtrace_store::Store::open(&archtrace_store::Location::File(db)).unwrap();
     let started = Instant::now();
-    let mut sink = import::StoreSink::start(store);
+    let mut sink = BulkWriter::start(store);
     let mut summary = Summary::default();
     import::read_source(
         Source::open(path).unwrap(),
@@ -168,7 +169,7 @@ fn import_into_store(path: &Path, format: Format, dir: &Path) -> f64 {
         Detail::Keep,
         Arc::new(AtomicU64::new(0)),
         &mut summary,
-        &mut |spans| sink.push(spans),
+        &mut |spans| sink.push(spans).map_err(Into::into),
     )
     .unwrap();
     sink.finish().unwrap();
