@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use archtrace_collector::assembly::AssemblySettings;
+use archtrace_collector::journal::LogLimits;
 use archtrace_collector::server::{
     DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_REQUESTS_IN_FLIGHT,
 };
 use archtrace_collector::ServerSettings;
-use archtrace_store::QueueLimits;
 use clap::Args;
 use serde::Deserialize;
 
@@ -41,13 +41,13 @@ pub struct ServeOptions {
     /// Largest request accepted, in bytes after decompression. [default: 16777216]
     #[arg(long, env = "ARCHTRACE_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Spans that may wait for the writer before requests are refused with UNAVAILABLE/503. [default: 262144]
-    #[arg(long, env = "ARCHTRACE_QUEUE_MAX_SPANS", value_name = "SPANS")]
-    pub queue_max_spans: Option<usize>,
-    /// Memory that spans waiting for the writer may take before requests are refused (about
-    /// 2-3 times their encoded size). [default: 67108864]
-    #[arg(long, env = "ARCHTRACE_QUEUE_MAX_BYTES", value_name = "BYTES")]
-    pub queue_max_bytes: Option<usize>,
+    /// Bytes of the request log acknowledged but not yet loaded into the store before requests
+    /// are refused with UNAVAILABLE/503 and Retry-After. [default: 1073741824]
+    #[arg(long, env = "ARCHTRACE_MAX_LOG_BYTES", value_name = "BYTES")]
+    pub max_log_bytes: Option<u64>,
+    /// Free space the request log's disk keeps; below it, requests are refused. [default: 268435456]
+    #[arg(long, env = "ARCHTRACE_MIN_FREE_DISK_BYTES", value_name = "BYTES")]
+    pub min_free_disk_bytes: Option<u64>,
     /// Requests handled at once over both transports; more are refused as overloaded
     /// (UNAVAILABLE / 503) before their bodies are decoded, which bounds memory. [default: 64]
     #[arg(long, env = "ARCHTRACE_MAX_REQUESTS_IN_FLIGHT", value_name = "N")]
@@ -97,8 +97,8 @@ impl ServeOptions {
             admin_addr,
             auth_token_file,
             max_body_bytes,
-            queue_max_spans,
-            queue_max_bytes,
+            max_log_bytes,
+            min_free_disk_bytes,
             max_requests_in_flight,
             trace_idle,
             late_window,
@@ -112,8 +112,8 @@ impl ServeOptions {
             admin_addr: admin_addr.or(file.admin_addr),
             auth_token_file: auth_token_file.or(file.auth_token_file),
             max_body_bytes: max_body_bytes.or(file.max_body_bytes),
-            queue_max_spans: queue_max_spans.or(file.queue_max_spans),
-            queue_max_bytes: queue_max_bytes.or(file.queue_max_bytes),
+            max_log_bytes: max_log_bytes.or(file.max_log_bytes),
+            min_free_disk_bytes: min_free_disk_bytes.or(file.min_free_disk_bytes),
             max_requests_in_flight: max_requests_in_flight.or(file.max_requests_in_flight),
             trace_idle: trace_idle.or(file.trace_idle),
             late_window: late_window.or(file.late_window),
@@ -135,7 +135,7 @@ pub struct ServeConfig {
 
 /// The settings with defaults for what is unset, checked.
 pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
-    let queue_defaults = QueueLimits::default();
+    let log_defaults = LogLimits::default();
     let assembly_defaults = AssemblySettings::default();
     let auth_token = options
         .auth_token_file
@@ -162,9 +162,12 @@ pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
         admin_addr: address(options.admin_addr, DEFAULT_ADMIN_ADDR),
         baseline: options.baseline,
         settings: ServerSettings {
-            queue: QueueLimits {
-                max_spans: options.queue_max_spans.unwrap_or(queue_defaults.max_spans),
-                max_bytes: options.queue_max_bytes.unwrap_or(queue_defaults.max_bytes),
+            log: LogLimits {
+                max_log_bytes: options.max_log_bytes.unwrap_or(log_defaults.max_log_bytes),
+                min_free_disk_bytes: options
+                    .min_free_disk_bytes
+                    .unwrap_or(log_defaults.min_free_disk_bytes),
+                ..log_defaults
             },
             max_body_bytes,
             max_requests_in_flight,
@@ -208,13 +211,13 @@ mod tests {
             ..ServeOptions::default()
         };
         let config = resolve(given.over(file(
-            "db = \"from-file.duckdb\"\notlp_grpc_addr = \"127.0.0.1:5317\"\nqueue_max_spans = 10\ntrace_idle = \"2s\"\nno_derive = true\n",
+            "db = \"from-file.duckdb\"\notlp_grpc_addr = \"127.0.0.1:5317\"\nmax_log_bytes = 10\ntrace_idle = \"2s\"\nno_derive = true\n",
         )))
         .unwrap();
         assert_eq!(config.db, PathBuf::from("from-flag.duckdb"));
         assert_eq!(config.grpc_addr, "127.0.0.1:5317".parse().unwrap());
         assert_eq!(config.http_addr, DEFAULT_HTTP_ADDR.parse().unwrap());
-        assert_eq!(config.settings.queue.max_spans, 10);
+        assert_eq!(config.settings.log.max_log_bytes, 10);
         assert_eq!(config.settings.assembly.trace_idle, Duration::from_secs(2));
         assert!(!config.settings.derive_edges);
         assert_eq!(

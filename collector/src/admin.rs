@@ -10,8 +10,7 @@ use archtrace_analyzer::snapshot::{Level, Snapshot};
 use archtrace_analyzer::time::now_ns;
 use archtrace_query::store::StoreSource;
 use archtrace_query::{error_chain, SnapshotSource, Window};
-use archtrace_store::writer::COMMIT_BUCKETS_SECONDS;
-use archtrace_store::WriterMetrics;
+
 use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -21,11 +20,14 @@ use axum::Router;
 
 use crate::auth::Auth;
 use crate::ingest::{IngestMetrics, Outcome, Transport};
+use crate::journal::LogState;
+use crate::loader::LoaderMetrics;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub ingest: Arc<IngestMetrics>,
-    pub writer: Arc<WriterMetrics>,
+    pub log: Arc<LogState>,
+    pub loader: Arc<LoaderMetrics>,
     /// False once shutdown has begun, so load balancers stop sending.
     pub ready: Arc<AtomicBool>,
     pub auth: Auth,
@@ -125,50 +127,78 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&state.ingest, &state.writer),
+        render_metrics(&state.ingest, &state.log, &state.loader),
     )
         .into_response()
 }
 
-pub fn render_metrics(ingest: &IngestMetrics, writer: &WriterMetrics) -> String {
+pub fn render_metrics(ingest: &IngestMetrics, log: &LogState, loader: &LoaderMetrics) -> String {
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     let mut out = String::new();
-    let mut counter = |name: &str, help: &str, value: u64| {
+    let mut one = |kind: &str, name: &str, help: &str, value: String| {
         let _ = writeln!(
             out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     };
-    counter(
-        "archtrace_spans_received_total",
-        "Spans received in export requests.",
-        load(&ingest.spans_received),
-    );
-    counter(
-        "archtrace_spans_accepted_total",
-        "Spans committed to the store and acknowledged.",
-        load(&ingest.spans_accepted),
-    );
-    counter(
-        "archtrace_spans_rejected_total",
-        "Spans rejected as invalid (reported through partial_success).",
-        load(&ingest.spans_rejected),
-    );
-    counter(
-        "archtrace_spans_refused_total",
-        "Valid spans refused because the queue was full or the store failed; clients retry them.",
-        load(&ingest.spans_refused),
-    );
-    counter(
-        "archtrace_store_commits_total",
-        "Group commits to the store.",
-        load(&writer.commits),
-    );
-    counter(
-        "archtrace_store_commit_failures_total",
-        "Group commits that failed.",
-        load(&writer.commit_failures),
-    );
+    for (name, help, value) in [
+        (
+            "archtrace_spans_received_total",
+            "Spans received in export requests.",
+            load(&ingest.spans_received),
+        ),
+        (
+            "archtrace_spans_accepted_total",
+            "Spans made durable in the request log and acknowledged.",
+            load(&ingest.spans_accepted),
+        ),
+        (
+            "archtrace_spans_rejected_total",
+            "Spans rejected as invalid (reported through partial_success).",
+            load(&ingest.spans_rejected),
+        ),
+        (
+            "archtrace_spans_refused_total",
+            "Valid spans refused because the log was over its bounds or could not be written; clients retry them.",
+            load(&ingest.spans_refused),
+        ),
+        (
+            "archtrace_spans_loaded_total",
+            "Spans loaded from the request log into the store.",
+            load(&loader.loaded_spans),
+        ),
+        (
+            "archtrace_store_commit_failures_total",
+            "Loader commits to the store that failed (and were retried).",
+            load(&loader.commit_failures),
+        ),
+    ] {
+        one("counter", name, help, value.to_string());
+    }
+    for (name, help, value) in [
+        (
+            "archtrace_requests_in_flight",
+            "Export requests admitted and not yet answered.",
+            load(&ingest.requests_in_flight).to_string(),
+        ),
+        (
+            "archtrace_log_bytes",
+            "Bytes the request log's segments take on disk.",
+            load(&log.disk_bytes).to_string(),
+        ),
+        (
+            "archtrace_log_lag_bytes",
+            "Request log bytes acknowledged and not yet loaded into the store.",
+            log.lag_bytes().to_string(),
+        ),
+        (
+            "archtrace_log_lag_seconds",
+            "How much older the last loaded request is than the newest acknowledged one.",
+            log.lag_seconds().to_string(),
+        ),
+    ] {
+        one("gauge", name, help, value);
+    }
     let _ = writeln!(
         out,
         "# HELP archtrace_requests_total Export requests by transport and outcome.\n# TYPE archtrace_requests_total counter"
@@ -184,38 +214,15 @@ pub fn render_metrics(ingest: &IngestMetrics, writer: &WriterMetrics) -> String 
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP archtrace_requests_in_flight Export requests admitted and not yet answered.\n# TYPE archtrace_requests_in_flight gauge\narchtrace_requests_in_flight {}",
-        load(&ingest.requests_in_flight)
+    log.fsync.render(
+        "archtrace_log_fsync_seconds",
+        "Latency of one append and fdatasync of the request log (one group of requests).",
+        &mut out,
     );
-    let _ = writeln!(
-        out,
-        "# HELP archtrace_queue_spans Spans waiting for the writer.\n# TYPE archtrace_queue_spans gauge\narchtrace_queue_spans {}",
-        load(&writer.queued_spans)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP archtrace_queue_bytes Request bytes waiting for the writer.\n# TYPE archtrace_queue_bytes gauge\narchtrace_queue_bytes {}",
-        load(&writer.queued_bytes)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP archtrace_store_commit_seconds Latency of one group commit.\n# TYPE archtrace_store_commit_seconds histogram"
-    );
-    let mut cumulative = 0;
-    for (index, bound) in COMMIT_BUCKETS_SECONDS.iter().enumerate() {
-        cumulative += load(&writer.commit_latency_buckets[index]);
-        let _ = writeln!(
-            out,
-            "archtrace_store_commit_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-        );
-    }
-    cumulative += load(&writer.commit_latency_buckets[COMMIT_BUCKETS_SECONDS.len()]);
-    let _ = writeln!(
-        out,
-        "archtrace_store_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}\narchtrace_store_commit_seconds_sum {}\narchtrace_store_commit_seconds_count {cumulative}",
-        load(&writer.commit_latency_sum_micros) as f64 / 1e6
+    loader.commit.render(
+        "archtrace_store_commit_seconds",
+        "Latency of one loader commit to the store.",
+        &mut out,
     );
     out
 }

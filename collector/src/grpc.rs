@@ -13,7 +13,6 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Auth;
 use crate::ingest::{Ingest, IngestError, IngestReport, Outcome, Transport};
-use archtrace_formats::otlp;
 
 pub struct GrpcTraceService {
     ingest: Arc<Ingest>,
@@ -68,8 +67,7 @@ impl TraceService for GrpcTraceService {
             ));
         }
         let request = request.into_inner();
-        let converted = otlp::convert(request);
-        match self.ingest.ingest(converted).await {
+        match self.ingest.ingest(request).await {
             Ok(report) => {
                 self.count(if report.rejected > 0 {
                     Outcome::PartialSuccess

@@ -18,7 +18,7 @@ use prost::Message;
 use crate::auth::Auth;
 use crate::grpc::response as export_response;
 use crate::ingest::{Ingest, IngestReport, Outcome, Transport};
-use archtrace_formats::{otlp, otlp_json};
+use archtrace_formats::otlp_json;
 
 /// Seconds a refused client is asked to wait before retrying.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -201,8 +201,7 @@ async fn handle(
     let raw = read_body(body, limit).await?;
     let bytes = decompress(headers, raw, limit)?;
     let request = decode(&bytes, encoding)?;
-    let converted = otlp::convert(request);
-    state.ingest.ingest(converted).await.map_err(|err| {
+    state.ingest.ingest(request).await.map_err(|err| {
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Outcome::Unavailable,

@@ -1,14 +1,15 @@
-//! The one ingest function both transports call: validated spans go to the writer, and the
-//! answer waits for their commit.
+//! The one ingest function both transports call: a request's valid spans go to the request
+//! log, and the answer waits until they are durable there.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use archtrace_analyzer::Span;
-use archtrace_store::{WriteError, Writer, WriterMetrics};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use archtrace_formats::otlp;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use archtrace_formats::otlp::Converted;
+use crate::journal::{Journal, JournalError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -103,10 +104,11 @@ impl Drop for Admission {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The log is over its bounds: the client should retry later.
     #[error("{0}")]
-    Overloaded(WriteError),
+    Overloaded(JournalError),
     #[error("{0}")]
-    Unavailable(WriteError),
+    Unavailable(JournalError),
 }
 
 /// What the client is told after a successful export.
@@ -118,16 +120,16 @@ pub struct IngestReport {
 }
 
 pub struct Ingest {
-    writer: Writer,
+    journal: Journal,
     metrics: Arc<IngestMetrics>,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
 }
 
 impl Ingest {
-    pub fn new(writer: Writer, metrics: Arc<IngestMetrics>, max_in_flight: usize) -> Self {
+    pub fn new(journal: Journal, metrics: Arc<IngestMetrics>, max_in_flight: usize) -> Self {
         Ingest {
-            writer,
+            journal,
             metrics,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
@@ -135,8 +137,8 @@ impl Ingest {
     }
 
     /// Room for one more request, held until it is answered; `None` when `max_in_flight`
-    /// requests are being read, decoded or committed. Refusing before the body is decoded keeps
-    /// memory bounded when far more clients send at once than the queue could take.
+    /// requests are being read, decoded or logged. Refusing before the body is decoded keeps
+    /// memory bounded when far more clients send at once than the server could take.
     pub fn admit(&self) -> Option<Admission> {
         let permit = self.in_flight.clone().try_acquire_owned().ok()?;
         self.metrics
@@ -160,40 +162,30 @@ impl Ingest {
         &self.metrics
     }
 
-    pub fn writer_metrics(&self) -> &Arc<WriterMetrics> {
-        self.writer.metrics()
-    }
-
-    /// Stores the request's valid spans and returns once they are committed.
-    pub async fn ingest(&self, converted: Converted) -> Result<IngestReport, IngestError> {
-        let accepted = converted.spans.len() as u64;
+    /// Logs the request's valid spans and returns once they are durable: from then on they
+    /// survive a crash, and the loader puts them in the store.
+    pub async fn ingest(
+        &self,
+        mut request: ExportTraceServiceRequest,
+    ) -> Result<IngestReport, IngestError> {
+        let rejections = otlp::retain_valid(&mut request);
+        let accepted = otlp::span_count(&request) as u64;
         let report = IngestReport {
             accepted,
-            rejected: converted.rejected,
-            rejection: converted.rejection_summary(),
+            rejected: rejections.count,
+            rejection: rejections.summary(),
         };
         self.metrics
             .spans_received
-            .fetch_add(accepted + converted.rejected, Ordering::Relaxed);
+            .fetch_add(accepted + rejections.count, Ordering::Relaxed);
         self.metrics
             .spans_rejected
-            .fetch_add(converted.rejected, Ordering::Relaxed);
+            .fetch_add(rejections.count, Ordering::Relaxed);
         if accepted == 0 {
             return Ok(report);
         }
-        // The queue is bounded by what the spans take in memory, two to three times their
-        // encoded size, so that its limit is a limit on the server's memory.
-        let bytes = converted.spans.iter().map(Span::memory_size).sum();
-        let (reply_to, committed) = oneshot::channel();
-        let submitted = self.writer.submit(
-            converted.spans,
-            bytes,
-            Box::new(move |outcome| {
-                let _ = reply_to.send(outcome);
-            }),
-        );
-        let outcome = match submitted {
-            Ok(()) => committed.await.unwrap_or(Err(WriteError::ShuttingDown)),
+        let outcome = match self.journal.append(request.encode_to_vec()) {
+            Ok(durable) => durable.await.unwrap_or(Err(JournalError::ShuttingDown)),
             Err(err) => Err(err),
         };
         match outcome {
@@ -208,7 +200,9 @@ impl Ingest {
                     .spans_refused
                     .fetch_add(accepted, Ordering::Relaxed);
                 Err(match err {
-                    WriteError::QueueFull { .. } => IngestError::Overloaded(err),
+                    JournalError::LogFull { .. } | JournalError::DiskFull { .. } => {
+                        IngestError::Overloaded(err)
+                    }
                     other => IngestError::Unavailable(other),
                 })
             }

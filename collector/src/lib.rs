@@ -1,14 +1,18 @@
-//! archtrace's receivers: OTLP/gRPC and OTLP/HTTP into one ingest function, the single writer's
-//! queue in front of the store, live derivation of the stored spans, and the admin listener
-//! (health, metrics, the snapshot API and the web viewer).
+//! archtrace's receivers: OTLP/gRPC and OTLP/HTTP into one ingest function, the request log
+//! that acknowledgements rest on (the journal), the loader that fills the store from it, live
+//! derivation of the loaded spans, and the admin listener (health, metrics, the snapshot API and
+//! the web viewer).
 
 pub mod admin;
 pub mod assembly;
 pub mod auth;
 pub mod grpc;
+mod histogram;
 pub mod http;
 pub mod ingest;
+pub mod journal;
 pub mod live;
+pub mod loader;
 pub mod server;
 
 pub use server::{serve, BoundAddrs, Listeners, ServeError, ServerSettings};

@@ -1,12 +1,14 @@
-//! Puts the receivers, the admin listener and the writer together, and takes them apart again
-//! on shutdown: stop accepting, finish in-flight requests, commit the queue, checkpoint.
+//! Puts the receivers, the request log, the loader and the admin listener together, and takes
+//! them apart again on shutdown: stop accepting, finish in-flight requests, load what the log
+//! holds into the store, derive it, checkpoint.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use archtrace_store::{QueueLimits, Store, Writer};
+use archtrace_store::log::LogWriter;
+use archtrace_store::{Location, Store};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,12 +23,14 @@ use crate::auth::Auth;
 use crate::grpc::GrpcTraceService;
 use crate::http::{self, HttpState};
 use crate::ingest::{Ingest, IngestMetrics};
+use crate::journal::{Journal, LogLimits, LogState};
+use crate::loader::{Loader, LoaderMetrics, OnLoad};
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4318";
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:4320";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// 64 requests of OTLP's usual 512 spans keep the writer's queue full at any rate this server
+/// 64 requests of OTLP's usual 512 spans keep the log's writer busy at any rate this server
 /// reaches, while 640 clients at once stay within a few hundred MB.
 pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;
 /// DuckDB's memory while serving: appends need little, and the server should stay small.
@@ -38,7 +42,7 @@ const SERVER_CHECKPOINT_THRESHOLD: &str = "256MB";
 
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
-    pub queue: QueueLimits,
+    pub log: LogLimits,
     /// Largest request accepted, after decompression, on both transports.
     pub max_body_bytes: usize,
     /// Requests read, decoded or waiting for their commit at once, over both transports; more
@@ -56,7 +60,7 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
-            queue: QueueLimits::default(),
+            log: LogLimits::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_requests_in_flight: DEFAULT_MAX_REQUESTS_IN_FLIGHT,
             auth_token: None,
@@ -90,10 +94,14 @@ pub enum ServeError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("the writer thread stopped unexpectedly")]
-    Writer,
+    #[error("the loader thread stopped unexpectedly")]
+    Loader,
     #[error("could not set up the store for serving")]
     Store(#[from] archtrace_store::QueryError),
+    #[error("could not open the request log")]
+    Log(#[from] archtrace_store::log::LogError),
+    #[error("could not create a folder for the request log of an in-memory store")]
+    TemporaryLog(#[source] std::io::Error),
 }
 
 impl Listeners {
@@ -160,23 +168,62 @@ pub async fn serve(
     } else {
         None
     };
-    let on_commit: Option<archtrace_store::writer::OnCommit> = live.as_ref().map(|live| {
+    let on_load: Option<OnLoad> = live.as_ref().map(|live| {
         let handoff = live.sender.clone();
         Box::new(move |spans| {
-            // Blocks when the assembler is behind: the writer's queue then fills and
-            // clients are told to retry, instead of memory growing here.
+            // Blocks when the assembler is behind: the loader then lags, the log grows to its
+            // bound and clients are told to retry, instead of memory growing here.
             let _ = handoff.send(spans);
-        }) as archtrace_store::writer::OnCommit
+        }) as OnLoad
     });
-    let (writer, writer_thread) = Writer::spawn(store, settings.queue, on_commit);
+    // The log lives beside the store's file; an in-memory store's log lasts as long as it.
+    let (log_dir, _temporary) = match store.location() {
+        Location::File(path) => (log_dir_of(path), None),
+        Location::Memory => {
+            let dir = tempfile::tempdir().map_err(ServeError::TemporaryLog)?;
+            (dir.path().to_owned(), Some(dir))
+        }
+    };
+    let (log_writer, cut) = LogWriter::open(
+        &log_dir,
+        settings.log.segment_bytes,
+        store.log_offset(crate::loader::CONSUMER)?,
+    )?;
+    if let Some(cut) = cut {
+        tracing::error!(
+            log = %log_dir.display(),
+            at = cut.at,
+            dropped_bytes = cut.dropped_bytes,
+            reason = %cut.reason,
+            "the request log had a damaged tail (a crash during a write, or a damaged disk); it was cut at the last whole record"
+        );
+    }
+    let log_state = Arc::new(LogState::default());
+    log_state.disk_bytes.store(
+        archtrace_store::log::disk_bytes(&log_dir)?,
+        Ordering::Relaxed,
+    );
+    let (journal, journal_thread) = Journal::spawn(
+        log_writer,
+        &log_dir,
+        settings.log.clone(),
+        log_state.clone(),
+    );
+    let loader_metrics = Arc::new(LoaderMetrics::default());
+    let loader = Loader::spawn(
+        store,
+        &log_dir,
+        log_state.clone(),
+        loader_metrics.clone(),
+        on_load,
+    )?;
     let (unwritten, assembly) = match live {
         Some(live) => (live.unwritten, Some(live.thread)),
         None => (Default::default(), None),
     };
-    let writer_metrics = writer.metrics().clone();
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let ingest = Arc::new(Ingest::new(
-        writer,
+        journal,
         ingest_metrics.clone(),
         settings.max_requests_in_flight.max(1),
     ));
@@ -219,7 +266,8 @@ pub async fn serve(
 
     let admin_router = admin::router(AdminState {
         ingest: ingest_metrics,
-        writer: writer_metrics,
+        log: log_state,
+        loader: loader_metrics,
         ready,
         auth,
         source: Arc::new(StoreSource::live(reader, unwritten)),
@@ -241,15 +289,23 @@ pub async fn serve(
         what: "admin",
         source: Box::new(err),
     })?;
-    // Every handle to the writer is gone with the servers: joining it commits what is queued,
-    // and then the assembler derives and writes what it still holds.
+    // Every handle to the journal is gone with the servers: it stops, the loader stores what
+    // the log holds, and then the assembler derives and writes what it still holds.
     tokio::task::spawn_blocking(move || {
-        let store = writer_thread.join();
+        let _ = journal_thread.join();
+        let store = loader.join();
         if let Some(assembly) = assembly {
             let _ = assembly.join();
         }
         store
     })
     .await
-    .map_err(|_| ServeError::Writer)
+    .map_err(|_| ServeError::Loader)
+}
+
+/// The request log's folder for a store file: beside it, named after it.
+pub fn log_dir_of(db: &std::path::Path) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".log");
+    std::path::PathBuf::from(name)
 }

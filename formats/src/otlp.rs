@@ -12,33 +12,74 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as O
 
 use crate::json::{push_json_string, write_any_value};
 
-/// The spans of one request that passed validation, and what was rejected.
-#[derive(Debug, Default)]
-pub struct Converted {
-    pub spans: Vec<Span>,
-    pub rejected: u64,
+/// Spans a request carried that failed validation.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rejections {
+    pub count: u64,
     /// Why the first rejected span was rejected (OTLP's `partial_success.error_message`).
-    pub rejection: Option<String>,
+    pub first: Option<String>,
 }
 
-impl Converted {
+impl Rejections {
     fn reject(&mut self, message: impl FnOnce() -> String) {
-        self.rejected += 1;
-        if self.rejection.is_none() {
-            self.rejection = Some(message());
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(message());
         }
     }
 
     /// The `partial_success` message: the first reason, and how many spans were rejected.
-    pub fn rejection_summary(&self) -> Option<String> {
-        self.rejection.as_ref().map(|first| {
-            if self.rejected > 1 {
-                format!("{} spans rejected; first: {first}", self.rejected)
+    pub fn summary(&self) -> Option<String> {
+        self.first.as_ref().map(|first| {
+            if self.count > 1 {
+                format!("{} spans rejected; first: {first}", self.count)
             } else {
                 format!("1 span rejected: {first}")
             }
         })
     }
+}
+
+/// The spans of one request that passed validation, and what was rejected.
+#[derive(Debug, Default)]
+pub struct Converted {
+    pub spans: Vec<Span>,
+    pub rejections: Rejections,
+}
+
+/// Drops the spans [`convert`] would reject, so that what is kept (and logged) converts whole.
+pub fn retain_valid(request: &mut ExportTraceServiceRequest) -> Rejections {
+    let mut rejections = Rejections::default();
+    for (resource_index, resource_spans) in request.resource_spans.iter_mut().enumerate() {
+        for scope_spans in &mut resource_spans.scope_spans {
+            let mut span_index = 0;
+            scope_spans.spans.retain(|span| {
+                let checked = span_ids(span);
+                if let Err(problem) = &checked {
+                    rejections.reject(|| {
+                        format!("resource_spans[{resource_index}] span {span_index}: {problem}")
+                    });
+                }
+                span_index += 1;
+                checked.is_ok()
+            });
+        }
+    }
+    rejections
+}
+
+/// The span's own ids: trace, span and parent (`None` for a root), checked.
+fn span_ids(span: &OtlpSpan) -> Result<(TraceId, SpanId, Option<SpanId>), String> {
+    let span_trace_id = trace_id(&span.trace_id, "trace_id")?;
+    let own_span_id = span_id(&span.span_id, "span_id")?;
+    let parent_span_id = if span.parent_span_id.is_empty() {
+        None
+    } else {
+        // Some exporters write eight zero bytes for "no parent"; the spec means the same.
+        let parent = span_id_or_zero(&span.parent_span_id, "parent_span_id")?;
+        (parent != [0; 8]).then_some(parent)
+    };
+    Ok((span_trace_id, own_span_id, parent_span_id))
 }
 
 /// A string attribute, for the OTLP that importers, the demo and the load generator build.
@@ -116,7 +157,7 @@ pub fn convert_with(request: ExportTraceServiceRequest, detail: Detail) -> Conve
             for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
                 match convert_span(span, &resource, &scope_name, &scope_version, detail) {
                     Ok(span) => out.spans.push(span),
-                    Err(problem) => out.reject(|| {
+                    Err(problem) => out.rejections.reject(|| {
                         format!("resource_spans[{resource_index}] span {span_index}: {problem}")
                     }),
                 }
@@ -169,15 +210,7 @@ fn convert_span(
     scope_version: &str,
     detail: Detail,
 ) -> Result<Span, String> {
-    let span_trace_id = trace_id(&span.trace_id, "trace_id")?;
-    let own_span_id = span_id(&span.span_id, "span_id")?;
-    let parent_span_id = if span.parent_span_id.is_empty() {
-        None
-    } else {
-        // Some exporters write eight zero bytes for "no parent"; the spec means the same.
-        let parent = span_id_or_zero(&span.parent_span_id, "parent_span_id")?;
-        (parent != [0; 8]).then_some(parent)
-    };
+    let (span_trace_id, own_span_id, parent_span_id) = span_ids(&span)?;
     let mut peer = PeerAttributes::default();
     let mut remaining = Vec::with_capacity(span.attributes.len());
     for kv in &span.attributes {

@@ -1,13 +1,14 @@
-//! archtrace's span store: one DuckDB file with a versioned schema, written by a single writer
-//! thread (DuckDB connections are not `Sync`) and read by queries.
+//! archtrace's span store: one DuckDB file with a versioned schema, written by one thread at a
+//! time (DuckDB connections are not `Sync`) and read by queries, and the request log that a
+//! server acknowledges on before the spans reach the store ([`log`]).
 
 mod batch;
 pub mod buckets;
 pub mod bulk;
+pub mod log;
 pub mod read;
 mod schema;
 mod stats;
-pub mod writer;
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,6 @@ use archtrace_analyzer::Span;
 use duckdb::Connection;
 
 pub use stats::StoreStats;
-pub use writer::{QueueLimits, WriteError, Writer, WriterMetrics};
 
 /// The schema version this build writes; older files are migrated on open.
 pub use schema::SCHEMA_VERSION;
@@ -150,6 +150,53 @@ impl Store {
         if spans.is_empty() {
             return Ok(());
         }
+        self.append_rows(spans)
+    }
+
+    /// Appends spans and records that `consumer` has read the request log up to `offset`, in
+    /// one transaction: after a crash the log is replayed from exactly what was stored.
+    pub fn append_logged(
+        &mut self,
+        spans: &[&Span],
+        consumer: &str,
+        offset: u64,
+    ) -> Result<(), duckdb::Error> {
+        self.conn.execute_batch("BEGIN TRANSACTION")?;
+        let outcome = (|| {
+            if !spans.is_empty() {
+                self.append_rows(spans)?;
+            }
+            self.conn.execute(
+                "INSERT OR REPLACE INTO log_offsets VALUES (?, ?)",
+                duckdb::params![consumer, offset],
+            )?;
+            self.conn.execute_batch("COMMIT")
+        })();
+        if outcome.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            // Resources noted as written in the failed transaction are not in the table.
+            self.known_resources = known_resources(&self.conn)?;
+        }
+        outcome
+    }
+
+    /// How far `consumer` has read the request log (0 if it never has).
+    pub fn log_offset(&self, consumer: &str) -> Result<u64, QueryError> {
+        let offset: Option<u64> = self
+            .conn
+            .query_row(
+                "SELECT log_offset FROM log_offsets WHERE consumer = ?",
+                [consumer],
+                |row| row.get(0),
+            )
+            .or_else(|err| match err {
+                duckdb::Error::QueryReturnedNoRows => Ok(None),
+                other => Err(other),
+            })?;
+        Ok(offset.unwrap_or(0))
+    }
+
+    fn append_rows(&mut self, spans: &[&Span]) -> Result<(), duckdb::Error> {
         // New resources first: a crash in between leaves a resource without spans, never a
         // span without its resource.
         let mut fresh: Vec<&Span> = Vec::new();

@@ -113,6 +113,11 @@ const MIGRATIONS: &[&str] = &[
         sync_depth VARCHAR NOT NULL,
         services_touched VARCHAR NOT NULL
     );",
+    // v4: how far each consumer of the request log has got, committed with what it wrote.
+    "CREATE TABLE log_offsets (
+        consumer VARCHAR PRIMARY KEY,
+        log_offset UBIGINT NOT NULL         -- bytes into the request log, see store::log
+    );",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,15 +1,17 @@
-//! Overload is refused, not buffered: a full queue or too many requests in flight are answered
-//! UNAVAILABLE / 503 with Retry-After, and every request that was acknowledged is stored. Each
+//! Overload is refused, not buffered: a request log over its bound or too many requests in
+//! flight are answered UNAVAILABLE / 503 with Retry-After, and every request that was
+//! acknowledged is stored. Each
 //! test holds the server busy on purpose, so both outcomes happen whatever the scheduling.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archtrace_collector::ingest::{Ingest, IngestError, IngestMetrics};
+use archtrace_collector::journal::{Journal, LogLimits, LogState};
+use archtrace_collector::loader::{Loader, LoaderMetrics, OnLoad};
 use archtrace_collector::ServerSettings;
-use archtrace_formats::otlp;
-use archtrace_store::writer::{OnCommit, Writer};
-use archtrace_store::{Location, QueueLimits, Store};
+use archtrace_store::log::LogWriter;
+use archtrace_store::{Location, Store};
 use archtrace_workload::shop::Simulation;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -27,56 +29,66 @@ fn spans_in(request: &ExportTraceServiceRequest) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_full_queue_refuses_while_the_writer_is_busy_and_stores_what_it_acknowledged() {
+async fn a_full_log_refuses_while_the_loader_lags_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("spans.duckdb");
-    let store = Store::open(&Location::File(db.clone())).unwrap();
-    // After its first commit the writer waits to be released, as it waits for a slow deriver:
-    // what is submitted meanwhile stays queued.
+    let store = Store::open(&Location::File(dir.path().join("spans.duckdb"))).unwrap();
+    let log_dir = dir.path().join("spans.duckdb.log");
+    // Any request that would add to an unloaded log is refused.
+    let limits = LogLimits {
+        max_log_bytes: 1,
+        min_free_disk_bytes: 0,
+        segment_bytes: 1 << 20,
+    };
+    let (writer, _) = LogWriter::open(&log_dir, limits.segment_bytes, 0).unwrap();
+    let state = Arc::new(LogState::default());
+    let (journal, journal_thread) = Journal::spawn(writer, &log_dir, limits, state.clone());
+    // After its first batch the loader waits to be released, as it waits for a slow deriver.
     let (release, released) = std::sync::mpsc::channel::<()>();
-    let mut first_commit = true;
-    let on_commit: OnCommit = Box::new(move |_| {
-        if std::mem::take(&mut first_commit) {
+    let mut first_batch = true;
+    let on_load: OnLoad = Box::new(move |_| {
+        if std::mem::take(&mut first_batch) {
             let _ = released.recv();
         }
     });
-    let limits = QueueLimits {
-        max_spans: 1,
-        max_bytes: 1,
+    let loader = Loader::spawn(
+        store,
+        &log_dir,
+        state.clone(),
+        Arc::new(LoaderMetrics::default()),
+        Some(on_load),
+    )
+    .unwrap();
+    let ingest = Ingest::new(journal, Arc::new(IngestMetrics::default()), 64);
+    let requests: Vec<_> = (1..=4).map(shop_request).collect();
+    let loaded_all = |state: &LogState| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.lag_bytes() > 0 {
+            assert!(Instant::now() < deadline, "the loader never caught up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     };
-    let (writer, writer_thread) = Writer::spawn(store, limits, Some(on_commit));
-    let ingest = Arc::new(Ingest::new(writer, Arc::new(IngestMetrics::default()), 64));
-    let requests: Vec<_> = (1..=3).map(shop_request).collect();
 
     ingest
-        .ingest(otlp::convert(requests[0].clone()))
+        .ingest(requests[0].clone())
         .await
-        .expect("an idle server takes a request");
-    // The writer is now held: an empty queue takes the next request whatever its size...
-    let queued = tokio::spawn({
-        let (ingest, request) = (ingest.clone(), requests[1].clone());
-        async move { ingest.ingest(otlp::convert(request)).await }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ingest
-        .writer_metrics()
-        .queued_spans
-        .load(std::sync::atomic::Ordering::Relaxed)
-        == 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the second request was never queued"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // ...and refuses the one after it.
+        .expect("an empty log takes a request");
+    // Loaded, and the loader now held: the next request is taken, and stays in the log...
+    loaded_all(&state);
+    ingest
+        .ingest(requests[1].clone())
+        .await
+        .expect("the log is empty again");
+    assert!(state.lag_bytes() > 0);
+    // ...so the one after it is refused, with advice to retry.
     let refused = ingest
-        .ingest(otlp::convert(requests[2].clone()))
+        .ingest(requests[2].clone())
         .await
-        .expect_err("the queue is full");
+        .expect_err("the log is over its bound");
     assert!(matches!(refused, IngestError::Overloaded(_)), "{refused}");
-    assert!(refused.to_string().contains("queue is full"), "{refused}");
+    assert!(
+        refused.to_string().contains("request log is full"),
+        "{refused}"
+    );
     let status = tonic::Status::from(refused);
     assert_eq!(
         status.code(),
@@ -84,23 +96,26 @@ async fn a_full_queue_refuses_while_the_writer_is_busy_and_stores_what_it_acknow
         "OTLP clients retry it"
     );
 
+    // Once the loader catches up, requests are taken again.
     release.send(()).unwrap();
-    queued
+    loaded_all(&state);
+    ingest
+        .ingest(requests[3].clone())
         .await
-        .unwrap()
-        .expect("the queued request is committed once released");
-    let metrics = ingest.metrics();
+        .expect("ingest resumes");
     assert_eq!(
-        metrics
+        ingest
+            .metrics()
             .spans_refused
             .load(std::sync::atomic::Ordering::Relaxed),
         spans_in(&requests[2]) as u64
     );
     drop(ingest);
-    let store = writer_thread.join();
+    journal_thread.join().unwrap();
+    let store = loader.join();
     assert_eq!(
         count(&store, "SELECT count(*) FROM spans"),
-        spans_in(&requests[0]) + spans_in(&requests[1]),
+        spans_in(&requests[0]) + spans_in(&requests[1]) + spans_in(&requests[3]),
         "exactly the acknowledged requests were stored"
     );
 }

@@ -165,6 +165,11 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn spawn(db: &Path, extra: &[&str]) -> ServerProcess {
+        ServerProcess::spawn_with_stderr(db, extra, Stdio::inherit())
+    }
+
+    /// Like [`ServerProcess::spawn`], with the server's log going to `stderr`.
+    pub fn spawn_with_stderr(db: &Path, extra: &[&str], stderr: Stdio) -> ServerProcess {
         let mut command = Command::new(binary());
         command
             .args(["serve", "--db"])
@@ -173,7 +178,7 @@ impl ServerProcess {
             .args(extra)
             .env_remove("ARCHTRACE_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         let mut child = command.spawn().expect("spawn archtrace serve");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();

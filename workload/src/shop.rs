@@ -576,7 +576,7 @@ mod tests {
     fn the_simulated_shop_has_a_cycle_a_shared_database_and_an_n_plus_1_edge() {
         let request = Simulation::new(3).request(200, 1_700_000_000_000_000_000);
         let converted = otlp::convert(request);
-        assert_eq!(converted.rejected, 0);
+        assert_eq!(converted.rejections.count, 0);
         let mut groups = TraceGroups::default();
         groups.push(converted.spans);
         let snapshot = Analyzed::new(

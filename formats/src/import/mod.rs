@@ -153,7 +153,7 @@ impl Summary {
 
     fn count(&mut self, converted: &Converted) {
         self.spans += converted.spans.len() as u64;
-        self.rejected_spans += converted.rejected;
+        self.rejected_spans += converted.rejections.count;
         for span in &converted.spans {
             let range = self
                 .span_range

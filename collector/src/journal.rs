@@ -1,0 +1,266 @@
+//! The acknowledgement path: one thread owns the request log's writer. It takes every request
+//! waiting, appends them, makes them durable with one `fdatasync`, and only then answers them
+//! all. What the store and the graph need is done behind it, by the loader.
+//!
+//! Memory stays bounded by the requests in flight; the log on disk is bounded by how far the
+//! loader lags (`max_log_bytes`) and by the free space left on its disk. Past either bound,
+//! requests are refused as overloaded, which OTLP clients retry.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use archtrace_store::log::LogWriter;
+use tokio::sync::oneshot;
+
+use crate::histogram::LatencyHistogram;
+
+/// Bounds on the log.
+#[derive(Clone, Debug)]
+pub struct LogLimits {
+    /// Log bytes not yet loaded into the store before requests are refused.
+    pub max_log_bytes: u64,
+    /// Free space the log's disk keeps; below it, requests are refused.
+    pub min_free_disk_bytes: u64,
+    /// A segment file is closed at this size and a new one begun.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_log_bytes: 1 << 30,
+            min_free_disk_bytes: 256 << 20,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One write group at most: a larger group would delay the first request's answer.
+const MAX_GROUP_BYTES: u64 = 32 << 20;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    #[error("the request log is full ({lag_bytes} bytes not yet stored, the bound is {max_log_bytes}; see --max-log-bytes); retry later")]
+    LogFull { lag_bytes: u64, max_log_bytes: u64 },
+    #[error("the disk of the request log has {free_bytes} bytes free, under the {min_free_bytes} kept free (--min-free-disk-bytes); retry later")]
+    DiskFull {
+        free_bytes: u64,
+        min_free_bytes: u64,
+    },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("the request log could not be written ({0}); the server takes no more requests until restarted")]
+    Failed(String),
+}
+
+/// What the journal, the loader and the admin listener share.
+#[derive(Debug, Default)]
+pub struct LogState {
+    /// The log is durable up to here: every request below it was acknowledged.
+    pub durable_end: AtomicU64,
+    /// The loader has committed the store up to here.
+    pub loaded: AtomicU64,
+    /// Bytes of requests waiting for the journal thread.
+    pub pending_bytes: AtomicU64,
+    /// When the newest durable request and the last loaded one were received (Unix ns).
+    pub newest_received_ns: AtomicI64,
+    pub loaded_received_ns: AtomicI64,
+    /// Bytes the log's segments take on disk.
+    pub disk_bytes: AtomicU64,
+    pub fsync: LatencyHistogram,
+    /// Set once a write failed: nothing more is accepted.
+    failed: AtomicBool,
+    /// Set once the journal has stopped: the loader drains and stops too.
+    closed: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl LogState {
+    /// Log bytes acknowledged or waiting, not yet in the store.
+    pub fn lag_bytes(&self) -> u64 {
+        self.durable_end
+            .load(Ordering::Acquire)
+            .saturating_sub(self.loaded.load(Ordering::Acquire))
+    }
+
+    /// How much older the last loaded request is than the newest acknowledged one.
+    pub fn lag_seconds(&self) -> f64 {
+        if self.lag_bytes() == 0 {
+            return 0.0;
+        }
+        let newest = self.newest_received_ns.load(Ordering::Relaxed);
+        let loaded = self.loaded_received_ns.load(Ordering::Relaxed);
+        (newest.saturating_sub(loaded)).max(0) as f64 / 1e9
+    }
+
+    fn notify(&self) {
+        let _guard = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
+
+    fn close(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits until the log is durable beyond `position` or the journal has stopped (then
+    /// `false`), for at most `timeout`.
+    pub fn wait_beyond(&self, position: u64, timeout: Duration) -> bool {
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed || self.durable_end.load(Ordering::Acquire) > position {
+            return !*closed;
+        }
+        let (closed, _) = self
+            .wake
+            .wait_timeout(closed, timeout)
+            .unwrap_or_else(|e| e.into_inner());
+        !*closed
+    }
+}
+
+struct Entry {
+    received_ns: i64,
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<(), JournalError>>,
+}
+
+/// The handle request handlers append through; cheap to clone. When every handle is gone, the
+/// journal thread ends.
+#[derive(Clone)]
+pub struct Journal {
+    sender: mpsc::Sender<Entry>,
+    state: Arc<LogState>,
+    limits: LogLimits,
+    dir: PathBuf,
+}
+
+impl Journal {
+    /// Starts the journal thread on `writer` (the log in `dir`).
+    pub fn spawn(
+        writer: LogWriter,
+        dir: &Path,
+        limits: LogLimits,
+        state: Arc<LogState>,
+    ) -> (Journal, JoinHandle<()>) {
+        state.durable_end.store(writer.end(), Ordering::Release);
+        let (sender, receiver) = mpsc::channel();
+        let thread_state = state.clone();
+        let handle = std::thread::Builder::new()
+            .name("archtrace-journal".into())
+            .spawn(move || run(writer, receiver, &thread_state))
+            .expect("spawning the journal thread");
+        (
+            Journal {
+                sender,
+                state,
+                limits,
+                dir: dir.to_owned(),
+            },
+            handle,
+        )
+    }
+
+    /// Queues a request's payload for the log, or refuses it at once when the log is over its
+    /// bounds; the returned future resolves once the payload is durable.
+    pub fn append(
+        &self,
+        payload: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Result<(), JournalError>>, JournalError> {
+        if self.state.failed.load(Ordering::Relaxed) {
+            return Err(JournalError::Failed("an earlier write failed".into()));
+        }
+        let size = payload.len() as u64;
+        let lag_bytes = self.state.lag_bytes() + self.state.pending_bytes.load(Ordering::Relaxed);
+        if lag_bytes + size > self.limits.max_log_bytes && lag_bytes > 0 {
+            return Err(JournalError::LogFull {
+                lag_bytes,
+                max_log_bytes: self.limits.max_log_bytes,
+            });
+        }
+        if let Some(free_bytes) = free_space(&self.dir) {
+            if free_bytes < self.limits.min_free_disk_bytes.saturating_add(size) {
+                return Err(JournalError::DiskFull {
+                    free_bytes,
+                    min_free_bytes: self.limits.min_free_disk_bytes,
+                });
+            }
+        }
+        let (reply, done) = oneshot::channel();
+        self.state.pending_bytes.fetch_add(size, Ordering::Relaxed);
+        self.sender
+            .send(Entry {
+                received_ns: archtrace_analyzer::time::now_ns(),
+                payload,
+                reply,
+            })
+            .map_err(|_| {
+                self.state.pending_bytes.fetch_sub(size, Ordering::Relaxed);
+                JournalError::ShuttingDown
+            })?;
+        Ok(done)
+    }
+
+    pub fn state(&self) -> &Arc<LogState> {
+        &self.state
+    }
+}
+
+/// Free bytes for unprivileged writers on the disk holding `dir`; `None` where it cannot be
+/// told (the log then relies on its own bound).
+fn free_space(dir: &Path) -> Option<u64> {
+    let stats = rustix::fs::statvfs(dir).ok()?;
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+fn run(mut writer: LogWriter, receiver: mpsc::Receiver<Entry>, state: &LogState) {
+    // `recv` fails once every `Journal` is dropped and nothing waits: that is shutdown.
+    while let Ok(first) = receiver.recv() {
+        let mut group_bytes = first.payload.len() as u64;
+        let mut group = vec![first];
+        while group_bytes < MAX_GROUP_BYTES {
+            match receiver.try_recv() {
+                Ok(entry) => {
+                    group_bytes += entry.payload.len() as u64;
+                    group.push(entry);
+                }
+                Err(_) => break,
+            }
+        }
+        let outcome = if state.failed.load(Ordering::Relaxed) {
+            Err(JournalError::Failed("an earlier write failed".into()))
+        } else {
+            let started = Instant::now();
+            let written = group
+                .iter()
+                .try_for_each(|entry| writer.append(entry.received_ns, &entry.payload))
+                .and_then(|()| writer.sync());
+            state.fsync.observe(started.elapsed().as_secs_f64());
+            written.map_err(|err| {
+                // The log's tail is now uncertain: appending more could put acknowledged
+                // records after a damaged one, which a restart would cut away.
+                state.failed.store(true, Ordering::Relaxed);
+                tracing::error!(error = %err, "the request log could not be written; refusing all requests until restarted");
+                JournalError::Failed(err.to_string())
+            })
+        };
+        state
+            .pending_bytes
+            .fetch_sub(group_bytes, Ordering::Relaxed);
+        if let Ok(end) = &outcome {
+            let newest = group.last().map_or(0, |e| e.received_ns);
+            state.newest_received_ns.store(newest, Ordering::Relaxed);
+            state
+                .disk_bytes
+                .fetch_add(group_bytes + 16 * group.len() as u64, Ordering::Relaxed);
+            state.durable_end.store(*end, Ordering::Release);
+            state.notify();
+        }
+        for entry in group {
+            let _ = entry.reply.send(outcome.clone().map(|_| ()));
+        }
+    }
+    state.close();
+}
