@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use archtrace_collector::assembly::AssemblySettings;
 use archtrace_collector::journal::LogLimits;
+use archtrace_collector::retention::RetentionSettings;
 use archtrace_collector::server::{
     DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_REQUESTS_IN_FLIGHT,
@@ -60,6 +61,16 @@ pub struct ServeOptions {
     #[arg(long, env = "ARCHTRACE_LATE_WINDOW", value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, deserialize_with = "duration")]
     pub late_window: Option<Duration>,
+    /// Raw spans that started longer ago than this are deleted while serving (an hour of spans
+    /// per transaction); `0s` keeps them. [default: 7d]
+    #[arg(long, env = "ARCHTRACE_RETENTION", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub retention: Option<Duration>,
+    /// Derived edges (the graph's buckets) older than this are deleted while serving; `0s`
+    /// keeps them. [default: 90d]
+    #[arg(long, env = "ARCHTRACE_BUCKET_RETENTION", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub bucket_retention: Option<Duration>,
     /// Only store spans; derive the graph later with `archtrace rebuild`.
     #[arg(long)]
     #[serde(default)]
@@ -102,6 +113,8 @@ impl ServeOptions {
             max_requests_in_flight,
             trace_idle,
             late_window,
+            retention,
+            bucket_retention,
             no_derive,
             baseline,
         } = self;
@@ -117,6 +130,8 @@ impl ServeOptions {
             max_requests_in_flight: max_requests_in_flight.or(file.max_requests_in_flight),
             trace_idle: trace_idle.or(file.trace_idle),
             late_window: late_window.or(file.late_window),
+            retention: retention.or(file.retention),
+            bucket_retention: bucket_retention.or(file.bucket_retention),
             no_derive: no_derive || file.no_derive,
             baseline: baseline.or(file.baseline),
         }
@@ -136,6 +151,11 @@ pub struct ServeConfig {
 /// The settings with defaults for what is unset, checked.
 pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
     let log_defaults = LogLimits::default();
+    let retention_defaults = RetentionSettings::default();
+    // Zero keeps the data for ever.
+    let keep = |given: Option<Duration>, default: Option<Duration>| {
+        given.map_or(default, |d| (!d.is_zero()).then_some(d))
+    };
     let assembly_defaults = AssemblySettings::default();
     let auth_token = options
         .auth_token_file
@@ -172,6 +192,11 @@ pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
             max_body_bytes,
             max_requests_in_flight,
             auth_token,
+            retention: RetentionSettings {
+                spans: keep(options.retention, retention_defaults.spans),
+                buckets: keep(options.bucket_retention, retention_defaults.buckets),
+                ..retention_defaults
+            },
             derive_edges: !options.no_derive,
             baseline: None,
             assembly: AssemblySettings {
@@ -220,6 +245,22 @@ mod tests {
         assert_eq!(config.settings.log.max_log_bytes, 10);
         assert_eq!(config.settings.assembly.trace_idle, Duration::from_secs(2));
         assert!(!config.settings.derive_edges);
+        assert_eq!(
+            config.settings.retention.spans,
+            Some(Duration::from_secs(7 * 86_400)),
+            "the default"
+        );
+        let forever = ServeOptions {
+            retention: Some(Duration::ZERO),
+            bucket_retention: Some(Duration::from_secs(3_600)),
+            ..ServeOptions::default()
+        };
+        let config = resolve(forever).unwrap();
+        assert_eq!(config.settings.retention.spans, None, "0s keeps spans");
+        assert_eq!(
+            config.settings.retention.buckets,
+            Some(Duration::from_secs(3_600))
+        );
         assert_eq!(
             config.settings.max_requests_in_flight,
             DEFAULT_MAX_REQUESTS_IN_FLIGHT

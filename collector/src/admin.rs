@@ -22,12 +22,14 @@ use crate::auth::Auth;
 use crate::ingest::{IngestMetrics, Outcome, Transport};
 use crate::journal::LogState;
 use crate::loader::LoaderMetrics;
+use crate::retention::RetentionMetrics;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub ingest: Arc<IngestMetrics>,
     pub log: Arc<LogState>,
     pub loader: Arc<LoaderMetrics>,
+    pub retention: Arc<RetentionMetrics>,
     /// False once shutdown has begun, so load balancers stop sending.
     pub ready: Arc<AtomicBool>,
     pub auth: Auth,
@@ -127,12 +129,17 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&state.ingest, &state.log, &state.loader),
+        render_metrics(&state.ingest, &state.log, &state.loader, &state.retention),
     )
         .into_response()
 }
 
-pub fn render_metrics(ingest: &IngestMetrics, log: &LogState, loader: &LoaderMetrics) -> String {
+pub fn render_metrics(
+    ingest: &IngestMetrics,
+    log: &LogState,
+    loader: &LoaderMetrics,
+    retention: &RetentionMetrics,
+) -> String {
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     let mut out = String::new();
     let mut one = |kind: &str, name: &str, help: &str, value: String| {
@@ -171,6 +178,26 @@ pub fn render_metrics(ingest: &IngestMetrics, log: &LogState, loader: &LoaderMet
             "archtrace_store_commit_failures_total",
             "Loader commits to the store that failed (and were retried).",
             load(&loader.commit_failures),
+        ),
+        (
+            "archtrace_retention_spans_deleted_total",
+            "Raw spans deleted as older than --retention.",
+            load(&retention.spans_deleted),
+        ),
+        (
+            "archtrace_retention_bucket_rows_deleted_total",
+            "Derived bucket rows deleted as older than --bucket-retention.",
+            load(&retention.bucket_rows_deleted),
+        ),
+        (
+            "archtrace_retention_transactions_total",
+            "Transactions retention deleted in (an hour of spans or a day of buckets each).",
+            load(&retention.transactions),
+        ),
+        (
+            "archtrace_retention_failures_total",
+            "Prunings that failed (and are tried again later).",
+            load(&retention.failures),
         ),
     ] {
         one("counter", name, help, value.to_string());

@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod journal;
 pub mod live;
 pub mod loader;
+pub mod retention;
 pub mod server;
 
 pub use server::{serve, BoundAddrs, Listeners, ServeError, ServerSettings};

@@ -25,6 +25,7 @@ use crate::http::{self, HttpState};
 use crate::ingest::{Ingest, IngestMetrics};
 use crate::journal::{Journal, LogLimits, LogState};
 use crate::loader::{Loader, LoaderMetrics, OnLoad};
+use crate::retention::{RetentionMetrics, RetentionSettings};
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:4318";
@@ -43,6 +44,7 @@ const SERVER_CHECKPOINT_THRESHOLD: &str = "256MB";
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub log: LogLimits,
+    pub retention: RetentionSettings,
     /// Largest request accepted, after decompression, on both transports.
     pub max_body_bytes: usize,
     /// Requests read, decoded or waiting for their commit at once, over both transports; more
@@ -61,6 +63,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             log: LogLimits::default(),
+            retention: RetentionSettings::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_requests_in_flight: DEFAULT_MAX_REQUESTS_IN_FLIGHT,
             auth_token: None,
@@ -178,7 +181,7 @@ pub async fn serve(
     });
     // The log lives beside the store's file; an in-memory store's log lasts as long as it.
     let (log_dir, _temporary) = match store.location() {
-        Location::File(path) => (log_dir_of(path), None),
+        Location::File(path) => (archtrace_store::log::dir_of(path), None),
         Location::Memory => {
             let dir = tempfile::tempdir().map_err(ServeError::TemporaryLog)?;
             (dir.path().to_owned(), Some(dir))
@@ -208,6 +211,12 @@ pub async fn serve(
         &log_dir,
         settings.log.clone(),
         log_state.clone(),
+    );
+    let retention_metrics = Arc::new(RetentionMetrics::default());
+    let retention = crate::retention::start(
+        store.pruner()?,
+        settings.retention.clone(),
+        retention_metrics.clone(),
     );
     let loader_metrics = Arc::new(LoaderMetrics::default());
     let loader = Loader::spawn(
@@ -268,6 +277,7 @@ pub async fn serve(
         ingest: ingest_metrics,
         log: log_state,
         loader: loader_metrics,
+        retention: retention_metrics,
         ready,
         auth,
         source: Arc::new(StoreSource::live(reader, unwritten)),
@@ -292,6 +302,9 @@ pub async fn serve(
     // Every handle to the journal is gone with the servers: it stops, the loader stores what
     // the log holds, and then the assembler derives and writes what it still holds.
     tokio::task::spawn_blocking(move || {
+        if let Some(retention) = retention {
+            retention.join();
+        }
         let _ = journal_thread.join();
         let store = loader.join();
         if let Some(assembly) = assembly {
@@ -301,11 +314,4 @@ pub async fn serve(
     })
     .await
     .map_err(|_| ServeError::Loader)
-}
-
-/// The request log's folder for a store file: beside it, named after it.
-pub fn log_dir_of(db: &std::path::Path) -> std::path::PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".log");
-    std::path::PathBuf::from(name)
 }

@@ -7,6 +7,7 @@ pub mod buckets;
 pub mod bulk;
 pub mod log;
 pub mod read;
+pub mod retention;
 mod schema;
 mod stats;
 
@@ -63,6 +64,8 @@ pub enum QueryError {
     Duckdb(#[from] duckdb::Error),
     #[error("query result could not be read: {0}")]
     Arrow(String),
+    #[error(transparent)]
+    Log(#[from] log::LogError),
 }
 
 /// Where the spans live. `Location::Memory` keeps them in memory only (for short CI runs).
@@ -257,13 +260,18 @@ impl Store {
         Ok(read::Reader::new(self.conn.try_clone()?))
     }
 
+    /// A connection of its own for deleting what is past retention.
+    pub fn pruner(&self) -> Result<retention::Pruner, QueryError> {
+        Ok(retention::Pruner::new(self.conn.try_clone()?))
+    }
+
     /// A connection of its own for writing derived buckets.
     pub fn bucket_writer(&self) -> Result<buckets::BucketWriter, QueryError> {
         Ok(buckets::BucketWriter::new(self.conn.try_clone()?))
     }
 
     pub fn stats(&self) -> Result<StoreStats, QueryError> {
-        stats::collect(&self.conn, &self.location.describe())
+        stats::collect(&self.conn, &self.location)
     }
 
     /// The schema version of the open file.

@@ -397,6 +397,25 @@ pub fn remove_segments_before(dir: &Path, offset: u64) -> Result<u64, LogError> 
     Ok(freed)
 }
 
+/// The request log's folder for a store file: beside it, named after it.
+pub fn dir_of(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".log");
+    PathBuf::from(name)
+}
+
+/// The offset after the log's last byte (`None` for a log with no segment).
+pub fn end(dir: &Path) -> Result<Option<u64>, LogError> {
+    let Some((base, path)) = segments(dir)?.pop() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        base + std::fs::metadata(&path)
+            .map_err(io(&path, "could not read a segment's size"))?
+            .len(),
+    ))
+}
+
 /// The bytes the log's segments take on disk.
 pub fn disk_bytes(dir: &Path) -> Result<u64, LogError> {
     Ok(segments(dir)?

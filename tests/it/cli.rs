@@ -66,6 +66,10 @@ async fn stats_json_describes_the_store() {
     assert_eq!(stats["first_span"], rfc3339(first));
     assert_eq!(stats["last_span"], rfc3339(last));
     assert_eq!(stats["schema_version"], archtrace_store::SCHEMA_VERSION);
+    // The server stopped cleanly: its request log is all in the store, and what it derived too.
+    assert_eq!(stats["log_unloaded_bytes"], 0);
+    assert!(stats["minute_bucket_rows"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats["hour_bucket_rows"].as_u64().unwrap() > 0, "{stats}");
     assert_eq!(stats["store"], db.display().to_string());
 
     let text = succeeded(Command::new(binary()).args(["stats", "--db"]).arg(&db));

@@ -12,5 +12,6 @@ mod import;
 mod instrument;
 mod live_services;
 mod overload;
+mod retention;
 mod sdk_export;
 mod support;
