@@ -161,12 +161,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let Some(admitted) = self.ingest.admit() else {
-            self.ingest
-                .metrics()
-                .count_request(Transport::Grpc, Outcome::Unavailable);
-            let refusal = Status::unavailable(self.ingest.busy_message()).into_http();
-            return Box::pin(std::future::ready(Ok(refusal)));
+        let admitted = match self.ingest.admit() {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                self.ingest
+                    .metrics()
+                    .count_request(Transport::Grpc, Outcome::Unavailable);
+                let refusal = Status::unavailable(reason).into_http();
+                return Box::pin(std::future::ready(Ok(refusal)));
+            }
         };
         // The service polled ready takes this request; its clone waits for the next one.
         let ready = self.inner.clone();

@@ -188,15 +188,18 @@ async fn handle(
         ));
     }
     let limit = state.max_body_bytes;
-    let Some(_admitted) = state.ingest.admit() else {
-        // Read to its end and dropped as it comes, so that the client gets the 503 rather
-        // than a connection closed in the middle of its upload.
-        discard_body(body, limit).await;
-        return Err(Failure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Outcome::Unavailable,
-            state.ingest.busy_message(),
-        ));
+    let _admitted = match state.ingest.admit() {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            // Read to its end and dropped as it comes, so that the client gets the 503 rather
+            // than a connection closed in the middle of its upload.
+            discard_body(body, limit).await;
+            return Err(Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Outcome::Unavailable,
+                reason,
+            ));
+        }
     };
     let raw = read_body(body, limit).await?;
     let bytes = decompress(headers, raw, limit)?;

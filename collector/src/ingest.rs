@@ -136,22 +136,29 @@ impl Ingest {
         }
     }
 
-    /// Room for one more request, held until it is answered; `None` when `max_in_flight`
-    /// requests are being read, decoded or logged. Refusing before the body is decoded keeps
-    /// memory bounded when far more clients send at once than the server could take.
-    pub fn admit(&self) -> Option<Admission> {
-        let permit = self.in_flight.clone().try_acquire_owned().ok()?;
+    /// Room for one more request, held until it is answered; refused, with the reason, when the
+    /// request log is over its bounds or `max_in_flight` requests are being read, decoded or
+    /// logged. Refusing before the body is decoded keeps memory bounded when far more clients
+    /// send at once than the server could take, and spends no work on what cannot be logged.
+    pub fn admit(&self) -> Result<Admission, String> {
+        if let Some(refusal) = self.journal.refusal(0) {
+            return Err(refusal.to_string());
+        }
+        let permit = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| self.busy_message())?;
         self.metrics
             .requests_in_flight
             .fetch_add(1, Ordering::Relaxed);
-        Some(Admission {
+        Ok(Admission {
             _permit: permit,
             metrics: self.metrics.clone(),
         })
     }
 
-    /// The answer to a request that [`Ingest::admit`] turned away.
-    pub fn busy_message(&self) -> String {
+    fn busy_message(&self) -> String {
         format!(
             "{} requests are already in flight (--max-requests-in-flight); retry later",
             self.max_in_flight

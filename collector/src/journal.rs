@@ -169,24 +169,9 @@ impl Journal {
         &self,
         payload: Vec<u8>,
     ) -> Result<oneshot::Receiver<Result<(), JournalError>>, JournalError> {
-        if self.state.failed.load(Ordering::Relaxed) {
-            return Err(JournalError::Failed("an earlier write failed".into()));
-        }
         let size = payload.len() as u64;
-        let lag_bytes = self.state.lag_bytes() + self.state.pending_bytes.load(Ordering::Relaxed);
-        if lag_bytes + size > self.limits.max_log_bytes && lag_bytes > 0 {
-            return Err(JournalError::LogFull {
-                lag_bytes,
-                max_log_bytes: self.limits.max_log_bytes,
-            });
-        }
-        if let Some(free_bytes) = free_space(&self.dir) {
-            if free_bytes < self.limits.min_free_disk_bytes.saturating_add(size) {
-                return Err(JournalError::DiskFull {
-                    free_bytes,
-                    min_free_bytes: self.limits.min_free_disk_bytes,
-                });
-            }
+        if let Some(refusal) = self.refusal(size) {
+            return Err(refusal);
         }
         let (reply, done) = oneshot::channel();
         self.state.pending_bytes.fetch_add(size, Ordering::Relaxed);
@@ -201,6 +186,28 @@ impl Journal {
                 JournalError::ShuttingDown
             })?;
         Ok(done)
+    }
+
+    /// Why a request of `size` bytes cannot be logged now, if it cannot: the log has failed, or
+    /// it would go over its bounds. With `size` 0, whether the log takes anything at all.
+    pub fn refusal(&self, size: u64) -> Option<JournalError> {
+        if self.state.failed.load(Ordering::Relaxed) {
+            return Some(JournalError::Failed("an earlier write failed".into()));
+        }
+        let lag_bytes = self.state.lag_bytes() + self.state.pending_bytes.load(Ordering::Relaxed);
+        if lag_bytes + size > self.limits.max_log_bytes && lag_bytes > 0 {
+            return Some(JournalError::LogFull {
+                lag_bytes,
+                max_log_bytes: self.limits.max_log_bytes,
+            });
+        }
+        let free_bytes = free_space(&self.dir)?;
+        (free_bytes < self.limits.min_free_disk_bytes.saturating_add(size)).then_some(
+            JournalError::DiskFull {
+                free_bytes,
+                min_free_bytes: self.limits.min_free_disk_bytes,
+            },
+        )
     }
 
     pub fn state(&self) -> &Arc<LogState> {
