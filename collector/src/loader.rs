@@ -52,11 +52,12 @@ impl Loader {
         on_load: Option<OnLoad>,
     ) -> Result<Loader, archtrace_store::QueryError> {
         let from = store.log_offset(CONSUMER)?;
+        let underived = Underived(store.underived()?);
         state.loaded.store(from, Ordering::Release);
         let dir = dir.to_owned();
         let handle = std::thread::Builder::new()
             .name("archtrace-loader".into())
-            .spawn(move || run(store, dir, from, &state, &metrics, on_load))
+            .spawn(move || run(store, dir, from, underived, &state, &metrics, on_load))
             .expect("spawning the loader thread");
         Ok(Loader { handle })
     }
@@ -85,6 +86,46 @@ fn spans_of(records: &[Record]) -> Vec<Span> {
         }
     }
     spans
+}
+
+/// The span-time range of spans stored whose derived edges may not be written yet: tracked
+/// while derivation runs, so that after a crash exactly that range is derived again.
+#[derive(Clone, Copy, Debug, Default)]
+struct Underived(Option<(i64, i64)>);
+
+impl Underived {
+    fn extend(&mut self, spans: &[Span]) {
+        for span in spans {
+            let range = self.0.get_or_insert((span.start_ns, span.start_ns));
+            range.0 = range.0.min(span.start_ns);
+            range.1 = range.1.max(span.start_ns);
+        }
+    }
+}
+
+/// Loads the log into the store from the store's offset up to `until`, deriving nothing and
+/// noting the loaded spans as underived: the first step of recovering from an unclean stop,
+/// before the server serves. Returns the spans loaded.
+pub fn replay(
+    store: &mut Store,
+    dir: &Path,
+    until: u64,
+) -> Result<u64, archtrace_store::QueryError> {
+    let mut reader = LogReader::new(dir, store.log_offset(CONSUMER)?);
+    let mut underived = Underived(store.underived()?);
+    let mut records = Vec::new();
+    let mut loaded = 0;
+    while reader.position() < until {
+        records.clear();
+        reader.read(until, BATCH_BYTES, &mut records)?;
+        let Some(last) = records.last() else { break };
+        let spans = spans_of(&records);
+        underived.extend(&spans);
+        let refs: Vec<&Span> = spans.iter().collect();
+        store.append_logged(&refs, CONSUMER, last.end, underived.0)?;
+        loaded += spans.len() as u64;
+    }
+    Ok(loaded)
 }
 
 /// Converted spans of consecutive log records, up to `end`.
@@ -133,6 +174,7 @@ fn run(
     mut store: Store,
     dir: PathBuf,
     from: u64,
+    mut underived: Underived,
     state: &LogState,
     metrics: &LoaderMetrics,
     mut on_load: Option<OnLoad>,
@@ -152,9 +194,13 @@ fn run(
         {
             let refs: Vec<&Span> = spans.iter().collect();
             let started = Instant::now();
+            // What goes on to derivation is underived until a clean stop has written it all.
+            if on_load.is_some() {
+                underived.extend(&spans);
+            }
             // Until the store takes the batch, the loader retries it: the log keeps it
             // meanwhile, and past its bound clients are refused.
-            while let Err(err) = store.append_logged(&refs, CONSUMER, end) {
+            while let Err(err) = store.append_logged(&refs, CONSUMER, end, underived.0) {
                 metrics.commit_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %err, spans = refs.len(), "could not store spans from the log; retrying");
                 std::thread::sleep(Duration::from_secs(1));

@@ -103,6 +103,8 @@ pub enum ServeError {
     Store(#[from] archtrace_store::QueryError),
     #[error("could not open the request log")]
     Log(#[from] archtrace_store::log::LogError),
+    #[error("could not derive again what an unclean stop left underived")]
+    Recover(#[source] archtrace_query::QueryError),
     #[error("could not create a folder for the request log of an in-memory store")]
     TemporaryLog(#[source] std::io::Error),
 }
@@ -192,6 +194,7 @@ pub async fn serve(
         settings.log.segment_bytes,
         store.log_offset(crate::loader::CONSUMER)?,
     )?;
+    let mut store = store;
     if let Some(cut) = cut {
         tracing::error!(
             log = %log_dir.display(),
@@ -200,6 +203,9 @@ pub async fn serve(
             reason = %cut.reason,
             "the request log had a damaged tail (a crash during a write, or a damaged disk); it was cut at the last whole record"
         );
+    }
+    if settings.derive_edges {
+        recover(&mut store, &log_dir, log_writer.end())?;
     }
     let log_state = Arc::new(LogState::default());
     log_state.disk_bytes.store(
@@ -308,10 +314,38 @@ pub async fn serve(
         let _ = journal_thread.join();
         let store = loader.join();
         if let Some(assembly) = assembly {
-            let _ = assembly.join();
+            if assembly.join().is_ok() {
+                // Everything loaded is derived and written: nothing to recover on the next start.
+                store.clear_underived()?;
+            }
         }
-        store
+        Ok(store)
     })
     .await
-    .map_err(|_| ServeError::Loader)
+    .map_err(|_| ServeError::Loader)?
+}
+
+/// After a stop that did not drain derivation (a crash), loads what the log holds beyond the
+/// store and derives the span-time range whose edges may be missing again from the raw spans,
+/// replacing its buckets in one transaction per range; a clean stop leaves nothing to do.
+fn recover(store: &mut Store, log_dir: &std::path::Path, log_end: u64) -> Result<(), ServeError> {
+    if store.underived()?.is_none() && store.log_offset(crate::loader::CONSUMER)? >= log_end {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let loaded = crate::loader::replay(store, log_dir, log_end)?;
+    if let Some((first, last)) = store.underived()? {
+        use archtrace_query::SnapshotSource;
+        let traces = StoreSource::open(store)
+            .and_then(|source| source.rebuild(first, last.saturating_add(1)))
+            .map_err(ServeError::Recover)?;
+        store.clear_underived()?;
+        tracing::warn!(
+            spans_loaded = loaded,
+            traces_derived = traces,
+            seconds = started.elapsed().as_secs_f64(),
+            "recovered from an unclean stop: loaded the request log into the store and derived the affected hours again"
+        );
+    }
+    Ok(())
 }

@@ -157,12 +157,15 @@ impl Store {
     }
 
     /// Appends spans and records that `consumer` has read the request log up to `offset`, in
-    /// one transaction: after a crash the log is replayed from exactly what was stored.
+    /// one transaction: after a crash the log is replayed from exactly what was stored. With
+    /// `underived`, also records the span-time range stored whose derived edges may not be
+    /// written yet (see [`Store::underived`]).
     pub fn append_logged(
         &mut self,
         spans: &[&Span],
         consumer: &str,
         offset: u64,
+        underived: Option<(i64, i64)>,
     ) -> Result<(), duckdb::Error> {
         self.conn.execute_batch("BEGIN TRANSACTION")?;
         let outcome = (|| {
@@ -173,6 +176,12 @@ impl Store {
                 "INSERT OR REPLACE INTO log_offsets VALUES (?, ?)",
                 duckdb::params![consumer, offset],
             )?;
+            if let Some((first, last)) = underived {
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO archtrace_meta VALUES ('underived', ?)",
+                    [format!("{first},{last}")],
+                )?;
+            }
             self.conn.execute_batch("COMMIT")
         })();
         if outcome.is_err() {
@@ -181,6 +190,34 @@ impl Store {
             self.known_resources = known_resources(&self.conn)?;
         }
         outcome
+    }
+
+    /// The span-time range (first and last span start) of spans stored while serving whose
+    /// derived edges may not all be written: `Some` after a server stopped without draining
+    /// its derivation (a crash), `None` after a clean stop.
+    pub fn underived(&self) -> Result<Option<(i64, i64)>, QueryError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM archtrace_meta WHERE key = 'underived'",
+                [],
+                |row| row.get(0),
+            )
+            .or_else(|err| match err {
+                duckdb::Error::QueryReturnedNoRows => Ok(None),
+                other => Err(other),
+            })?;
+        Ok(text.and_then(|t| {
+            let (first, last) = t.split_once(',')?;
+            Some((first.parse().ok()?, last.parse().ok()?))
+        }))
+    }
+
+    /// Records that every stored span's edges are derived and written.
+    pub fn clear_underived(&self) -> Result<(), QueryError> {
+        self.conn
+            .execute_batch("DELETE FROM archtrace_meta WHERE key = 'underived'")?;
+        Ok(())
     }
 
     /// How far `consumer` has read the request log (0 if it never has).

@@ -192,3 +192,77 @@ async fn a_torn_log_tail_is_cut_reported_and_the_server_starts() {
     acknowledged.sort();
     assert_eq!(span_ids(&Store::open_read_only(&db).unwrap()), acknowledged);
 }
+
+/// The edges of a stopped server's store over the last 6 hours: (from, to, kind, calls, errors).
+fn derived_edges(db: &std::path::Path) -> Vec<String> {
+    let output = crate::support::succeeded(
+        std::process::Command::new(crate::support::binary())
+            .args(["graph", "--format", "json", "--since", "6h", "--db"])
+            .arg(db),
+    );
+    let snapshot: archtrace_analyzer::snapshot::Snapshot =
+        serde_json::from_slice(&output.stdout).unwrap();
+    snapshot
+        .edges
+        .iter()
+        .map(|e| {
+            format!(
+                "{} -> {} {:?} {} {}",
+                e.from, e.to, e.kind, e.calls, e.errors
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn derived_edges_after_kill_9_equal_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = archtrace_analyzer::time::now_ns() as u64 - 3 * 3_600_000_000_000;
+    let batches: Vec<ExportTraceServiceRequest> = (0..12)
+        .map(|i| Simulation::starting_at(500 + i, start + i * 1_000_000_000).request_of_spans(300))
+        .collect();
+    let flags = ["--trace-idle", "100ms"];
+    let send = |server: &ServerProcess, batches: &[ExportTraceServiceRequest]| {
+        let (url, batches) = (server.grpc.clone(), batches.to_vec());
+        async move {
+            let mut client = TraceServiceClient::connect(url).await.unwrap();
+            for batch in batches {
+                client.export(batch).await.unwrap();
+            }
+        }
+    };
+
+    let calm = dir.path().join("calm.duckdb");
+    let mut server = ServerProcess::spawn(&calm, &flags);
+    send(&server, &batches).await;
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).success());
+
+    // The same traffic, killed half way: what was loaded but not yet derived and written, and
+    // what was acknowledged but not yet loaded, is recovered on the next start.
+    let crashed = dir.path().join("crashed.duckdb");
+    let mut server = ServerProcess::spawn(&crashed, &flags);
+    send(&server, &batches[..6]).await;
+    server.child.kill().unwrap();
+    server.wait(Duration::from_secs(10));
+    let mut server = ServerProcess::spawn(&crashed, &flags);
+    send(&server, &batches[6..]).await;
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).success());
+
+    let expected = derived_edges(&calm);
+    assert!(expected.len() >= 20, "{expected:#?}");
+    assert_eq!(derived_edges(&crashed), expected);
+    assert_eq!(
+        span_ids(&Store::open_read_only(&crashed).unwrap()),
+        span_ids(&Store::open_read_only(&calm).unwrap())
+    );
+    assert_eq!(
+        Store::open_read_only(&crashed)
+            .unwrap()
+            .underived()
+            .unwrap(),
+        None,
+        "a clean stop leaves nothing to recover"
+    );
+}
