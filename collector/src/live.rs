@@ -79,22 +79,22 @@ fn run(
             assembler.drain(last_tick);
         }
         let (minute, hour) = assembler.take_buckets();
-        let closed = {
-            let mut held = unwritten.lock().unwrap_or_else(|e| e.into_inner());
-            held.absorb(minute, hour);
-            let before = if open {
-                archtrace_analyzer::time::now_ns().saturating_sub(margin_ns)
-            } else {
-                i64::MAX
-            };
-            held.take_closed(before)
+        // Closed buckets leave memory and reach the store under one lock, which snapshots hold
+        // while they read the store: a query sees each bucket in exactly one of the two.
+        let mut held = unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        held.absorb(minute, hour);
+        let before = if open {
+            archtrace_analyzer::time::now_ns().saturating_sub(margin_ns)
+        } else {
+            i64::MAX
         };
-        for buckets in closed {
+        for buckets in held.take_closed(before) {
             if let Err(err) = connection.write(&buckets) {
                 // The raw spans are in the store: `archtrace rebuild` can derive this window again.
                 tracing::error!(error = %err, "could not write derived edges; run `archtrace rebuild` for this window");
             }
         }
+        drop(held);
         if !open {
             return;
         }

@@ -85,9 +85,12 @@ impl SnapshotSource for StoreSource {
             })?;
             aggregate
         } else {
+            // Held across the store's read: the server moves closed buckets from memory to the
+            // store under this lock, so each is read from exactly one of them.
+            let held = self.unwritten.as_deref().map(lock);
             let mut aggregate = lock(&self.reader).read_window(window.since_ns, window.until_ns)?;
-            if let Some(unwritten) = &self.unwritten {
-                lock(unwritten).merge_window(window.since_ns, window.until_ns, &mut aggregate);
+            if let Some(held) = &held {
+                held.merge_window(window.since_ns, window.until_ns, &mut aggregate);
             }
             aggregate
         };
@@ -114,12 +117,13 @@ impl SnapshotSource for StoreSource {
                     .map(|(start, bucket)| (*start, bucket)),
             ));
         }
+        // As in `snapshot`: memory and store are read under one lock.
+        let unwritten = self.unwritten.as_deref().map(lock);
         let stored = lock(&self.reader).node_edges(width, first, window.until_ns, service)?;
         let stored = stored.iter().map(|(start, k, s)| (*start, k, s));
-        let Some(unwritten) = &self.unwritten else {
+        let Some(unwritten) = unwritten else {
             return Ok(series::series(service, stored));
         };
-        let unwritten = lock(unwritten);
         let held = unwritten
             .buckets_of_width(width, first, window.until_ns)
             .flat_map(|(start, aggregate)| aggregate.edges.iter().map(move |(k, s)| (start, k, s)));

@@ -193,11 +193,13 @@ async fn a_torn_log_tail_is_cut_reported_and_the_server_starts() {
     assert_eq!(span_ids(&Store::open_read_only(&db).unwrap()), acknowledged);
 }
 
-/// The edges of a stopped server's store over the last 6 hours: (from, to, kind, calls, errors).
-fn derived_edges(db: &std::path::Path) -> Vec<String> {
+/// The edges of a stopped server's store in a window: (from, to, kind, calls, errors).
+fn derived_edges(db: &std::path::Path, since: &str, until: &str) -> Vec<String> {
     let output = crate::support::succeeded(
         std::process::Command::new(crate::support::binary())
-            .args(["graph", "--format", "json", "--since", "6h", "--db"])
+            .args([
+                "graph", "--format", "json", "--since", since, "--until", until, "--db",
+            ])
             .arg(db),
     );
     let snapshot: archtrace_analyzer::snapshot::Snapshot =
@@ -250,9 +252,9 @@ async fn derived_edges_after_kill_9_equal_an_uninterrupted_run() {
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(30)).success());
 
-    let expected = derived_edges(&calm);
+    let expected = derived_edges(&calm, "6h", "1m");
     assert!(expected.len() >= 20, "{expected:#?}");
-    assert_eq!(derived_edges(&crashed), expected);
+    assert_eq!(derived_edges(&crashed, "6h", "1m"), expected);
     assert_eq!(
         span_ids(&Store::open_read_only(&crashed).unwrap()),
         span_ids(&Store::open_read_only(&calm).unwrap())
@@ -265,4 +267,65 @@ async fn derived_edges_after_kill_9_equal_an_uninterrupted_run() {
         None,
         "a clean stop leaves nothing to recover"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn derived_edges_after_kill_9_under_concurrent_load_equal_a_run_of_what_was_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = dir.path().join("crashed.duckdb");
+    let server = ServerProcess::spawn(&crashed, &["--trace-idle", "100ms"]);
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut senders = Vec::new();
+    for worker in 0..4u64 {
+        let (url, acked) = (server.grpc.clone(), acked.clone());
+        senders.push(tokio::spawn(async move {
+            let mut client = TraceServiceClient::connect(url).await.unwrap();
+            for round in 0.. {
+                let seed = 2_000 + worker * 10_000 + round;
+                if client.export(batch(seed)).await.is_err() {
+                    return;
+                }
+                acked.lock().unwrap().push(seed);
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 30 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.wait(Duration::from_secs(10));
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    // Restarted and stopped: what the log held is stored, and what was in memory is derived.
+    let stored: BTreeSet<String> = stored_ids(&crashed).into_iter().collect();
+    let rounds = acked.lock().unwrap().len() as u64 + 8;
+    let stored_batches: Vec<u64> = (0..4u64)
+        .flat_map(|worker| (0..rounds).map(move |round| 2_000 + worker * 10_000 + round))
+        .filter(|seed| ids_of(&batch(*seed)).iter().all(|id| stored.contains(id)))
+        .collect();
+    for seed in acked.lock().unwrap().iter() {
+        assert!(
+            stored_batches.contains(seed),
+            "acknowledged batch {seed} is stored"
+        );
+    }
+
+    // The batches that were stored, sent to a server that is never interrupted.
+    let calm = dir.path().join("calm.duckdb");
+    let mut server = ServerProcess::spawn(&calm, &["--trace-idle", "100ms"]);
+    let mut client = TraceServiceClient::connect(server.grpc.clone())
+        .await
+        .unwrap();
+    for seed in &stored_batches {
+        client.export(batch(*seed)).await.unwrap();
+    }
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).success());
+
+    let window = ("2023-11-14T00:00:00Z", "2023-11-16T00:00:00Z");
+    let expected = derived_edges(&calm, window.0, window.1);
+    assert!(expected.len() >= 20, "{expected:#?}");
+    assert_eq!(derived_edges(&crashed, window.0, window.1), expected);
 }
