@@ -14,7 +14,7 @@ mod stats;
 use std::path::{Path, PathBuf};
 
 use archtrace_analyzer::Span;
-use duckdb::Connection;
+use duckdb::{Connection, OptionalExt};
 
 pub use stats::StoreStats;
 
@@ -203,10 +203,7 @@ impl Store {
                 [],
                 |row| row.get(0),
             )
-            .or_else(|err| match err {
-                duckdb::Error::QueryReturnedNoRows => Ok(None),
-                other => Err(other),
-            })?;
+            .optional()?;
         Ok(text.and_then(|t| {
             let (first, last) = t.split_once(',')?;
             Some((first.parse().ok()?, last.parse().ok()?))
@@ -229,10 +226,7 @@ impl Store {
                 [consumer],
                 |row| row.get(0),
             )
-            .or_else(|err| match err {
-                duckdb::Error::QueryReturnedNoRows => Ok(None),
-                other => Err(other),
-            })?;
+            .optional()?;
         Ok(offset.unwrap_or(0))
     }
 

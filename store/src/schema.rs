@@ -1,7 +1,7 @@
 //! The versioned schema. Each migration moves the store from version N-1 to N in one
 //! transaction; a store is never left half-migrated.
 
-use duckdb::Connection;
+use duckdb::{Connection, OptionalExt};
 
 use crate::OpenError;
 
@@ -211,10 +211,7 @@ pub fn read_version(conn: &Connection) -> Result<i64, duckdb::Error> {
             [],
             |row| row.get(0),
         )
-        .or_else(|err| match err {
-            duckdb::Error::QueryReturnedNoRows => Ok(None),
-            other => Err(other),
-        })?;
+        .optional()?;
     Ok(version.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 

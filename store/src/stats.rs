@@ -1,7 +1,7 @@
 //! What a store holds, for `archtrace stats`: each tier (raw spans, derived buckets) and the
 //! request log beside it.
 
-use duckdb::Connection;
+use duckdb::{Connection, OptionalExt};
 use serde::Serialize;
 
 use crate::{Location, QueryError};
@@ -98,10 +98,7 @@ pub fn collect(conn: &Connection, location: &Location) -> Result<StoreStats, Que
                     [],
                     |row| row.get(0),
                 )
-                .or_else(|err| match err {
-                    duckdb::Error::QueryReturnedNoRows => Ok(None),
-                    other => Err(other),
-                })?;
+                .optional()?;
             let end = crate::log::end(&dir)?.unwrap_or(0);
             stats.log_unloaded_bytes = end.saturating_sub(offset.unwrap_or(0));
         }

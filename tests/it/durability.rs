@@ -12,6 +12,42 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::support::{span_ids, ServerProcess};
 
+/// Four clients send `batch(base + worker * 10_000 + round)` as fast as they can; once
+/// `acked_before_kill` batches are acknowledged, the server is killed with SIGKILL mid-flight.
+/// Returns the seeds acknowledged.
+async fn send_concurrently_until_killed(
+    server: ServerProcess,
+    base: u64,
+    acked_before_kill: usize,
+) -> Vec<u64> {
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut senders = Vec::new();
+    for worker in 0..4u64 {
+        let (url, acked) = (server.grpc.clone(), acked.clone());
+        senders.push(tokio::spawn(async move {
+            let mut client = TraceServiceClient::connect(url).await.unwrap();
+            for round in 0.. {
+                let seed = base + worker * 10_000 + round;
+                if client.export(batch(seed)).await.is_err() {
+                    return;
+                }
+                acked.lock().unwrap().push(seed);
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < acked_before_kill {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.wait(Duration::from_secs(10));
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    acked
+}
+
 fn ids_of(request: &ExportTraceServiceRequest) -> Vec<String> {
     request
         .resource_spans
@@ -65,33 +101,8 @@ async fn acknowledged_spans_survive_kill_9() {
     // Concurrent batches, killed mid-flight: every acknowledged batch is there, and each batch is
     // all or nothing.
     let server = ServerProcess::spawn(&db, &[]);
-    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let mut senders = Vec::new();
-    for worker in 0..4u64 {
-        let url = server.grpc.clone();
-        let acked = acked.clone();
-        senders.push(tokio::spawn(async move {
-            let mut client = TraceServiceClient::connect(url).await.unwrap();
-            for round in 0.. {
-                let seed = 1_000 + worker * 10_000 + round;
-                if client.export(batch(seed)).await.is_err() {
-                    return;
-                }
-                acked.lock().unwrap().push(seed);
-            }
-        }));
-    }
-    while acked.lock().unwrap().len() < 40 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let mut server = server;
-    server.child.kill().unwrap();
-    server.wait(Duration::from_secs(10));
-    for sender in senders {
-        sender.await.unwrap();
-    }
+    let acked = send_concurrently_until_killed(server, 1_000, 40).await;
     let stored: BTreeSet<String> = stored_ids(&db).into_iter().collect();
-    let acked = acked.lock().unwrap().clone();
     for &seed in &acked {
         for id in ids_of(&batch(seed)) {
             assert!(
@@ -274,38 +285,15 @@ async fn derived_edges_after_kill_9_under_concurrent_load_equal_a_run_of_what_wa
     let dir = tempfile::tempdir().unwrap();
     let crashed = dir.path().join("crashed.duckdb");
     let server = ServerProcess::spawn(&crashed, &["--trace-idle", "100ms"]);
-    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let mut senders = Vec::new();
-    for worker in 0..4u64 {
-        let (url, acked) = (server.grpc.clone(), acked.clone());
-        senders.push(tokio::spawn(async move {
-            let mut client = TraceServiceClient::connect(url).await.unwrap();
-            for round in 0.. {
-                let seed = 2_000 + worker * 10_000 + round;
-                if client.export(batch(seed)).await.is_err() {
-                    return;
-                }
-                acked.lock().unwrap().push(seed);
-            }
-        }));
-    }
-    while acked.lock().unwrap().len() < 30 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let mut server = server;
-    server.child.kill().unwrap();
-    server.wait(Duration::from_secs(10));
-    for sender in senders {
-        sender.await.unwrap();
-    }
+    let acked = send_concurrently_until_killed(server, 2_000, 30).await;
     // Restarted and stopped: what the log held is stored, and what was in memory is derived.
     let stored: BTreeSet<String> = stored_ids(&crashed).into_iter().collect();
-    let rounds = acked.lock().unwrap().len() as u64 + 8;
+    let rounds = acked.len() as u64 + 8;
     let stored_batches: Vec<u64> = (0..4u64)
         .flat_map(|worker| (0..rounds).map(move |round| 2_000 + worker * 10_000 + round))
         .filter(|seed| ids_of(&batch(*seed)).iter().all(|id| stored.contains(id)))
         .collect();
-    for seed in acked.lock().unwrap().iter() {
+    for seed in &acked {
         assert!(
             stored_batches.contains(seed),
             "acknowledged batch {seed} is stored"
