@@ -277,3 +277,42 @@ async fn requests_over_the_in_flight_limit_are_refused_before_they_are_decoded()
         "exactly the acknowledged requests were stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_short_of_its_free_space_refuses_with_retry_advice_and_stores_nothing() {
+    // More free space kept than any disk has: every request finds the disk short.
+    let settings = ServerSettings {
+        log: LogLimits {
+            min_free_disk_bytes: u64::MAX / 2,
+            ..LogLimits::default()
+        },
+        ..ServerSettings::default()
+    };
+    let server = InProcessServer::start(settings).await;
+    let request = shop_request(5);
+    let response = reqwest::Client::new()
+        .post(server.http_url())
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().get("retry-after").is_some());
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("bytes free") && text.contains("--min-free-disk-bytes"),
+        "{text}"
+    );
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let status = client.export(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status.message().contains("--min-free-disk-bytes"),
+        "{status:?}"
+    );
+    let stopped = server.stop().await;
+    assert_eq!(count(&stopped.store, "SELECT count(*) FROM spans"), 0);
+}
