@@ -249,7 +249,9 @@ pub async fn serve(
     let stop_ready = ready.clone();
     tokio::spawn(async move {
         shutdown.await;
-        tracing::info!("shutting down: no new requests; loading what the request log holds into the store");
+        tracing::info!(
+            "shutting down: no new requests; loading what the request log holds into the store"
+        );
         stop_ready.store(false, Ordering::Relaxed);
         let _ = stop_sender.send(true);
     });
