@@ -24,8 +24,10 @@ use crate::journal::LogState;
 /// The consumer name the loader commits its offset under.
 pub const CONSUMER: &str = "spans";
 
-/// Log payload bytes per store commit at most (about 40k spans).
-const BATCH_BYTES: usize = 16 << 20;
+/// Log payload bytes per store commit at most (about 20k spans). Measured over 20 s of gRPC load:
+/// 8 MiB loads as much as 16 MiB with about 90 MB less peak RSS; 4 MiB saves 50 MB more but
+/// loads 7-13% less.
+const BATCH_BYTES: usize = 8 << 20;
 
 /// Receives the spans of every committed batch (for live derivation).
 pub type OnLoad = Box<dyn FnMut(Vec<Span>) + Send>;
