@@ -48,6 +48,21 @@ async fn send_concurrently_until_killed(
     acked
 }
 
+/// Sends `batch(seed)` for each seed, one after another, each acknowledged before the next;
+/// returns the span ids sent.
+async fn send_batches(server: &ServerProcess, seeds: std::ops::Range<u64>) -> Vec<String> {
+    let mut client = TraceServiceClient::connect(server.grpc.clone())
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for seed in seeds {
+        let request = batch(seed);
+        sent.extend(ids_of(&request));
+        client.export(request).await.unwrap();
+    }
+    sent
+}
+
 fn ids_of(request: &ExportTraceServiceRequest) -> Vec<String> {
     request
         .resource_spans
@@ -79,16 +94,7 @@ async fn acknowledged_spans_survive_kill_9() {
 
     // Sequential batches: every sent batch is acknowledged before the kill.
     let mut server = ServerProcess::spawn(&db, &[]);
-    let mut client = TraceServiceClient::connect(server.grpc.clone())
-        .await
-        .unwrap();
-    let mut acknowledged = Vec::new();
-    for seed in 0..20 {
-        let request = batch(seed);
-        let ids = ids_of(&request);
-        client.export(request).await.unwrap();
-        acknowledged.extend(ids);
-    }
+    let mut acknowledged = send_batches(&server, 0..20).await;
     server.child.kill().unwrap();
     server.wait(Duration::from_secs(10));
     acknowledged.sort();
@@ -135,15 +141,7 @@ async fn sigterm_drains_commits_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("spans.duckdb");
     let mut server = ServerProcess::spawn(&db, &[]);
-    let mut client = TraceServiceClient::connect(server.grpc.clone())
-        .await
-        .unwrap();
-    let mut sent = Vec::new();
-    for seed in 0..5 {
-        let request = batch(seed);
-        sent.extend(ids_of(&request));
-        client.export(request).await.unwrap();
-    }
+    let mut sent = send_batches(&server, 0..5).await;
     server.signal("TERM");
     let status = server.wait(Duration::from_secs(30));
     assert!(status.success(), "exit status {status:?}");
@@ -160,15 +158,7 @@ async fn a_torn_log_tail_is_cut_reported_and_the_server_starts() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("spans.duckdb");
     let mut server = ServerProcess::spawn(&db, &[]);
-    let mut client = TraceServiceClient::connect(server.grpc.clone())
-        .await
-        .unwrap();
-    let mut acknowledged = Vec::new();
-    for seed in 0..5 {
-        let request = batch(seed);
-        acknowledged.extend(ids_of(&request));
-        client.export(request).await.unwrap();
-    }
+    let mut acknowledged = send_batches(&server, 0..5).await;
     server.child.kill().unwrap();
     server.wait(Duration::from_secs(10));
     // A write torn by the crash: half a record header after the last whole record.

@@ -155,20 +155,6 @@ impl HeldUpload {
     }
 }
 
-async fn metric(server: &InProcessServer, line_start: &str) -> String {
-    let metrics = reqwest::get(server.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .unwrap_or_else(|| panic!("no {line_start} in {metrics}"))
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_over_the_in_flight_limit_are_refused_before_they_are_decoded() {
     let settings = ServerSettings {
@@ -185,7 +171,8 @@ async fn requests_over_the_in_flight_limit_are_refused_before_they_are_decoded()
         HeldUpload::start(server.addrs.http, &body).await,
     ];
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&server, "archtrace_requests_in_flight ").await != "archtrace_requests_in_flight 2"
+    while server.metric_line("archtrace_requests_in_flight ").await
+        != "archtrace_requests_in_flight 2"
     {
         assert!(
             Instant::now() < deadline,
@@ -251,23 +238,19 @@ async fn requests_over_the_in_flight_limit_are_refused_before_they_are_decoded()
     client.export(request.clone()).await.unwrap();
 
     assert_eq!(
-        metric(
-            &server,
-            "archtrace_requests_total{transport=\"http\",outcome=\"unavailable\"}"
-        )
-        .await,
+        server
+            .metric_line("archtrace_requests_total{transport=\"http\",outcome=\"unavailable\"}")
+            .await,
         "archtrace_requests_total{transport=\"http\",outcome=\"unavailable\"} 16"
     );
     assert_eq!(
-        metric(
-            &server,
-            "archtrace_requests_total{transport=\"grpc\",outcome=\"unavailable\"}"
-        )
-        .await,
+        server
+            .metric_line("archtrace_requests_total{transport=\"grpc\",outcome=\"unavailable\"}")
+            .await,
         "archtrace_requests_total{transport=\"grpc\",outcome=\"unavailable\"} 16"
     );
     assert_eq!(
-        metric(&server, "archtrace_requests_in_flight ").await,
+        server.metric_line("archtrace_requests_in_flight ").await,
         "archtrace_requests_in_flight 0"
     );
     let stopped = server.stop().await;

@@ -65,27 +65,20 @@ async fn retention_deletes_only_what_is_older_than_its_bounds_while_serving() {
     let request = Simulation::starting_at(4, now).request_of_spans(100);
     let newest = archtrace_formats::otlp::span_count(&request) as i64;
     client.export(request).await.unwrap();
-    let metrics = reqwest::get(server.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> i64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name}"))
-            .parse()
-            .unwrap()
+    let value = |name: &'static str| {
+        let server = &server;
+        async move {
+            let line = server.metric_line(&format!("{name} ")).await;
+            line[name.len() + 1..].parse::<i64>().unwrap()
+        }
     };
     assert_eq!(
-        value("archtrace_retention_spans_deleted_total"),
+        value("archtrace_retention_spans_deleted_total").await,
         sent[0] + sent[1],
         "the spans older than an hour"
     );
     assert!(
-        value("archtrace_retention_transactions_total") >= 3,
+        value("archtrace_retention_transactions_total").await >= 3,
         "an hour of spans, or a day of buckets, per transaction"
     );
     let stopped = server.stop().await;

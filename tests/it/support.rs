@@ -75,6 +75,21 @@ impl InProcessServer {
 
     /// Polls the live graph of the last hour until `ready` holds (traces are derived once
     /// idle), and returns that snapshot; after 20 s, returns the last one seen.
+    /// The line of `/metrics` that starts with `line_start` (a metric's name and labels).
+    pub async fn metric_line(&self, line_start: &str) -> String {
+        let metrics = reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in {metrics}"))
+            .to_owned()
+    }
+
     /// The live snapshot of the last hour once `ready` accepts it; fails the test when it has
     /// not within 20 s.
     pub async fn live_snapshot_when(&self, ready: impl Fn(&Snapshot) -> bool) -> Snapshot {
