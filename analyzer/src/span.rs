@@ -15,12 +15,12 @@ pub const UNKNOWN_SERVICE: &str = "unknown_service";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum SpanKind {
     #[default]
-    Unspecified,
-    Internal,
-    Server,
-    Client,
-    Producer,
-    Consumer,
+    Unspecified = 0,
+    Internal = 1,
+    Server = 2,
+    Client = 3,
+    Producer = 4,
+    Consumer = 5,
 }
 
 impl SpanKind {
@@ -36,6 +36,11 @@ impl SpanKind {
         }
     }
 
+    /// The OTLP enum value (the discriminants are OTLP's).
+    pub fn to_otlp(self) -> u8 {
+        self as u8
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unspecified => "unspecified",
@@ -45,19 +50,6 @@ impl SpanKind {
             Self::Producer => "producer",
             Self::Consumer => "consumer",
         }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        [
-            Self::Unspecified,
-            Self::Internal,
-            Self::Server,
-            Self::Client,
-            Self::Producer,
-            Self::Consumer,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str().eq_ignore_ascii_case(name))
     }
 }
 
@@ -70,9 +62,9 @@ impl fmt::Display for SpanKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum StatusCode {
     #[default]
-    Unset,
-    Ok,
-    Error,
+    Unset = 0,
+    Ok = 1,
+    Error = 2,
 }
 
 impl StatusCode {
@@ -84,18 +76,17 @@ impl StatusCode {
         }
     }
 
+    /// The OTLP enum value (the discriminants are OTLP's).
+    pub fn to_otlp(self) -> u8 {
+        self as u8
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unset => "unset",
             Self::Ok => "ok",
             Self::Error => "error",
         }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        [Self::Unset, Self::Ok, Self::Error]
-            .into_iter()
-            .find(|code| code.as_str().eq_ignore_ascii_case(name))
     }
 }
 
@@ -297,11 +288,14 @@ mod tests {
     }
 
     #[test]
-    fn span_kind_round_trips_through_its_name() {
+    fn kind_and_status_round_trip_through_their_otlp_numbers() {
         for value in 0..=5 {
-            let kind = SpanKind::from_otlp(value);
-            assert_eq!(SpanKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(i32::from(SpanKind::from_otlp(value).to_otlp()), value);
         }
         assert_eq!(SpanKind::from_otlp(42), SpanKind::Unspecified);
+        for value in 0..=2 {
+            assert_eq!(i32::from(StatusCode::from_otlp(value).to_otlp()), value);
+        }
+        assert_eq!(StatusCode::from_otlp(7), StatusCode::Unset);
     }
 }

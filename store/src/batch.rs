@@ -4,22 +4,25 @@
 use std::sync::Arc;
 
 use archtrace_analyzer::Span;
-use arrow::array::{ArrayRef, Int32Builder, Int64Builder, StringBuilder, UInt64Builder};
+use arrow::array::{
+    ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, StringBuilder, UInt64Builder,
+    UInt8Builder,
+};
 use arrow::datatypes::{Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 struct Columns {
-    trace_id: StringBuilder,
-    span_id: StringBuilder,
-    parent_span_id: StringBuilder,
+    trace_id: FixedSizeBinaryBuilder,
+    span_id: UInt64Builder,
+    parent_span_id: UInt64Builder,
     trace_state: StringBuilder,
     service_name: StringBuilder,
     span_name: StringBuilder,
-    span_kind: StringBuilder,
+    span_kind: UInt8Builder,
     start_ns: Int64Builder,
     end_ns: Int64Builder,
-    status_code: StringBuilder,
+    status_code: UInt8Builder,
     status_message: StringBuilder,
     peer_service: StringBuilder,
     server_address: StringBuilder,
@@ -57,16 +60,16 @@ fn non_empty(value: &str) -> Option<&str> {
 pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError> {
     let rows = spans.len();
     let mut c = Columns {
-        trace_id: StringBuilder::with_capacity(rows, rows * 32),
-        span_id: StringBuilder::with_capacity(rows, rows * 16),
-        parent_span_id: StringBuilder::with_capacity(rows, rows * 16),
+        trace_id: FixedSizeBinaryBuilder::with_capacity(rows, 16),
+        span_id: UInt64Builder::with_capacity(rows),
+        parent_span_id: UInt64Builder::with_capacity(rows),
         trace_state: strings(rows),
         service_name: strings(rows),
         span_name: strings(rows),
-        span_kind: strings(rows),
+        span_kind: UInt8Builder::with_capacity(rows),
         start_ns: Int64Builder::with_capacity(rows),
         end_ns: Int64Builder::with_capacity(rows),
-        status_code: strings(rows),
+        status_code: UInt8Builder::with_capacity(rows),
         status_message: strings(rows),
         peer_service: strings(rows),
         server_address: strings(rows),
@@ -92,24 +95,19 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         events_count: Int32Builder::with_capacity(rows),
         links: strings(rows),
     };
-    let mut hex32 = [0u8; 32];
-    let mut hex16 = [0u8; 16];
     for span in spans {
-        c.trace_id.append_value(hex_str(&span.trace_id, &mut hex32));
-        c.span_id.append_value(hex_str(&span.span_id, &mut hex16));
-        c.parent_span_id.append_option(
-            span.parent_span_id
-                .as_ref()
-                .map(|id| hex_str(id, &mut hex16)),
-        );
+        c.trace_id.append_value(span.trace_id)?;
+        c.span_id.append_value(u64::from_be_bytes(span.span_id));
+        c.parent_span_id
+            .append_option(span.parent_span_id.map(u64::from_be_bytes));
         c.trace_state
             .append_option(non_empty(&span.detail.trace_state));
         c.service_name.append_value(&*span.service);
         c.span_name.append_value(&span.name);
-        c.span_kind.append_value(span.kind.as_str());
+        c.span_kind.append_value(span.kind.to_otlp());
         c.start_ns.append_value(span.start_ns);
         c.end_ns.append_value(span.end_ns);
-        c.status_code.append_value(span.status.as_str());
+        c.status_code.append_value(span.status.to_otlp());
         c.status_message
             .append_option(non_empty(&span.detail.status_message));
         let peer = &span.peer;
@@ -204,11 +202,6 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         Arc::new(Schema::new(fields)),
         columns.into_iter().map(|(_, array)| array).collect(),
     )
-}
-
-fn hex_str<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
-    hex::encode_to_slice(bytes, out).expect("output buffer is twice the input length");
-    std::str::from_utf8(out).expect("hex digits are ASCII")
 }
 
 fn links_json(span: &Span) -> String {

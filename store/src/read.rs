@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use archtrace_analyzer::span::SpanDetail;
 use archtrace_analyzer::{Link, PeerAttributes, Span, SpanKind, StatusCode};
-use arrow::array::{Array, ArrayRef, Int64Array, StringArray};
+use arrow::array::{Array, ArrayRef, BinaryArray, Int64Array, StringArray, UInt64Array};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
@@ -169,7 +169,7 @@ fn derive_slices(
         for batch in batches? {
             let columns = Columns::of(&batch)?;
             for row in 0..batch.num_rows() {
-                let trace_id = decode::<16>(columns.text(0, row).unwrap_or_default());
+                let trace_id = columns.trace_id(0, row);
                 if trace.last().is_some_and(|s| s.trace_id != trace_id) {
                     each(&trace);
                     trace.clear();
@@ -177,20 +177,16 @@ fn derive_slices(
                 let owned = |i: usize| columns.text(i, row).map(str::to_owned);
                 trace.push(Span {
                     trace_id,
-                    span_id: decode::<8>(columns.text(1, row).unwrap_or_default()),
-                    parent_span_id: columns.text(2, row).map(decode::<8>),
+                    span_id: columns.id(1, row).unwrap_or_default().to_be_bytes(),
+                    parent_span_id: columns.id(2, row).map(u64::to_be_bytes),
                     service: intern(columns.text(3, row).unwrap_or_default()),
                     name: owned(4).unwrap_or_default(),
-                    kind: columns
-                        .text(5, row)
-                        .and_then(SpanKind::parse)
-                        .unwrap_or_default(),
+                    kind: SpanKind::from_otlp(columns.number(5, row).unwrap_or_default() as i32),
                     start_ns: columns.number(6, row).unwrap_or_default(),
                     end_ns: columns.number(7, row).unwrap_or_default(),
-                    status: columns
-                        .text(8, row)
-                        .and_then(StatusCode::parse)
-                        .unwrap_or_default(),
+                    status: StatusCode::from_otlp(
+                        columns.number(8, row).unwrap_or_default() as i32,
+                    ),
                     links: columns.text(26, row).map(parse_links).unwrap_or_default(),
                     peer: PeerAttributes {
                         peer_service: owned(9),
@@ -237,7 +233,9 @@ impl Columns {
             .columns()
             .iter()
             .map(|column| match column.data_type() {
-                DataType::Utf8 | DataType::Int64 => Ok(column.clone()),
+                DataType::Utf8 | DataType::Int64 | DataType::UInt64 | DataType::Binary => {
+                    Ok(column.clone())
+                }
                 DataType::Null => Ok(column.clone()),
                 other if other.is_integer() => cast(column, &DataType::Int64),
                 _ => cast(column, &DataType::Utf8),
@@ -256,9 +254,25 @@ impl Columns {
         let column = self.columns[index].as_any().downcast_ref::<Int64Array>()?;
         (!column.is_null(row)).then(|| column.value(row))
     }
+
+    /// A span id: UBIGINT, kept unsigned since the top bit is part of the id.
+    fn id(&self, index: usize, row: usize) -> Option<u64> {
+        let column = self.columns[index].as_any().downcast_ref::<UInt64Array>()?;
+        (!column.is_null(row)).then(|| column.value(row))
+    }
+
+    fn trace_id(&self, index: usize, row: usize) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        if let Some(column) = self.columns[index].as_any().downcast_ref::<BinaryArray>() {
+            if let Ok(bytes) = <[u8; 16]>::try_from(column.value(row)) {
+                out = bytes;
+            }
+        }
+        out
+    }
 }
 
-/// Ids are written by this crate as lowercase hex of the right length.
+/// Link ids are written by this crate as lowercase hex of the right length.
 fn decode<const N: usize>(text: &str) -> [u8; N] {
     let mut out = [0u8; N];
     let _ = hex::decode_to_slice(text, &mut out);

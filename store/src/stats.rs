@@ -42,7 +42,7 @@ pub fn collect(conn: &Connection, location: &Location) -> Result<StoreStats, Que
                     count(DISTINCT service_name),
                     strftime(make_timestamp(min(start_ns) // 1000), {RFC3339}),
                     strftime(make_timestamp(max(start_ns) // 1000), {RFC3339}),
-                    count(*) FILTER (WHERE status_code = 'error')
+                    count(*) FILTER (WHERE status_code = 2)
              FROM spans"
         ),
         [],

@@ -97,7 +97,7 @@ async fn every_otlp_fixture_arrives_over_http_json_in_hex_and_base64() {
     let mut statement = stopped
         .store
         .connection()
-        .prepare("SELECT trace_id, span_id FROM spans")
+        .prepare("SELECT lower(hex(trace_id)), format('{:016x}', span_id) FROM spans")
         .unwrap();
     let mut stored: Vec<(String, String)> = statement
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))

@@ -69,7 +69,7 @@ async fn emit_trace(exporter: SpanExporter) -> (String, String) {
 async fn check_arrival(server: InProcessServer, trace_id: &str, root_id: &str) {
     let stopped = server.stop().await;
     let store = &stopped.store;
-    let in_trace = format!("FROM spans WHERE trace_id = '{trace_id}'");
+    let in_trace = format!("FROM spans WHERE trace_id = unhex('{trace_id}')");
     assert_eq!(count(store, &format!("SELECT count(*) {in_trace}")), 3);
     assert_eq!(
         count(
@@ -82,8 +82,8 @@ async fn check_arrival(server: InProcessServer, trace_id: &str, root_id: &str) {
         count(
             store,
             &format!(
-                "SELECT count(*) {in_trace} AND span_id = '{root_id}' AND parent_span_id IS NULL \
-                 AND span_kind = 'server' AND http_route = '/orders/{{id}}' AND http_method = 'GET' \
+                "SELECT count(*) {in_trace} AND span_id = '0x{root_id}'::UBIGINT AND parent_span_id IS NULL \
+                 AND span_kind = 2 /* server */ AND http_route = '/orders/{{id}}' AND http_method = 'GET' \
                  AND json_extract_string(attributes, '$.\"custom.tag\"') = 'kept'"
             )
         ),
@@ -94,7 +94,7 @@ async fn check_arrival(server: InProcessServer, trace_id: &str, root_id: &str) {
         count(
             store,
             &format!(
-                "SELECT count(*) {in_trace} AND parent_span_id = '{root_id}' AND span_kind = 'client' \
+                "SELECT count(*) {in_trace} AND parent_span_id = '0x{root_id}'::UBIGINT AND span_kind = 3 /* client */ \
                  AND db_system_name = 'postgresql' AND db_namespace = 'orders_db'"
             )
         ),
@@ -105,8 +105,8 @@ async fn check_arrival(server: InProcessServer, trace_id: &str, root_id: &str) {
         count(
             store,
             &format!(
-                "SELECT count(*) {in_trace} AND parent_span_id = '{root_id}' AND peer_service = 'inventory' \
-                 AND server_port = 8080 AND status_code = 'error' \
+                "SELECT count(*) {in_trace} AND parent_span_id = '0x{root_id}'::UBIGINT AND peer_service = 'inventory' \
+                 AND server_port = 8080 AND status_code = 2 /* error */ \
                  AND status_message = 'stock service timed out'"
             )
         ),
@@ -193,7 +193,7 @@ async fn exporters_with_the_bearer_token_are_let_in() {
         assert_eq!(
             count(
                 &stopped.store,
-                &format!("SELECT count(*) FROM spans WHERE trace_id = '{trace}'")
+                &format!("SELECT count(*) FROM spans WHERE trace_id = unhex('{trace}')")
             ),
             3
         );

@@ -253,7 +253,7 @@ pub fn count(store: &Store, sql: &str) -> i64 {
 pub fn span_ids(store: &Store) -> Vec<String> {
     let mut statement = store
         .connection()
-        .prepare("SELECT span_id FROM spans ORDER BY span_id")
+        .prepare("SELECT format('{:016x}', span_id) AS id FROM spans ORDER BY id")
         .unwrap();
     statement
         .query_map([], |row| row.get(0))
