@@ -13,14 +13,18 @@ use crate::sketch::LatencySketch;
 use crate::span::{Span, TraceId};
 use crate::FastMap;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct EdgeKey {
     pub from: Arc<str>,
     pub to: Arc<str>,
     pub kind: EdgeKind,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct OperationKey {
     pub from_service: Arc<str>,
     pub from_operation: Arc<str>,
@@ -28,7 +32,7 @@ pub struct OperationKey {
     pub to_operation: Arc<str>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EdgeStats {
     pub calls: u64,
     pub errors: u64,
@@ -76,7 +80,7 @@ impl EdgeStats {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OperationStats {
     pub calls: u64,
     pub errors: u64,
@@ -118,7 +122,7 @@ impl Diagnostics {
 }
 
 /// What is known of a node apart from its edges.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeFacts {
     /// Some span reports this node as its service.
     pub reports_spans: bool,
@@ -150,7 +154,7 @@ impl NodeFacts {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Aggregate {
     pub edges: FastMap<EdgeKey, EdgeStats>,
     /// Per entry operation: the shape of the traces that started there.
@@ -163,7 +167,9 @@ pub struct Aggregate {
 }
 
 /// The root span's service and operation of a trace.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct EntryKey {
     pub service: Arc<str>,
     pub operation: Arc<str>,
@@ -171,7 +177,7 @@ pub struct EntryKey {
 
 /// Exact counts of small whole numbers (chain depths, services per trace): `counts[v]` traces
 /// had the value `v`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Histogram {
     counts: Vec<u64>,
 }
@@ -243,7 +249,7 @@ impl Histogram {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntryStats {
     pub traces: u64,
     pub sync_depth: Histogram,
@@ -395,7 +401,7 @@ impl Aggregate {
 
 /// Aggregates cut into fixed time buckets (1 minute online) by each observation's start time,
 /// so that any window can be summed from whole buckets.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Buckets {
     pub width_ns: i64,
     /// Bucket start (Unix nanoseconds) to what happened in it.

@@ -195,6 +195,21 @@ fn read_varint(input: &mut &[u8]) -> Option<u64> {
     None
 }
 
+/// Serialized as its storage form, so that state saved with serde and the store agree.
+impl serde::Serialize for LatencySketch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LatencySketch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = <Vec<u8> as serde::Deserialize>::deserialize(deserializer)?;
+        LatencySketch::from_bytes(&bytes)
+            .ok_or_else(|| serde::de::Error::custom("not a latency sketch"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

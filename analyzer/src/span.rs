@@ -12,7 +12,9 @@ pub type SpanId = [u8; 8];
 /// for spans whose resource has no `service.name`.
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum SpanKind {
     #[default]
     Unspecified = 0,
@@ -59,7 +61,9 @@ impl fmt::Display for SpanKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum StatusCode {
     #[default]
     Unset = 0,
@@ -91,7 +95,7 @@ impl StatusCode {
 }
 
 /// A link to another span (possibly in another trace), as batch consumers use.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Link {
     pub trace_id: TraceId,
     pub span_id: SpanId,
@@ -102,7 +106,7 @@ pub struct Link {
 
 /// The span and resource attributes the edge derivation reads (see the edge-derivation contract);
 /// each one has its own column in the store so a window can be re-derived without parsing JSON.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeerAttributes {
     pub peer_service: Option<String>,
     pub server_address: Option<String>,
@@ -124,7 +128,7 @@ pub struct PeerAttributes {
 }
 
 /// Everything else a span carried, kept so that nothing a later analysis may want is lost.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpanDetail {
     pub trace_state: String,
     pub status_message: String,
@@ -139,7 +143,7 @@ pub struct SpanDetail {
     pub events_count: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Span {
     pub trace_id: TraceId,
     pub span_id: SpanId,

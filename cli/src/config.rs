@@ -11,7 +11,7 @@ use archtrace_collector::assembly::AssemblySettings;
 use archtrace_collector::journal::LogLimits;
 use archtrace_collector::retention::RetentionSettings;
 use archtrace_collector::server::{
-    DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DEFAULT_MAX_BODY_BYTES,
+    KeepSpans, DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_REQUESTS_IN_FLIGHT,
 };
 use archtrace_collector::ServerSettings;
@@ -71,13 +71,36 @@ pub struct ServeOptions {
     #[arg(long, env = "ARCHTRACE_BUCKET_RETENTION", value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, deserialize_with = "duration")]
     pub bucket_retention: Option<Duration>,
-    /// Only store spans; derive the graph later with `archtrace rebuild`.
+    /// Raw spans kept in the store: `all`; `sampled` (every trace with an error and 3 example
+    /// traces per edge and minute); or `none` (only the derived graph). The graph is the same in
+    /// all three. [default: all]
+    #[arg(long, env = "ARCHTRACE_SPANS", value_name = "WHICH")]
+    pub spans: Option<SpansOption>,
+    /// Only store spans; derive the graph later with `archtrace rebuild` (needs `--spans all`).
     #[arg(long)]
     #[serde(default)]
     pub no_derive: bool,
     /// A snapshot (from `archtrace snapshot`) that the viewer's drift page compares with.
     #[arg(long, env = "ARCHTRACE_BASELINE", value_name = "FILE")]
     pub baseline: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SpansOption {
+    All,
+    Sampled,
+    None,
+}
+
+impl From<SpansOption> for KeepSpans {
+    fn from(option: SpansOption) -> KeepSpans {
+        match option {
+            SpansOption::All => KeepSpans::All,
+            SpansOption::Sampled => KeepSpans::Sampled,
+            SpansOption::None => KeepSpans::None,
+        }
+    }
 }
 
 /// A duration in the file, written as a flag takes it ("5s", "1m 30s").
@@ -115,6 +138,7 @@ impl ServeOptions {
             late_window,
             retention,
             bucket_retention,
+            spans,
             no_derive,
             baseline,
         } = self;
@@ -132,6 +156,7 @@ impl ServeOptions {
             late_window: late_window.or(file.late_window),
             retention: retention.or(file.retention),
             bucket_retention: bucket_retention.or(file.bucket_retention),
+            spans: spans.or(file.spans),
             no_derive: no_derive || file.no_derive,
             baseline: baseline.or(file.baseline),
         }
@@ -197,6 +222,7 @@ pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
                 buckets: keep(options.bucket_retention, retention_defaults.buckets),
                 ..retention_defaults
             },
+            spans: options.spans.map(KeepSpans::from).unwrap_or_default(),
             derive_edges: !options.no_derive,
             baseline: None,
             assembly: AssemblySettings {

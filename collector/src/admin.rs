@@ -21,6 +21,7 @@ use axum::Router;
 use crate::auth::Auth;
 use crate::ingest::{IngestMetrics, Outcome, Transport};
 use crate::journal::LogState;
+use crate::live::DeriverMetrics;
 use crate::loader::LoaderMetrics;
 use crate::retention::RetentionMetrics;
 
@@ -29,6 +30,7 @@ pub struct AdminState {
     pub ingest: Arc<IngestMetrics>,
     pub log: Arc<LogState>,
     pub loader: Arc<LoaderMetrics>,
+    pub deriver: Arc<DeriverMetrics>,
     pub retention: Arc<RetentionMetrics>,
     /// False once shutdown has begun, so load balancers stop sending.
     pub ready: Arc<AtomicBool>,
@@ -129,7 +131,13 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&state.ingest, &state.log, &state.loader, &state.retention),
+        render_metrics(
+            &state.ingest,
+            &state.log,
+            &state.loader,
+            &state.deriver,
+            &state.retention,
+        ),
     )
         .into_response()
 }
@@ -138,6 +146,7 @@ pub fn render_metrics(
     ingest: &IngestMetrics,
     log: &LogState,
     loader: &LoaderMetrics,
+    deriver: &DeriverMetrics,
     retention: &RetentionMetrics,
 ) -> String {
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
@@ -173,6 +182,21 @@ pub fn render_metrics(
             "archtrace_spans_loaded_total",
             "Spans loaded from the request log into the store.",
             load(&loader.loaded_spans),
+        ),
+        (
+            "archtrace_spans_sampled_total",
+            "Spans stored as samples with --spans sampled (traces with errors, examples of each edge).",
+            load(&deriver.spans_sampled),
+        ),
+        (
+            "archtrace_deriver_checkpoints_total",
+            "Deriver commits of closed buckets, samples, its state and its log offset.",
+            load(&deriver.checkpoints),
+        ),
+        (
+            "archtrace_deriver_checkpoint_failures_total",
+            "Deriver commits that failed (and were retried).",
+            load(&deriver.checkpoint_failures),
         ),
         (
             "archtrace_store_commit_failures_total",
@@ -215,12 +239,12 @@ pub fn render_metrics(
         ),
         (
             "archtrace_log_lag_bytes",
-            "Request log bytes acknowledged and not yet loaded into the store.",
+            "Request log bytes acknowledged and not yet committed by every consumer.",
             log.lag_bytes().to_string(),
         ),
         (
             "archtrace_log_lag_seconds",
-            "How much older the last loaded request is than the newest acknowledged one.",
+            "How much older the oldest consumer's last committed request is than the newest acknowledged one.",
             log.lag_seconds().to_string(),
         ),
     ] {
@@ -239,6 +263,29 @@ pub fn render_metrics(
                 outcome.as_str(),
                 ingest.requests(transport, outcome)
             );
+        }
+    }
+    for (name, help) in [
+        (
+            "archtrace_log_consumer_lag_bytes",
+            "Request log bytes acknowledged and not yet committed, per consumer (spans: the span loader; derive: the deriver).",
+        ),
+        (
+            "archtrace_log_consumer_lag_seconds",
+            "How much older a consumer's last committed request is than the newest acknowledged one.",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (consumer, progress) in log.consumers() {
+            if !progress.runs() {
+                continue;
+            }
+            let value = if name.ends_with("bytes") {
+                log.consumer_lag_bytes(progress).to_string()
+            } else {
+                log.consumer_lag_seconds(progress).to_string()
+            };
+            let _ = writeln!(out, "{name}{{consumer=\"{consumer}\"}} {value}");
         }
     }
     log.fsync.render(

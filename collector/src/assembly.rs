@@ -5,7 +5,9 @@
 //!
 //! No IO here: time is passed in, and the results are buckets for the caller to write.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archtrace_analyzer::aggregate::{Aggregate, Buckets};
@@ -13,7 +15,7 @@ use archtrace_analyzer::derive::{
     derive_trace, operation_name, LinkedSpan, Observation, Provenance, SpanLookup,
 };
 use archtrace_analyzer::span::SpanDetail;
-use archtrace_analyzer::{FastMap, Span, SpanId, TraceId};
+use archtrace_analyzer::{FastMap, Span, SpanId, StatusCode, TraceId};
 
 #[derive(Clone, Debug)]
 pub struct AssemblySettings {
@@ -25,6 +27,9 @@ pub struct AssemblySettings {
     pub max_buffered_spans: usize,
     /// Derived spans remembered for late pairing; past it the oldest traces are forgotten.
     pub max_remembered_spans: usize,
+    /// `Some(n)`: keep the spans (with all their detail) of every trace with an error and of
+    /// `n` example traces per edge and minute, for the caller to store (`--spans sampled`).
+    pub sample: Option<u32>,
 }
 
 impl Default for AssemblySettings {
@@ -35,9 +40,16 @@ impl Default for AssemblySettings {
             // Tens of MB each at most; at high rates traces are derived before they idle.
             max_buffered_spans: 100_000,
             max_remembered_spans: 50_000,
+            sample: None,
         }
     }
 }
+
+/// (minute, from, to): example traces kept of an edge in a minute.
+type ExampleKey = (i64, Arc<str>, Arc<str>);
+
+/// Edge-minutes whose examples are counted; past it the oldest minutes are forgotten.
+const MAX_EXAMPLE_KEYS: usize = 100_000;
 
 struct Pending {
     spans: Vec<Span>,
@@ -52,6 +64,8 @@ struct Derived {
     orphans: HashSet<SpanId>,
     /// Client spans already counted as calls to an uninstrumented peer (R2).
     counted_as_uninstrumented: HashSet<SpanId>,
+    /// Its spans were kept as a sample: late ones are kept too.
+    kept: bool,
 }
 
 struct Remembered<'a>(&'a FastMap<TraceId, Derived>);
@@ -83,6 +97,27 @@ pub struct Assembler {
     minute: Buckets,
     hour: Buckets,
     scratch: Vec<Observation>,
+    examples: BTreeMap<ExampleKey, u32>,
+    kept: Vec<Span>,
+}
+
+/// What an assembler holds, saved with the deriver's log offset so that a restart resumes
+/// exactly where it was. Times are ages at the moment of saving.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct SavedAssembler<'a> {
+    pending: Vec<SavedTrace<'a>>,
+    derived: Vec<SavedTrace<'a>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedTrace<'a> {
+    trace_id: TraceId,
+    spans: Cow<'a, [Span]>,
+    /// Since its last span arrived (pending) or it was derived.
+    age_ms: u64,
+    orphans: Vec<SpanId>,
+    counted_as_uninstrumented: Vec<SpanId>,
+    kept: bool,
 }
 
 /// Keeps what derivation reads of a span; the rest is already in the store.
@@ -107,7 +142,102 @@ impl Assembler {
             minute: Buckets::new(archtrace_store::buckets::MINUTE_NS),
             hour: Buckets::new(archtrace_store::buckets::HOUR_NS),
             scratch: Vec::new(),
+            examples: BTreeMap::new(),
+            kept: Vec::new(),
         }
+    }
+
+    /// What it holds, to be saved beside the log offset of the last spans added.
+    pub fn save(&self, now: Instant) -> SavedAssembler<'_> {
+        let age = |at: Instant| now.saturating_duration_since(at).as_millis() as u64;
+        SavedAssembler {
+            pending: self
+                .pending
+                .iter()
+                .map(|(trace_id, pending)| SavedTrace {
+                    trace_id: *trace_id,
+                    spans: Cow::Borrowed(&pending.spans),
+                    age_ms: age(pending.last_arrival),
+                    orphans: Vec::new(),
+                    counted_as_uninstrumented: Vec::new(),
+                    kept: false,
+                })
+                .collect(),
+            derived: self
+                .derived
+                .iter()
+                .map(|(trace_id, derived)| SavedTrace {
+                    trace_id: *trace_id,
+                    spans: Cow::Borrowed(&derived.spans),
+                    age_ms: age(derived.derived_at),
+                    orphans: derived.orphans.iter().copied().collect(),
+                    counted_as_uninstrumented: derived
+                        .counted_as_uninstrumented
+                        .iter()
+                        .copied()
+                        .collect(),
+                    kept: derived.kept,
+                })
+                .collect(),
+        }
+    }
+
+    /// An assembler holding what `saved` held, its clocks running from `now`. Buckets are not
+    /// part of it: the caller saves and restores what it has not written.
+    pub fn restore(settings: AssemblySettings, saved: SavedAssembler<'_>, now: Instant) -> Self {
+        let mut assembler = Assembler::new(settings);
+        let at = |age_ms: u64| {
+            now.checked_sub(Duration::from_millis(age_ms))
+                .unwrap_or(now)
+        };
+        let mut pending = saved.pending;
+        pending.sort_by_key(|trace| std::cmp::Reverse(trace.age_ms));
+        for trace in pending {
+            let arrival = at(trace.age_ms);
+            assembler.buffered_spans += trace.spans.len();
+            assembler.arrivals.push_back((arrival, trace.trace_id));
+            assembler.pending.insert(
+                trace.trace_id,
+                Pending {
+                    spans: trace.spans.into_owned(),
+                    last_arrival: arrival,
+                },
+            );
+        }
+        let mut derived = saved.derived;
+        derived.sort_by_key(|trace| std::cmp::Reverse(trace.age_ms));
+        for trace in derived {
+            let derived_at = at(trace.age_ms);
+            assembler.remembered_spans += trace.spans.len();
+            assembler
+                .derived_order
+                .push_back((derived_at, trace.trace_id));
+            assembler.derived.insert(
+                trace.trace_id,
+                Derived {
+                    spans: trace.spans.into_owned(),
+                    derived_at,
+                    orphans: trace.orphans.into_iter().collect(),
+                    counted_as_uninstrumented: trace
+                        .counted_as_uninstrumented
+                        .into_iter()
+                        .collect(),
+                    kept: trace.kept,
+                },
+            );
+        }
+        assembler
+    }
+
+    /// Takes the spans kept as samples since the last call.
+    pub fn take_kept(&mut self) -> Vec<Span> {
+        std::mem::take(&mut self.kept)
+    }
+
+    /// Gives back kept spans that could not be stored, for the next attempt.
+    pub fn put_back_kept(&mut self, mut spans: Vec<Span>) {
+        spans.append(&mut self.kept);
+        self.kept = spans;
     }
 
     pub fn buffered_spans(&self) -> usize {
@@ -131,7 +261,12 @@ impl Assembler {
                 last_arrival: now,
             });
             pending.spans.reserve(ahead);
-            pending.spans.push(slim(span));
+            // Sampled traces are stored with their detail, so it is kept until the decision.
+            pending.spans.push(if self.settings.sample.is_some() {
+                span
+            } else {
+                slim(span)
+            });
             if pending.last_arrival != now || pending.spans.len() == 1 {
                 pending.last_arrival = now;
                 self.arrivals.push_back((now, trace_id));
@@ -219,6 +354,13 @@ impl Assembler {
         extra.diagnostics.observations = observations.len() as u64;
         observations.sort_by_key(|o| o.start_ns);
         self.record(&new_spans, &observations, &extra);
+        let kept = self.keep_sample(earlier.as_ref(), &new_spans, &observations);
+        if kept {
+            self.kept.extend(new_spans.iter().cloned());
+        }
+        if self.settings.sample.is_some() {
+            new_spans = new_spans.into_iter().map(slim).collect();
+        }
 
         // Remember the trace (earlier spans included) for spans that arrive later still.
         let mut remembered = earlier.unwrap_or_else(|| Derived {
@@ -226,7 +368,9 @@ impl Assembler {
             derived_at: now,
             orphans: HashSet::new(),
             counted_as_uninstrumented: HashSet::new(),
+            kept: false,
         });
+        remembered.kept |= kept;
         self.remembered_spans -= remembered.spans.len();
         if remembered.spans.is_empty() {
             // Moving the vector saves copying every span, as `append` would.
@@ -253,6 +397,39 @@ impl Assembler {
         self.derived_order.push_back((now, trace_id));
         self.derived.insert(trace_id, remembered);
         self.scratch = observations;
+    }
+
+    /// Whether a derived trace's new spans are kept as a sample: with an error, as an example
+    /// of an edge-minute that has fewer than it needs, or because its earlier spans were kept.
+    fn keep_sample(
+        &mut self,
+        earlier: Option<&Derived>,
+        spans: &[Span],
+        observations: &[Observation],
+    ) -> bool {
+        let Some(examples) = self.settings.sample else {
+            return false;
+        };
+        let key = |o: &Observation| -> ExampleKey {
+            let minute = o.start_ns.div_euclid(archtrace_store::buckets::MINUTE_NS)
+                * archtrace_store::buckets::MINUTE_NS;
+            (minute, o.from.clone(), o.to.clone())
+        };
+        let example_needed = observations
+            .iter()
+            .any(|o| self.examples.get(&key(o)).copied().unwrap_or(0) < examples);
+        let keep = example_needed
+            || earlier.is_some_and(|d| d.kept)
+            || spans.iter().any(|s| s.status == StatusCode::Error);
+        if keep {
+            for observation in observations {
+                *self.examples.entry(key(observation)).or_default() += 1;
+            }
+            while self.examples.len() > MAX_EXAMPLE_KEYS {
+                self.examples.pop_first();
+            }
+        }
+        keep
     }
 
     /// Late spans of a trace derived before: derive them with the earlier spans as context and
@@ -332,7 +509,7 @@ impl Assembler {
 mod tests {
     use super::*;
     use archtrace_analyzer::aggregate::Aggregate;
-    use archtrace_analyzer::SpanKind;
+    use archtrace_analyzer::{SpanKind, StatusCode};
 
     fn span(trace: u8, id: u8, parent: Option<u8>, service: &str, kind: SpanKind) -> Span {
         let start = 1_000_000 * i64::from(id);
@@ -348,6 +525,7 @@ mod tests {
             late_window: Duration::from_secs(60),
             max_buffered_spans: 100,
             max_remembered_spans: 100,
+            sample: None,
         }
     }
 
@@ -502,5 +680,57 @@ mod tests {
             "the oldest trace was derived"
         );
         assert_eq!(calls(&aggregate, "user", "b"), 0);
+    }
+
+    #[test]
+    fn sampling_keeps_traces_with_errors_and_examples_of_each_edge_minute() {
+        let t0 = Instant::now();
+        let mut assembler = Assembler::new(AssemblySettings {
+            sample: Some(1),
+            ..settings()
+        });
+        let trace = |id: u8, error: bool| {
+            let mut call = span(id, 2, Some(1), "cart", SpanKind::Server);
+            if error {
+                call.status = StatusCode::Error;
+            }
+            vec![
+                span(id, 1, None, "web", SpanKind::Server),
+                span(id, 3, Some(1), "web", SpanKind::Client),
+                call,
+            ]
+        };
+        // Traces 1-3 share their edges and minute; 4 has an error.
+        for id in 1..=4 {
+            assembler.add(trace(id, id == 4), t0);
+        }
+        assembler.tick(t0 + secs(5));
+        let mut kept: Vec<(u8, usize)> = Vec::new();
+        for span in assembler.take_kept() {
+            match kept.last_mut() {
+                Some((id, n)) if *id == span.trace_id[0] => *n += 1,
+                _ => kept.push((span.trace_id[0], 1)),
+            }
+        }
+        kept.sort();
+        assert_eq!(kept, [(1, 3), (4, 3)], "one example, the error, each whole");
+        // Late spans of a kept trace are kept too; of another, not.
+        assembler.add(
+            vec![span(1, 9, Some(2), "cart", SpanKind::Internal)],
+            t0 + secs(6),
+        );
+        assembler.add(
+            vec![span(2, 9, Some(2), "cart", SpanKind::Internal)],
+            t0 + secs(6),
+        );
+        assembler.tick(t0 + secs(12));
+        let late: Vec<u8> = assembler
+            .take_kept()
+            .iter()
+            .map(|s| s.trace_id[0])
+            .collect();
+        assert_eq!(late, [1]);
+        // Everything was still derived.
+        assert_eq!(calls(&derived(&mut assembler), "user", "web"), 4);
     }
 }

@@ -56,18 +56,50 @@ pub enum JournalError {
     Failed(String),
 }
 
-/// What the journal, the loader and the admin listener share.
+/// How far one consumer of the log (the span loader, the deriver) has committed.
+#[derive(Debug)]
+pub struct ConsumerProgress {
+    /// Offset committed in the store; `u64::MAX` while the consumer does not run, so it holds
+    /// nothing back.
+    pub committed: AtomicU64,
+    /// When the last committed request was received (Unix ns).
+    pub committed_received_ns: AtomicI64,
+}
+
+impl Default for ConsumerProgress {
+    fn default() -> Self {
+        ConsumerProgress {
+            committed: AtomicU64::new(u64::MAX),
+            committed_received_ns: AtomicI64::new(0),
+        }
+    }
+}
+
+impl ConsumerProgress {
+    pub fn commit(&self, offset: u64, received_ns: i64) {
+        self.committed_received_ns
+            .store(received_ns, Ordering::Relaxed);
+        self.committed.store(offset, Ordering::Release);
+    }
+
+    pub fn runs(&self) -> bool {
+        self.committed.load(Ordering::Acquire) != u64::MAX
+    }
+}
+
+/// What the journal, the consumers and the admin listener share.
 #[derive(Debug, Default)]
 pub struct LogState {
     /// The log is durable up to here: every request below it was acknowledged.
     pub durable_end: AtomicU64,
-    /// The loader has committed the store up to here.
-    pub loaded: AtomicU64,
+    /// The span loader's progress (it does not run with `--spans sampled|none`).
+    pub spans: ConsumerProgress,
+    /// The deriver's progress (it does not run with `--no-derive`).
+    pub derive: ConsumerProgress,
     /// Bytes of requests waiting for the journal thread.
     pub pending_bytes: AtomicU64,
-    /// When the newest durable request and the last loaded one were received (Unix ns).
+    /// When the newest durable request was received (Unix ns).
     pub newest_received_ns: AtomicI64,
-    pub loaded_received_ns: AtomicI64,
     /// Bytes the log's segments take on disk.
     pub disk_bytes: AtomicU64,
     pub fsync: LatencyHistogram,
@@ -76,24 +108,74 @@ pub struct LogState {
     /// Set once the journal has stopped: the loader drains and stops too.
     closed: Mutex<bool>,
     wake: Condvar,
+    /// Held while segments are deleted: both consumers free what they have passed.
+    freeing: Mutex<()>,
 }
 
 impl LogState {
-    /// Log bytes acknowledged or waiting, not yet in the store.
+    /// Deletes the log segments every running consumer has committed entirely.
+    pub fn free_consumed(&self, dir: &Path) {
+        let _freeing = self.freeing.lock().unwrap_or_else(|e| e.into_inner());
+        match archtrace_store::log::remove_segments_before(dir, self.consumed()) {
+            Ok(freed) => {
+                let _ =
+                    self.disk_bytes
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bytes| {
+                            Some(bytes.saturating_sub(freed))
+                        });
+            }
+            Err(err) => tracing::warn!(error = %err, "could not delete consumed log segments"),
+        }
+    }
+
+    pub fn consumers(&self) -> [(&'static str, &ConsumerProgress); 2] {
+        [("spans", &self.spans), ("derive", &self.derive)]
+    }
+
+    /// The offset below which every running consumer has committed: the log before it can go.
+    pub fn consumed(&self) -> u64 {
+        let durable = self.durable_end.load(Ordering::Acquire);
+        self.consumers()
+            .iter()
+            .map(|(_, progress)| progress.committed.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(durable)
+            .min(durable)
+    }
+
+    /// Log bytes acknowledged and not yet committed by some consumer.
     pub fn lag_bytes(&self) -> u64 {
         self.durable_end
             .load(Ordering::Acquire)
-            .saturating_sub(self.loaded.load(Ordering::Acquire))
+            .saturating_sub(self.consumed())
     }
 
-    /// How much older the last loaded request is than the newest acknowledged one.
-    pub fn lag_seconds(&self) -> f64 {
-        if self.lag_bytes() == 0 {
+    /// Bytes acknowledged and not yet committed by one consumer.
+    pub fn consumer_lag_bytes(&self, progress: &ConsumerProgress) -> u64 {
+        if !progress.runs() {
+            return 0;
+        }
+        self.durable_end
+            .load(Ordering::Acquire)
+            .saturating_sub(progress.committed.load(Ordering::Acquire))
+    }
+
+    /// How much older one consumer's last committed request is than the newest acknowledged.
+    pub fn consumer_lag_seconds(&self, progress: &ConsumerProgress) -> f64 {
+        if self.consumer_lag_bytes(progress) == 0 {
             return 0.0;
         }
         let newest = self.newest_received_ns.load(Ordering::Relaxed);
-        let loaded = self.loaded_received_ns.load(Ordering::Relaxed);
-        (newest.saturating_sub(loaded)).max(0) as f64 / 1e9
+        let committed = progress.committed_received_ns.load(Ordering::Relaxed);
+        (newest.saturating_sub(committed)).max(0) as f64 / 1e9
+    }
+
+    /// The largest lag of any consumer, in seconds.
+    pub fn lag_seconds(&self) -> f64 {
+        self.consumers()
+            .iter()
+            .map(|(_, progress)| self.consumer_lag_seconds(progress))
+            .fold(0.0, f64::max)
     }
 
     fn notify(&self) {

@@ -1,102 +1,250 @@
-//! The assembly thread of a running server: takes committed spans from the writer, derives
-//! complete traces, and writes each minute and hour bucket once it has closed. Buckets not yet
-//! written stay in memory, where snapshots read them too, so the live graph is current within
-//! `trace_idle`.
+//! The deriver: a consumer of the request log of its own. It takes the spans the log reader
+//! decoded, derives complete traces, and keeps minute and hour buckets in memory (where
+//! snapshots read them too, so the live graph is current within `trace_idle`).
+//!
+//! Every few seconds it commits a checkpoint in one transaction: the buckets that closed, the
+//! sampled spans it kept (`--spans sampled`), what it still holds in memory, and the log offset
+//! all of that accounts for. After a crash it resumes from that state and offset: no span
+//! counted twice or missed, and no raw spans needed to recover.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use archtrace_analyzer::Span;
 use archtrace_query::Unwritten;
-use archtrace_store::buckets::BucketWriter;
+use archtrace_store::{Consumed, QueryError, Store};
 
-use crate::assembly::{Assembler, AssemblySettings};
+use crate::assembly::{Assembler, AssemblySettings, SavedAssembler};
+use crate::journal::LogState;
+use crate::loader::DeriverFeed;
 
-/// Committed requests waiting for the assembler; when it falls behind, the writer waits, its
-/// queue fills, and clients are told to retry: memory stays bounded.
-const HANDOFF_REQUESTS: usize = 64;
+/// The consumer name the deriver commits its offset and state under.
+pub const CONSUMER: &str = "derive";
 
-pub struct LiveAssembly {
-    /// Dropping every clone of it ends the thread, after it has written what it holds.
-    pub sender: SyncSender<Vec<Span>>,
+/// Batches of decoded requests waiting for the deriver; when it falls behind, the loader waits,
+/// the log grows to its bound and clients are told to retry: memory stays bounded.
+const HANDOFF_BATCHES: usize = 4;
+
+/// How often the deriver commits; a crash replays at most about this much of the log.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+/// Spans of consecutive log records, up to `end`.
+pub struct Derivable {
+    pub spans: Vec<Span>,
+    pub end: u64,
+    pub received_ns: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct DeriverMetrics {
+    pub checkpoints: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
+    pub spans_sampled: AtomicU64,
+}
+
+pub struct Deriver {
+    /// For the loader; dropping it ends the thread, after it has derived and committed all.
+    pub feed: DeriverFeed,
     pub unwritten: Arc<Mutex<Unwritten>>,
     pub thread: JoinHandle<()>,
 }
 
-/// Starts the assembly thread; `connection` is its own connection to the store.
-pub fn start(settings: AssemblySettings, connection: BucketWriter) -> LiveAssembly {
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Span>>(HANDOFF_REQUESTS);
-    let unwritten = Arc::new(Mutex::new(Unwritten::default()));
-    let shared = unwritten.clone();
-    let thread = std::thread::Builder::new()
-        .name("archtrace-assembly".into())
-        .spawn(move || run(settings, receiver, connection, &shared))
-        .expect("spawning the assembly thread");
-    LiveAssembly {
-        sender,
-        unwritten,
-        thread,
-    }
+/// What the deriver saves with its offset.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checkpoint<'a> {
+    #[serde(borrow)]
+    assembler: SavedAssembler<'a>,
+    unwritten: std::borrow::Cow<'a, Unwritten>,
 }
 
-fn run(
+/// Starts the deriver on `store` (a writer of its own), resuming from its last checkpoint.
+/// A store that never had one is derived from where its span loader got to: everything before
+/// was derived by an archtrace before schema v5, or stored with `--no-derive` for a rebuild.
+pub fn start(
     settings: AssemblySettings,
-    receiver: Receiver<Vec<Span>>,
-    connection: BucketWriter,
-    unwritten: &Mutex<Unwritten>,
-) {
-    let tick = (settings.trace_idle / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
-    // A bucket is written once no trace that could still add to it is waiting.
-    let margin_ns = i64::try_from(settings.trace_idle.as_nanos())
-        .unwrap_or(i64::MAX)
-        .saturating_add(5_000_000_000);
-    let mut assembler = Assembler::new(settings);
-    let mut last_tick = Instant::now();
-    loop {
-        let open = match receiver.recv_timeout(tick) {
-            Ok(mut spans) => {
-                // The spans are stored; derivation needs none of their detail (attributes,
-                // events, resource), and holding it for every buffered trace would double the
-                // server's memory under load.
-                for span in &mut spans {
-                    span.detail = Default::default();
+    mut store: Store,
+    state: Arc<LogState>,
+    dir: PathBuf,
+    metrics: Arc<DeriverMetrics>,
+) -> Result<Deriver, QueryError> {
+    let now = Instant::now();
+    let (from, assembler, unwritten) = match store.log_offset(CONSUMER)? {
+        Some(offset) => {
+            let saved = store.consumer_state(CONSUMER)?.unwrap_or_default();
+            match postcard::from_bytes::<Checkpoint>(&saved) {
+                Ok(checkpoint) => (
+                    offset,
+                    Assembler::restore(settings.clone(), checkpoint.assembler, now),
+                    checkpoint.unwritten.into_owned(),
+                ),
+                Err(err) => {
+                    tracing::error!(error = %err, "the deriver's saved state does not decode; derivation resumes without it (run `archtrace rebuild` over the last hour)");
+                    (
+                        offset,
+                        Assembler::new(settings.clone()),
+                        Unwritten::default(),
+                    )
                 }
-                assembler.add(spans, Instant::now());
-                true
             }
-            Err(RecvTimeoutError::Timeout) => true,
-            Err(RecvTimeoutError::Disconnected) => false,
-        };
-        if open && last_tick.elapsed() < tick {
-            continue;
         }
-        last_tick = Instant::now();
-        if open {
-            assembler.tick(last_tick);
-        } else {
-            assembler.drain(last_tick);
+        None => {
+            let from = store.log_offset(crate::loader::CONSUMER)?.unwrap_or(0);
+            // Committed at once, so that a crash before the first checkpoint replays from here.
+            store.commit_consumed(&Consumed {
+                consumer: CONSUMER,
+                offset: from,
+                spans: &[],
+                buckets: &[],
+                state: None,
+            })?;
+            (from, Assembler::new(settings.clone()), Unwritten::default())
         }
-        let (minute, hour) = assembler.take_buckets();
-        // Closed buckets leave memory and reach the store under one lock, which snapshots hold
-        // while they read the store: a query sees each bucket in exactly one of the two.
+    };
+    state.derive.commit(from, 0);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Derivable>(HANDOFF_BATCHES);
+    let unwritten = Arc::new(Mutex::new(unwritten));
+    let shared = unwritten.clone();
+    let mut deriving = Deriving {
+        settings,
+        assembler,
+        store,
+        position: from,
+        received_ns: 0,
+        committed: from,
+        state,
+        dir,
+        metrics,
+    };
+    let thread = std::thread::Builder::new()
+        .name("archtrace-deriver".into())
+        .spawn(move || deriving.run(receiver, &shared))
+        .expect("spawning the deriver thread");
+    Ok(Deriver {
+        feed: DeriverFeed { sender, from },
+        unwritten,
+        thread,
+    })
+}
+
+struct Deriving {
+    settings: AssemblySettings,
+    assembler: Assembler,
+    store: Store,
+    /// The log offset of the last spans added.
+    position: u64,
+    received_ns: i64,
+    committed: u64,
+    state: Arc<LogState>,
+    dir: PathBuf,
+    metrics: Arc<DeriverMetrics>,
+}
+
+impl Deriving {
+    fn run(&mut self, receiver: Receiver<Derivable>, unwritten: &Mutex<Unwritten>) {
+        let tick =
+            (self.settings.trace_idle / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        // A bucket is written once no trace that could still add to it is waiting.
+        let margin_ns = i64::try_from(self.settings.trace_idle.as_nanos())
+            .unwrap_or(i64::MAX)
+            .saturating_add(5_000_000_000);
+        let mut last_tick = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let open = match receiver.recv_timeout(tick) {
+                Ok(derivable) => {
+                    self.assembler.add(derivable.spans, Instant::now());
+                    self.position = derivable.end;
+                    self.received_ns = derivable.received_ns;
+                    true
+                }
+                Err(RecvTimeoutError::Timeout) => true,
+                Err(RecvTimeoutError::Disconnected) => false,
+            };
+            if open && last_tick.elapsed() < tick {
+                continue;
+            }
+            last_tick = Instant::now();
+            if open {
+                self.assembler.tick(last_tick);
+            } else {
+                self.assembler.drain(last_tick);
+            }
+            let (minute, hour) = self.assembler.take_buckets();
+            unwritten
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .absorb(minute, hour);
+            if open && last_checkpoint.elapsed() < CHECKPOINT_EVERY {
+                continue;
+            }
+            last_checkpoint = Instant::now();
+            let before = if open {
+                archtrace_analyzer::time::now_ns().saturating_sub(margin_ns)
+            } else {
+                i64::MAX
+            };
+            // Until a checkpoint succeeds, it is tried again; the log keeps what it covers, and
+            // past its bound clients are refused.
+            while let Err(err) = self.checkpoint(unwritten, before) {
+                self.metrics
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %err, "could not commit derived edges; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            if !open {
+                return;
+            }
+        }
+    }
+
+    /// Commits the closed buckets, the kept samples, the rest of what is held and the offset
+    /// in one transaction. Closed buckets leave memory under the lock snapshots hold while they
+    /// read the store: a query sees each bucket in exactly one of the two.
+    fn checkpoint(&mut self, unwritten: &Mutex<Unwritten>, before: i64) -> Result<(), QueryError> {
+        let kept = self.assembler.take_kept();
         let mut held = unwritten.lock().unwrap_or_else(|e| e.into_inner());
-        held.absorb(minute, hour);
-        let before = if open {
-            archtrace_analyzer::time::now_ns().saturating_sub(margin_ns)
-        } else {
-            i64::MAX
-        };
-        for buckets in held.take_closed(before) {
-            if let Err(err) = connection.write(&buckets) {
-                // The raw spans are in the store: `archtrace rebuild` can derive this window again.
-                tracing::error!(error = %err, "could not write derived edges; run `archtrace rebuild` for this window");
+        if self.position == self.committed && kept.is_empty() && !held.has_closed(before) {
+            return Ok(());
+        }
+        let closed = held.take_closed(before);
+        let saved = postcard::to_stdvec(&Checkpoint {
+            assembler: self.assembler.save(Instant::now()),
+            unwritten: std::borrow::Cow::Borrowed(&*held),
+        })
+        .map_err(|err| QueryError::ConsumerState {
+            consumer: CONSUMER.into(),
+            reason: err.to_string(),
+        })?;
+        let kept_refs: Vec<&Span> = kept.iter().collect();
+        let outcome = self.store.commit_consumed(&Consumed {
+            consumer: CONSUMER,
+            offset: self.position,
+            spans: &kept_refs,
+            buckets: &closed,
+            state: Some(&saved),
+        });
+        if let Err(err) = outcome {
+            // Back where they were, for the next attempt.
+            for buckets in closed {
+                held.add(buckets);
             }
+            drop(held);
+            self.assembler.put_back_kept(kept);
+            return Err(err);
         }
         drop(held);
-        if !open {
-            return;
-        }
+        self.committed = self.position;
+        self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .spans_sampled
+            .fetch_add(kept.len() as u64, Ordering::Relaxed);
+        self.state.derive.commit(self.position, self.received_ns);
+        self.state.free_consumed(&self.dir);
+        Ok(())
     }
 }

@@ -1,8 +1,9 @@
-//! The span loader: one thread owns the store's connection and fills it from the request log.
-//! It reads what the journal has made durable, converts it, and appends the spans together
-//! with its log offset in one transaction, so that after a crash the log is replayed from
-//! exactly what the store holds: nothing is lost and nothing is stored twice. Loaded spans go
-//! on to live derivation; log segments the store holds entirely are deleted.
+//! The log reader and the span loader. One thread reads what the journal has made durable and
+//! decodes it once; the loader thread appends the spans (`--spans all`) together with its log
+//! offset in one transaction, so that after a crash the log is replayed from exactly what the
+//! store holds: nothing is lost and nothing is stored twice. It hands every batch on to the
+//! deriver, which commits its own offset (see `live`). Each consumer takes only the records
+//! beyond its own offset; segments every consumer has passed are deleted.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use archtrace_analyzer::Span;
 use archtrace_formats::otlp::{self, Detail};
-use archtrace_store::log::{self, LogReader, Record};
-use archtrace_store::Store;
+use archtrace_store::log::{LogReader, Record};
+use archtrace_store::{Consumed, Store};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::histogram::LatencyHistogram;
 use crate::journal::LogState;
+use crate::live::Derivable;
 
 /// The consumer name the loader commits its offset under.
 pub const CONSUMER: &str = "spans";
@@ -29,9 +31,6 @@ pub const CONSUMER: &str = "spans";
 /// loads 7-13% less.
 const BATCH_BYTES: usize = 8 << 20;
 
-/// Receives the spans of every committed batch (for live derivation).
-pub type OnLoad = Box<dyn FnMut(Vec<Span>) + Send>;
-
 /// Counters the admin listener exports.
 #[derive(Debug, Default)]
 pub struct LoaderMetrics {
@@ -40,44 +39,57 @@ pub struct LoaderMetrics {
     pub commit: LatencyHistogram,
 }
 
+/// Where the deriver takes batches, and the offset it has committed.
+pub struct DeriverFeed {
+    pub sender: SyncSender<Derivable>,
+    /// The log offset it resumes from: it is handed only what lies beyond.
+    pub from: u64,
+}
+
 pub struct Loader {
-    handle: JoinHandle<Store>,
+    handle: JoinHandle<()>,
 }
 
 impl Loader {
-    /// Starts loading the log in `dir` into `store` from the offset the store has committed.
+    /// Starts reading the log in `dir`: into `store` (when raw spans are kept) from the offset
+    /// it has committed, and on to the deriver from its own.
     pub fn spawn(
-        store: Store,
+        store: Option<Store>,
         dir: &Path,
         state: Arc<LogState>,
         metrics: Arc<LoaderMetrics>,
-        on_load: Option<OnLoad>,
+        deriver: Option<DeriverFeed>,
     ) -> Result<Loader, archtrace_store::QueryError> {
-        let from = store.log_offset(CONSUMER)?;
-        let underived = Underived(store.underived()?);
-        state.loaded.store(from, Ordering::Release);
+        let spans_from = match &store {
+            Some(store) => {
+                let from = store.log_offset(CONSUMER)?.unwrap_or(0);
+                state.spans.commit(from, 0);
+                Some(from)
+            }
+            None => None,
+        };
         let dir = dir.to_owned();
         let handle = std::thread::Builder::new()
             .name("archtrace-loader".into())
-            .spawn(move || run(store, dir, from, underived, &state, &metrics, on_load))
+            .spawn(move || run(store.zip(spans_from), dir, &state, &metrics, deriver))
             .expect("spawning the loader thread");
         Ok(Loader { handle })
     }
 
-    /// Waits until everything the journal made durable is loaded (the journal must have
-    /// stopped), and gives the store back.
-    pub fn join(self) -> Store {
-        match self.handle.join() {
-            Ok(store) => store,
-            Err(panic) => std::panic::resume_unwind(panic),
+    /// Waits until everything the journal made durable is loaded and handed on (the journal
+    /// must have stopped); the deriver's feed is closed then.
+    pub fn join(self) {
+        if let Err(panic) = self.handle.join() {
+            std::panic::resume_unwind(panic)
         }
     }
 }
 
-/// The spans of logged requests. The journal logs only requests whose spans all passed
-/// validation, so none is rejected here.
-fn spans_of(records: &[Record]) -> Vec<Span> {
+/// The spans of logged requests, and where each record's spans end in them. The journal logs
+/// only requests whose spans all passed validation, so none is rejected here.
+fn spans_of(records: &[Record]) -> (Vec<Span>, Vec<RecordSpans>) {
     let mut spans = Vec::new();
+    let mut ends = Vec::with_capacity(records.len());
     for record in records {
         match ExportTraceServiceRequest::decode(record.payload.as_slice()) {
             Ok(request) => spans.extend(otlp::convert_with(request, Detail::Keep).spans),
@@ -86,55 +98,37 @@ fn spans_of(records: &[Record]) -> Vec<Span> {
                 tracing::error!(end = record.end, error = %err, "a logged request does not decode; skipped")
             }
         }
+        ends.push(RecordSpans {
+            end: record.end,
+            spans_end: spans.len(),
+        });
     }
-    spans
+    (spans, ends)
 }
 
-/// The span-time range of spans stored whose derived edges may not be written yet: tracked
-/// while derivation runs, so that after a crash exactly that range is derived again.
-#[derive(Clone, Copy, Debug, Default)]
-struct Underived(Option<(i64, i64)>);
-
-impl Underived {
-    fn extend(&mut self, spans: &[Span]) {
-        for span in spans {
-            let range = self.0.get_or_insert((span.start_ns, span.start_ns));
-            range.0 = range.0.min(span.start_ns);
-            range.1 = range.1.max(span.start_ns);
-        }
-    }
-}
-
-/// Loads the log into the store from the store's offset up to `until`, deriving nothing and
-/// noting the loaded spans as underived: the first step of recovering from an unclean stop,
-/// before the server serves. Returns the spans loaded.
-pub fn replay(
-    store: &mut Store,
-    dir: &Path,
-    until: u64,
-) -> Result<u64, archtrace_store::QueryError> {
-    let mut reader = LogReader::new(dir, store.log_offset(CONSUMER)?);
-    let mut underived = Underived(store.underived()?);
-    let mut records = Vec::new();
-    let mut loaded = 0;
-    while reader.position() < until {
-        records.clear();
-        reader.read(until, BATCH_BYTES, &mut records)?;
-        let Some(last) = records.last() else { break };
-        let spans = spans_of(&records);
-        underived.extend(&spans);
-        let refs: Vec<&Span> = spans.iter().collect();
-        store.append_logged(&refs, CONSUMER, last.end, underived.0)?;
-        loaded += spans.len() as u64;
-    }
-    Ok(loaded)
+/// A record of a batch: its end offset, and the end of its spans in the batch's spans.
+struct RecordSpans {
+    end: u64,
+    spans_end: usize,
 }
 
 /// Converted spans of consecutive log records, up to `end`.
 struct Batch {
     spans: Vec<Span>,
+    records: Vec<RecordSpans>,
     end: u64,
     received_ns: i64,
+}
+
+impl Batch {
+    /// Where the spans of the records beyond `offset` begin.
+    fn spans_beyond(&self, offset: u64) -> usize {
+        self.records
+            .iter()
+            .take_while(|record| record.end <= offset)
+            .last()
+            .map_or(0, |record| record.spans_end)
+    }
 }
 
 /// Reads and converts the log on a thread of its own, a batch ahead of the loader: decoding
@@ -160,10 +154,13 @@ fn read_ahead(dir: PathBuf, mut position: u64, state: &LogState, batches: SyncSe
             continue;
         }
         let Some(last) = records.last() else { continue };
+        let (end, received_ns) = (last.end, last.received_ns);
+        let (spans, records) = spans_of(&records);
         let batch = Batch {
-            end: last.end,
-            received_ns: last.received_ns,
-            spans: spans_of(&records),
+            end,
+            received_ns,
+            spans,
+            records,
         };
         position = batch.end;
         if batches.send(batch).is_err() {
@@ -173,14 +170,20 @@ fn read_ahead(dir: PathBuf, mut position: u64, state: &LogState, batches: SyncSe
 }
 
 fn run(
-    mut store: Store,
+    mut spans_store: Option<(Store, u64)>,
     dir: PathBuf,
-    from: u64,
-    mut underived: Underived,
     state: &LogState,
     metrics: &LoaderMetrics,
-    mut on_load: Option<OnLoad>,
-) -> Store {
+    mut deriver: Option<DeriverFeed>,
+) {
+    let from = [
+        spans_store.as_ref().map(|(_, from)| *from),
+        deriver.as_ref().map(|feed| feed.from),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or_else(|| state.durable_end.load(Ordering::Acquire));
     let (sender, batches) = std::sync::mpsc::sync_channel(1);
     std::thread::scope(|scope| {
         let reading_dir = dir.clone();
@@ -188,50 +191,57 @@ fn run(
             .name("archtrace-log-reader".into())
             .spawn_scoped(scope, move || read_ahead(reading_dir, from, state, sender))
             .expect("spawning the log reader thread");
-        for Batch {
-            spans,
-            end,
-            received_ns,
-        } in batches
-        {
-            let refs: Vec<&Span> = spans.iter().collect();
-            let started = Instant::now();
-            // What goes on to derivation is underived until a clean stop has written it all.
-            if on_load.is_some() {
-                underived.extend(&spans);
-            }
-            // Until the store takes the batch, the loader retries it: the log keeps it
-            // meanwhile, and past its bound clients are refused.
-            while let Err(err) = store.append_logged(&refs, CONSUMER, end, underived.0) {
-                metrics.commit_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %err, spans = refs.len(), "could not store spans from the log; retrying");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            metrics.commit.observe(started.elapsed().as_secs_f64());
-            metrics
-                .loaded_spans
-                .fetch_add(spans.len() as u64, Ordering::Relaxed);
-            drop(refs);
-            state.loaded.store(end, Ordering::Release);
-            state
-                .loaded_received_ns
-                .store(received_ns, Ordering::Relaxed);
-            if let Some(on_load) = on_load.as_mut() {
-                on_load(spans);
-            }
-            match log::remove_segments_before(&dir, end) {
-                Ok(freed) => {
-                    state.disk_bytes.fetch_sub(
-                        freed.min(state.disk_bytes.load(Ordering::Relaxed)),
-                        Ordering::Relaxed,
-                    );
+        for mut batch in batches {
+            if let Some((store, loaded)) = spans_store.as_mut() {
+                if batch.end > *loaded {
+                    load(store, &batch, state, metrics);
+                    *loaded = batch.end;
                 }
-                Err(err) => tracing::warn!(error = %err, "could not delete loaded log segments"),
             }
+            if let Some(feed) = deriver.as_mut() {
+                if batch.end > feed.from {
+                    let first = batch.spans_beyond(feed.from);
+                    feed.from = batch.end;
+                    let derivable = Derivable {
+                        spans: batch.spans.split_off(first),
+                        end: batch.end,
+                        received_ns: batch.received_ns,
+                    };
+                    // Blocks when the deriver is behind: the log then grows to its bound and
+                    // clients are told to retry, instead of memory growing here.
+                    if feed.sender.send(derivable).is_err() {
+                        tracing::error!("the deriver stopped; spans are no longer derived");
+                        deriver = None;
+                    }
+                }
+            }
+            state.free_consumed(&dir);
         }
     });
-    if let Err(err) = store.checkpoint() {
-        tracing::warn!(error = %err, "checkpoint on shutdown failed; the write-ahead log keeps the data");
+}
+
+/// Appends the spans of a batch's records beyond the store's offset, with the batch's end.
+fn load(store: &mut Store, batch: &Batch, state: &LogState, metrics: &LoaderMetrics) {
+    let loaded = state.spans.committed.load(Ordering::Acquire);
+    let refs: Vec<&Span> = batch.spans[batch.spans_beyond(loaded)..].iter().collect();
+    let started = Instant::now();
+    let consumed = Consumed {
+        consumer: CONSUMER,
+        offset: batch.end,
+        spans: &refs,
+        buckets: &[],
+        state: None,
+    };
+    // Until the store takes the batch, the loader retries it: the log keeps it meanwhile, and
+    // past its bound clients are refused.
+    while let Err(err) = store.commit_consumed(&consumed) {
+        metrics.commit_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %err, spans = refs.len(), "could not store spans from the log; retrying");
+        std::thread::sleep(Duration::from_secs(1));
     }
-    store
+    metrics.commit.observe(started.elapsed().as_secs_f64());
+    metrics
+        .loaded_spans
+        .fetch_add(refs.len() as u64, Ordering::Relaxed);
+    state.spans.commit(batch.end, batch.received_ns);
 }

@@ -24,7 +24,8 @@ use crate::grpc::GrpcTraceService;
 use crate::http::{self, HttpState};
 use crate::ingest::{Ingest, IngestMetrics};
 use crate::journal::{Journal, LogLimits, LogState};
-use crate::loader::{Loader, LoaderMetrics, OnLoad};
+use crate::live::DeriverMetrics;
+use crate::loader::{Loader, LoaderMetrics};
 use crate::retention::{RetentionMetrics, RetentionSettings};
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
@@ -40,6 +41,21 @@ const SERVER_DUCKDB_MEMORY: &str = "128MB";
 /// up to a second; 256 MB (about 3.5M spans) measured 46k → 71k spans/s and p99 923 → 126 ms
 /// over 100 s of load (`archtrace loadgen`).
 const SERVER_CHECKPOINT_THRESHOLD: &str = "256MB";
+/// Example traces kept per edge and minute with `--spans sampled`: enough to open real traces
+/// of every edge, few enough that the store holds a small share of the traffic.
+const SAMPLED_EXAMPLES_PER_EDGE_MINUTE: u32 = 3;
+
+/// Which raw spans are stored; the derived graph is the same in every mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeepSpans {
+    /// Every span (the default).
+    #[default]
+    All,
+    /// Every trace with an error, and a few example traces per edge and minute.
+    Sampled,
+    /// None: only the derived buckets.
+    None,
+}
 
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
@@ -51,8 +67,9 @@ pub struct ServerSettings {
     /// are refused as overloaded before their bodies are decoded.
     pub max_requests_in_flight: usize,
     pub auth_token: Option<String>,
+    pub spans: KeepSpans,
     /// Derive edges while serving; without it spans are only stored (`archtrace rebuild`
-    /// derives them later).
+    /// derives them later), so it needs `KeepSpans::All`.
     pub derive_edges: bool,
     pub assembly: AssemblySettings,
     /// A snapshot for the viewer's drift page to compare with.
@@ -67,6 +84,7 @@ impl Default for ServerSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_requests_in_flight: DEFAULT_MAX_REQUESTS_IN_FLIGHT,
             auth_token: None,
+            spans: KeepSpans::All,
             derive_edges: true,
             assembly: AssemblySettings::default(),
             baseline: None,
@@ -103,8 +121,10 @@ pub enum ServeError {
     Store(#[from] archtrace_store::QueryError),
     #[error("could not open the request log")]
     Log(#[from] archtrace_store::log::LogError),
-    #[error("could not derive again what an unclean stop left underived")]
+    #[error("could not derive again what an older archtrace's unclean stop left underived")]
     Recover(#[source] archtrace_query::QueryError),
+    #[error("--no-derive with --spans {0} would keep nothing: derive edges, or keep all spans")]
+    NothingKept(&'static str),
     #[error("could not create a folder for the request log of an in-memory store")]
     TemporaryLog(#[source] std::io::Error),
 }
@@ -164,23 +184,13 @@ pub async fn serve(
         .limit_memory(SERVER_DUCKDB_MEMORY)
         .and_then(|()| store.set_checkpoint_threshold(SERVER_CHECKPOINT_THRESHOLD))
         .map_err(archtrace_store::QueryError::from)?;
+    if !settings.derive_edges && settings.spans != KeepSpans::All {
+        return Err(ServeError::NothingKept(match settings.spans {
+            KeepSpans::Sampled => "sampled",
+            _ => "none",
+        }));
+    }
     let reader = store.reader()?;
-    let live = if settings.derive_edges {
-        Some(crate::live::start(
-            settings.assembly.clone(),
-            store.bucket_writer()?,
-        ))
-    } else {
-        None
-    };
-    let on_load: Option<OnLoad> = live.as_ref().map(|live| {
-        let handoff = live.sender.clone();
-        Box::new(move |spans| {
-            // Blocks when the assembler is behind: the loader then lags, the log grows to its
-            // bound and clients are told to retry, instead of memory growing here.
-            let _ = handoff.send(spans);
-        }) as OnLoad
-    });
     // The log lives beside the store's file; an in-memory store's log lasts as long as it.
     let (log_dir, _temporary) = match store.location() {
         Location::File(path) => (archtrace_store::log::dir_of(path), None),
@@ -189,10 +199,15 @@ pub async fn serve(
             (dir.path().to_owned(), Some(dir))
         }
     };
+    // A log whose segments were all consumed and deleted goes on from the furthest offset.
+    let committed = [crate::loader::CONSUMER, crate::live::CONSUMER]
+        .into_iter()
+        .map(|consumer| store.log_offset(consumer))
+        .collect::<Result<Vec<_>, _>>()?;
     let (log_writer, cut) = LogWriter::open(
         &log_dir,
         settings.log.segment_bytes,
-        store.log_offset(crate::loader::CONSUMER)?,
+        committed.into_iter().flatten().max().unwrap_or(0),
     )?;
     let mut store = store;
     if let Some(cut) = cut {
@@ -205,7 +220,11 @@ pub async fn serve(
         );
     }
     if settings.derive_edges {
-        recover(&mut store, &log_dir, log_writer.end())?;
+        recover_underived(&mut store)?;
+    } else {
+        // Spans stored from now on are derived by `archtrace rebuild`; a later derived run
+        // starts from where the loader got to.
+        store.forget_consumer(crate::live::CONSUMER)?;
     }
     let log_state = Arc::new(LogState::default());
     log_state.disk_bytes.store(
@@ -224,18 +243,37 @@ pub async fn serve(
         settings.retention.clone(),
         retention_metrics.clone(),
     );
+    let deriver_metrics = Arc::new(DeriverMetrics::default());
+    let deriver = if settings.derive_edges {
+        let mut assembly = settings.assembly.clone();
+        if settings.spans == KeepSpans::Sampled {
+            assembly.sample = Some(SAMPLED_EXAMPLES_PER_EDGE_MINUTE);
+        }
+        Some(crate::live::start(
+            assembly,
+            store.another_writer()?,
+            log_state.clone(),
+            log_dir.clone(),
+            deriver_metrics.clone(),
+        )?)
+    } else {
+        None
+    };
+    let (feed, unwritten, deriver_thread) = match deriver {
+        Some(deriver) => (Some(deriver.feed), deriver.unwritten, Some(deriver.thread)),
+        None => (None, Default::default(), None),
+    };
     let loader_metrics = Arc::new(LoaderMetrics::default());
     let loader = Loader::spawn(
-        store,
+        match settings.spans {
+            KeepSpans::All => Some(store.another_writer()?),
+            KeepSpans::Sampled | KeepSpans::None => None,
+        },
         &log_dir,
         log_state.clone(),
         loader_metrics.clone(),
-        on_load,
+        feed,
     )?;
-    let (unwritten, assembly) = match live {
-        Some(live) => (live.unwritten, Some(live.thread)),
-        None => (Default::default(), None),
-    };
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let ingest = Arc::new(Ingest::new(
         journal,
@@ -285,6 +323,7 @@ pub async fn serve(
         ingest: ingest_metrics,
         log: log_state,
         loader: loader_metrics,
+        deriver: deriver_metrics,
         retention: retention_metrics,
         ready,
         auth,
@@ -308,18 +347,18 @@ pub async fn serve(
         source: Box::new(err),
     })?;
     // Every handle to the journal is gone with the servers: it stops, the loader stores what
-    // the log holds, and then the assembler derives and writes what it still holds.
+    // the log holds, and then the deriver derives and commits what it still holds.
     tokio::task::spawn_blocking(move || {
         if let Some(retention) = retention {
             retention.join();
         }
         let _ = journal_thread.join();
-        let store = loader.join();
-        if let Some(assembly) = assembly {
-            if assembly.join().is_ok() {
-                // Everything loaded is derived and written: nothing to recover on the next start.
-                store.clear_underived()?;
-            }
+        loader.join();
+        if let Some(deriver) = deriver_thread {
+            let _ = deriver.join();
+        }
+        if let Err(err) = store.checkpoint() {
+            tracing::warn!(error = %err, "checkpoint on shutdown failed; the write-ahead log keeps the data");
         }
         Ok(store)
     })
@@ -327,27 +366,22 @@ pub async fn serve(
     .map_err(|_| ServeError::Loader)?
 }
 
-/// After a stop that did not drain derivation (a crash), loads what the log holds beyond the
-/// store and derives the span-time range whose edges may be missing again from the raw spans,
-/// replacing its buckets in one transaction per range; a clean stop leaves nothing to do.
-fn recover(store: &mut Store, log_dir: &std::path::Path, log_end: u64) -> Result<(), ServeError> {
-    if store.underived()?.is_none() && store.log_offset(crate::loader::CONSUMER)? >= log_end {
+/// An archtrace before schema v5 that crashed while serving left a span-time range whose
+/// edges may be missing: derive it again from the raw spans, one transaction per range.
+fn recover_underived(store: &mut Store) -> Result<(), ServeError> {
+    let Some((first, last)) = store.underived()? else {
         return Ok(());
-    }
+    };
+    use archtrace_query::SnapshotSource;
     let started = std::time::Instant::now();
-    let loaded = crate::loader::replay(store, log_dir, log_end)?;
-    if let Some((first, last)) = store.underived()? {
-        use archtrace_query::SnapshotSource;
-        let traces = StoreSource::open(store)
-            .and_then(|source| source.rebuild(first, last.saturating_add(1)))
-            .map_err(ServeError::Recover)?;
-        store.clear_underived()?;
-        tracing::warn!(
-            spans_loaded = loaded,
-            traces_derived = traces,
-            seconds = started.elapsed().as_secs_f64(),
-            "recovered from an unclean stop: loaded the request log into the store and derived the affected hours again"
-        );
-    }
+    let traces = StoreSource::open(store)
+        .and_then(|source| source.rebuild(first, last.saturating_add(1)))
+        .map_err(ServeError::Recover)?;
+    store.clear_underived()?;
+    tracing::warn!(
+        traces_derived = traces,
+        seconds = started.elapsed().as_secs_f64(),
+        "recovered from an unclean stop of an older archtrace: derived the affected hours again"
+    );
     Ok(())
 }

@@ -5,7 +5,7 @@ use archtrace_analyzer::aggregate::{Aggregate, Buckets};
 use archtrace_store::buckets;
 
 /// Buckets derived but not yet written, shared with snapshot queries.
-#[derive(Default)]
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Unwritten {
     minute: Option<Buckets>,
     hour: Option<Buckets>,
@@ -46,15 +46,37 @@ impl Unwritten {
 
     /// Adds freshly derived buckets to those held.
     pub fn absorb(&mut self, minute: Buckets, hour: Buckets) {
-        for (slot, fresh) in [(&mut self.minute, minute), (&mut self.hour, hour)] {
-            match slot {
-                Some(held) => {
-                    for (start, bucket) in fresh.buckets {
-                        held.buckets.entry(start).or_default().merge(&bucket);
-                    }
+        self.add(minute);
+        self.add(hour);
+    }
+
+    /// Whether some bucket closed before `closed_before_ns`.
+    pub fn has_closed(&self, closed_before_ns: i64) -> bool {
+        [self.minute.as_ref(), self.hour.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|held| {
+                held.buckets
+                    .keys()
+                    .next()
+                    .is_some_and(|start| start.saturating_add(held.width_ns) <= closed_before_ns)
+            })
+    }
+
+    /// Adds buckets of one width: fresh ones, or closed ones put back after a failed write.
+    pub fn add(&mut self, buckets: Buckets) {
+        let slot = if buckets.width_ns == buckets::MINUTE_NS {
+            &mut self.minute
+        } else {
+            &mut self.hour
+        };
+        match slot {
+            Some(held) => {
+                for (start, bucket) in buckets.buckets {
+                    held.buckets.entry(start).or_default().merge(&bucket);
                 }
-                None => *slot = Some(fresh),
             }
+            None => *slot = Some(buckets),
         }
     }
 

@@ -97,7 +97,7 @@ fn in_transaction(
 }
 
 /// Appends buckets of one width inside the caller's transaction.
-fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryError> {
+pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryError> {
     let width = width_seconds(buckets.width_ns);
     let buckets = &buckets.buckets;
     {

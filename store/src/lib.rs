@@ -66,6 +66,8 @@ pub enum QueryError {
     Arrow(String),
     #[error(transparent)]
     Log(#[from] log::LogError),
+    #[error("the state of log consumer {consumer} could not be encoded: {reason}")]
+    ConsumerState { consumer: String, reason: String },
 }
 
 /// Where the spans live. `Location::Memory` keeps them in memory only (for short CI runs).
@@ -92,6 +94,18 @@ impl From<&Path> for Location {
             Location::File(path.to_owned())
         }
     }
+}
+
+/// What a consumer of the request log commits at once.
+pub struct Consumed<'a> {
+    pub consumer: &'a str,
+    /// The log offset everything below which is now accounted for.
+    pub offset: u64,
+    pub spans: &'a [&'a Span],
+    /// Derived buckets that closed.
+    pub buckets: &'a [archtrace_analyzer::aggregate::Buckets],
+    /// What the consumer holds in memory at `offset`, to resume from after a crash.
+    pub state: Option<&'a [u8]>,
 }
 
 /// An open store. Owns one DuckDB connection; move it into the writer thread to write.
@@ -156,33 +170,30 @@ impl Store {
         self.append_rows(spans)
     }
 
-    /// Appends spans and records that `consumer` has read the request log up to `offset`, in
-    /// one transaction: after a crash the log is replayed from exactly what was stored. With
-    /// `underived`, also records the span-time range stored whose derived edges may not be
-    /// written yet (see [`Store::underived`]).
-    pub fn append_logged(
-        &mut self,
-        spans: &[&Span],
-        consumer: &str,
-        offset: u64,
-        underived: Option<(i64, i64)>,
-    ) -> Result<(), duckdb::Error> {
+    /// Commits what a consumer of the request log wrote up to `offset` in one transaction:
+    /// after a crash the log is replayed from exactly what the store holds, nothing counted
+    /// twice. See [`Consumed`].
+    pub fn commit_consumed(&mut self, consumed: &Consumed<'_>) -> Result<(), QueryError> {
         self.conn.execute_batch("BEGIN TRANSACTION")?;
-        let outcome = (|| {
-            if !spans.is_empty() {
-                self.append_rows(spans)?;
+        let outcome = (|| -> Result<(), QueryError> {
+            if !consumed.spans.is_empty() {
+                self.append_rows(consumed.spans)?;
+            }
+            for buckets in consumed.buckets {
+                buckets::append(&self.conn, buckets)?;
             }
             self.conn.execute(
                 "INSERT OR REPLACE INTO log_offsets VALUES (?, ?)",
-                duckdb::params![consumer, offset],
+                duckdb::params![consumed.consumer, consumed.offset],
             )?;
-            if let Some((first, last)) = underived {
+            if let Some(state) = consumed.state {
                 self.conn.execute(
-                    "INSERT OR REPLACE INTO archtrace_meta VALUES ('underived', ?)",
-                    [format!("{first},{last}")],
+                    "INSERT OR REPLACE INTO consumer_state VALUES (?, ?)",
+                    duckdb::params![consumed.consumer, state],
                 )?;
             }
-            self.conn.execute_batch("COMMIT")
+            self.conn.execute_batch("COMMIT")?;
+            Ok(())
         })();
         if outcome.is_err() {
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -192,9 +203,29 @@ impl Store {
         outcome
     }
 
-    /// The span-time range (first and last span start) of spans stored while serving whose
-    /// derived edges may not all be written: `Some` after a server stopped without draining
-    /// its derivation (a crash), `None` after a clean stop.
+    /// Forgets a consumer's offset and state: it no longer holds the log back.
+    pub fn forget_consumer(&self, consumer: &str) -> Result<(), QueryError> {
+        self.conn
+            .execute("DELETE FROM log_offsets WHERE consumer = ?", [consumer])?;
+        self.conn
+            .execute("DELETE FROM consumer_state WHERE consumer = ?", [consumer])?;
+        Ok(())
+    }
+
+    /// The state `consumer` committed with its offset, if any.
+    pub fn consumer_state(&self, consumer: &str) -> Result<Option<Vec<u8>>, QueryError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT state FROM consumer_state WHERE consumer = ?",
+                [consumer],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The span-time range (first and last span start) of spans an archtrace before schema v5
+    /// stored while serving without writing their derived edges (it crashed); `None` otherwise.
     pub fn underived(&self) -> Result<Option<(i64, i64)>, QueryError> {
         let text: Option<String> = self
             .conn
@@ -210,24 +241,35 @@ impl Store {
         }))
     }
 
-    /// Records that every stored span's edges are derived and written.
+    /// Records that the range [`Store::underived`] reported is derived again.
     pub fn clear_underived(&self) -> Result<(), QueryError> {
         self.conn
             .execute_batch("DELETE FROM archtrace_meta WHERE key = 'underived'")?;
         Ok(())
     }
 
-    /// How far `consumer` has read the request log (0 if it never has).
-    pub fn log_offset(&self, consumer: &str) -> Result<u64, QueryError> {
-        let offset: Option<u64> = self
+    /// How far `consumer` has read the request log (`None` if it never has).
+    pub fn log_offset(&self, consumer: &str) -> Result<Option<u64>, QueryError> {
+        Ok(self
             .conn
             .query_row(
                 "SELECT log_offset FROM log_offsets WHERE consumer = ?",
                 [consumer],
                 |row| row.get(0),
             )
-            .optional()?;
-        Ok(offset.unwrap_or(0))
+            .optional()?)
+    }
+
+    /// Another writer on the same database, for a second thread (the deriver beside the
+    /// loader). Only one of them may append spans.
+    pub fn another_writer(&self) -> Result<Store, QueryError> {
+        let conn = self.conn.try_clone()?;
+        let known_resources = known_resources(&conn)?;
+        Ok(Store {
+            conn,
+            location: self.location.clone(),
+            known_resources,
+        })
     }
 
     fn append_rows(&mut self, spans: &[&Span]) -> Result<(), duckdb::Error> {

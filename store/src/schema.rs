@@ -171,7 +171,13 @@ const MIGRATIONS: &[&str] = &[
         resource_id, events_count, links
     FROM spans;
     DROP TABLE spans;
-    ALTER TABLE spans_v5 RENAME TO spans;",
+    ALTER TABLE spans_v5 RENAME TO spans;
+    -- What a log consumer holds in memory at its offset (the deriver's traces waiting to be
+    -- complete and its open buckets), committed with the offset so a restart resumes exactly.
+    CREATE TABLE consumer_state (
+        consumer VARCHAR PRIMARY KEY,
+        state BLOB NOT NULL                 -- the consumer's own encoding
+    );",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use archtrace_collector::ingest::{Ingest, IngestError, IngestMetrics};
 use archtrace_collector::journal::{Journal, LogLimits, LogState};
-use archtrace_collector::loader::{Loader, LoaderMetrics, OnLoad};
+use archtrace_collector::live::Derivable;
+use archtrace_collector::loader::{DeriverFeed, Loader, LoaderMetrics};
 use archtrace_collector::ServerSettings;
 use archtrace_store::log::LogWriter;
 use archtrace_store::{Location, Store};
@@ -42,20 +43,32 @@ async fn a_full_log_refuses_while_the_loader_lags_and_loses_nothing_acknowledged
     let (writer, _) = LogWriter::open(&log_dir, limits.segment_bytes, 0).unwrap();
     let state = Arc::new(LogState::default());
     let (journal, journal_thread) = Journal::spawn(writer, &log_dir, limits, state.clone());
-    // After its first batch the loader waits to be released, as it waits for a slow deriver.
+    // A deriver that commits what it is handed, and after its first batch waits to be
+    // released: a slow deriver, which the log must wait for.
     let (release, released) = std::sync::mpsc::channel::<()>();
-    let mut first_batch = true;
-    let on_load: OnLoad = Box::new(move |_| {
-        if std::mem::take(&mut first_batch) {
-            let _ = released.recv();
+    let (feed, derivables) = std::sync::mpsc::sync_channel::<Derivable>(0);
+    state.derive.commit(0, 0);
+    let deriver_state = state.clone();
+    let deriver = std::thread::spawn(move || {
+        let mut first_batch = true;
+        for derivable in derivables {
+            deriver_state
+                .derive
+                .commit(derivable.end, derivable.received_ns);
+            if std::mem::take(&mut first_batch) {
+                let _ = released.recv();
+            }
         }
     });
     let loader = Loader::spawn(
-        store,
+        Some(store.another_writer().unwrap()),
         &log_dir,
         state.clone(),
         Arc::new(LoaderMetrics::default()),
-        Some(on_load),
+        Some(DeriverFeed {
+            sender: feed,
+            from: 0,
+        }),
     )
     .unwrap();
     let ingest = Ingest::new(journal, Arc::new(IngestMetrics::default()), 64);
@@ -112,7 +125,8 @@ async fn a_full_log_refuses_while_the_loader_lags_and_loses_nothing_acknowledged
     );
     drop(ingest);
     journal_thread.join().unwrap();
-    let store = loader.join();
+    loader.join();
+    deriver.join().unwrap();
     assert_eq!(
         count(&store, "SELECT count(*) FROM spans"),
         spans_in(&requests[0]) + spans_in(&requests[1]) + spans_in(&requests[3]),
