@@ -46,7 +46,8 @@ pub struct ServeOptions {
     /// are refused with UNAVAILABLE/503 and Retry-After. [default: 1073741824]
     #[arg(long, env = "ARCHTRACE_MAX_LOG_BYTES", value_name = "BYTES")]
     pub max_log_bytes: Option<u64>,
-    /// Free space the request log's disk keeps; below it, requests are refused. [default: 268435456]
+    /// Free space the request log's disk keeps; below it, requests are refused. With 0, a
+    /// request is refused only when the disk is full and its write fails. [default: 268435456]
     #[arg(long, env = "ARCHTRACE_MIN_FREE_DISK_BYTES", value_name = "BYTES")]
     pub min_free_disk_bytes: Option<u64>,
     /// Requests handled at once over both transports; more are refused as overloaded

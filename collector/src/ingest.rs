@@ -207,9 +207,9 @@ impl Ingest {
                     .spans_refused
                     .fetch_add(accepted, Ordering::Relaxed);
                 Err(match err {
-                    JournalError::LogFull { .. } | JournalError::DiskFull { .. } => {
-                        IngestError::Overloaded(err)
-                    }
+                    JournalError::LogFull { .. }
+                    | JournalError::DiskFull { .. }
+                    | JournalError::WriteFailed(_) => IngestError::Overloaded(err),
                     other => IngestError::Unavailable(other),
                 })
             }

@@ -22,7 +22,8 @@ use crate::histogram::LatencyHistogram;
 pub struct LogLimits {
     /// Log bytes not yet loaded into the store before requests are refused.
     pub max_log_bytes: u64,
-    /// Free space the log's disk keeps; below it, requests are refused.
+    /// Free space the log's disk keeps; below it, requests are refused. 0 keeps none: a
+    /// request that finds the disk full is then refused when its write fails.
     pub min_free_disk_bytes: u64,
     /// A segment file is closed at this size and a new one begun.
     pub segment_bytes: u64,
@@ -50,6 +51,8 @@ pub enum JournalError {
         free_bytes: u64,
         min_free_bytes: u64,
     },
+    #[error("the request log could not be written ({0}); it was cut back to its last durable record: retry later")]
+    WriteFailed(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("the request log could not be written ({0}); the server takes no more requests until restarted")]
@@ -283,6 +286,10 @@ impl Journal {
                 max_log_bytes: self.limits.max_log_bytes,
             });
         }
+        if self.limits.min_free_disk_bytes == 0 {
+            // Nothing kept free: a full disk fails the write itself, which is refused too.
+            return None;
+        }
         let free_bytes = free_space(&self.dir)?;
         (free_bytes < self.limits.min_free_disk_bytes.saturating_add(size)).then_some(
             JournalError::DiskFull {
@@ -328,11 +335,21 @@ fn run(mut writer: LogWriter, receiver: mpsc::Receiver<Entry>, state: &LogState)
                 .and_then(|()| writer.sync());
             state.fsync.observe(started.elapsed().as_secs_f64());
             written.map_err(|err| {
-                // The log's tail is now uncertain: appending more could put acknowledged
-                // records after a damaged one, which a restart would cut away.
-                state.failed.store(true, Ordering::Relaxed);
-                tracing::error!(error = %err, "the request log could not be written; refusing all requests until restarted");
-                JournalError::Failed(err.to_string())
+                // Nothing of the group is acknowledged. Cut the log back to its last durable
+                // record, so that later records never follow a damaged one (a restart would
+                // cut them away); if even that fails, take nothing more.
+                let durable = state.durable_end.load(Ordering::Acquire);
+                match writer.rewind(durable) {
+                    Ok(()) => {
+                        tracing::warn!(error = %err, "the request log could not be written (is its disk full?); the requests were refused for retry");
+                        JournalError::WriteFailed(err.to_string())
+                    }
+                    Err(rewind) => {
+                        state.failed.store(true, Ordering::Relaxed);
+                        tracing::error!(error = %err, rewind = %rewind, "the request log could not be written nor cut back; refusing all requests until restarted");
+                        JournalError::Failed(err.to_string())
+                    }
+                }
             })
         };
         state

@@ -279,6 +279,38 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Drops everything appended after `durable` (the end the last successful
+    /// [`LogWriter::sync`] returned), after a write or sync failed (a full disk): the log ends
+    /// with its last durable record again and takes appends once there is room.
+    pub fn rewind(&mut self, durable: u64) -> Result<(), LogError> {
+        // Segments begun after `durable` hold only dropped records.
+        let mut base = self.base;
+        for (segment_base, path) in segments(&self.dir)?.into_iter().rev() {
+            if segment_base <= durable {
+                base = segment_base;
+                break;
+            }
+            std::fs::remove_file(&path).map_err(io(&path, "could not remove a segment"))?;
+        }
+        let path = segment_path(&self.dir, base);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path, "could not open a segment"))?;
+        file.set_len(durable - base)
+            .map_err(io(&path, "could not cut a segment"))?;
+        file.sync_all()
+            .map_err(io(&path, "could not sync a segment"))?;
+        sync_dir(&self.dir)?;
+        // The old buffer's unwritten bytes are dropped with it, unflushed.
+        let old = std::mem::replace(&mut self.file, BufWriter::with_capacity(1 << 20, file));
+        let _ = old.into_parts();
+        self.base = base;
+        self.end = durable;
+        Ok(())
+    }
+
     /// The offset after the last record appended.
     pub fn end(&self) -> u64 {
         self.end
@@ -462,6 +494,41 @@ mod tests {
         let from = read[4].end;
         let until = read[9].end;
         assert_eq!(payloads(&records(dir.path(), from, until)), written[5..10]);
+    }
+
+    #[test]
+    fn rewinding_drops_what_followed_the_last_sync_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogWriter::open(dir.path(), 100, 0).unwrap();
+        for i in 0..3u8 {
+            log.append(0, &[i; 40]).unwrap();
+        }
+        let durable = log.sync().unwrap();
+        let segments_then = segments(dir.path()).unwrap().len();
+        // A failed group: some of it reached new segments, some only the buffer.
+        for i in 3..9u8 {
+            log.append(0, &[i; 40]).unwrap();
+        }
+        let _ = log.file.flush();
+        assert!(segments(dir.path()).unwrap().len() > segments_then);
+        log.rewind(durable).unwrap();
+        assert_eq!(log.end(), durable);
+        assert!(
+            segments(dir.path())
+                .unwrap()
+                .iter()
+                .all(|(base, _)| *base <= durable),
+            "segments begun after the last durable record are gone"
+        );
+        // Appends go on after the last durable record, and a reopen finds nothing damaged.
+        log.append(0, &[42; 40]).unwrap();
+        let end = log.sync().unwrap();
+        drop(log);
+        let (_, cut) = LogWriter::open(dir.path(), 100, 0).unwrap();
+        assert_eq!(cut, None);
+        let read = records(dir.path(), 0, end);
+        let firsts: Vec<u8> = read.iter().map(|r| r.payload[0]).collect();
+        assert_eq!(firsts, [0, 1, 2, 42]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod bad_input;
 mod browser;
 mod cli;
+mod disk_full;
 mod drift;
 mod durability;
 mod fixtures;
