@@ -242,6 +242,23 @@ fn bucket_rows(db: &std::path::Path, width_s: i64) -> Vec<(i64, String, String, 
         .unwrap()
 }
 
+/// The edges ("from -> to") that the traces stored in a store make on their own.
+fn edges_of_stored_traces(db: &std::path::Path) -> BTreeSet<String> {
+    let store = Store::open_read_only(db).unwrap();
+    let mut groups = archtrace_analyzer::aggregate::TraceGroups::default();
+    store
+        .reader()
+        .unwrap()
+        .for_each_trace(i64::MIN, i64::MAX, &mut |trace| groups.push(trace.to_vec()))
+        .unwrap();
+    groups
+        .aggregate(None)
+        .edges
+        .keys()
+        .map(|key| format!("{} -> {}", key.from, key.to))
+        .collect()
+}
+
 /// Polls a server's `/metrics` until `name` is at least `at_least`.
 async fn wait_for_metric(server: &ServerProcess, name: &str, at_least: f64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -352,14 +369,24 @@ async fn derived_edges_after_kill_9_equal_an_uninterrupted_run_whatever_spans_ar
         match spans {
             "all" => assert_eq!(stored, calm_spans),
             "none" => assert!(stored.is_empty(), "{} spans stored", stored.len()),
-            _ => assert!(
-                !stored.is_empty()
-                    && stored.len() < calm_spans.len()
-                    && stored.iter().all(|id| calm_spans.binary_search(id).is_ok()),
-                "a sample of the spans: {} of {}",
-                stored.len(),
-                calm_spans.len()
-            ),
+            _ => {
+                assert!(
+                    !stored.is_empty()
+                        && stored.len() < calm_spans.len()
+                        && stored.iter().all(|id| calm_spans.binary_search(id).is_ok()),
+                    "a sample of the spans: {} of {}",
+                    stored.len(),
+                    calm_spans.len()
+                );
+                assert_eq!(
+                    edges_of_stored_traces(crashed),
+                    expected
+                        .iter()
+                        .map(|edge| edge.split(' ').take(3).collect::<Vec<_>>().join(" "))
+                        .collect(),
+                    "every edge has example traces in the sample"
+                );
+            }
         }
         assert_eq!(
             Store::open_read_only(crashed).unwrap().underived().unwrap(),
