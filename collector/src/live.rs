@@ -72,17 +72,38 @@ pub fn start(
     metrics: Arc<DeriverMetrics>,
 ) -> Result<Deriver, QueryError> {
     let now = Instant::now();
+    let state_file = store.consumer_state_file(CONSUMER)?;
+    // New state files are numbered after the one committed, never overwriting it.
+    let state_files = state_file
+        .as_deref()
+        .and_then(|name| {
+            name.strip_prefix(CONSUMER)?
+                .strip_prefix('-')?
+                .strip_suffix(".state")
+        })
+        .and_then(|number| number.parse().ok())
+        .unwrap_or(0);
     let (from, assembler, unwritten) = match store.log_offset(CONSUMER)? {
         Some(offset) => {
-            let saved = store.consumer_state(CONSUMER)?.unwrap_or_default();
-            match postcard::from_bytes::<Checkpoint>(&saved) {
-                Ok(checkpoint) => (
-                    offset,
-                    Assembler::restore(settings.clone(), checkpoint.assembler, now),
-                    checkpoint.unwritten.into_owned(),
-                ),
+            let saved = match state_file {
+                Some(name) => std::fs::read(dir.join(&name))
+                    .map_err(|err| format!("{name}: {err}"))
+                    .and_then(|bytes| {
+                        postcard::from_bytes::<Checkpoint>(&bytes)
+                            .map(|checkpoint| {
+                                (
+                                    Assembler::restore(settings.clone(), checkpoint.assembler, now),
+                                    checkpoint.unwritten.into_owned(),
+                                )
+                            })
+                            .map_err(|err| format!("{name}: {err}"))
+                    }),
+                None => Ok((Assembler::new(settings.clone()), Unwritten::default())),
+            };
+            match saved {
+                Ok((assembler, unwritten)) => (offset, assembler, unwritten),
                 Err(err) => {
-                    tracing::error!(error = %err, "the deriver's saved state does not decode; derivation resumes without it (run `archtrace rebuild` over the last hour)");
+                    tracing::error!(error = %err, "the deriver's saved state cannot be read; derivation resumes without it (run `archtrace rebuild` over the last hour)");
                     (
                         offset,
                         Assembler::new(settings.clone()),
@@ -99,7 +120,7 @@ pub fn start(
                 offset: from,
                 spans: &[],
                 buckets: &[],
-                state: None,
+                state_file: None,
             })?;
             (from, Assembler::new(settings.clone()), Unwritten::default())
         }
@@ -117,6 +138,7 @@ pub fn start(
         committed: from,
         state,
         dir,
+        state_files,
         metrics,
     };
     let thread = std::thread::Builder::new()
@@ -139,7 +161,10 @@ struct Deriving {
     received_ns: i64,
     committed: u64,
     state: Arc<LogState>,
+    /// The request log's folder, where the state files go beside the segments.
     dir: PathBuf,
+    /// The number of the last state file written.
+    state_files: u64,
     metrics: Arc<DeriverMetrics>,
 }
 
@@ -193,7 +218,7 @@ impl Deriving {
                 self.metrics
                     .checkpoint_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %err, "could not commit derived edges; retrying");
+                tracing::error!(error = ?err, "could not commit derived edges; retrying");
                 std::thread::sleep(Duration::from_secs(1));
             }
             if !open {
@@ -219,16 +244,30 @@ impl Deriving {
         .map_err(|err| QueryError::ConsumerState {
             consumer: CONSUMER.into(),
             reason: err.to_string(),
-        })?;
-        let kept_refs: Vec<&Span> = kept.iter().collect();
-        let outcome = self.store.commit_consumed(&Consumed {
-            consumer: CONSUMER,
-            offset: self.position,
-            spans: &kept_refs,
-            buckets: &closed,
-            state: Some(&saved),
         });
+        // The state goes to a file of its own, durable before the transaction names it: tens
+        // of MB under load, which DuckDB would hold in memory and write twice (WAL, table).
+        self.state_files += 1;
+        let name = format!("{CONSUMER}-{:020}.state", self.state_files);
+        let kept_refs: Vec<&Span> = kept.iter().collect();
+        let outcome = saved
+            .and_then(|saved| {
+                write_durably(&self.dir, &name, &saved).map_err(|err| QueryError::ConsumerState {
+                    consumer: CONSUMER.into(),
+                    reason: format!("could not write {name}: {err}"),
+                })
+            })
+            .and_then(|()| {
+                self.store.commit_consumed(&Consumed {
+                    consumer: CONSUMER,
+                    offset: self.position,
+                    spans: &kept_refs,
+                    buckets: &closed,
+                    state_file: Some(&name),
+                })
+            });
         if let Err(err) = outcome {
+            let _ = std::fs::remove_file(self.dir.join(&name));
             // Back where they were, for the next attempt.
             for buckets in closed {
                 held.add(buckets);
@@ -237,6 +276,7 @@ impl Deriving {
             self.assembler.put_back_kept(kept);
             return Err(err);
         }
+        remove_state_files_but(&self.dir, &name);
         drop(held);
         self.committed = self.position;
         self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -246,5 +286,29 @@ impl Deriving {
         self.state.derive.commit(self.position, self.received_ns);
         self.state.free_consumed(&self.dir);
         Ok(())
+    }
+}
+
+/// Writes `bytes` to `dir/name` and makes the file and its name durable.
+fn write_durably(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join(name))?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Deletes the deriver's state files other than `current` (older ones, or one a crash left
+/// behind before its transaction committed).
+fn remove_state_files_but(dir: &std::path::Path, current: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(CONSUMER) && name.ends_with(".state") && name != current {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }

@@ -230,13 +230,13 @@ fn load(store: &mut Store, batch: &Batch, state: &LogState, metrics: &LoaderMetr
         offset: batch.end,
         spans: &refs,
         buckets: &[],
-        state: None,
+        state_file: None,
     };
     // Until the store takes the batch, the loader retries it: the log keeps it meanwhile, and
     // past its bound clients are refused.
     while let Err(err) = store.commit_consumed(&consumed) {
         metrics.commit_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(error = %err, spans = refs.len(), "could not store spans from the log; retrying");
+        tracing::error!(error = ?err, spans = refs.len(), "could not store spans from the log; retrying");
         std::thread::sleep(Duration::from_secs(1));
     }
     metrics.commit.observe(started.elapsed().as_secs_f64());

@@ -104,8 +104,9 @@ pub struct Consumed<'a> {
     pub spans: &'a [&'a Span],
     /// Derived buckets that closed.
     pub buckets: &'a [archtrace_analyzer::aggregate::Buckets],
-    /// What the consumer holds in memory at `offset`, to resume from after a crash.
-    pub state: Option<&'a [u8]>,
+    /// The file (in the request log's folder, written and synced before) holding what the
+    /// consumer holds in memory at `offset`, to resume from after a crash.
+    pub state_file: Option<&'a str>,
 }
 
 /// An open store. Owns one DuckDB connection; move it into the writer thread to write.
@@ -114,6 +115,8 @@ pub struct Store {
     location: Location,
     /// Resources already in the `resources` table.
     known_resources: std::collections::HashSet<u64>,
+    /// A commit failed and so did its rollback: the next one rolls back first.
+    aborted: bool,
 }
 
 impl Store {
@@ -132,6 +135,7 @@ impl Store {
             conn,
             location: location.clone(),
             known_resources,
+            aborted: false,
         })
     }
 
@@ -155,6 +159,7 @@ impl Store {
             conn,
             location: Location::File(path.to_owned()),
             known_resources: Default::default(),
+            aborted: false,
         })
     }
 
@@ -174,6 +179,11 @@ impl Store {
     /// after a crash the log is replayed from exactly what the store holds, nothing counted
     /// twice. See [`Consumed`].
     pub fn commit_consumed(&mut self, consumed: &Consumed<'_>) -> Result<(), QueryError> {
+        if self.aborted {
+            // A failed commit whose rollback failed too (DuckDB out of memory): end it first.
+            self.conn.execute_batch("ROLLBACK")?;
+            self.aborted = false;
+        }
         self.conn.execute_batch("BEGIN TRANSACTION")?;
         let outcome = (|| -> Result<(), QueryError> {
             if !consumed.spans.is_empty() {
@@ -186,19 +196,21 @@ impl Store {
                 "INSERT OR REPLACE INTO log_offsets VALUES (?, ?)",
                 duckdb::params![consumed.consumer, consumed.offset],
             )?;
-            if let Some(state) = consumed.state {
+            if let Some(state_file) = consumed.state_file {
                 self.conn.execute(
                     "INSERT OR REPLACE INTO consumer_state VALUES (?, ?)",
-                    duckdb::params![consumed.consumer, state],
+                    duckdb::params![consumed.consumer, state_file],
                 )?;
             }
             self.conn.execute_batch("COMMIT")?;
             Ok(())
         })();
         if outcome.is_err() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            self.aborted = self.conn.execute_batch("ROLLBACK").is_err();
             // Resources noted as written in the failed transaction are not in the table.
-            self.known_resources = known_resources(&self.conn)?;
+            if !self.aborted {
+                self.known_resources = known_resources(&self.conn)?;
+            }
         }
         outcome
     }
@@ -212,12 +224,12 @@ impl Store {
         Ok(())
     }
 
-    /// The state `consumer` committed with its offset, if any.
-    pub fn consumer_state(&self, consumer: &str) -> Result<Option<Vec<u8>>, QueryError> {
+    /// The state file `consumer` committed with its offset, if any.
+    pub fn consumer_state_file(&self, consumer: &str) -> Result<Option<String>, QueryError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT state FROM consumer_state WHERE consumer = ?",
+                "SELECT state_file FROM consumer_state WHERE consumer = ?",
                 [consumer],
                 |row| row.get(0),
             )
@@ -269,6 +281,7 @@ impl Store {
             conn,
             location: self.location.clone(),
             known_resources,
+            aborted: false,
         })
     }
 

@@ -172,11 +172,12 @@ const MIGRATIONS: &[&str] = &[
     FROM spans;
     DROP TABLE spans;
     ALTER TABLE spans_v5 RENAME TO spans;
-    -- What a log consumer holds in memory at its offset (the deriver's traces waiting to be
-    -- complete and its open buckets), committed with the offset so a restart resumes exactly.
+    -- Where a log consumer saved what it held in memory at its offset (the deriver's traces
+    -- waiting to be complete and its open buckets): a file in the request log's folder, named
+    -- in the same transaction as the offset, so a restart resumes exactly.
     CREATE TABLE consumer_state (
         consumer VARCHAR PRIMARY KEY,
-        state BLOB NOT NULL                 -- the consumer's own encoding
+        state_file VARCHAR NOT NULL
     );",
 ];
 
