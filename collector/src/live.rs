@@ -126,6 +126,7 @@ pub fn start(
         }
     };
     state.derive.commit(from, 0);
+    let sample = settings.sample.is_some();
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Derivable>(HANDOFF_BATCHES);
     let unwritten = Arc::new(Mutex::new(unwritten));
     let shared = unwritten.clone();
@@ -146,7 +147,11 @@ pub fn start(
         .spawn(move || deriving.run(receiver, &shared))
         .expect("spawning the deriver thread");
     Ok(Deriver {
-        feed: DeriverFeed { sender, from },
+        feed: DeriverFeed {
+            sender,
+            from,
+            samples: sample,
+        },
         unwritten,
         thread,
     })

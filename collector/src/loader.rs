@@ -44,6 +44,8 @@ pub struct DeriverFeed {
     pub sender: SyncSender<Derivable>,
     /// The log offset it resumes from: it is handed only what lies beyond.
     pub from: u64,
+    /// It keeps sampled traces for the store, so it needs the spans' detail.
+    pub samples: bool,
 }
 
 pub struct Loader {
@@ -62,7 +64,11 @@ impl Loader {
     ) -> Result<Loader, archtrace_store::QueryError> {
         let spans_from = match &store {
             Some(store) => {
-                let from = store.log_offset(CONSUMER)?.unwrap_or(0);
+                // A store that kept no spans so far stores from where the deriver is.
+                let from = match store.log_offset(CONSUMER)? {
+                    Some(offset) => offset,
+                    None => deriver.as_ref().map_or(0, |feed| feed.from),
+                };
                 state.spans.commit(from, 0);
                 Some(from)
             }
@@ -87,12 +93,12 @@ impl Loader {
 
 /// The spans of logged requests, and where each record's spans end in them. The journal logs
 /// only requests whose spans all passed validation, so none is rejected here.
-fn spans_of(records: &[Record]) -> (Vec<Span>, Vec<RecordSpans>) {
+fn spans_of(records: &[Record], detail: Detail) -> (Vec<Span>, Vec<RecordSpans>) {
     let mut spans = Vec::new();
     let mut ends = Vec::with_capacity(records.len());
     for record in records {
         match ExportTraceServiceRequest::decode(record.payload.as_slice()) {
-            Ok(request) => spans.extend(otlp::convert_with(request, Detail::Keep).spans),
+            Ok(request) => spans.extend(otlp::convert_with(request, detail).spans),
             // The CRC matched, so only a bug could get here; the record is skipped, not retried.
             Err(err) => {
                 tracing::error!(end = record.end, error = %err, "a logged request does not decode; skipped")
@@ -133,7 +139,13 @@ impl Batch {
 
 /// Reads and converts the log on a thread of its own, a batch ahead of the loader: decoding
 /// and converting overlap with the store's commit.
-fn read_ahead(dir: PathBuf, mut position: u64, state: &LogState, batches: SyncSender<Batch>) {
+fn read_ahead(
+    dir: PathBuf,
+    mut position: u64,
+    detail: Detail,
+    state: &LogState,
+    batches: SyncSender<Batch>,
+) {
     let mut reader = LogReader::new(&dir, position);
     let mut records = Vec::new();
     loop {
@@ -155,7 +167,7 @@ fn read_ahead(dir: PathBuf, mut position: u64, state: &LogState, batches: SyncSe
         }
         let Some(last) = records.last() else { continue };
         let (end, received_ns) = (last.end, last.received_ns);
-        let (spans, records) = spans_of(&records);
+        let (spans, records) = spans_of(&records, detail);
         let batch = Batch {
             end,
             received_ns,
@@ -184,12 +196,20 @@ fn run(
     .flatten()
     .min()
     .unwrap_or_else(|| state.durable_end.load(Ordering::Acquire));
+    // Only stored spans need their attributes, events and resource; derivation reads none.
+    let detail = if spans_store.is_some() || deriver.as_ref().is_some_and(|feed| feed.samples) {
+        Detail::Keep
+    } else {
+        Detail::Drop
+    };
     let (sender, batches) = std::sync::mpsc::sync_channel(1);
     std::thread::scope(|scope| {
         let reading_dir = dir.clone();
         std::thread::Builder::new()
             .name("archtrace-log-reader".into())
-            .spawn_scoped(scope, move || read_ahead(reading_dir, from, state, sender))
+            .spawn_scoped(scope, move || {
+                read_ahead(reading_dir, from, detail, state, sender)
+            })
             .expect("spawning the log reader thread");
         for mut batch in batches {
             if let Some((store, loaded)) = spans_store.as_mut() {

@@ -219,6 +219,11 @@ pub async fn serve(
             "the request log had a damaged tail (a crash during a write, or a damaged disk); it was cut at the last whole record"
         );
     }
+    if settings.spans != KeepSpans::All {
+        // No span loader: it must not hold the log back, and a later `--spans all` run stores
+        // from where the deriver is.
+        store.forget_consumer(crate::loader::CONSUMER)?;
+    }
     if settings.derive_edges {
         recover_underived(&mut store)?;
     } else {

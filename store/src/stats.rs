@@ -93,11 +93,9 @@ pub fn collect(conn: &Connection, location: &Location) -> Result<StoreStats, Que
         if dir.exists() {
             stats.log_bytes = crate::log::disk_bytes(&dir)?;
             let offset: Option<u64> = conn
-                .query_row(
-                    "SELECT log_offset FROM log_offsets WHERE consumer = 'spans'",
-                    [],
-                    |row| row.get(0),
-                )
+                .query_row("SELECT min(log_offset) FROM log_offsets", [], |row| {
+                    row.get(0)
+                })
                 .optional()?;
             let end = crate::log::end(&dir)?.unwrap_or(0);
             stats.log_unloaded_bytes = end.saturating_sub(offset.unwrap_or(0));
@@ -135,7 +133,7 @@ impl std::fmt::Display for StoreStats {
         )?;
         writeln!(
             f,
-            "request log  {} bytes on disk, {} not yet in the store",
+            "request log  {} bytes on disk, {} not yet stored and derived",
             self.log_bytes, self.log_unloaded_bytes
         )
     }

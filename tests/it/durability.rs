@@ -433,3 +433,41 @@ async fn derived_edges_after_kill_9_under_concurrent_load_equal_a_run_of_what_wa
     assert!(expected.len() >= 20, "{expected:#?}");
     assert_eq!(derived_edges(&crashed, window.0, window.1), expected);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switching_what_spans_are_kept_between_runs_keeps_the_graph_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches: Vec<ExportTraceServiceRequest> = (0..12).map(|i| batch(700 + i)).collect();
+    let fast = ["--trace-idle", "100ms"];
+    let run = |db: std::path::PathBuf,
+               spans: &'static str,
+               batches: Vec<ExportTraceServiceRequest>| async move {
+        let mut server = ServerProcess::spawn(&db, &[fast[0], fast[1], "--spans", spans]);
+        send(&server, &batches).await;
+        server.signal("TERM");
+        assert!(server.wait(Duration::from_secs(30)).success());
+    };
+    let calm = dir.path().join("calm.duckdb");
+    run(calm.clone(), "all", batches.clone()).await;
+    let switched = dir.path().join("switched.duckdb");
+    run(switched.clone(), "all", batches[..4].to_vec()).await;
+    run(switched.clone(), "none", batches[4..8].to_vec()).await;
+    run(switched.clone(), "all", batches[8..].to_vec()).await;
+
+    let window = ("2023-11-14T00:00:00Z", "2023-11-16T00:00:00Z");
+    let expected = derived_edges(&calm, window.0, window.1);
+    assert!(expected.len() >= 20, "{expected:#?}");
+    assert_eq!(derived_edges(&switched, window.0, window.1), expected);
+    let mut kept: Vec<String> = batches[..4]
+        .iter()
+        .chain(&batches[8..])
+        .flat_map(ids_of)
+        .collect();
+    kept.sort();
+    assert_eq!(span_ids(&Store::open_read_only(&switched).unwrap()), kept);
+    let stats = Store::open_read_only(&switched).unwrap().stats().unwrap();
+    assert_eq!(
+        stats.log_unloaded_bytes, 0,
+        "nothing left behind in the log"
+    );
+}

@@ -68,6 +68,7 @@ async fn a_full_log_refuses_while_the_loader_lags_and_loses_nothing_acknowledged
         Some(DeriverFeed {
             sender: feed,
             from: 0,
+            samples: false,
         }),
     )
     .unwrap();
