@@ -183,6 +183,9 @@ pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
         given.map_or(default, |d| (!d.is_zero()).then_some(d))
     };
     let assembly_defaults = AssemblySettings::default();
+    if options.no_derive && options.spans.is_some_and(|spans| spans != SpansOption::All) {
+        bail!("--no-derive keeps only raw spans, so it needs --spans all (or no --spans)");
+    }
     let auth_token = options
         .auth_token_file
         .as_deref()
@@ -291,6 +294,39 @@ mod tests {
         assert_eq!(
             config.settings.max_requests_in_flight,
             DEFAULT_MAX_REQUESTS_IN_FLIGHT
+        );
+    }
+
+    #[test]
+    fn which_spans_are_kept_comes_from_the_file_or_a_flag_and_defaults_to_all() {
+        assert_eq!(
+            resolve(ServeOptions::default()).unwrap().settings.spans,
+            KeepSpans::All
+        );
+        let in_file = || file("spans = \"none\"\n");
+        let config = resolve(ServeOptions::default().over(in_file())).unwrap();
+        assert_eq!(config.settings.spans, KeepSpans::None);
+        let given = ServeOptions {
+            spans: Some(SpansOption::Sampled),
+            ..ServeOptions::default()
+        };
+        assert_eq!(
+            resolve(given.over(in_file())).unwrap().settings.spans,
+            KeepSpans::Sampled
+        );
+        let err = toml::from_str::<ServeOptions>("spans = \"some\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sampled"), "the choices are named: {err}");
+        let nothing = ServeOptions {
+            spans: Some(SpansOption::None),
+            no_derive: true,
+            ..ServeOptions::default()
+        };
+        let err = resolve(nothing).unwrap_err().to_string();
+        assert!(
+            err.contains("--no-derive") && err.contains("--spans all"),
+            "{err}"
         );
     }
 
