@@ -471,3 +471,58 @@ async fn switching_what_spans_are_kept_between_runs_keeps_the_graph_whole() {
         "nothing left behind in the log"
     );
 }
+
+/// The value of a `/metrics` line that starts with `line_start`.
+async fn metric(server: &crate::support::InProcessServer, line_start: &str) -> f64 {
+    let line = server.metric_line(line_start).await;
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_the_log_and_each_consumer_catching_up() {
+    let server = crate::support::InProcessServer::start(crate::support::quick_assembly()).await;
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    client.export(batch(900)).await.unwrap();
+    assert!(metric(&server, "archtrace_log_bytes ").await > 0.0);
+    assert!(metric(&server, "archtrace_log_fsync_seconds_count ").await >= 1.0);
+    // Both consumers commit what the log holds: the loader at once, the deriver at its next
+    // checkpoint (every 5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let spans = metric(
+            &server,
+            "archtrace_log_consumer_lag_bytes{consumer=\"spans\"}",
+        )
+        .await;
+        let derive = metric(
+            &server,
+            "archtrace_log_consumer_lag_bytes{consumer=\"derive\"}",
+        )
+        .await;
+        if spans == 0.0 && derive == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lags {spans} and {derive} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&server, "archtrace_log_lag_bytes ").await, 0.0);
+    assert_eq!(
+        metric(
+            &server,
+            "archtrace_log_consumer_lag_seconds{consumer=\"derive\"}"
+        )
+        .await,
+        0.0
+    );
+    assert!(metric(&server, "archtrace_deriver_checkpoints_total ").await >= 1.0);
+    assert_eq!(
+        metric(&server, "archtrace_spans_loaded_total ").await,
+        archtrace_formats::otlp::span_count(&batch(900)) as f64
+    );
+    server.stop().await;
+}
