@@ -48,6 +48,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/dependencies", get(jaeger_dependencies))
         .with_state(state.clone())
         .merge(viewer)
         .layer(middleware::from_fn_with_state(state, require_token))
@@ -122,6 +123,95 @@ async fn snapshot(State(state): State<AdminState>, Query(query): Query<SnapshotQ
             "snapshot query panicked\n",
         )
             .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DependenciesQuery {
+    #[serde(rename = "endTs")]
+    end_ts: Option<String>,
+    lookback: Option<String>,
+}
+
+/// The window of Jaeger's dependencies query: `endTs` (Unix ms, default now) and `lookback`
+/// (ms, default 24 h, as Jaeger's query service).
+fn dependencies_window(query: &DependenciesQuery, now_ns: i64) -> Result<Window, String> {
+    let millis = |name: &str, value: Option<&str>, default: i64| match value {
+        None | Some("") => Ok(default),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| format!("{name}={text:?}: expected a positive number of milliseconds")),
+    };
+    let end_ms = millis("endTs", query.end_ts.as_deref(), now_ns / 1_000_000)?;
+    let lookback_ms = millis("lookback", query.lookback.as_deref(), 24 * 3_600_000)?;
+    let until_ns = end_ms.saturating_mul(1_000_000);
+    Window::new(
+        until_ns.saturating_sub(lookback_ms.saturating_mul(1_000_000)),
+        until_ns,
+    )
+    .map_err(|err| err.to_string())
+}
+
+/// Jaeger's structured response: `{"data", "total", "limit", "offset", "errors"}`.
+fn jaeger_response(status: StatusCode, data: serde_json::Value, error: Option<String>) -> Response {
+    let errors = error.map(|msg| serde_json::json!([{ "code": status.as_u16(), "msg": msg }]));
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "data": data, "total": 0, "limit": 0, "offset": 0, "errors": errors,
+        })),
+    )
+        .into_response()
+}
+
+/// `GET /api/dependencies?endTs=<ms>&lookback=<ms>` as Jaeger's query service answers it, so that
+/// Grafana's Jaeger data source draws its dependency graph from archtrace: one link per
+/// caller and callee with the calls in the window (sync and async summed; the synthetic `user`
+/// caller of entry points is left out, as Jaeger has no such service).
+async fn jaeger_dependencies(
+    State(state): State<AdminState>,
+    Query(query): Query<DependenciesQuery>,
+) -> Response {
+    let window = match dependencies_window(&query, now_ns()) {
+        Ok(window) => window,
+        Err(message) => {
+            return jaeger_response(
+                StatusCode::BAD_REQUEST,
+                serde_json::Value::Null,
+                Some(message),
+            )
+        }
+    };
+    let source = state.source.clone();
+    let outcome = tokio::task::spawn_blocking(move || source.snapshot(&window)).await;
+    match outcome {
+        Ok(Ok(snapshot)) => {
+            let mut links: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+            for edge in &snapshot.edges {
+                if edge.from != archtrace_analyzer::derive::USER_NODE {
+                    *links.entry((&edge.from, &edge.to)).or_default() += edge.calls;
+                }
+            }
+            let data = links
+                .into_iter()
+                .map(|((parent, child), calls)| {
+                    serde_json::json!({ "parent": parent, "child": child, "callCount": calls })
+                })
+                .collect();
+            jaeger_response(StatusCode::OK, data, None)
+        }
+        Ok(Err(err)) => jaeger_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::Value::Null,
+            Some(error_chain(&err)),
+        ),
+        Err(_) => jaeger_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::Value::Null,
+            Some("dependencies query panicked".into()),
+        ),
     }
 }
 

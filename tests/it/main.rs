@@ -11,6 +11,7 @@ mod graph;
 mod hotspots;
 mod import;
 mod instrument;
+mod interop;
 mod live_services;
 mod overload;
 mod retention;
