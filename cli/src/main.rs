@@ -145,6 +145,18 @@ enum Command {
     /// same payloads, so ingest can be compared with decode alone from one run.
     #[command(verbatim_doc_comment)]
     Loadgen(LoadgenArgs),
+    /// Print a shell completion script.
+    ///
+    ///   archtrace completions bash > /etc/bash_completion.d/archtrace
+    ///   archtrace completions zsh > "${fpath[1]}/_archtrace"
+    ///   archtrace completions fish > ~/.config/fish/completions/archtrace.fish
+    #[command(verbatim_doc_comment)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    ///
+    ///   archtrace man > /usr/local/share/man/man1/archtrace.1
+    #[command(verbatim_doc_comment)]
+    Man,
 }
 
 #[derive(Args)]
@@ -419,6 +431,32 @@ struct LoadgenArgs {
     format: Format,
 }
 
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+/// Prints the completion script for `shell`, generated from these definitions.
+fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(
+        args.shell,
+        &mut command,
+        "archtrace",
+        &mut std::io::stdout(),
+    );
+    Ok(())
+}
+
+/// Prints the man page (roff), generated from these definitions.
+fn man_page() -> anyhow::Result<()> {
+    let command = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
@@ -438,6 +476,8 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => write_snapshot(args).map(|()| 0),
         Command::Diff(args) => diff(args).map(|()| 0),
         Command::Loadgen(args) => run_loadgen(args).map(|()| 0),
+        Command::Completions(args) => completions(args).map(|()| 0),
+        Command::Man => man_page().map(|()| 0),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -227,3 +227,50 @@ fn help_keeps_its_examples_one_per_line() {
         assert!(help.lines().any(|line| line == example), "{command}: {help}");
     }
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    let run = |args: &[&str]| -> String {
+        let output = succeeded(Command::new(binary()).args(args));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // Bash: the script parses, registers a completion for archtrace, and offers the commands.
+    let bash = run(&["completions", "bash"]);
+    let registered = succeeded(Command::new("bash").arg("-c").arg(format!(
+        "{bash}\ncomplete -p archtrace && COMP_WORDS=(archtrace se) COMP_CWORD=1 COMP_LINE='archtrace se' \
+         COMP_POINT=12 && _archtrace archtrace se archtrace && printf '%s\\n' \"${{COMPREPLY[@]}}\""
+    )));
+    let offered = String::from_utf8(registered.stdout).unwrap();
+    assert!(offered.contains("-F _archtrace archtrace"), "{offered}");
+    assert!(offered.lines().any(|l| l == "serve"), "{offered}");
+    // Zsh and fish are not installed here: their scripts name the command and its subcommands.
+    let zsh = run(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef archtrace"), "{zsh}");
+    let fish = run(&["completions", "fish"]);
+    assert!(fish.contains("complete -c archtrace"), "{fish}");
+    for text in [&zsh, &fish] {
+        for command in ["serve", "graph", "check", "completions"] {
+            assert!(text.contains(command), "{command} in {text}");
+        }
+    }
+    // The man page renders with groff without warnings, and documents the flags.
+    let man = run(&["man"]);
+    let mut groff = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("groff renders man pages");
+    std::io::Write::write_all(groff.stdin.as_mut().unwrap(), man.as_bytes()).unwrap();
+    let rendered = groff.wait_with_output().unwrap();
+    assert!(rendered.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&rendered.stderr),
+        "",
+        "groff warnings"
+    );
+    assert!(man.contains(".TH archtrace 1"), "{man}");
+    for command in ["serve", "graph", "hotspots", "completions"] {
+        assert!(man.contains(command), "{command} in the man page");
+    }
+}
