@@ -191,7 +191,8 @@ impl Ingest {
         if accepted == 0 {
             return Ok(report);
         }
-        let outcome = match self.journal.append(request.encode_to_vec()) {
+        let payload = request.encode_to_vec();
+        let outcome = match self.journal.append(payload, Some(request)) {
             Ok(durable) => durable.await.unwrap_or(Err(JournalError::ShuttingDown)),
             Err(err) => Err(err),
         };

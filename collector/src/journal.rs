@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use archtrace_store::log::LogWriter;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::oneshot;
 
 use crate::histogram::LatencyHistogram;
@@ -41,6 +42,19 @@ impl Default for LogLimits {
 
 /// One write group at most: a larger group would delay the first request's answer.
 const MAX_GROUP_BYTES: u64 = 32 << 20;
+
+/// Requests kept decoded after they are durable, for a log reader that keeps up.
+const FRESH_REQUESTS: usize = 16;
+
+/// A request just made durable, still decoded: the log reader takes it instead of reading
+/// and decoding its record again, as long as it is at the record's start.
+#[derive(Debug)]
+pub struct Fresh {
+    pub start: u64,
+    pub end: u64,
+    pub received_ns: i64,
+    pub request: ExportTraceServiceRequest,
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JournalError {
@@ -113,9 +127,28 @@ pub struct LogState {
     wake: Condvar,
     /// Held while segments are deleted: both consumers free what they have passed.
     freeing: Mutex<()>,
+    /// The newest durable requests, decoded (the oldest go first when it is full).
+    fresh: Mutex<std::collections::VecDeque<Fresh>>,
 }
 
 impl LogState {
+    /// The decoded requests that follow each other from `position` on, if the newest durable
+    /// ones start there; empty when the reader must read the log itself.
+    pub fn take_fresh(&self, position: u64) -> Vec<Fresh> {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        while fresh.front().is_some_and(|f| f.start < position) {
+            fresh.pop_front();
+        }
+        let mut taken = Vec::new();
+        let mut next = position;
+        while fresh.front().is_some_and(|f| f.start == next) {
+            let request = fresh.pop_front().expect("a front exists");
+            next = request.end;
+            taken.push(request);
+        }
+        taken
+    }
+
     /// Deletes the log segments every running consumer has committed entirely.
     pub fn free_consumed(&self, dir: &Path) {
         let _freeing = self.freeing.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,6 +242,7 @@ impl LogState {
 struct Entry {
     received_ns: i64,
     payload: Vec<u8>,
+    request: Option<ExportTraceServiceRequest>,
     reply: oneshot::Sender<Result<(), JournalError>>,
 }
 
@@ -250,9 +284,11 @@ impl Journal {
 
     /// Queues a request's payload for the log, or refuses it at once when the log is over its
     /// bounds; the returned future resolves once the payload is durable.
+    /// `request` is the payload decoded, handed to the log reader if it keeps up.
     pub fn append(
         &self,
         payload: Vec<u8>,
+        request: Option<ExportTraceServiceRequest>,
     ) -> Result<oneshot::Receiver<Result<(), JournalError>>, JournalError> {
         let size = payload.len() as u64;
         if let Some(refusal) = self.refusal(size) {
@@ -264,6 +300,7 @@ impl Journal {
             .send(Entry {
                 received_ns: archtrace_analyzer::time::now_ns(),
                 payload,
+                request,
                 reply,
             })
             .map_err(|_| {
@@ -325,13 +362,20 @@ fn run(mut writer: LogWriter, receiver: mpsc::Receiver<Entry>, state: &LogState)
                 Err(_) => break,
             }
         }
+        // Where each request's record starts and ends in the log.
+        let mut record_bounds = Vec::with_capacity(group.len());
         let outcome = if state.failed.load(Ordering::Relaxed) {
             Err(JournalError::Failed("an earlier write failed".into()))
         } else {
             let started = Instant::now();
             let written = group
                 .iter()
-                .try_for_each(|entry| writer.append(entry.received_ns, &entry.payload))
+                .try_for_each(|entry| {
+                    let start = writer.end();
+                    writer.append(entry.received_ns, &entry.payload)?;
+                    record_bounds.push((start, writer.end()));
+                    Ok(())
+                })
                 .and_then(|()| writer.sync());
             state.fsync.observe(started.elapsed().as_secs_f64());
             written.map_err(|err| {
@@ -361,6 +405,21 @@ fn run(mut writer: LogWriter, receiver: mpsc::Receiver<Entry>, state: &LogState)
             state
                 .disk_bytes
                 .fetch_add(group_bytes + 16 * group.len() as u64, Ordering::Relaxed);
+            let mut fresh = state.fresh.lock().unwrap_or_else(|e| e.into_inner());
+            for (entry, (start, end)) in group.iter_mut().zip(record_bounds) {
+                if let Some(request) = entry.request.take() {
+                    if fresh.len() == FRESH_REQUESTS {
+                        fresh.pop_front();
+                    }
+                    fresh.push_back(Fresh {
+                        start,
+                        end,
+                        received_ns: entry.received_ns,
+                        request,
+                    });
+                }
+            }
+            drop(fresh);
             state.durable_end.store(*end, Ordering::Release);
             state.notify();
         }

@@ -158,6 +158,34 @@ fn read_ahead(
             }
             continue;
         }
+        // Keeping up: the journal's requests, still decoded, spare reading and decoding them.
+        let fresh = state.take_fresh(position);
+        if let Some(last) = fresh.last() {
+            let (end, received_ns) = (last.end, last.received_ns);
+            let mut spans = Vec::new();
+            let mut ends = Vec::with_capacity(fresh.len());
+            for request in fresh {
+                spans.extend(otlp::convert_with(request.request, detail).spans);
+                ends.push(RecordSpans {
+                    end: request.end,
+                    spans_end: spans.len(),
+                });
+            }
+            position = end;
+            let batch = Batch {
+                end,
+                received_ns,
+                spans,
+                records: ends,
+            };
+            if batches.send(batch).is_err() {
+                return;
+            }
+            continue;
+        }
+        if reader.position() != position {
+            reader = LogReader::new(&dir, position);
+        }
         records.clear();
         if let Err(err) = reader.read(until, BATCH_BYTES, &mut records) {
             tracing::error!(error = %err, "could not read the request log; retrying");
