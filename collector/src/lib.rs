@@ -1,7 +1,7 @@
 //! archtrace's receivers: OTLP/gRPC and OTLP/HTTP into one ingest function, the request log
-//! that acknowledgements rest on (the journal), the loader that fills the store from it, live
-//! derivation of the loaded spans, and the admin listener (health, metrics, the snapshot API and
-//! the web viewer).
+//! that acknowledgements rest on (the journal), its two consumers (the span loader and the
+//! deriver, each with its own offset), and the admin listener (health, metrics, the snapshot
+//! and Jaeger dependencies APIs, and the web viewer).
 
 pub mod admin;
 pub mod assembly;

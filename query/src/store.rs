@@ -20,7 +20,7 @@ pub struct StoreSource {
     reader: Mutex<Reader>,
     /// What a running server has derived and not yet written.
     unwritten: Option<Arc<Mutex<Unwritten>>>,
-    /// For rebuilds; `None` beside a running server, whose assembly thread writes buckets.
+    /// For rebuilds; `None` beside a running server, whose deriver writes buckets.
     writer: Option<Mutex<BucketWriter>>,
     description: String,
 }
@@ -40,7 +40,7 @@ impl StoreSource {
         })
     }
 
-    /// The store of a running server, with the buckets its assembly thread still holds.
+    /// The store of a running server, with the buckets its deriver still holds.
     pub fn live(reader: Reader, unwritten: Arc<Mutex<Unwritten>>) -> StoreSource {
         StoreSource {
             reader: Mutex::new(reader),
