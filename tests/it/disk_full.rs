@@ -9,11 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use archtrace_store::Store;
-use archtrace_workload::shop::Simulation;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::support::{span_ids, ServerProcess};
+use crate::support::{batch, ids_of, span_ids, ServerProcess};
 
 /// A tmpfs of `size` mounted on `at` for as long as it lives.
 struct SmallDisk {
@@ -42,21 +40,6 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.at).status();
     }
-}
-
-fn batch(seed: u64) -> ExportTraceServiceRequest {
-    Simulation::starting_at(seed, 1_700_000_000_000_000_000 + seed * 1_000_000_000)
-        .request_of_spans(200)
-}
-
-fn ids_of(request: &ExportTraceServiceRequest) -> Vec<String> {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|span| hex::encode(&span.span_id))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,7 +10,7 @@ use archtrace_workload::shop::Simulation;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::support::{span_ids, ServerProcess};
+use crate::support::{batch, ids_of, span_ids, ServerProcess};
 
 /// Four clients send `batch(base + worker * 10_000 + round)` as fast as they can; once
 /// `acked_before_kill` batches are acknowledged, the server is killed with SIGKILL mid-flight.
@@ -61,21 +61,6 @@ async fn send_batches(server: &ServerProcess, seeds: std::ops::Range<u64>) -> Ve
         client.export(request).await.unwrap();
     }
     sent
-}
-
-fn ids_of(request: &ExportTraceServiceRequest) -> Vec<String> {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|span| hex::encode(&span.span_id))
-        .collect()
-}
-
-fn batch(seed: u64) -> ExportTraceServiceRequest {
-    Simulation::starting_at(seed, 1_700_000_000_000_000_000 + seed * 1_000_000_000)
-        .request_of_spans(200)
 }
 
 /// The span ids in the store once a server has started on it again (replaying what its request

@@ -289,3 +289,27 @@ pub fn snapshot_from_files(files: &[PathBuf]) -> (Snapshot, u64) {
     let Analyzed { snapshot, .. } = source.analyzed(&Window::ALL, &Default::default()).unwrap();
     (snapshot, source.summary().spans)
 }
+
+/// 200 spans of the simulated shop, a second apart per seed from a fixed time in 2023.
+pub fn batch(
+    seed: u64,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    archtrace_workload::shop::Simulation::starting_at(
+        seed,
+        1_700_000_000_000_000_000 + seed * 1_000_000_000,
+    )
+    .request_of_spans(200)
+}
+
+/// The span ids (hex) of a request, as [`span_ids`] lists them from a store.
+pub fn ids_of(
+    request: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) -> Vec<String> {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|span| hex::encode(&span.span_id))
+        .collect()
+}
