@@ -224,6 +224,24 @@ impl Histogram {
         self.counts.iter().rposition(|c| *c > 0).unwrap_or(0) as u32
     }
 
+    /// The non-zero counts as (value, count), for storage that sums them per value.
+    pub fn counts(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(v, c)| (v as u32, *c))
+    }
+
+    /// The histogram of [`Histogram::counts`].
+    pub fn from_counts(counts: impl IntoIterator<Item = (u32, u64)>) -> Histogram {
+        let mut histogram = Histogram::default();
+        for (value, count) in counts {
+            histogram.add_count(value as usize, count);
+        }
+        histogram
+    }
+
     /// `value:count` pairs, for storage.
     pub fn to_text(&self) -> String {
         self.counts
@@ -576,6 +594,11 @@ mod tests {
         merged.merge(&Histogram::from_text("9:3,x:1"));
         assert_eq!((merged.quantile(0.5), merged.max()), (3, 9));
         assert_eq!(Histogram::default().quantile(0.5), 0);
+        assert_eq!(
+            h.counts().collect::<Vec<_>>(),
+            [(1, 1), (2, 2), (3, 1), (5, 1)]
+        );
+        assert_eq!(Histogram::from_counts(h.counts()), h);
     }
 
     fn span(

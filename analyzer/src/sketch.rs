@@ -143,6 +143,49 @@ impl LatencySketch {
         true
     }
 
+    /// Values under 1 ns.
+    pub fn zeros(&self) -> u64 {
+        self.zeros
+    }
+
+    /// The non-empty buckets as (bucket index, count): bucket boundaries are fixed, so sketches
+    /// kept this way sum per index anywhere, in SQL (ClickHouse's `sumMap`) as well as here.
+    pub fn buckets(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (self.offset + i as i32, *n))
+    }
+
+    /// The sketch of [`LatencySketch::zeros`], [`LatencySketch::max_ns`] and
+    /// [`LatencySketch::buckets`]; `None` when the parts cannot be a sketch (an index beyond
+    /// the range of durations).
+    pub fn from_buckets(
+        zeros: u64,
+        max_ns: i64,
+        buckets: impl IntoIterator<Item = (i32, u64)>,
+    ) -> Option<LatencySketch> {
+        // ln(i64::MAX) / gamma_ln() is under 2,200: anything far beyond is not ours.
+        const INDEX_RANGE: std::ops::RangeInclusive<i32> = -4_000..=4_000;
+        let mut sketch = LatencySketch {
+            zeros,
+            count: zeros,
+            max_ns,
+            ..LatencySketch::default()
+        };
+        for (index, n) in buckets {
+            if !INDEX_RANGE.contains(&index) {
+                return None;
+            }
+            if n > 0 {
+                sketch.count += n;
+                sketch.add_to_bucket(index, n);
+            }
+        }
+        Some(sketch)
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Option<LatencySketch> {
         let mut input = bytes;
         let offset = i32::try_from(unzigzag(read_varint(&mut input)?)).ok()?;
@@ -213,6 +256,34 @@ impl<'de> serde::Deserialize<'de> for LatencySketch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_and_zeros_rebuild_the_same_sketch() {
+        let mut sketch = LatencySketch::default();
+        for nanos in [0, 0, 5, 1_000, 1_010, 2_000_000, 7_500_000_000] {
+            sketch.add(nanos);
+        }
+        let rebuilt =
+            LatencySketch::from_buckets(sketch.zeros(), sketch.max_ns(), sketch.buckets()).unwrap();
+        assert_eq!(rebuilt, sketch);
+        assert_eq!(rebuilt.count(), 7);
+        assert_eq!(sketch.zeros(), 2);
+        // Summing two sketches' buckets per index, as SQL does, equals merging them.
+        let mut other = LatencySketch::default();
+        other.add(1_000);
+        other.add(90);
+        let mut summed: std::collections::BTreeMap<i32, u64> = sketch.buckets().collect();
+        for (index, n) in other.buckets() {
+            *summed.entry(index).or_default() += n;
+        }
+        let mut merged = sketch.clone();
+        merged.merge(&other);
+        assert_eq!(
+            LatencySketch::from_buckets(2, merged.max_ns(), summed).unwrap(),
+            merged
+        );
+        assert!(LatencySketch::from_buckets(0, 1, [(i32::MAX, 1)]).is_none());
+    }
 
     #[test]
     fn merging_stored_bytes_equals_merging_the_sketch() {
