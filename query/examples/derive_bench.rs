@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use archtrace_analyzer::aggregate::{Aggregate, Buckets, EdgeKey, EdgeStats, NodeFacts};
-use archtrace_analyzer::derive::{EdgeKind, NoLookup};
+use archtrace_analyzer::aggregate::{Aggregate, Buckets};
+use archtrace_analyzer::derive::NoLookup;
 use archtrace_analyzer::Span;
 use archtrace_formats::otlp;
 use archtrace_query::store::StoreSource;
@@ -140,42 +140,8 @@ fn main() {
 
     // 3. A week of buckets for 200 services: each calls 3 others every minute.
     let week_start = 1_700_006_400_000_000_000 / HOUR_NS * HOUR_NS;
-    let services: Vec<std::sync::Arc<str>> = (0..200)
-        .map(|i| std::sync::Arc::from(format!("service-{i:03}")))
-        .collect();
-    let bucket = |start: i64| {
-        let mut aggregate = Aggregate::default();
-        for (i, from) in services.iter().enumerate() {
-            aggregate.nodes.insert(
-                from.clone(),
-                NodeFacts {
-                    reports_spans: true,
-                    ..Default::default()
-                },
-            );
-            for step in [1, 7, 31] {
-                let mut stats = EdgeStats::default();
-                for latency in [2_000_000, 3_000_000, 9_000_000] {
-                    stats.latency.add(latency);
-                    stats.server_latency.add(latency / 2);
-                }
-                stats.calls = 60;
-                stats.traces = 50;
-                stats.max_calls_per_trace = 3;
-                stats.first_seen_ns = start;
-                stats.last_seen_ns = start + MINUTE_NS - 1;
-                aggregate.edges.insert(
-                    EdgeKey {
-                        from: from.clone(),
-                        to: services[(i + step) % 200].clone(),
-                        kind: EdgeKind::Sync,
-                    },
-                    stats,
-                );
-            }
-        }
-        aggregate
-    };
+    let services = archtrace_workload::graphs::services(200);
+    let bucket = |start: i64| archtrace_workload::graphs::busy_minute(&services, start);
     let loading = Instant::now();
     let writer = store.bucket_writer().unwrap();
     let mut minutes = Buckets::new(MINUTE_NS);

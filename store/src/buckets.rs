@@ -32,7 +32,8 @@ fn node_type_name(node_type: NodeType) -> &'static str {
     node_type.as_str()
 }
 
-fn parse_node_type(name: &str) -> Option<NodeType> {
+/// The node type a bucket names, as [`NodeType::as_str`] writes it.
+pub fn parse_node_type(name: &str) -> Option<NodeType> {
     [
         NodeType::Service,
         NodeType::Database,
