@@ -43,23 +43,45 @@ pub struct AdminState {
 
 pub fn router(state: AdminState) -> Router {
     let viewer = archtrace_web::server::router(state.source.clone(), state.baseline.clone());
+    let source: Arc<dyn SnapshotSource> = state.source.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/snapshot", get(snapshot))
-        .route("/api/dependencies", get(jaeger_dependencies))
         .with_state(state.clone())
+        .merge(query_api(source))
         .merge(viewer)
-        .layer(middleware::from_fn_with_state(state, require_token))
+        .layer(middleware::from_fn_with_state(state.auth, require_token))
 }
 
-async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+/// The viewer and the query APIs over a store no ingest runs beside (ClickHouse buckets that
+/// derive workers write): health, the snapshot API, Jaeger's dependencies API, the viewer.
+pub fn read_only_router(
+    source: Arc<dyn SnapshotSource>,
+    baseline: Option<Snapshot>,
+    auth: Auth,
+) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(query_api(source.clone()))
+        .merge(archtrace_web::server::router(source, baseline))
+        .layer(middleware::from_fn_with_state(auth, require_token))
+}
+
+/// The snapshot API and Jaeger's dependencies API over any source.
+fn query_api(source: Arc<dyn SnapshotSource>) -> Router {
+    Router::new()
+        .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/dependencies", get(jaeger_dependencies))
+        .with_state(source)
+}
+
+async fn require_token(State(auth): State<Auth>, request: Request, next: Next) -> Response {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if state.auth.allows(header) {
+    if auth.allows(header) {
         next.run(request).await
     } else {
         (
@@ -89,7 +111,10 @@ struct SnapshotQuery {
 
 /// `GET /api/v1/snapshot?since=1h&until=...&env=...&level=service|operation`: the analysed
 /// snapshot JSON. `level=service` leaves out the operation-level edges.
-async fn snapshot(State(state): State<AdminState>, Query(query): Query<SnapshotQuery>) -> Response {
+async fn snapshot(
+    State(source): State<Arc<dyn SnapshotSource>>,
+    Query(query): Query<SnapshotQuery>,
+) -> Response {
     let bad_request =
         |message: String| (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
     let window = match Window::parse(query.since.as_deref(), query.until.as_deref(), now_ns()) {
@@ -100,7 +125,6 @@ async fn snapshot(State(state): State<AdminState>, Query(query): Query<SnapshotQ
         Ok(level) => level,
         Err(message) => return bad_request(format!("level: {message}")),
     };
-    let source = state.source.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         source.snapshot(&window).map(|snapshot| {
             let mut snapshot = Analyzed::new(snapshot, &Settings::default()).snapshot;
@@ -171,7 +195,7 @@ fn jaeger_response(status: StatusCode, data: serde_json::Value, error: Option<St
 /// caller and callee with the calls in the window (sync and async summed; the synthetic `user`
 /// caller of entry points is left out, as Jaeger has no such service).
 async fn jaeger_dependencies(
-    State(state): State<AdminState>,
+    State(source): State<Arc<dyn SnapshotSource>>,
     Query(query): Query<DependenciesQuery>,
 ) -> Response {
     let window = match dependencies_window(&query, now_ns()) {
@@ -184,7 +208,6 @@ async fn jaeger_dependencies(
             )
         }
     };
-    let source = state.source.clone();
     let outcome = tokio::task::spawn_blocking(move || source.snapshot(&window)).await;
     match outcome {
         Ok(Ok(snapshot)) => {

@@ -49,6 +49,9 @@ pub enum QueryError {
     },
     #[error("{0}")]
     Unsupported(&'static str),
+    /// A store engine outside this crate (ClickHouse) failed; its error says what and where.
+    #[error(transparent)]
+    Engine(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Where snapshots come from. Snapshots are returned as data; [`SnapshotSource::analyzed`]
