@@ -3,6 +3,7 @@
 //! [`serve`] runs the server process (signals, listeners, the demo's simulation).
 
 mod config;
+mod scale_out;
 mod serve;
 mod source;
 
@@ -145,6 +146,19 @@ enum Command {
     /// same payloads, so ingest can be compared with decode alone from one run.
     #[command(verbatim_doc_comment)]
     Loadgen(LoadgenArgs),
+    /// Derive the architecture from ClickHouse's otel_traces into archtrace's tables there.
+    ///
+    /// For traces the OpenTelemetry Collector's clickhouse exporter already writes to
+    /// ClickHouse. Each closed window (--delay after its end) is read, derived with archtrace's
+    /// own rules and written as buckets; run N workers with --workers 0/N .. N-1/N to share the
+    /// traces. Every reading command and `serve` then take --store:
+    ///   archtrace derive --from clickhouse://ch:8123/otel --store clickhouse://ch:8123/archtrace
+    ///   archtrace derive --from ... --store ... --workers 1/4
+    ///   archtrace derive --from ... --store ... --since 24h --until 1h   (derive a day again)
+    ///   archtrace serve --store clickhouse://ch:8123/archtrace
+    ///   archtrace check --store clickhouse://ch:8123/archtrace --since 15m --baseline a.json
+    #[command(verbatim_doc_comment)]
+    Derive(scale_out::DeriveArgs),
     /// Print a shell completion script.
     ///
     ///   archtrace completions bash > /etc/bash_completion.d/archtrace
@@ -166,6 +180,10 @@ struct ServeArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     options: config::ServeOptions,
+    /// Serve the viewer and APIs over the buckets `archtrace derive` writes to ClickHouse
+    /// (clickhouse://host:8123/database) instead of receiving OTLP.
+    #[arg(long, env = "ARCHTRACE_STORE", value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(Args)]
@@ -226,11 +244,20 @@ impl From<InputFormat> for import::Format {
 #[derive(Args)]
 struct SourceArgs {
     /// Trace files to analyse offline (any format `import` reads); no store is used.
-    #[arg(long, num_args = 1.., value_name = "FILE", conflicts_with_all = ["server", "db"])]
+    #[arg(long, num_args = 1.., value_name = "FILE", conflicts_with_all = ["server", "db", "store"])]
     traces: Vec<PathBuf>,
     /// Admin address of a running `archtrace serve` (it holds the store's lock).
-    #[arg(long, value_name = "URL", conflicts_with = "db")]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["db", "store"])]
     server: Option<String>,
+    /// The ClickHouse database `archtrace derive` writes its buckets to
+    /// (clickhouse://host:8123/database).
+    #[arg(
+        long,
+        env = "ARCHTRACE_STORE",
+        value_name = "URL",
+        conflicts_with = "db"
+    )]
+    store: Option<String>,
     /// The DuckDB store to read. [default: ./archtrace.duckdb]
     #[arg(long, env = "ARCHTRACE_DB", value_name = "PATH")]
     db: Option<PathBuf>,
@@ -462,9 +489,13 @@ fn main() -> ExitCode {
     init_logging(&cli.log);
     let outcome = match cli.command {
         Command::Check(args) => check(args),
-        Command::Serve(args) => {
-            serve::serve(args.config.as_deref(), args.options, None).map(|()| 0)
-        }
+        Command::Serve(args) => match &args.store {
+            Some(store) => {
+                scale_out::serve_store(store, args.config.as_deref(), args.options).map(|()| 0)
+            }
+            None => serve::serve(args.config.as_deref(), args.options, None).map(|()| 0),
+        },
+        Command::Derive(args) => scale_out::derive(args).map(|()| 0),
         Command::Demo(args) => demo(args).map(|()| 0),
         Command::Report(args) => report(args).map(|()| 0),
         Command::Import(args) => import_files(args).map(|()| 0),
@@ -514,6 +545,9 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    if args.serve.store.is_some() {
+        anyhow::bail!("the demo stores its simulated traces in DuckDB; --store is for `serve` over ClickHouse buckets");
+    }
     // A temporary store, removed when the demo ends, unless the user named one.
     let dir =
         tempfile::tempdir().context("could not create a temporary directory for the demo store")?;

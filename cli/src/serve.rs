@@ -91,7 +91,7 @@ pub fn serve(
 
 /// Registers for Ctrl-C and SIGTERM now (a signal that arrives before registration would kill
 /// the process outright) and returns a future that resolves on the first of them.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

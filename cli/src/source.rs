@@ -1,4 +1,4 @@
-//! The source flags every reading command shares (`--traces`, `--server`, `--db`, `--since`,
+//! The source flags every reading command shares (`--traces`, `--server`, `--db`, `--store`, `--since`,
 //! `--until`), turned into a query-layer source and its window.
 
 use std::path::Path;
@@ -38,6 +38,9 @@ pub fn open(args: &SourceArgs) -> anyhow::Result<(Box<dyn SnapshotSource>, Windo
             .map(config::read_token)
             .transpose()?;
         return Ok((Box::new(RemoteSource::new(server, token)), window));
+    }
+    if let Some(store) = &args.store {
+        return Ok((Box::new(crate::scale_out::open_source(store)?), window));
     }
     let db = args.db.clone().unwrap_or_else(|| config::DEFAULT_DB.into());
     let source = StoreSource::open(&open_store(&db, true)?)?;

@@ -3,6 +3,7 @@
 mod bad_input;
 mod browser;
 mod cli;
+mod clickhouse;
 mod disk_full;
 mod drift;
 mod durability;
@@ -13,6 +14,7 @@ mod import;
 mod instrument;
 mod interop;
 mod live_services;
+mod otel_rows;
 mod overload;
 mod retention;
 mod sdk_export;

@@ -1,0 +1,627 @@
+//! Derived buckets written to and read from ClickHouse's tables (see [`crate::schema`]): one
+//! window's buckets at a time, in; any time window summed by the engine, out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use archtrace_analyzer::aggregate::{
+    Aggregate, Buckets, Diagnostics, EdgeKey, EdgeStats, EntryKey, EntryStats, Histogram,
+    NodeFacts, OperationKey, OperationStats,
+};
+use archtrace_analyzer::derive::EdgeKind;
+use archtrace_analyzer::sketch::LatencySketch;
+use archtrace_store::buckets::{parse_node_type, plan};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use crate::{Connection, Error};
+
+/// Who wrote a window's rows and when: rows of the same key and a later version replace them.
+#[derive(Clone, Copy, Debug)]
+pub struct Provenance<'a> {
+    pub worker: &'a str,
+    pub window_ns: i64,
+    pub version: u64,
+}
+
+#[derive(Row, Serialize)]
+struct EdgeRow<'a> {
+    bucket_ns: i64,
+    width_s: u32,
+    worker: &'a str,
+    window_ns: i64,
+    version: u64,
+    source: &'a str,
+    target: &'a str,
+    kind: &'a str,
+    calls: u64,
+    errors: u64,
+    traces: u64,
+    max_calls_per_trace: u64,
+    latency_zeros: u64,
+    latency_max_ns: i64,
+    latency_index: Vec<i32>,
+    latency_counts: Vec<u64>,
+    server_zeros: u64,
+    server_max_ns: i64,
+    server_index: Vec<i32>,
+    server_counts: Vec<u64>,
+    first_seen_ns: i64,
+    last_seen_ns: i64,
+}
+
+#[derive(Row, Serialize)]
+struct OperationRow<'a> {
+    bucket_ns: i64,
+    width_s: u32,
+    worker: &'a str,
+    window_ns: i64,
+    version: u64,
+    from_service: &'a str,
+    from_operation: &'a str,
+    to_service: &'a str,
+    to_operation: &'a str,
+    calls: u64,
+    errors: u64,
+    latency_zeros: u64,
+    latency_max_ns: i64,
+    latency_index: Vec<i32>,
+    latency_counts: Vec<u64>,
+}
+
+#[derive(Row, Serialize)]
+struct NodeRow<'a> {
+    bucket_ns: i64,
+    width_s: u32,
+    worker: &'a str,
+    window_ns: i64,
+    version: u64,
+    node: &'a str,
+    reports_spans: u8,
+    peer_types: Vec<&'static str>,
+    entry_point: u8,
+}
+
+#[derive(Row, Serialize)]
+struct EntryRow<'a> {
+    bucket_ns: i64,
+    width_s: u32,
+    worker: &'a str,
+    window_ns: i64,
+    version: u64,
+    service: &'a str,
+    operation: &'a str,
+    traces: u64,
+    sync_depth_values: Vec<u32>,
+    sync_depth_counts: Vec<u64>,
+    services_values: Vec<u32>,
+    services_counts: Vec<u64>,
+}
+
+#[derive(Row, Serialize)]
+struct DiagnosticRow<'a> {
+    bucket_ns: i64,
+    width_s: u32,
+    worker: &'a str,
+    window_ns: i64,
+    version: u64,
+    spans: u64,
+    traces: u64,
+    observations: u64,
+    orphaned_spans: u64,
+    unresolved_client_spans: u64,
+    late_spans_paired: u64,
+    late_spans_dropped: u64,
+    traces_cut_short: u64,
+    span_min_ns: Option<i64>,
+    span_max_ns: Option<i64>,
+}
+
+fn sketch_columns(sketch: &LatencySketch) -> (u64, i64, Vec<i32>, Vec<u64>) {
+    let (index, counts) = sketch.buckets().unzip();
+    (sketch.zeros(), sketch.max_ns(), index, counts)
+}
+
+fn histogram_columns(histogram: &Histogram) -> (Vec<u32>, Vec<u64>) {
+    histogram.counts().unzip()
+}
+
+fn width_seconds(width_ns: i64) -> u32 {
+    (width_ns / 1_000_000_000) as u32
+}
+
+/// Writes buckets of every width, one insert per table. Not atomic across tables: a worker
+/// that dies half-way derives the window again, and the same keys replace what was written.
+pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Result<(), Error> {
+    let Provenance {
+        worker,
+        window_ns,
+        version,
+    } = provenance;
+    let client = conn.client();
+    conn.run("write edge buckets", async {
+        let mut edges = client.insert::<EdgeRow>("edge_buckets").await?;
+        for buckets in all {
+            let width_s = width_seconds(buckets.width_ns);
+            for (&bucket_ns, aggregate) in &buckets.buckets {
+                for (key, stats) in &aggregate.edges {
+                    let latency = sketch_columns(&stats.latency);
+                    let server = sketch_columns(&stats.server_latency);
+                    edges
+                        .write(&EdgeRow {
+                            bucket_ns,
+                            width_s,
+                            worker,
+                            window_ns,
+                            version,
+                            source: &key.from,
+                            target: &key.to,
+                            kind: key.kind.as_str(),
+                            calls: stats.calls,
+                            errors: stats.errors,
+                            traces: stats.traces,
+                            max_calls_per_trace: stats.max_calls_per_trace,
+                            latency_zeros: latency.0,
+                            latency_max_ns: latency.1,
+                            latency_index: latency.2,
+                            latency_counts: latency.3,
+                            server_zeros: server.0,
+                            server_max_ns: server.1,
+                            server_index: server.2,
+                            server_counts: server.3,
+                            first_seen_ns: stats.first_seen_ns,
+                            last_seen_ns: stats.last_seen_ns,
+                        })
+                        .await?;
+                }
+            }
+        }
+        edges.end().await
+    })?;
+    conn.run("write operation buckets", async {
+        let mut operations = client.insert::<OperationRow>("operation_buckets").await?;
+        for buckets in all {
+            let width_s = width_seconds(buckets.width_ns);
+            for (&bucket_ns, aggregate) in &buckets.buckets {
+                for (key, stats) in &aggregate.operations {
+                    let latency = sketch_columns(&stats.latency);
+                    operations
+                        .write(&OperationRow {
+                            bucket_ns,
+                            width_s,
+                            worker,
+                            window_ns,
+                            version,
+                            from_service: &key.from_service,
+                            from_operation: &key.from_operation,
+                            to_service: &key.to_service,
+                            to_operation: &key.to_operation,
+                            calls: stats.calls,
+                            errors: stats.errors,
+                            latency_zeros: latency.0,
+                            latency_max_ns: latency.1,
+                            latency_index: latency.2,
+                            latency_counts: latency.3,
+                        })
+                        .await?;
+                }
+            }
+        }
+        operations.end().await
+    })?;
+    conn.run("write node buckets", async {
+        let mut nodes = client.insert::<NodeRow>("node_buckets").await?;
+        for buckets in all {
+            let width_s = width_seconds(buckets.width_ns);
+            for (&bucket_ns, aggregate) in &buckets.buckets {
+                for (node, facts) in &aggregate.nodes {
+                    nodes
+                        .write(&NodeRow {
+                            bucket_ns,
+                            width_s,
+                            worker,
+                            window_ns,
+                            version,
+                            node,
+                            reports_spans: facts.reports_spans.into(),
+                            peer_types: facts.peer_types.iter().map(|t| t.as_str()).collect(),
+                            entry_point: facts.entry_point.into(),
+                        })
+                        .await?;
+                }
+            }
+        }
+        nodes.end().await
+    })?;
+    conn.run("write entry buckets", async {
+        let mut entries = client.insert::<EntryRow>("entry_buckets").await?;
+        for buckets in all {
+            let width_s = width_seconds(buckets.width_ns);
+            for (&bucket_ns, aggregate) in &buckets.buckets {
+                for (key, stats) in &aggregate.entries {
+                    let depth = histogram_columns(&stats.sync_depth);
+                    let touched = histogram_columns(&stats.services_touched);
+                    entries
+                        .write(&EntryRow {
+                            bucket_ns,
+                            width_s,
+                            worker,
+                            window_ns,
+                            version,
+                            service: &key.service,
+                            operation: &key.operation,
+                            traces: stats.traces,
+                            sync_depth_values: depth.0,
+                            sync_depth_counts: depth.1,
+                            services_values: touched.0,
+                            services_counts: touched.1,
+                        })
+                        .await?;
+                }
+            }
+        }
+        entries.end().await
+    })?;
+    conn.run("write diagnostic buckets", async {
+        let mut diagnostics = client.insert::<DiagnosticRow>("diagnostic_buckets").await?;
+        for buckets in all {
+            let width_s = width_seconds(buckets.width_ns);
+            for (&bucket_ns, aggregate) in &buckets.buckets {
+                let d = &aggregate.diagnostics;
+                diagnostics
+                    .write(&DiagnosticRow {
+                        bucket_ns,
+                        width_s,
+                        worker,
+                        window_ns,
+                        version,
+                        spans: d.spans,
+                        traces: d.traces,
+                        observations: d.observations,
+                        orphaned_spans: d.orphaned_spans,
+                        unresolved_client_spans: d.unresolved_client_spans,
+                        late_spans_paired: d.late_spans_paired,
+                        late_spans_dropped: d.late_spans_dropped,
+                        traces_cut_short: d.traces_cut_short,
+                        span_min_ns: aggregate.span_range.map(|r| r.0),
+                        span_max_ns: aggregate.span_range.map(|r| r.1),
+                    })
+                    .await?;
+            }
+        }
+        diagnostics.end().await
+    })
+}
+
+/// Deletes a window's rows older than `provenance`'s version: keys that a new derivation of
+/// the window no longer has (a client span that now pairs with its server span names the
+/// service instead of the peer address). Same keys are already replaced by the version.
+pub fn delete_stale(conn: &Connection, provenance: Provenance) -> Result<(), Error> {
+    for table in crate::schema::bucket_tables() {
+        conn.run(
+            "delete a window's stale buckets",
+            conn.client()
+                .query(&format!(
+                    "DELETE FROM {table} WHERE worker = ? AND window_ns = ? AND version < ?"
+                ))
+                .bind(provenance.worker)
+                .bind(provenance.window_ns)
+                .bind(provenance.version)
+                .execute(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The `[since, until)` window as the same whole buckets the DuckDB store reads (hours in the
+/// middle, minutes at the ends), as a SQL condition.
+fn window_filter(since_ns: i64, until_ns: i64) -> Option<String> {
+    let ranges: Vec<String> = plan(since_ns, until_ns)
+        .into_iter()
+        .filter(|(_, from, to)| from < to)
+        .map(|(width, from, to)| {
+            format!(
+                "(width_s = {} AND bucket_ns >= {from} AND bucket_ns < {to})",
+                width_seconds(width)
+            )
+        })
+        .collect();
+    (!ranges.is_empty()).then(|| ranges.join(" OR "))
+}
+
+#[derive(Row, Deserialize)]
+struct EdgeSum {
+    source: String,
+    target: String,
+    kind: String,
+    total_calls: u64,
+    total_errors: u64,
+    total_traces: u64,
+    most_calls_per_trace: u64,
+    all_latency_zeros: u64,
+    most_latency_ns: i64,
+    latency_sum: (Vec<i32>, Vec<u64>),
+    all_server_zeros: u64,
+    most_server_ns: i64,
+    server_sum: (Vec<i32>, Vec<u64>),
+    first_seen: i64,
+    last_seen: i64,
+}
+
+#[derive(Row, Deserialize)]
+struct OperationSum {
+    from_service: String,
+    from_operation: String,
+    to_service: String,
+    to_operation: String,
+    total_calls: u64,
+    total_errors: u64,
+    all_latency_zeros: u64,
+    most_latency_ns: i64,
+    latency_sum: (Vec<i32>, Vec<u64>),
+}
+
+#[derive(Row, Deserialize)]
+struct NodeSum {
+    node: String,
+    any_reports_spans: u8,
+    all_peer_types: Vec<String>,
+    any_entry_point: u8,
+}
+
+#[derive(Row, Deserialize)]
+struct EntrySum {
+    service: String,
+    operation: String,
+    total_traces: u64,
+    sync_depth: (Vec<u32>, Vec<u64>),
+    services_touched: (Vec<u32>, Vec<u64>),
+}
+
+#[derive(Row, Deserialize)]
+struct DiagnosticSum {
+    total_spans: u64,
+    total_traces: u64,
+    total_observations: u64,
+    total_orphaned_spans: u64,
+    total_unresolved_client_spans: u64,
+    total_late_spans_paired: u64,
+    total_late_spans_dropped: u64,
+    total_traces_cut_short: u64,
+    first_span_ns: Option<i64>,
+    last_span_ns: Option<i64>,
+}
+
+const EDGE_SUMS: &str = "sum(calls) AS total_calls, sum(errors) AS total_errors,
+    sum(latency_zeros) AS all_latency_zeros, max(latency_max_ns) AS most_latency_ns,
+    sumMap(latency_index, latency_counts) AS latency_sum";
+
+fn sketch(zeros: u64, max_ns: i64, (index, counts): (Vec<i32>, Vec<u64>)) -> LatencySketch {
+    // A sketch that does not rebuild (rows not written by archtrace) counts as empty, as a
+    // damaged sketch does in DuckDB.
+    LatencySketch::from_buckets(zeros, max_ns, index.into_iter().zip(counts)).unwrap_or_default()
+}
+
+fn edge_kind(text: &str) -> EdgeKind {
+    if text == "async" {
+        EdgeKind::Async
+    } else {
+        EdgeKind::Sync
+    }
+}
+
+/// Everything derived in `[since, until)`, summed by the engine.
+pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Aggregate, Error> {
+    let mut aggregate = Aggregate::default();
+    let Some(filter) = window_filter(since_ns, until_ns) else {
+        return Ok(aggregate);
+    };
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    let mut intern = |text: String| -> Arc<str> {
+        names
+            .entry(text)
+            .or_insert_with_key(|k| Arc::from(k.as_str()))
+            .clone()
+    };
+    let client = conn.client();
+
+    let edges: Vec<EdgeSum> = conn.run(
+        "read edge buckets",
+        client
+            .query(&format!(
+                "SELECT source, target, kind, {EDGE_SUMS}, sum(traces) AS total_traces,
+                    max(max_calls_per_trace) AS most_calls_per_trace,
+                    sum(server_zeros) AS all_server_zeros, max(server_max_ns) AS most_server_ns,
+                    sumMap(server_index, server_counts) AS server_sum,
+                    min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen
+                 FROM edge_buckets FINAL WHERE ({filter}) AND calls > 0
+                 GROUP BY source, target, kind"
+            ))
+            .fetch_all(),
+    )?;
+    for row in edges {
+        let key = EdgeKey {
+            from: intern(row.source),
+            to: intern(row.target),
+            kind: edge_kind(&row.kind),
+        };
+        let stats = EdgeStats {
+            calls: row.total_calls,
+            errors: row.total_errors,
+            latency: sketch(row.all_latency_zeros, row.most_latency_ns, row.latency_sum),
+            server_latency: sketch(row.all_server_zeros, row.most_server_ns, row.server_sum),
+            traces: row.total_traces,
+            max_calls_per_trace: row.most_calls_per_trace,
+            first_seen_ns: row.first_seen,
+            last_seen_ns: row.last_seen,
+        };
+        aggregate.edges.entry(key).or_default().merge(&stats);
+    }
+
+    let operations: Vec<OperationSum> = conn.run(
+        "read operation buckets",
+        client
+            .query(&format!(
+                "SELECT from_service, from_operation, to_service, to_operation, {EDGE_SUMS}
+                 FROM operation_buckets FINAL WHERE {filter}
+                 GROUP BY from_service, from_operation, to_service, to_operation"
+            ))
+            .fetch_all(),
+    )?;
+    for row in operations {
+        let key = OperationKey {
+            from_service: intern(row.from_service),
+            from_operation: intern(row.from_operation),
+            to_service: intern(row.to_service),
+            to_operation: intern(row.to_operation),
+        };
+        let stats = OperationStats {
+            calls: row.total_calls,
+            errors: row.total_errors,
+            latency: sketch(row.all_latency_zeros, row.most_latency_ns, row.latency_sum),
+        };
+        aggregate.operations.entry(key).or_default().merge(&stats);
+    }
+
+    let nodes: Vec<NodeSum> = conn.run(
+        "read node buckets",
+        client
+            .query(&format!(
+                "SELECT node, max(reports_spans) AS any_reports_spans,
+                    arrayMap(t -> toString(t), groupUniqArrayArray(peer_types)) AS all_peer_types,
+                    max(entry_point) AS any_entry_point
+                 FROM node_buckets FINAL WHERE {filter} GROUP BY node"
+            ))
+            .fetch_all(),
+    )?;
+    for row in nodes {
+        let facts = NodeFacts {
+            reports_spans: row.any_reports_spans > 0,
+            peer_types: row
+                .all_peer_types
+                .iter()
+                .filter_map(|t| parse_node_type(t))
+                .collect(),
+            entry_point: row.any_entry_point > 0,
+        };
+        aggregate
+            .nodes
+            .entry(intern(row.node))
+            .or_default()
+            .merge(&facts);
+    }
+
+    let entries: Vec<EntrySum> = conn.run(
+        "read entry buckets",
+        client
+            .query(&format!(
+                "SELECT service, operation, sum(traces) AS total_traces,
+                    sumMap(sync_depth_values, sync_depth_counts) AS sync_depth,
+                    sumMap(services_values, services_counts) AS services_touched
+                 FROM entry_buckets FINAL WHERE {filter} GROUP BY service, operation"
+            ))
+            .fetch_all(),
+    )?;
+    for row in entries {
+        let key = EntryKey {
+            service: intern(row.service),
+            operation: intern(row.operation),
+        };
+        let histogram = |(values, counts): (Vec<u32>, Vec<u64>)| {
+            Histogram::from_counts(values.into_iter().zip(counts))
+        };
+        let stats = EntryStats {
+            traces: row.total_traces,
+            sync_depth: histogram(row.sync_depth),
+            services_touched: histogram(row.services_touched),
+        };
+        aggregate.entries.entry(key).or_default().merge(&stats);
+    }
+
+    let totals: DiagnosticSum = conn.run(
+        "read diagnostic buckets",
+        client
+            .query(&format!(
+                "SELECT sum(spans) AS total_spans, sum(traces) AS total_traces,
+                    sum(observations) AS total_observations,
+                    sum(orphaned_spans) AS total_orphaned_spans,
+                    sum(unresolved_client_spans) AS total_unresolved_client_spans,
+                    sum(late_spans_paired) AS total_late_spans_paired,
+                    sum(late_spans_dropped) AS total_late_spans_dropped,
+                    sum(traces_cut_short) AS total_traces_cut_short,
+                    min(span_min_ns) AS first_span_ns, max(span_max_ns) AS last_span_ns
+                 FROM diagnostic_buckets FINAL WHERE {filter}"
+            ))
+            .fetch_one(),
+    )?;
+    aggregate.diagnostics.merge(&Diagnostics {
+        spans: totals.total_spans,
+        traces: totals.total_traces,
+        observations: totals.total_observations,
+        orphaned_spans: totals.total_orphaned_spans,
+        unresolved_client_spans: totals.total_unresolved_client_spans,
+        late_spans_paired: totals.total_late_spans_paired,
+        late_spans_dropped: totals.total_late_spans_dropped,
+        traces_cut_short: totals.total_traces_cut_short,
+    });
+    aggregate.span_range = totals.first_span_ns.zip(totals.last_span_ns);
+    Ok(aggregate)
+}
+
+#[derive(Row, Deserialize)]
+struct NodeEdgeSum {
+    bucket_ns: i64,
+    source: String,
+    target: String,
+    kind: String,
+    total_calls: u64,
+    total_errors: u64,
+    all_latency_zeros: u64,
+    most_latency_ns: i64,
+    latency_sum: (Vec<i32>, Vec<u64>),
+}
+
+/// The edges into or out of `node` per stored bucket of `width` starting in `[since, until)`,
+/// ordered by bucket: a service's series.
+pub fn node_edges(
+    conn: &Connection,
+    width_ns: i64,
+    since_ns: i64,
+    until_ns: i64,
+    node: &str,
+) -> Result<Vec<(i64, EdgeKey, EdgeStats)>, Error> {
+    let rows: Vec<NodeEdgeSum> = conn.run(
+        "read a service's series",
+        conn.client()
+            .query(&format!(
+                "SELECT bucket_ns, source, target, kind, {EDGE_SUMS}
+                 FROM edge_buckets FINAL
+                 WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?
+                    AND (source = ? OR target = ?)
+                 GROUP BY bucket_ns, source, target, kind ORDER BY bucket_ns"
+            ))
+            .bind(width_seconds(width_ns))
+            .bind(since_ns)
+            .bind(until_ns)
+            .bind(node)
+            .bind(node)
+            .fetch_all(),
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let key = EdgeKey {
+                from: Arc::from(row.source),
+                to: Arc::from(row.target),
+                kind: edge_kind(&row.kind),
+            };
+            let stats = EdgeStats {
+                calls: row.total_calls,
+                errors: row.total_errors,
+                latency: sketch(row.all_latency_zeros, row.most_latency_ns, row.latency_sum),
+                ..EdgeStats::default()
+            };
+            (row.bucket_ns, key, stats)
+        })
+        .collect())
+}

@@ -1,0 +1,136 @@
+//! The tables archtrace owns in ClickHouse: the derived buckets, as in DuckDB, plus which
+//! worker derived each row from which window, and each worker's progress.
+//!
+//! Bucket tables are `ReplacingMergeTree`s keyed by bucket, names, worker and window, with the
+//! derivation time as version: deriving a window again replaces its rows instead of adding to
+//! them, and readers use `FINAL`. A window's rows live beside other windows' rows for the same
+//! bucket (a trace assigned to one window may call into the next minute), and are summed at
+//! read time. Latency sketches are kept as their bucket indexes and counts (fixed boundaries),
+//! which `sumMap` sums in SQL.
+
+use crate::{Connection, Error};
+
+const BUCKET_TABLES: [&str; 5] = [
+    "edge_buckets",
+    "operation_buckets",
+    "node_buckets",
+    "entry_buckets",
+    "diagnostic_buckets",
+];
+
+/// Columns every bucket table starts with, and those its key ends with.
+const BUCKET_COLUMNS: &str = "bucket_ns Int64, width_s UInt32, worker LowCardinality(String), \
+                              window_ns Int64, version UInt64";
+
+fn bucket_table(name: &str, columns: &str, key: &str, retention_days: u32) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} ({BUCKET_COLUMNS}, {columns})
+         ENGINE = ReplacingMergeTree(version)
+         PARTITION BY toDate(toDateTime(intDiv(bucket_ns, 1000000000)))
+         ORDER BY (width_s, bucket_ns, {key} worker, window_ns)
+         TTL toDateTime(intDiv(bucket_ns, 1000000000)) + INTERVAL {retention_days} DAY"
+    )
+}
+
+fn statements(retention_days: u32) -> Vec<String> {
+    let sketch = |prefix: &str| {
+        format!(
+            "{prefix}_zeros UInt64, {prefix}_max_ns Int64, {prefix}_index Array(Int32), \
+             {prefix}_counts Array(UInt64)"
+        )
+    };
+    vec![
+        bucket_table(
+            "edge_buckets",
+            &format!(
+                "source String, target String, kind LowCardinality(String), calls UInt64, \
+                 errors UInt64, traces UInt64, max_calls_per_trace UInt64, {}, {}, \
+                 first_seen_ns Int64, last_seen_ns Int64",
+                sketch("latency"),
+                sketch("server")
+            ),
+            "source, target, kind,",
+            retention_days,
+        ),
+        bucket_table(
+            "operation_buckets",
+            &format!(
+                "from_service String, from_operation String, to_service String, \
+                 to_operation String, calls UInt64, errors UInt64, {}",
+                sketch("latency")
+            ),
+            "from_service, from_operation, to_service, to_operation,",
+            retention_days,
+        ),
+        bucket_table(
+            "node_buckets",
+            "node String, reports_spans UInt8, peer_types Array(LowCardinality(String)), \
+             entry_point UInt8",
+            "node,",
+            retention_days,
+        ),
+        bucket_table(
+            "entry_buckets",
+            "service String, operation String, traces UInt64, sync_depth_values Array(UInt32), \
+             sync_depth_counts Array(UInt64), services_values Array(UInt32), \
+             services_counts Array(UInt64)",
+            "service, operation,",
+            retention_days,
+        ),
+        bucket_table(
+            "diagnostic_buckets",
+            "spans UInt64, traces UInt64, observations UInt64, orphaned_spans UInt64, \
+             unresolved_client_spans UInt64, late_spans_paired UInt64, \
+             late_spans_dropped UInt64, traces_cut_short UInt64, \
+             span_min_ns Nullable(Int64), span_max_ns Nullable(Int64)",
+            "",
+            retention_days,
+        ),
+        // Each worker's watermark: every window before it is derived.
+        "CREATE TABLE IF NOT EXISTS progress (worker String, watermark_ns Int64, version UInt64)
+         ENGINE = ReplacingMergeTree(version) ORDER BY worker"
+            .to_owned(),
+    ]
+}
+
+/// Creates the database and the tables that are missing; buckets are kept `retention_days`.
+pub fn ensure(conn: &Connection, retention_days: u32) -> Result<(), Error> {
+    let database = &conn.endpoint().database;
+    let server = conn.client().clone().with_database("default");
+    conn.run(
+        "create the database",
+        server
+            .query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
+            .execute(),
+    )?;
+    for statement in statements(retention_days) {
+        conn.execute("create archtrace's tables", &statement)?;
+    }
+    Ok(())
+}
+
+/// Fails with the fix when the database has no archtrace tables (a reader pointed at the wrong
+/// database, or before any worker ran).
+pub fn require(conn: &Connection) -> Result<(), Error> {
+    let found: u64 = conn.run(
+        "list archtrace's tables",
+        conn.client()
+            .query(
+                "SELECT count() FROM system.tables
+                 WHERE database = currentDatabase() AND name IN ?",
+            )
+            .bind(BUCKET_TABLES)
+            .fetch_one(),
+    )?;
+    if found < BUCKET_TABLES.len() as u64 {
+        return Err(Error::NoTables {
+            endpoint: conn.endpoint().url.clone(),
+            database: conn.endpoint().database.clone(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn bucket_tables() -> &'static [&'static str] {
+    &BUCKET_TABLES
+}

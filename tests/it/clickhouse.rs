@@ -1,0 +1,398 @@
+//! archtrace on ClickHouse, against the real engine: chDB (ClickHouse 26 embedded, from PyPI)
+//! behind `scripts/chdb-server.py`, which answers the part of ClickHouse's HTTP interface the
+//! `clickhouse` crate uses. The recorded traces of `shared/data` go into `otel_traces` with the
+//! exporter's DDL, shifted to the last hour; `archtrace derive` workers (the real binary) derive
+//! them, and every answer is compared with the DuckDB path on the same spans.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archtrace_analyzer::analysis::{Analyzed, Settings};
+use archtrace_analyzer::snapshot::Snapshot;
+use archtrace_analyzer::time::{now_ns, rfc3339};
+use archtrace_analyzer::Span;
+use archtrace_formats::import::{self, OnBadInput, Source, Summary};
+use archtrace_formats::otlp::Detail;
+use archtrace_query::store::StoreSource;
+use archtrace_query::{SnapshotSource, Window};
+use archtrace_store::bulk::BulkWriter;
+use archtrace_store::{Location, Store};
+
+use crate::otel_rows::{otel_row, OtelSpan, OTEL_TRACES_DDL};
+use crate::support::{binary, json_files, succeeded};
+
+/// chDB behind its HTTP endpoint, on a free port, with its data in a temporary folder.
+struct ClickHouse {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl ClickHouse {
+    fn start() -> ClickHouse {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/chdb-server.py");
+        let probe = Command::new("python3")
+            .args(["-c", "import chdb"])
+            .output()
+            .expect("python3 is needed for the ClickHouse tests");
+        assert!(
+            probe.status.success(),
+            "the ClickHouse tests need chDB: `python3 -m pip install chdb` (scripts/test installs it)"
+        );
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--data")
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("chdb-server said {line:?}"));
+        ClickHouse {
+            child,
+            url: format!("http://{address}"),
+            _data: data,
+        }
+    }
+
+    fn address(&self, database: &str) -> String {
+        format!(
+            "{}/{database}",
+            self.url.replace("http://", "clickhouse://")
+        )
+    }
+
+    fn client(&self, database: &str) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_database(database)
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The recorded traces, each file moved to start `step` after the one before from `base`.
+fn recorded_spans(files: &[PathBuf], base_ns: i64, step_ns: i64) -> Vec<Vec<Span>> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let mut spans = Vec::new();
+            let mut summary = Summary::default();
+            import::read_source(
+                Source::open(path).unwrap(),
+                None,
+                OnBadInput::Stop,
+                Detail::Keep,
+                Arc::new(AtomicU64::new(0)),
+                &mut summary,
+                &mut |batch| {
+                    spans.extend(batch);
+                    Ok(())
+                },
+            )
+            .unwrap();
+            let first = spans.iter().map(|s| s.start_ns).min().unwrap();
+            let shift = base_ns + i as i64 * step_ns - first;
+            for span in &mut spans {
+                span.start_ns += shift;
+                span.end_ns += shift;
+            }
+            spans
+        })
+        .collect()
+}
+
+/// The DuckDB path on the same spans: what `archtrace import` does (bulk write, then derive).
+fn duckdb_snapshot(spans: &[Vec<Span>], window: &Window, dir: &Path) -> Snapshot {
+    let store = Store::open(&Location::File(dir.join("expected.duckdb"))).unwrap();
+    let mut writer = BulkWriter::start(store);
+    for file in spans {
+        writer.push(file.clone()).unwrap();
+    }
+    let store = writer.finish().unwrap();
+    let source = StoreSource::open(&store).unwrap();
+    source.rebuild(window.since_ns, window.until_ns).unwrap();
+    analysed(source.snapshot(window).unwrap())
+}
+
+fn analysed(snapshot: Snapshot) -> Snapshot {
+    Analyzed::new(snapshot, &Settings::default()).snapshot
+}
+
+/// `archtrace derive` from `from` into `store`, with `args`; returns what it printed.
+fn derive(from: &str, store: &str, args: &[&str]) -> String {
+    let output = succeeded(
+        Command::new(binary())
+            .args(["derive", "--from", from, "--store", store])
+            .args(args)
+            .env_remove("ARCHTRACE_STORE"),
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+/// Fails with the lines of the two snapshots' JSON that differ, not two pages of debug output.
+fn assert_same(actual: &Snapshot, expected: &Snapshot, what: &str) {
+    if actual == expected {
+        return;
+    }
+    let lines = |s: &Snapshot| -> Vec<String> {
+        serde_json::to_string_pretty(s)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let (actual, expected) = (lines(actual), lines(expected));
+    let differing: Vec<String> = actual
+        .iter()
+        .zip(&expected)
+        .enumerate()
+        .filter(|(_, (a, e))| a != e)
+        .take(12)
+        .map(|(i, (a, e))| format!("line {i}: got {a}\n        expected {e}"))
+        .collect();
+    panic!(
+        "{what}: the snapshots differ ({} and {} lines):\n{}",
+        actual.len(),
+        expected.len(),
+        differing.join("\n")
+    );
+}
+
+fn clickhouse_snapshot(store: &str, window: &Window) -> Snapshot {
+    let endpoint = archtrace_clickhouse::Endpoint::parse(store).unwrap();
+    let source = archtrace_clickhouse::ClickHouseSource::open(&endpoint).unwrap();
+    analysed(source.snapshot(window).unwrap())
+}
+
+#[test]
+fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_reads_them() {
+    let clickhouse = ClickHouse::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let otel = clickhouse.client("otel");
+    runtime.block_on(async {
+        clickhouse
+            .client("default")
+            .query("CREATE DATABASE otel")
+            .execute()
+            .await
+            .unwrap();
+        otel.query(OTEL_TRACES_DDL).execute().await.unwrap();
+    });
+
+    // The hotel reservation's Jaeger traces and the Zipkin recordings, moved to 40 minutes ago
+    // and after, 15 s apart; Zipkin's in the exporter's older spelling of kinds and statuses.
+    let minute = 60_000_000_000;
+    let base = now_ns() - 40 * minute;
+    let hotel = recorded_spans(
+        &json_files("jaeger-hotel-reservation"),
+        base,
+        15_000_000_000,
+    );
+    let zipkin = recorded_spans(&json_files("zipkin"), base + 7_000_000_000, 150_000_000_000);
+    runtime.block_on(async {
+        let mut insert = otel
+            .clone()
+            .with_validation(false)
+            .insert::<OtelSpan>("otel_traces")
+            .await
+            .unwrap();
+        for (files, legacy) in [(&hotel, false), (&zipkin, true)] {
+            for span in files.iter().flatten() {
+                insert.write(&otel_row(span, legacy)).await.unwrap();
+            }
+        }
+        insert.end().await.unwrap();
+    });
+    let spans: Vec<Vec<Span>> = hotel.into_iter().chain(zipkin).collect();
+    let span_count: usize = spans.iter().map(Vec::len).sum();
+    let last_end = spans.iter().flatten().map(|s| s.end_ns).max().unwrap();
+
+    // A window of whole 5-minute reads around all of it, closed (the default delay is 2 min).
+    // One Zipkin recording has traces of several minutes: the slack covers them.
+    let since = (base - minute).div_euclid(5 * minute) * 5 * minute;
+    let until = (last_end + minute).div_euclid(5 * minute) * 5 * minute + 5 * minute;
+    assert!(
+        until < now_ns() - 2 * minute,
+        "the data must lie in closed windows"
+    );
+    let window = Window::new(since, until).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let expected = duckdb_snapshot(&spans, &window, dir.path());
+    assert!(expected.edges.len() > 20, "{} edges", expected.edges.len());
+    assert_eq!(expected.diagnostics.spans, span_count as u64);
+    let from = clickhouse.address("otel");
+    let bounds = ["--since", &rfc3339(since), "--until", &rfc3339(until)];
+    let reads = [&bounds[..], &["--window", "5m", "--slack", "10m"]].concat();
+
+    // 1, 2 and 3 workers, each set into a database of its own: every trace derived once.
+    for workers in 1..=3 {
+        let store = clickhouse.address(&format!("arch{workers}"));
+        let mut printed = String::new();
+        for k in 0..workers {
+            let shard = format!("{k}/{workers}");
+            printed += &derive(
+                &from,
+                &store,
+                &[&reads[..], &["--workers", &shard]].concat(),
+            );
+        }
+        let derived: u64 = printed
+            .lines()
+            .filter_map(|line| {
+                line.split(": ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        assert_eq!(derived, span_count as u64, "{printed}");
+        let derived = clickhouse_snapshot(&store, &window);
+        assert_same(&derived, &expected, &format!("{workers} workers"));
+    }
+
+    // Deriving the windows again replaces them: nothing is counted twice.
+    let store = clickhouse.address("arch2");
+    let again = derive(&from, &store, &[&reads[..], &["--workers", "1/2"]].concat());
+    assert!(again.contains(", replaced"), "{again}");
+    assert_same(
+        &clickhouse_snapshot(&store, &window),
+        &expected,
+        "derived again",
+    );
+
+    // A worker killed with SIGKILL as it moves on, then restarted with no --since, resumes at
+    // its watermark and ends with the same answer.
+    let store = clickhouse.address("killed");
+    let mut worker = Command::new(binary())
+        .args(["derive", "--from", &from, "--store", &store])
+        .args(&reads[..2])
+        .args([
+            "--until",
+            &rfc3339(until),
+            "--window",
+            "1m",
+            "--slack",
+            "10m",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let progress = clickhouse.client("killed");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let watermark: Option<i64> = runtime.block_on(async {
+            progress
+                .query("SELECT max(watermark_ns) FROM progress FINAL")
+                .fetch_one::<i64>()
+                .await
+                .ok()
+        });
+        if watermark.is_some_and(|w| w >= base + 3 * minute) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker.kill().unwrap();
+    let killed_at = worker.wait_with_output().unwrap();
+    assert!(!killed_at.status.success());
+    let resumed = derive(
+        &from,
+        &store,
+        &[
+            "--until",
+            &rfc3339(until),
+            "--window",
+            "1m",
+            "--slack",
+            "10m",
+        ],
+    );
+    assert!(
+        !resumed.contains(&rfc3339(since)),
+        "the restarted worker began again at the start:\n{resumed}"
+    );
+    // It began at its watermark, where the window it was killed in may be half written.
+    let first_window = resumed.lines().nth(1).unwrap_or_default();
+    assert!(
+        first_window.ends_with(" s") && first_window.contains(", replaced"),
+        "{resumed}"
+    );
+    assert_same(
+        &clickhouse_snapshot(&store, &window),
+        &expected,
+        "killed and resumed",
+    );
+
+    // The reading commands and the viewer read the same buckets.
+    let graph = succeeded(
+        Command::new(binary())
+            .args([
+                "graph",
+                "--store",
+                &clickhouse.address("arch3"),
+                "--format",
+                "json",
+            ])
+            .args(bounds),
+    );
+    let from_cli: Snapshot = serde_json::from_slice(&graph.stdout).unwrap();
+    assert_eq!(from_cli.edges, expected.edges);
+
+    let mut viewer = Command::new(binary())
+        .args(["serve", "--store", &clickhouse.address("arch3")])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(viewer.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let admin = line
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix("admin="))
+        .unwrap_or_else(|| panic!("startup line {line:?}"))
+        .to_owned();
+    let query = format!("since={}&until={}", rfc3339(since), rfc3339(until));
+    let http = reqwest::blocking::Client::new();
+    let api: Snapshot = http
+        .get(format!("http://{admin}/api/v1/snapshot?{query}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api.edges, expected.edges);
+    let page = http.get(format!("http://{admin}/?{query}")).send().unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().unwrap();
+    for node in &expected.nodes {
+        assert!(
+            page.contains(&archtrace_analyzer::render::escape_markup(&node.id)),
+            "the overview does not name {}",
+            node.id
+        );
+    }
+    let _ = viewer.kill();
+    let _ = viewer.wait();
+}
