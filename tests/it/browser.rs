@@ -29,7 +29,7 @@ impl Drop for KillOnDrop {
 }
 
 /// chromedriver on a free port.
-struct Driver {
+pub(crate) struct Driver {
     _process: KillOnDrop,
     url: String,
 }
@@ -42,7 +42,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_browser() -> (Driver, Client) {
+pub(crate) async fn start_browser() -> (Driver, Client) {
     let port = free_port();
     let process = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -89,7 +89,7 @@ async fn screenshot(client: &Client, name: &str) {
 }
 
 /// Loads a page and waits until its script has run.
-async fn open(client: &Client, url: &str) {
+pub(crate) async fn open(client: &Client, url: &str) {
     client.goto(url).await.unwrap();
     wait_until_ready(client, url).await;
 }
@@ -113,7 +113,7 @@ async fn script(client: &Client, code: &str) -> Value {
     client.execute(code, vec![]).await.unwrap()
 }
 
-async fn count(client: &Client, css: &str) -> usize {
+pub(crate) async fn count(client: &Client, css: &str) -> usize {
     client.find_all(Locator::Css(css)).await.unwrap().len()
 }
 

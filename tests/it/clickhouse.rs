@@ -393,6 +393,14 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
             node.id
         );
     }
+    // And in a real browser, the drawing has every node.
+    runtime.block_on(async {
+        let (_driver, browser) = crate::browser::start_browser().await;
+        crate::browser::open(&browser, &format!("http://{admin}/?{query}")).await;
+        let drawn = crate::browser::count(&browser, "svg#graph g.node").await;
+        assert!(drawn >= expected.nodes.len(), "{drawn} nodes drawn");
+        browser.close().await.unwrap();
+    });
     let _ = viewer.kill();
     let _ = viewer.wait();
 }
