@@ -359,6 +359,43 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
     let from_cli: Snapshot = serde_json::from_slice(&graph.stdout).unwrap();
     assert_eq!(from_cli.edges, expected.edges);
 
+    // The CI check against a baseline of the DuckDB path passes on ClickHouse's buckets.
+    let baseline = dir.path().join("architecture.json");
+    std::fs::write(&baseline, serde_json::to_vec(&expected).unwrap()).unwrap();
+    let check = succeeded(
+        Command::new(binary())
+            .args([
+                "check",
+                "--store",
+                &clickhouse.address("arch1"),
+                "--baseline",
+            ])
+            .arg(&baseline)
+            .args(bounds),
+    );
+    assert!(!check.stdout.is_empty());
+    // A baseline without one of the edges fails the check, naming it.
+    let mut older = expected.clone();
+    let dropped = older.edges.remove(0);
+    std::fs::write(&baseline, serde_json::to_vec(&older).unwrap()).unwrap();
+    let check = Command::new(binary())
+        .args([
+            "check",
+            "--store",
+            &clickhouse.address("arch1"),
+            "--baseline",
+        ])
+        .arg(&baseline)
+        .args(bounds)
+        .output()
+        .unwrap();
+    let verdict = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{verdict}");
+    assert!(
+        verdict.contains(&dropped.from) && verdict.contains(&dropped.to),
+        "{verdict}"
+    );
+
     let mut viewer = Command::new(binary())
         .args(["serve", "--store", &clickhouse.address("arch3")])
         .args(["--admin-addr", "127.0.0.1:0"])
