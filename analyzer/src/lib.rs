@@ -12,6 +12,7 @@ pub mod analysis;
 pub mod check_output;
 pub mod derive;
 pub mod drift;
+pub mod export;
 pub mod findings;
 pub mod metrics;
 pub mod render;

@@ -159,6 +159,15 @@ enum Command {
     ///   archtrace check --store clickhouse://ch:8123/archtrace --since 15m --baseline a.json
     #[command(verbatim_doc_comment)]
     Derive(scale_out::DeriveArgs),
+    /// Write the observed architecture for architecture-as-code tools.
+    ///
+    /// GraphML (yEd, Gephi, networkx), a Structurizr DSL workspace, a C4-PlantUML container
+    /// diagram, or a Backstage catalog (catalog-info.yaml):
+    ///   archtrace export --format graphml -o architecture.graphml
+    ///   archtrace export --format backstage --since 24h -o catalog-info.yaml
+    ///   archtrace export --traces dump.jsonl --format c4-plantuml
+    #[command(verbatim_doc_comment)]
+    Export(ExportArgs),
     /// Print a shell completion script.
     ///
     ///   archtrace completions bash > /etc/bash_completion.d/archtrace
@@ -320,6 +329,26 @@ struct SnapshotArgs {
     /// Write the snapshot to this file instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[arg(long, value_enum)]
+    format: ExportFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Graphml,
+    Structurizr,
+    #[value(name = "c4-plantuml")]
+    C4Plantuml,
+    Backstage,
 }
 
 #[derive(Args)]
@@ -496,6 +525,7 @@ fn main() -> ExitCode {
             None => serve::serve(args.config.as_deref(), args.options, None).map(|()| 0),
         },
         Command::Derive(args) => scale_out::derive(args).map(|()| 0),
+        Command::Export(args) => export(args).map(|()| 0),
         Command::Demo(args) => demo(args).map(|()| 0),
         Command::Report(args) => report(args).map(|()| 0),
         Command::Import(args) => import_files(args).map(|()| 0),
@@ -665,6 +695,27 @@ fn emit(text: &str, output: Option<&Path>) -> anyhow::Result<()> {
 
 fn snapshot_json(snapshot: &Snapshot) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(snapshot)? + "\n")
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    use archtrace_analyzer::export;
+    let Analyzed { snapshot, .. } = source::analyzed(&args.source, &Settings::default())?;
+    let text = match args.format {
+        ExportFormat::Graphml => export::graphml(&snapshot),
+        ExportFormat::Structurizr => export::structurizr(&snapshot),
+        ExportFormat::C4Plantuml => export::c4_plantuml(&snapshot),
+        ExportFormat::Backstage => export::backstage(&snapshot),
+    };
+    emit(&text, args.output.as_deref())?;
+    if let Some(path) = &args.output {
+        eprintln!(
+            "wrote {}: {} nodes, {} edges",
+            path.display(),
+            snapshot.nodes.len(),
+            snapshot.edges.len()
+        );
+    }
+    Ok(())
 }
 
 fn write_snapshot(args: SnapshotArgs) -> anyhow::Result<()> {

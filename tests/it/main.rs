@@ -7,6 +7,7 @@ mod clickhouse;
 mod disk_full;
 mod drift;
 mod durability;
+mod export;
 mod fixtures;
 mod graph;
 mod hotspots;
