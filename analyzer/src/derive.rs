@@ -49,6 +49,15 @@ impl EdgeKind {
             EdgeKind::Async => "async",
         }
     }
+
+    /// Reads what [`EdgeKind::as_str`] writes; anything else is synchronous, the safe reading.
+    pub fn from_name(name: &str) -> EdgeKind {
+        if name == "async" {
+            EdgeKind::Async
+        } else {
+            EdgeKind::Sync
+        }
+    }
 }
 
 /// Which rule produced an observation.

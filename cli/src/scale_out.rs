@@ -15,7 +15,7 @@ use archtrace_collector::auth::Auth;
 use archtrace_query::{SnapshotSource, Window};
 use clap::Args;
 
-use crate::config::{self, ServeOptions};
+use crate::config::ServeOptions;
 
 #[derive(Args)]
 pub struct DeriveArgs {
@@ -147,20 +147,11 @@ pub fn serve_store(
     config_file: Option<&Path>,
     options: ServeOptions,
 ) -> anyhow::Result<()> {
-    let file = match config_file {
-        Some(path) => ServeOptions::load(path)?,
-        None => ServeOptions::default(),
-    };
-    let config = config::resolve(options.over(file))?;
-    let baseline = config
-        .baseline
-        .as_deref()
-        .map(archtrace_query::files::read_snapshot)
-        .transpose()?;
+    let config = crate::serve::resolve(config_file, options)?;
     let source: Arc<dyn SnapshotSource> = Arc::new(open_source(address)?);
     let router = archtrace_collector::admin::read_only_router(
         source.clone(),
-        baseline,
+        config.settings.baseline.clone(),
         Auth::new(config.settings.auth_token.clone()),
     );
     crate::serve::runtime()?.block_on(async move {

@@ -17,13 +17,11 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("could not start the async runtime")
 }
 
-/// Runs the server with `options` over the config file's; with `demo_rate`, also the
-/// simulated shop sending it that many requests a second.
-pub fn serve(
+/// The settings of `options` over the config file's, checked, with the baseline read.
+pub(crate) fn resolve(
     config_file: Option<&Path>,
     options: ServeOptions,
-    demo_rate: Option<u32>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<config::ServeConfig> {
     let file = match config_file {
         Some(path) => ServeOptions::load(path)?,
         None => ServeOptions::default(),
@@ -32,6 +30,17 @@ pub fn serve(
     if let Some(path) = &config.baseline {
         config.settings.baseline = Some(archtrace_query::files::read_snapshot(path)?);
     }
+    Ok(config)
+}
+
+/// Runs the server with `options` over the config file's; with `demo_rate`, also the
+/// simulated shop sending it that many requests a second.
+pub fn serve(
+    config_file: Option<&Path>,
+    options: ServeOptions,
+    demo_rate: Option<u32>,
+) -> anyhow::Result<()> {
+    let config = resolve(config_file, options)?;
     let location = Location::from(config.db.as_path());
     let store = Store::open(&location)?;
     runtime()?.block_on(async move {

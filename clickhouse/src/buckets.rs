@@ -11,7 +11,7 @@ use archtrace_analyzer::aggregate::{
 use archtrace_analyzer::derive::EdgeKind;
 use archtrace_analyzer::sketch::LatencySketch;
 use archtrace_store::buckets::{parse_node_type, plan};
-use clickhouse::Row;
+use clickhouse::{Row, RowWrite};
 use serde::{Deserialize, Serialize};
 
 use crate::{Connection, Error};
@@ -130,6 +130,32 @@ fn width_seconds(width_ns: i64) -> u32 {
     (width_ns / 1_000_000_000) as u32
 }
 
+/// Every bucket of every width, with its width in seconds.
+fn each_bucket<'a>(all: &'a [&Buckets]) -> impl Iterator<Item = (u32, i64, &'a Aggregate)> {
+    all.iter().flat_map(|buckets| {
+        let width_s = width_seconds(buckets.width_ns);
+        buckets
+            .buckets
+            .iter()
+            .map(move |(&bucket_ns, aggregate)| (width_s, bucket_ns, aggregate))
+    })
+}
+
+/// Inserts `rows` into `table` in one request.
+fn insert_all<T: RowWrite>(
+    conn: &Connection,
+    table: &str,
+    rows: &[T::Value<'_>],
+) -> Result<(), Error> {
+    conn.run(&format!("write {table}"), async {
+        let mut insert = conn.client().insert::<T>(table).await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    })
+}
+
 /// Writes buckets of every width, one insert per table. Not atomic across tables: a worker
 /// that dies half-way derives the window again, and the same keys replace what was written.
 pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Result<(), Error> {
@@ -138,159 +164,126 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
         window_ns,
         version,
     } = provenance;
-    let client = conn.client();
-    conn.run("write edge buckets", async {
-        let mut edges = client.insert::<EdgeRow>("edge_buckets").await?;
-        for buckets in all {
-            let width_s = width_seconds(buckets.width_ns);
-            for (&bucket_ns, aggregate) in &buckets.buckets {
-                for (key, stats) in &aggregate.edges {
-                    let latency = sketch_columns(&stats.latency);
-                    let server = sketch_columns(&stats.server_latency);
-                    edges
-                        .write(&EdgeRow {
-                            bucket_ns,
-                            width_s,
-                            worker,
-                            window_ns,
-                            version,
-                            source: &key.from,
-                            target: &key.to,
-                            kind: key.kind.as_str(),
-                            calls: stats.calls,
-                            errors: stats.errors,
-                            traces: stats.traces,
-                            max_calls_per_trace: stats.max_calls_per_trace,
-                            latency_zeros: latency.0,
-                            latency_max_ns: latency.1,
-                            latency_index: latency.2,
-                            latency_counts: latency.3,
-                            server_zeros: server.0,
-                            server_max_ns: server.1,
-                            server_index: server.2,
-                            server_counts: server.3,
-                            first_seen_ns: stats.first_seen_ns,
-                            last_seen_ns: stats.last_seen_ns,
-                        })
-                        .await?;
+    let edges: Vec<EdgeRow> = each_bucket(all)
+        .flat_map(|(width_s, bucket_ns, aggregate)| {
+            aggregate.edges.iter().map(move |(key, stats)| {
+                let latency = sketch_columns(&stats.latency);
+                let server = sketch_columns(&stats.server_latency);
+                EdgeRow {
+                    bucket_ns,
+                    width_s,
+                    worker,
+                    window_ns,
+                    version,
+                    source: &key.from,
+                    target: &key.to,
+                    kind: key.kind.as_str(),
+                    calls: stats.calls,
+                    errors: stats.errors,
+                    traces: stats.traces,
+                    max_calls_per_trace: stats.max_calls_per_trace,
+                    latency_zeros: latency.0,
+                    latency_max_ns: latency.1,
+                    latency_index: latency.2,
+                    latency_counts: latency.3,
+                    server_zeros: server.0,
+                    server_max_ns: server.1,
+                    server_index: server.2,
+                    server_counts: server.3,
+                    first_seen_ns: stats.first_seen_ns,
+                    last_seen_ns: stats.last_seen_ns,
                 }
-            }
-        }
-        edges.end().await
-    })?;
-    conn.run("write operation buckets", async {
-        let mut operations = client.insert::<OperationRow>("operation_buckets").await?;
-        for buckets in all {
-            let width_s = width_seconds(buckets.width_ns);
-            for (&bucket_ns, aggregate) in &buckets.buckets {
-                for (key, stats) in &aggregate.operations {
-                    let latency = sketch_columns(&stats.latency);
-                    operations
-                        .write(&OperationRow {
-                            bucket_ns,
-                            width_s,
-                            worker,
-                            window_ns,
-                            version,
-                            from_service: &key.from_service,
-                            from_operation: &key.from_operation,
-                            to_service: &key.to_service,
-                            to_operation: &key.to_operation,
-                            calls: stats.calls,
-                            errors: stats.errors,
-                            latency_zeros: latency.0,
-                            latency_max_ns: latency.1,
-                            latency_index: latency.2,
-                            latency_counts: latency.3,
-                        })
-                        .await?;
+            })
+        })
+        .collect();
+    insert_all::<EdgeRow>(conn, "edge_buckets", &edges)?;
+    let operations: Vec<OperationRow> = each_bucket(all)
+        .flat_map(|(width_s, bucket_ns, aggregate)| {
+            aggregate.operations.iter().map(move |(key, stats)| {
+                let latency = sketch_columns(&stats.latency);
+                OperationRow {
+                    bucket_ns,
+                    width_s,
+                    worker,
+                    window_ns,
+                    version,
+                    from_service: &key.from_service,
+                    from_operation: &key.from_operation,
+                    to_service: &key.to_service,
+                    to_operation: &key.to_operation,
+                    calls: stats.calls,
+                    errors: stats.errors,
+                    latency_zeros: latency.0,
+                    latency_max_ns: latency.1,
+                    latency_index: latency.2,
+                    latency_counts: latency.3,
                 }
-            }
-        }
-        operations.end().await
-    })?;
-    conn.run("write node buckets", async {
-        let mut nodes = client.insert::<NodeRow>("node_buckets").await?;
-        for buckets in all {
-            let width_s = width_seconds(buckets.width_ns);
-            for (&bucket_ns, aggregate) in &buckets.buckets {
-                for (node, facts) in &aggregate.nodes {
-                    nodes
-                        .write(&NodeRow {
-                            bucket_ns,
-                            width_s,
-                            worker,
-                            window_ns,
-                            version,
-                            node,
-                            reports_spans: facts.reports_spans.into(),
-                            peer_types: facts.peer_types.iter().map(|t| t.as_str()).collect(),
-                            entry_point: facts.entry_point.into(),
-                        })
-                        .await?;
+            })
+        })
+        .collect();
+    insert_all::<OperationRow>(conn, "operation_buckets", &operations)?;
+    let nodes: Vec<NodeRow> = each_bucket(all)
+        .flat_map(|(width_s, bucket_ns, aggregate)| {
+            aggregate.nodes.iter().map(move |(node, facts)| NodeRow {
+                bucket_ns,
+                width_s,
+                worker,
+                window_ns,
+                version,
+                node,
+                reports_spans: facts.reports_spans.into(),
+                peer_types: facts.peer_types.iter().map(|t| t.as_str()).collect(),
+                entry_point: facts.entry_point.into(),
+            })
+        })
+        .collect();
+    insert_all::<NodeRow>(conn, "node_buckets", &nodes)?;
+    let entries: Vec<EntryRow> = each_bucket(all)
+        .flat_map(|(width_s, bucket_ns, aggregate)| {
+            aggregate.entries.iter().map(move |(key, stats)| {
+                let depth = histogram_columns(&stats.sync_depth);
+                let touched = histogram_columns(&stats.services_touched);
+                EntryRow {
+                    bucket_ns,
+                    width_s,
+                    worker,
+                    window_ns,
+                    version,
+                    service: &key.service,
+                    operation: &key.operation,
+                    traces: stats.traces,
+                    sync_depth_values: depth.0,
+                    sync_depth_counts: depth.1,
+                    services_values: touched.0,
+                    services_counts: touched.1,
                 }
+            })
+        })
+        .collect();
+    insert_all::<EntryRow>(conn, "entry_buckets", &entries)?;
+    let diagnostics: Vec<DiagnosticRow> = each_bucket(all)
+        .map(|(width_s, bucket_ns, aggregate)| {
+            let d = &aggregate.diagnostics;
+            DiagnosticRow {
+                bucket_ns,
+                width_s,
+                worker,
+                window_ns,
+                version,
+                spans: d.spans,
+                traces: d.traces,
+                observations: d.observations,
+                orphaned_spans: d.orphaned_spans,
+                unresolved_client_spans: d.unresolved_client_spans,
+                late_spans_paired: d.late_spans_paired,
+                late_spans_dropped: d.late_spans_dropped,
+                traces_cut_short: d.traces_cut_short,
+                span_min_ns: aggregate.span_range.map(|r| r.0),
+                span_max_ns: aggregate.span_range.map(|r| r.1),
             }
-        }
-        nodes.end().await
-    })?;
-    conn.run("write entry buckets", async {
-        let mut entries = client.insert::<EntryRow>("entry_buckets").await?;
-        for buckets in all {
-            let width_s = width_seconds(buckets.width_ns);
-            for (&bucket_ns, aggregate) in &buckets.buckets {
-                for (key, stats) in &aggregate.entries {
-                    let depth = histogram_columns(&stats.sync_depth);
-                    let touched = histogram_columns(&stats.services_touched);
-                    entries
-                        .write(&EntryRow {
-                            bucket_ns,
-                            width_s,
-                            worker,
-                            window_ns,
-                            version,
-                            service: &key.service,
-                            operation: &key.operation,
-                            traces: stats.traces,
-                            sync_depth_values: depth.0,
-                            sync_depth_counts: depth.1,
-                            services_values: touched.0,
-                            services_counts: touched.1,
-                        })
-                        .await?;
-                }
-            }
-        }
-        entries.end().await
-    })?;
-    conn.run("write diagnostic buckets", async {
-        let mut diagnostics = client.insert::<DiagnosticRow>("diagnostic_buckets").await?;
-        for buckets in all {
-            let width_s = width_seconds(buckets.width_ns);
-            for (&bucket_ns, aggregate) in &buckets.buckets {
-                let d = &aggregate.diagnostics;
-                diagnostics
-                    .write(&DiagnosticRow {
-                        bucket_ns,
-                        width_s,
-                        worker,
-                        window_ns,
-                        version,
-                        spans: d.spans,
-                        traces: d.traces,
-                        observations: d.observations,
-                        orphaned_spans: d.orphaned_spans,
-                        unresolved_client_spans: d.unresolved_client_spans,
-                        late_spans_paired: d.late_spans_paired,
-                        late_spans_dropped: d.late_spans_dropped,
-                        traces_cut_short: d.traces_cut_short,
-                        span_min_ns: aggregate.span_range.map(|r| r.0),
-                        span_max_ns: aggregate.span_range.map(|r| r.1),
-                    })
-                    .await?;
-            }
-        }
-        diagnostics.end().await
-    })
+        })
+        .collect();
+    insert_all::<DiagnosticRow>(conn, "diagnostic_buckets", &diagnostics)
 }
 
 /// Deletes a window's rows older than `provenance`'s version: keys that a new derivation of
@@ -402,14 +395,6 @@ fn sketch(zeros: u64, max_ns: i64, (index, counts): (Vec<i32>, Vec<u64>)) -> Lat
     LatencySketch::from_buckets(zeros, max_ns, index.into_iter().zip(counts)).unwrap_or_default()
 }
 
-fn edge_kind(text: &str) -> EdgeKind {
-    if text == "async" {
-        EdgeKind::Async
-    } else {
-        EdgeKind::Sync
-    }
-}
-
 /// Everything derived in `[since, until)`, summed by the engine.
 pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Aggregate, Error> {
     let mut aggregate = Aggregate::default();
@@ -443,7 +428,7 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
         let key = EdgeKey {
             from: intern(row.source),
             to: intern(row.target),
-            kind: edge_kind(&row.kind),
+            kind: EdgeKind::from_name(&row.kind),
         };
         let stats = EdgeStats {
             calls: row.total_calls,
@@ -613,7 +598,7 @@ pub fn node_edges(
             let key = EdgeKey {
                 from: Arc::from(row.source),
                 to: Arc::from(row.target),
-                kind: edge_kind(&row.kind),
+                kind: EdgeKind::from_name(&row.kind),
             };
             let stats = EdgeStats {
                 calls: row.total_calls,

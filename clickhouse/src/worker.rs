@@ -27,8 +27,6 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
-
     /// Reads `k/N`.
     pub fn parse(text: &str) -> Result<Shard, String> {
         let (index, count) = text
@@ -299,7 +297,7 @@ mod tests {
     #[test]
     fn shards_read_as_k_of_n_counted_from_zero() {
         assert_eq!(Shard::parse("2/8"), Ok(Shard { index: 2, count: 8 }));
-        assert_eq!(Shard::parse("0/1"), Ok(Shard::ALL));
+        assert_eq!(Shard::parse("0/1"), Ok(Shard { index: 0, count: 1 }));
         assert_eq!(Shard::parse("0/1").unwrap().label(), "0/1");
         assert!(Shard::parse("8/8").unwrap_err().contains("0/8 to 7/8"));
         assert!(Shard::parse("1/0").unwrap_err().contains("at least one"));
@@ -310,7 +308,7 @@ mod tests {
     #[test]
     fn windows_must_tile_hours() {
         let settings = |window_ns| WorkerSettings {
-            shard: Shard::ALL,
+            shard: Shard { index: 0, count: 1 },
             table: "otel_traces".into(),
             window_ns,
             slack_ns: MINUTE_NS,

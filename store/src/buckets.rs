@@ -297,11 +297,7 @@ fn read(
         let key = EdgeKey {
             from: intern(from.to_owned()),
             to: intern(to.to_owned()),
-            kind: if kind == "async" {
-                EdgeKind::Async
-            } else {
-                EdgeKind::Sync
-            },
+            kind: EdgeKind::from_name(kind),
         };
         into.edges.entry(key).or_default().merge(&stats);
     }
@@ -438,11 +434,7 @@ pub fn node_edges(
         let key = EdgeKey {
             from: Arc::from(row.get::<_, String>(1)?.as_str()),
             to: Arc::from(row.get::<_, String>(2)?.as_str()),
-            kind: if row.get::<_, String>(3)? == "async" {
-                EdgeKind::Async
-            } else {
-                EdgeKind::Sync
-            },
+            kind: EdgeKind::from_name(&row.get::<_, String>(3)?),
         };
         let stats = EdgeStats {
             calls: row.get(4)?,

@@ -4,36 +4,12 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 use archtrace_analyzer::{Span, SpanKind, StatusCode};
-use archtrace_formats::import::{self, Detail, Format, ImportError, OnBadInput, Source, Summary};
+use archtrace_formats::import::{Format, OnBadInput};
 use serde_json::Value;
 
-use crate::support::{binary, json_files, shared_data, succeeded};
-
-fn read(
-    path: &Path,
-    format: Option<Format>,
-    on_bad: OnBadInput,
-) -> Result<(Summary, Vec<Span>), ImportError> {
-    let mut summary = Summary::default();
-    let mut spans = Vec::new();
-    import::read_source(
-        Source::open(path).unwrap(),
-        format,
-        on_bad,
-        Detail::Keep,
-        Arc::new(AtomicU64::new(0)),
-        &mut summary,
-        &mut |batch| {
-            spans.extend(batch);
-            Ok(())
-        },
-    )?;
-    Ok((summary, spans))
-}
+use crate::support::{binary, json_files, read_file, shared_data, succeeded};
 
 /// A hex id as the test expects it stored: lowercase, left-padded to `digits`.
 fn widened(id: &str, digits: usize) -> String {
@@ -109,7 +85,7 @@ fn every_jaeger_file_imports_with_its_counts_and_links() {
                 );
             }
         }
-        let (summary, imported) = read(&file, None, OnBadInput::Stop).unwrap();
+        let (summary, imported) = read_file(&file, None, OnBadInput::Stop).unwrap();
         assert_eq!(summary.spans as usize, spans, "{}", file.display());
         assert_eq!(summary.rejected_spans, 0);
         assert_eq!(summary.traces(), traces.len());
@@ -187,7 +163,7 @@ fn every_zipkin_file_imports_with_one_client_and_one_server_span_per_rpc() {
             .filter(|s| s["tags"].get("error").is_some())
             .count();
 
-        let (summary, imported) = read(&file, None, OnBadInput::Stop).unwrap();
+        let (summary, imported) = read_file(&file, None, OnBadInput::Stop).unwrap();
         assert_eq!(summary.spans as usize, source.len(), "{}", file.display());
         assert_eq!(summary.traces(), traces.len());
         assert_eq!(summary.services(), services.len(), "{}", file.display());
@@ -227,7 +203,7 @@ fn every_otlp_fixture_imports() {
             .flat_map(|r| r["scopeSpans"].as_array().unwrap())
             .map(|s| s["spans"].as_array().unwrap().len())
             .sum();
-        let (summary, _) = read(&file, None, OnBadInput::Stop).unwrap();
+        let (summary, _) = read_file(&file, None, OnBadInput::Stop).unwrap();
         assert_eq!(summary.spans as usize, expected, "{}", file.display());
     }
 }
@@ -254,12 +230,14 @@ fn otlp_json_lines_with_a_bad_line_stop_or_skip_it() {
     ]
     .join("\n");
     let file = write(dir.path(), "spans.jsonl", lines.as_bytes());
-    let err = read(&file, None, OnBadInput::Stop).unwrap_err().to_string();
+    let err = read_file(&file, None, OnBadInput::Stop)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("spans.jsonl") && err.contains("request 2") && err.contains("soon"),
         "{err}"
     );
-    let (summary, spans) = read(&file, None, OnBadInput::Skip).unwrap();
+    let (summary, spans) = read_file(&file, None, OnBadInput::Skip).unwrap();
     assert_eq!((summary.spans, summary.bad_documents), (2, 1));
     assert_eq!(spans.len(), 2);
 }
@@ -301,13 +279,15 @@ fn a_long_otlp_json_stream_imports_in_order_across_layouts() {
     assert!(text.len() > 8 << 20, "several batches in flight");
     let file = write(dir.path(), "stream.jsonl", &text);
 
-    let (summary, spans) = read(&file, None, OnBadInput::Skip).unwrap();
+    let (summary, spans) = read_file(&file, None, OnBadInput::Skip).unwrap();
     let ids: Vec<Vec<u8>> = spans.iter().map(|s| s.span_id.to_vec()).collect();
     assert_eq!(ids, expected_ids);
     assert_eq!(summary.spans as usize, expected_ids.len());
     assert_eq!(summary.bad_documents, 1);
 
-    let err = read(&file, None, OnBadInput::Stop).unwrap_err().to_string();
+    let err = read_file(&file, None, OnBadInput::Stop)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(&format!("request {bad_request} (byte ")) && err.contains("soon"),
         "{err}"
@@ -324,12 +304,14 @@ fn a_jaeger_trace_with_a_bad_span_is_skipped_with_keep_going() {
         "jaeger.json",
         format!(r#"{{"data":[{good},{bad},{good}]}}"#).as_bytes(),
     );
-    let err = read(&file, None, OnBadInput::Stop).unwrap_err().to_string();
+    let err = read_file(&file, None, OnBadInput::Stop)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("jaeger.json") && err.contains("trace 2"),
         "{err}"
     );
-    let (summary, _) = read(&file, None, OnBadInput::Skip).unwrap();
+    let (summary, _) = read_file(&file, None, OnBadInput::Skip).unwrap();
     assert_eq!((summary.spans, summary.bad_documents), (2, 1));
 }
 
@@ -341,27 +323,29 @@ fn malformed_files_name_the_file_and_the_place() {
         "truncated.json",
         b"[{\"traceId\":\"1\",\"id\":\"a\"},\n{\"traceId\":",
     );
-    let err = read(&truncated, None, OnBadInput::Stop)
+    let err = read_file(&truncated, None, OnBadInput::Stop)
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("truncated.json") && err.contains("line 2"),
         "{err}"
     );
-    let (summary, _) = read(&truncated, None, OnBadInput::Skip).unwrap();
+    let (summary, _) = read_file(&truncated, None, OnBadInput::Skip).unwrap();
     assert_eq!(
         summary.bad_files, 1,
         "with --keep-going a syntax error abandons the file, counted"
     );
 
     let empty = write(dir.path(), "empty.json", b"  \n");
-    let err = read(&empty, None, OnBadInput::Stop)
+    let err = read_file(&empty, None, OnBadInput::Stop)
         .unwrap_err()
         .to_string();
     assert!(err.contains("empty.json") && err.contains("empty"), "{err}");
 
     let text = write(dir.path(), "notes.txt", b"hello, these are not traces");
-    let err = read(&text, None, OnBadInput::Stop).unwrap_err().to_string();
+    let err = read_file(&text, None, OnBadInput::Stop)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("could not tell the format") && err.contains("--format"),
         "{err}"
@@ -372,7 +356,7 @@ fn malformed_files_name_the_file_and_the_place() {
         "garbage.pb",
         &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2],
     );
-    let err = read(&garbage, None, OnBadInput::Stop)
+    let err = read_file(&garbage, None, OnBadInput::Stop)
         .unwrap_err()
         .to_string();
     assert!(
@@ -385,7 +369,7 @@ fn malformed_files_name_the_file_and_the_place() {
         "zipkin.json",
         b"[{\"traceId\":\"1\",\"id\":\"a\"}]",
     );
-    let err = read(&wrong_format, Some(Format::Jaeger), OnBadInput::Stop)
+    let err = read_file(&wrong_format, Some(Format::Jaeger), OnBadInput::Stop)
         .unwrap_err()
         .to_string();
     assert!(err.contains("zipkin.json"), "{err}");
@@ -405,7 +389,7 @@ fn protobuf_single_and_length_delimited_and_gzip_import() {
         };
     let single = write(dir.path(), "one.pb", &requests[0].encode_to_vec());
     assert_eq!(
-        read(&single, None, OnBadInput::Stop).unwrap().0.spans,
+        read_file(&single, None, OnBadInput::Stop).unwrap().0.spans,
         count(&requests[0])
     );
 
@@ -416,7 +400,10 @@ fn protobuf_single_and_length_delimited_and_gzip_import() {
     let delimited = write(dir.path(), "stream.pb", &stream);
     let total: u64 = requests.iter().map(count).sum();
     assert_eq!(
-        read(&delimited, None, OnBadInput::Stop).unwrap().0.spans,
+        read_file(&delimited, None, OnBadInput::Stop)
+            .unwrap()
+            .0
+            .spans,
         total
     );
 
@@ -424,14 +411,14 @@ fn protobuf_single_and_length_delimited_and_gzip_import() {
     std::io::Write::write_all(&mut encoder, &stream).unwrap();
     let gzipped = write(dir.path(), "stream.pb.gz", &encoder.finish().unwrap());
     assert_eq!(
-        read(&gzipped, None, OnBadInput::Stop).unwrap().0.spans,
+        read_file(&gzipped, None, OnBadInput::Stop).unwrap().0.spans,
         total
     );
 
     let mut cut = stream.clone();
     cut.truncate(stream.len() - 10);
     let truncated = write(dir.path(), "cut.pb", &cut);
-    let err = read(&truncated, None, OnBadInput::Stop)
+    let err = read_file(&truncated, None, OnBadInput::Stop)
         .unwrap_err()
         .to_string();
     assert!(

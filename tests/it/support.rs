@@ -4,12 +4,15 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archtrace_analyzer::analysis::Analyzed;
 use archtrace_analyzer::snapshot::Snapshot;
+use archtrace_analyzer::Span;
 use archtrace_collector::{BoundAddrs, Listeners, ServerSettings};
-use archtrace_formats::import::OnBadInput;
+use archtrace_formats::import::{self, Detail, Format, ImportError, OnBadInput, Source, Summary};
 use archtrace_query::files::{FilesSource, ReadOptions};
 use archtrace_query::{SnapshotSource, Window};
 use archtrace_store::{Location, Store};
@@ -171,6 +174,38 @@ pub fn binary() -> PathBuf {
     path
 }
 
+/// The first line a child writes to its piped standard output: the address it listens on.
+pub fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+/// The spans of one trace file, read as `import` reads it.
+pub fn read_file(
+    path: &Path,
+    format: Option<Format>,
+    on_bad: OnBadInput,
+) -> Result<(Summary, Vec<Span>), ImportError> {
+    let mut summary = Summary::default();
+    let mut spans = Vec::new();
+    import::read_source(
+        Source::open(path).unwrap(),
+        format,
+        on_bad,
+        Detail::Keep,
+        Arc::new(AtomicU64::new(0)),
+        &mut summary,
+        &mut |batch| {
+            spans.extend(batch);
+            Ok(())
+        },
+    )?;
+    Ok((summary, spans))
+}
+
 /// `archtrace serve` as a child process on port 0.
 pub struct ServerProcess {
     pub child: Child,
@@ -195,9 +230,7 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .stderr(stderr);
         let mut child = command.spawn().expect("spawn archtrace serve");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let line = first_line(&mut child);
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|part| part.strip_prefix(&format!("{name}=")))
