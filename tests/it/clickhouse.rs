@@ -4,26 +4,22 @@
 //! exporter's DDL, shifted to the last hour; `archtrace derive` workers (the real binary) derive
 //! them, and every answer is compared with the DuckDB path on the same spans.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archtrace_analyzer::analysis::{Analyzed, Settings};
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::time::{now_ns, rfc3339};
 use archtrace_analyzer::Span;
-use archtrace_formats::import::{self, OnBadInput, Source, Summary};
-use archtrace_formats::otlp::Detail;
+use archtrace_formats::import::OnBadInput;
 use archtrace_query::store::StoreSource;
 use archtrace_query::{SnapshotSource, Window};
 use archtrace_store::bulk::BulkWriter;
 use archtrace_store::{Location, Store};
 
 use crate::otel_rows::{otel_row, OtelSpan, OTEL_TRACES_DDL};
-use crate::support::{binary, json_files, succeeded};
+use crate::support::{binary, first_line, json_files, read_file, succeeded};
 
 /// chDB behind its HTTP endpoint, on a free port, with its data in a temporary folder.
 struct ClickHouse {
@@ -51,10 +47,7 @@ impl ClickHouse {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = first_line(&mut child);
         let address = line
             .trim()
             .strip_prefix("listening on ")
@@ -93,21 +86,7 @@ fn recorded_spans(files: &[PathBuf], base_ns: i64, step_ns: i64) -> Vec<Vec<Span
         .iter()
         .enumerate()
         .map(|(i, path)| {
-            let mut spans = Vec::new();
-            let mut summary = Summary::default();
-            import::read_source(
-                Source::open(path).unwrap(),
-                None,
-                OnBadInput::Stop,
-                Detail::Keep,
-                Arc::new(AtomicU64::new(0)),
-                &mut summary,
-                &mut |batch| {
-                    spans.extend(batch);
-                    Ok(())
-                },
-            )
-            .unwrap();
+            let (_, mut spans) = read_file(path, None, OnBadInput::Stop).unwrap();
             let first = spans.iter().map(|s| s.start_ns).min().unwrap();
             let shift = base_ns + i as i64 * step_ns - first;
             for span in &mut spans {
@@ -396,16 +375,51 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
         "{verdict}"
     );
 
+    // Hotspots read from ClickHouse are those read from the DuckDB store of the same spans.
+    let hotspots = |source: &[&str]| {
+        let output = succeeded(
+            Command::new(binary())
+                .arg("hotspots")
+                .args(source)
+                .args(["--format", "json"])
+                .args(bounds),
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let duckdb_file = dir.path().join("expected.duckdb");
+    let from_duckdb = hotspots(&["--db", duckdb_file.to_str().unwrap()]);
+    assert!(
+        from_duckdb.to_string().contains("frontend"),
+        "{from_duckdb}"
+    );
+    assert_eq!(
+        hotspots(&["--store", &clickhouse.address("arch3")]),
+        from_duckdb
+    );
+    // The report names every node.
+    let report = dir.path().join("report.html");
+    succeeded(
+        Command::new(binary())
+            .args(["report", "--store", &clickhouse.address("arch3"), "-o"])
+            .arg(&report)
+            .args(bounds),
+    );
+    let report = std::fs::read_to_string(report).unwrap();
+    for node in &expected.nodes {
+        assert!(
+            report.contains(&archtrace_analyzer::render::escape_markup(&node.id)),
+            "the report does not name {}",
+            node.id
+        );
+    }
+
     let mut viewer = Command::new(binary())
         .args(["serve", "--store", &clickhouse.address("arch3")])
         .args(["--admin-addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(viewer.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut viewer);
     let admin = line
         .split_whitespace()
         .find_map(|part| part.strip_prefix("admin="))
