@@ -124,7 +124,10 @@ pub fn text(report: &CheckReport, colour: bool) -> String {
         Some(w) => {
             let _ = writeln!(out, "baseline  {} .. {}", w.start, w.end);
         }
-        None => out.push_str("baseline  none (rules only)\n"),
+        None => out.push_str("baseline  none\n"),
+    }
+    if let Some(sources) = &report.declared {
+        let _ = writeln!(out, "declared  {}", sources.join(", "));
     }
     if !report.items.is_empty() {
         out.push('\n');
@@ -522,7 +525,7 @@ mod tests {
     fn hostile_report() -> CheckReport {
         let baseline = graph(&[("a", "b")], &["a"], &[]);
         let observed = graph(&[("a", "b"), ("a", HOSTILE)], &["a"], &[]);
-        check(&observed, Some(&baseline), &Rules::default())
+        check(&observed, Some(&baseline), None, &Rules::default())
     }
 
     #[test]

@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::analysis::{Analyzed, Settings};
+use crate::declared::{conform, Declared};
 use crate::derive::{EdgeKind, NodeType};
 use crate::findings::longest_sync_chain;
-use crate::rules::{CyclePolicy, Policy, Rules, Selector};
+use crate::rules::{CheckSettings, CyclePolicy, Policy, Rules, Selector};
 use crate::snapshot::{Finding, FindingKind, Severity, Snapshot, Window};
 
 /// An edge as drift sees it: its identity and its traffic.
@@ -175,6 +176,9 @@ pub struct RuleInfo {
 pub struct CheckReport {
     pub observed_window: Window,
     pub baseline_window: Option<Window>,
+    /// Where the declared architecture came from, when conformance was checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Vec<String>>,
     pub rules: Vec<RuleInfo>,
     /// New items first (errors, then warnings), then known, then fixed.
     pub items: Vec<Item>,
@@ -210,6 +214,7 @@ fn level_severity(level: Policy) -> Option<Severity> {
 /// A rule violation found in one snapshot, before it is compared with the baseline.
 struct Violation {
     rule: String,
+    severity: Severity,
     subject: String,
     message: String,
     edges: Vec<(String, String)>,
@@ -258,6 +263,7 @@ fn violations(snapshot: &Snapshot, rules: &Rules) -> Vec<Violation> {
             if matches(&rule.from, from, &types) && matches(&rule.to, to, &types) {
                 out.push(Violation {
                     rule: format!("deny[{i}]"),
+                    severity: Severity::Error,
                     subject: edge_subject(from, to),
                     message: with_reason(
                         format!(
@@ -279,6 +285,7 @@ fn violations(snapshot: &Snapshot, rules: &Rules) -> Vec<Violation> {
                 let allowed: Vec<String> = rule.to.iter().map(|s| s.to_string()).collect();
                 out.push(Violation {
                     rule: format!("allow-only[{i}]"),
+                    severity: Severity::Error,
                     subject: edge_subject(from, to),
                     message: with_reason(
                         format!(
@@ -305,6 +312,7 @@ fn violations(snapshot: &Snapshot, rules: &Rules) -> Vec<Violation> {
                 if b < a {
                     out.push(Violation {
                         rule: "layers".to_owned(),
+                        severity: Severity::Error,
                         subject: edge_subject(from, to),
                         message: with_reason(
                             format!(
@@ -337,6 +345,7 @@ fn violations(snapshot: &Snapshot, rules: &Rules) -> Vec<Violation> {
             if let Some(limit) = limit.filter(|limit| value > *limit) {
                 out.push(Violation {
                     rule: rule.to_owned(),
+                    severity: Severity::Error,
                     subject: node.id.clone(),
                     message: format!(
                         "{} {what} {value} distinct nodes, more than the limit of {limit}",
@@ -352,6 +361,7 @@ fn violations(snapshot: &Snapshot, rules: &Rules) -> Vec<Violation> {
         if chain.len() > limit {
             out.push(Violation {
                 rule: "max-sync-depth".to_owned(),
+                severity: Severity::Error,
                 subject: "longest synchronous chain".to_owned(),
                 message: format!(
                     "a synchronous call chain is {} nodes deep, more than the limit of {limit}: {}",
@@ -364,6 +374,93 @@ fn violations(snapshot: &Snapshot, rules: &Rules) -> Vec<Violation> {
                     .collect(),
             });
         }
+    }
+    out
+}
+
+fn calls(n: u64) -> String {
+    format!("{n} call{}", if n == 1 { "" } else { "s" })
+}
+
+/// Where the observed snapshot departs from the declared architecture, at the severities the
+/// rules give each kind of difference.
+fn conformance_violations(
+    snapshot: &Snapshot,
+    declared: &Declared,
+    settings: &CheckSettings,
+) -> Vec<Violation> {
+    let result = conform(snapshot, declared);
+    let mut out = Vec::new();
+    let mut add = |rule: &str, policy: Policy, subject: String, message: String, edge| {
+        if let Some(severity) = level_severity(policy) {
+            out.push(Violation {
+                rule: rule.to_owned(),
+                severity,
+                subject,
+                message,
+                edges: Vec::from_iter(edge),
+            });
+        }
+    };
+    for e in &result.undeclared_edges {
+        add(
+            "undeclared-edges",
+            settings.undeclared_edges,
+            edge_subject(&e.from, &e.to),
+            format!(
+                "{} calls {}, which the declared architecture does not declare ({}, {} errors, first seen {})",
+                e.from,
+                e.to,
+                calls(e.calls),
+                e.errors,
+                e.first_seen
+            ),
+            Some((e.from.clone(), e.to.clone())),
+        );
+    }
+    for e in &result.unobserved_edges {
+        add(
+            "unobserved-edges",
+            settings.unobserved_edges,
+            edge_subject(&e.from, &e.to),
+            format!(
+                "{} → {} is declared but no trace showed it ({})",
+                e.from,
+                e.to,
+                e.ends()
+            ),
+            None,
+        );
+    }
+    for n in &result.undeclared_nodes {
+        add(
+            "undeclared-nodes",
+            settings.undeclared_nodes,
+            n.id.clone(),
+            format!(
+                "{} {} is not in the declared architecture ({} in, {} out)",
+                n.node_type.as_str(),
+                n.id,
+                calls(n.calls_in),
+                calls(n.calls_out)
+            ),
+            None,
+        );
+    }
+    for n in &result.unowned_nodes {
+        add(
+            "unowned-nodes",
+            settings.unowned_nodes,
+            n.id.clone(),
+            format!(
+                "{} {} has no owner in the catalog ({} in, {} out)",
+                n.node_type.as_str(),
+                n.id,
+                calls(n.calls_in),
+                calls(n.calls_out)
+            ),
+            None,
+        );
     }
     out
 }
@@ -385,7 +482,7 @@ fn cycle_edges(finding: &Finding) -> Vec<(String, String)> {
 }
 
 /// The descriptions of the rules this check evaluates.
-fn rule_infos(rules: &Rules, with_baseline: bool) -> Vec<RuleInfo> {
+fn rule_infos(rules: &Rules, with_baseline: bool, with_declared: bool) -> Vec<RuleInfo> {
     let mut out = Vec::new();
     let mut add = |id: String, description: String| out.push(RuleInfo { id, description });
     let c = &rules.check;
@@ -415,6 +512,34 @@ fn rule_infos(rules: &Rules, with_baseline: bool) -> Vec<RuleInfo> {
                 "new-findings",
                 c.new_findings,
                 "no coupling or risk finding appears that the baseline lacks",
+            ),
+        ] {
+            if level != Policy::Allow {
+                add(id.to_owned(), format!("{what} ({})", level.as_str()));
+            }
+        }
+    }
+    if with_declared {
+        for (id, level, what) in [
+            (
+                "undeclared-edges",
+                c.undeclared_edges,
+                "every observed dependency is declared",
+            ),
+            (
+                "unobserved-edges",
+                c.unobserved_edges,
+                "every declared dependency is observed",
+            ),
+            (
+                "undeclared-nodes",
+                c.undeclared_nodes,
+                "every observed node is declared",
+            ),
+            (
+                "unowned-nodes",
+                c.unowned_nodes,
+                "every observed node has an owner in the catalog",
             ),
         ] {
             if level != Policy::Allow {
@@ -536,8 +661,14 @@ fn node_items(nodes: &[NodeRef], rule: &str, level: Policy, verb: &str) -> Vec<I
         .collect()
 }
 
-/// Checks the observed snapshot against the rules and, when given, the baseline.
-pub fn check(observed: &Snapshot, baseline: Option<&Snapshot>, rules: &Rules) -> CheckReport {
+/// Checks the observed snapshot against the rules and, when given, the baseline and the
+/// declared architecture.
+pub fn check(
+    observed: &Snapshot,
+    baseline: Option<&Snapshot>,
+    declared: Option<&Declared>,
+    rules: &Rules,
+) -> CheckReport {
     let observed = without_noise(observed, rules);
     let baseline = baseline.map(|b| without_noise(b, rules));
     let mut items = Vec::new();
@@ -633,18 +764,22 @@ pub fn check(observed: &Snapshot, baseline: Option<&Snapshot>, rules: &Rules) ->
         }
     }
 
-    let observed_violations = violations(&observed, rules);
-    let baseline_violations = baseline
-        .as_ref()
-        .map(|b| violations(b, rules))
-        .unwrap_or_default();
+    let all_violations = |snapshot: &Snapshot| {
+        let mut found = violations(snapshot, rules);
+        if let Some(declared) = declared {
+            found.extend(conformance_violations(snapshot, declared, c));
+        }
+        found
+    };
+    let observed_violations = all_violations(&observed);
+    let baseline_violations = baseline.as_ref().map(all_violations).unwrap_or_default();
     let key = |v: &Violation| (v.rule.clone(), v.subject.clone());
     let before: BTreeSet<_> = baseline_violations.iter().map(key).collect();
     let now: BTreeSet<_> = observed_violations.iter().map(key).collect();
     for v in &observed_violations {
         items.push(Item {
             rule: v.rule.clone(),
-            severity: Severity::Error,
+            severity: v.severity,
             status: if before.contains(&key(v)) {
                 Status::Known
             } else {
@@ -680,7 +815,8 @@ pub fn check(observed: &Snapshot, baseline: Option<&Snapshot>, rules: &Rules) ->
     CheckReport {
         observed_window: observed.window.clone(),
         baseline_window: baseline.as_ref().map(|b| b.window.clone()),
-        rules: rule_infos(rules, baseline.is_some()),
+        declared: declared.map(|d| d.sources.clone()),
+        rules: rule_infos(rules, baseline.is_some(), declared.is_some()),
         items,
         diff,
     }
@@ -761,7 +897,7 @@ mod tests {
     fn without_rules_a_new_edge_fails_and_a_removed_one_warns() {
         let baseline = shop_with(&[]);
         let observed = shop_with(&[("cart", "db:orders")]);
-        let report = check(&observed, Some(&baseline), &Rules::default());
+        let report = check(&observed, Some(&baseline), None, &Rules::default());
         assert_eq!(
             new_items(&report),
             [
@@ -776,7 +912,7 @@ mod tests {
         assert_eq!(report.failures(), 1);
 
         let removed = graph(&SHOP[..5], &["gateway"], &[]);
-        let report = check(&removed, Some(&baseline), &Rules::default());
+        let report = check(&removed, Some(&baseline), None, &Rules::default());
         assert_eq!(report.failures(), 0);
         assert_eq!(
             new_items(&report),
@@ -785,7 +921,7 @@ mod tests {
                 ("removed-nodes", Severity::Warning, "db:carts"),
             ]
         );
-        let same = check(&baseline, Some(&baseline), &Rules::default());
+        let same = check(&baseline, Some(&baseline), None, &Rules::default());
         assert!(same.items.is_empty(), "{:?}", same.items);
     }
 
@@ -796,6 +932,7 @@ mod tests {
         let warn = check(
             &observed,
             Some(&baseline),
+            None,
             &rules(
                 "[check]\nnew_edges = \"warn\"\nnew_nodes = \"allow\"\nnew_findings = \"allow\"",
             ),
@@ -808,6 +945,7 @@ mod tests {
         let allow = check(
             &observed,
             Some(&baseline),
+            None,
             &rules(
                 "[check]\nnew_edges = \"allow\"\nnew_nodes = \"allow\"\nnew_findings = \"allow\"",
             ),
@@ -823,12 +961,14 @@ mod tests {
         let noisy = check(
             &observed,
             Some(&baseline),
+            None,
             &rules("[check]\nmin_calls = 11"),
         );
         assert!(noisy.items.is_empty(), "{:?}", noisy.items);
         let counted = check(
             &observed,
             Some(&baseline),
+            None,
             &rules("[check]\nmin_calls = 10"),
         );
         assert_eq!(counted.failures(), 1);
@@ -838,7 +978,7 @@ mod tests {
     fn cycles_deny_new_fails_only_on_cycles_the_baseline_lacks() {
         let baseline = shop_with(&[]);
         let cyclic = shop_with(&[("cart", "checkout")]);
-        let report = check(&cyclic, Some(&baseline), &Rules::default());
+        let report = check(&cyclic, Some(&baseline), None, &Rules::default());
         let cycles: Vec<_> = report.items.iter().filter(|i| i.rule == "cycles").collect();
         assert_eq!(cycles.len(), 1);
         assert_eq!(cycles[0].status, Status::New);
@@ -848,12 +988,12 @@ mod tests {
             .contains(&("cart".into(), "checkout".into())));
 
         // The same cycle in the baseline is known and passes.
-        let report = check(&cyclic, Some(&cyclic), &Rules::default());
+        let report = check(&cyclic, Some(&cyclic), None, &Rules::default());
         assert_eq!(report.failures(), 0);
         assert_eq!(report.count(Severity::Error, Status::Known), 1);
 
         // Once it is gone, it is reported as fixed.
-        let report = check(&baseline, Some(&cyclic), &Rules::default());
+        let report = check(&baseline, Some(&cyclic), None, &Rules::default());
         assert!(report
             .items
             .iter()
@@ -863,11 +1003,21 @@ mod tests {
     #[test]
     fn cycles_deny_fails_even_on_known_cycles_and_allow_reports_none() {
         let cyclic = shop_with(&[("cart", "checkout")]);
-        let deny = check(&cyclic, Some(&cyclic), &rules("[check]\ncycles = \"deny\""));
+        let deny = check(
+            &cyclic,
+            Some(&cyclic),
+            None,
+            &rules("[check]\ncycles = \"deny\""),
+        );
         assert_eq!(deny.failures(), 1);
-        let allow = check(&cyclic, None, &rules("[check]\ncycles = \"allow\""));
+        let allow = check(&cyclic, None, None, &rules("[check]\ncycles = \"allow\""));
         assert!(allow.items.is_empty());
-        let acyclic = check(&shop_with(&[]), None, &rules("[check]\ncycles = \"deny\""));
+        let acyclic = check(
+            &shop_with(&[]),
+            None,
+            None,
+            &rules("[check]\ncycles = \"deny\""),
+        );
         assert_eq!(acyclic.failures(), 0);
     }
 
@@ -879,9 +1029,14 @@ from = "gate*"
 to = "type:database"
 reason = "the gateway only routes"
 "#;
-        let passing = check(&shop_with(&[]), None, &rules(text));
+        let passing = check(&shop_with(&[]), None, None, &rules(text));
         assert_eq!(passing.failures(), 0);
-        let failing = check(&shop_with(&[("gateway", "db:orders")]), None, &rules(text));
+        let failing = check(
+            &shop_with(&[("gateway", "db:orders")]),
+            None,
+            None,
+            &rules(text),
+        );
         assert_eq!(
             new_items(&failing),
             [("deny[0]", Severity::Error, "gateway -> db:orders")]
@@ -892,9 +1047,46 @@ reason = "the gateway only routes"
     }
 
     #[test]
+    fn conformance_to_a_declared_architecture_is_checked_at_the_rules_severities() {
+        let declared = Declared::from_snapshot(&shop_with(&[]), "catalog");
+        let conforming = check(&shop_with(&[]), None, Some(&declared), &Rules::default());
+        assert_eq!(conforming.failures(), 0);
+        assert!(conforming.rules.iter().any(|r| r.id == "undeclared-edges"));
+
+        let drifted = shop_with(&[("gateway", "db:orders")]);
+        let report = check(&drifted, None, Some(&declared), &Rules::default());
+        assert_eq!(
+            new_items(&report),
+            [("undeclared-edges", Severity::Error, "gateway -> db:orders")]
+        );
+        assert!(report.items[0].message.contains("10 calls"));
+
+        let relaxed = rules("[check]\nundeclared_edges = \"warn\"");
+        let report = check(&drifted, None, Some(&declared), &relaxed);
+        assert_eq!(report.failures(), 0);
+        assert_eq!(report.count(Severity::Warning, Status::New), 1);
+
+        let known = check(&drifted, Some(&drifted), Some(&declared), &Rules::default());
+        assert_eq!(known.failures(), 0);
+        assert_eq!(known.count(Severity::Error, Status::Known), 1);
+
+        // A declared edge no trace showed is a warning by default.
+        let fewer = Declared::from_snapshot(&drifted, "catalog");
+        let report = check(&shop_with(&[]), None, Some(&fewer), &Rules::default());
+        assert_eq!(
+            new_items(&report),
+            [(
+                "unobserved-edges",
+                Severity::Warning,
+                "gateway -> db:orders"
+            )]
+        );
+    }
+
+    #[test]
     fn a_violation_in_the_baseline_is_known_until_it_is_fixed() {
         let text = "[[deny]]\nfrom = \"checkout\"\nto = \"cart\"";
-        let report = check(&shop_with(&[]), Some(&shop_with(&[])), &rules(text));
+        let report = check(&shop_with(&[]), Some(&shop_with(&[])), None, &rules(text));
         assert_eq!(report.failures(), 0);
         assert_eq!(report.count(Severity::Error, Status::Known), 1);
         let fixed = graph(
@@ -906,7 +1098,7 @@ reason = "the gateway only routes"
             &["gateway"],
             &[],
         );
-        let report = check(&fixed, Some(&shop_with(&[])), &rules(text));
+        let report = check(&fixed, Some(&shop_with(&[])), None, &rules(text));
         assert_eq!(report.failures(), 0);
         assert!(report
             .items
@@ -921,8 +1113,16 @@ reason = "the gateway only routes"
 from = "checkout"
 to = ["cart", "type:database"]
 "#;
-        assert_eq!(check(&shop_with(&[]), None, &rules(text)).failures(), 0);
-        let failing = check(&shop_with(&[("checkout", "pricing")]), None, &rules(text));
+        assert_eq!(
+            check(&shop_with(&[]), None, None, &rules(text)).failures(),
+            0
+        );
+        let failing = check(
+            &shop_with(&[("checkout", "pricing")]),
+            None,
+            None,
+            &rules(text),
+        );
         assert_eq!(
             new_items(&failing),
             [("allow-only[0]", Severity::Error, "checkout -> pricing")]
@@ -935,8 +1135,11 @@ to = ["cart", "type:database"]
 [layers]
 order = [["user", "gateway"], ["checkout"], ["cart"], ["type:database"]]
 "#;
-        assert_eq!(check(&shop_with(&[]), None, &rules(text)).failures(), 0);
-        let failing = check(&shop_with(&[("cart", "gateway")]), None, &rules(text));
+        assert_eq!(
+            check(&shop_with(&[]), None, None, &rules(text)).failures(),
+            0
+        );
+        let failing = check(&shop_with(&[("cart", "gateway")]), None, None, &rules(text));
         let layer_items: Vec<_> = new_items(&failing)
             .into_iter()
             .filter(|i| i.0 == "layers")
@@ -946,16 +1149,20 @@ order = [["user", "gateway"], ["checkout"], ["cart"], ["type:database"]]
             [("layers", Severity::Error, "cart -> gateway")]
         );
         // Nodes in no layer are not constrained.
-        let unlayered = check(&shop_with(&[("cart", "pricing")]), None, &rules(text));
+        let unlayered = check(&shop_with(&[("cart", "pricing")]), None, None, &rules(text));
         assert_eq!(unlayered.failures(), 0);
     }
 
     #[test]
     fn fan_out_fan_in_and_depth_limits() {
         let fan_out = "[limits]\nmax_fan_out = 2";
-        assert_eq!(check(&shop_with(&[]), None, &rules(fan_out)).failures(), 0);
+        assert_eq!(
+            check(&shop_with(&[]), None, None, &rules(fan_out)).failures(),
+            0
+        );
         let failing = check(
             &shop_with(&[("checkout", "pricing")]),
+            None,
             None,
             &rules(fan_out),
         );
@@ -966,8 +1173,16 @@ order = [["user", "gateway"], ["checkout"], ["cart"], ["type:database"]]
 
         // cart is called by gateway and checkout.
         let fan_in = "[limits]\nmax_fan_in = 2";
-        assert_eq!(check(&shop_with(&[]), None, &rules(fan_in)).failures(), 0);
-        let failing = check(&shop_with(&[("pricing", "cart")]), None, &rules(fan_in));
+        assert_eq!(
+            check(&shop_with(&[]), None, None, &rules(fan_in)).failures(),
+            0
+        );
+        let failing = check(
+            &shop_with(&[("pricing", "cart")]),
+            None,
+            None,
+            &rules(fan_in),
+        );
         assert_eq!(
             new_items(&failing),
             [("max-fan-in", Severity::Error, "cart")]
@@ -975,8 +1190,16 @@ order = [["user", "gateway"], ["checkout"], ["cart"], ["type:database"]]
 
         // gateway → checkout → cart → db:carts is 4 nodes.
         let depth = "[limits]\nmax_sync_depth = 4";
-        assert_eq!(check(&shop_with(&[]), None, &rules(depth)).failures(), 0);
-        let deeper = check(&shop_with(&[("db:carts", "disk")]), None, &rules(depth));
+        assert_eq!(
+            check(&shop_with(&[]), None, None, &rules(depth)).failures(),
+            0
+        );
+        let deeper = check(
+            &shop_with(&[("db:carts", "disk")]),
+            None,
+            None,
+            &rules(depth),
+        );
         assert_eq!(
             new_items(&deeper),
             [(

@@ -10,6 +10,7 @@
 pub mod aggregate;
 pub mod analysis;
 pub mod check_output;
+pub mod declared;
 pub mod derive;
 pub mod drift;
 pub mod export;

@@ -67,6 +67,14 @@ pub struct CheckSettings {
     pub cycles: CyclePolicy,
     /// Findings (hubs, shared databases, chatty edges, ...) that the baseline lacks.
     pub new_findings: Policy,
+    /// With a declared architecture (`--declared`): observed dependencies it does not declare.
+    pub undeclared_edges: Policy,
+    /// Declared dependencies that no trace of the window showed.
+    pub unobserved_edges: Policy,
+    /// Observed nodes the catalog lacks.
+    pub undeclared_nodes: Policy,
+    /// Observed nodes the catalog has without an owner.
+    pub unowned_nodes: Policy,
 }
 
 impl Default for CheckSettings {
@@ -79,6 +87,10 @@ impl Default for CheckSettings {
             removed_nodes: Policy::Warn,
             cycles: CyclePolicy::DenyNew,
             new_findings: Policy::Warn,
+            undeclared_edges: Policy::Error,
+            unobserved_edges: Policy::Warn,
+            undeclared_nodes: Policy::Warn,
+            unowned_nodes: Policy::Warn,
         }
     }
 }
