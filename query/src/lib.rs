@@ -3,6 +3,7 @@
 //! written ([`store`]), or a running server ([`remote`]). The CLI, the admin API and the viewer
 //! all read windows, snapshots and series through it.
 
+pub mod declared;
 pub mod files;
 pub mod load;
 #[cfg(feature = "remote")]
