@@ -237,10 +237,12 @@ fn entity_name(name: &str) -> String {
 }
 
 /// A Backstage catalog (`catalog-info.yaml`, one document per entity): services as
-/// Components, databases, queues and external peers as Resources, each with `dependsOn` the
-/// nodes it calls. Names that are not valid entity names are made valid; the observed name is
-/// kept as the title and in the `archtrace.io/observed-name` annotation.
-pub fn backstage(snapshot: &Snapshot) -> String {
+/// Components, databases, queues and external peers as Resources. A service that other services
+/// call provides an API entity of its own, which its callers list in `consumesApis`; every
+/// other dependency is in `dependsOn`. Names that are not valid entity names are made valid; the
+/// observed name is kept as the title and in the `archtrace.io/observed-name` annotation, which
+/// `archtrace conform` reads back. Every entity gets `owner`.
+pub fn backstage(snapshot: &Snapshot, owner: &str) -> String {
     let mut names: BTreeMap<&str, String> = BTreeMap::new();
     let mut taken = HashSet::new();
     for node in &snapshot.nodes {
@@ -253,17 +255,36 @@ pub fn backstage(snapshot: &Snapshot) -> String {
         }
         names.insert(node.id.as_str(), name);
     }
-    let reference = |node: &Node| {
-        let kind = if node.node_type == NodeType::Service {
-            "component"
-        } else {
-            "resource"
-        };
-        format!("{kind}:default/{}", names[node.id.as_str()])
-    };
     let by_name: BTreeMap<&str, &Node> =
         snapshot.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let is_service = |name: &str| {
+        by_name
+            .get(name)
+            .is_some_and(|n| n.node_type == NodeType::Service)
+    };
+    // Valid: entity names are at most 63 characters, API names are kept to 59 + "-api".
+    let api_name = |name: &str| {
+        let base: String = names[name].chars().take(59).collect();
+        format!("{}-api", base.trim_end_matches(['-', '_', '.']))
+    };
+    let provides_api: std::collections::BTreeSet<&str> = snapshot
+        .edges
+        .iter()
+        .filter(|e| e.from != e.to && is_service(&e.from) && is_service(&e.to))
+        .map(|e| e.to.as_str())
+        .collect();
     let json = |text: &str| serde_json::to_string(text).expect("strings serialise");
+    let owner = json(owner);
+    let list = |doc: &mut String, key: &str, mut items: Vec<String>| {
+        items.sort();
+        items.dedup();
+        if !items.is_empty() {
+            let _ = writeln!(doc, "  {key}:");
+            for item in items {
+                let _ = writeln!(doc, "    - {item}");
+            }
+        }
+    };
     let mut documents = Vec::new();
     for node in &snapshot.nodes {
         let (kind, spec_type) = match node.node_type {
@@ -275,7 +296,7 @@ pub fn backstage(snapshot: &Snapshot) -> String {
         };
         let mut doc = format!(
             "apiVersion: backstage.io/v1alpha1\nkind: {kind}\nmetadata:\n  name: {}\n  title: {}\n  \
-             annotations:\n    archtrace.io/observed-name: {}\nspec:\n  type: {spec_type}\n  owner: unknown\n",
+             annotations:\n    archtrace.io/observed-name: {}\nspec:\n  type: {spec_type}\n  owner: {owner}\n",
             names[node.id.as_str()],
             json(&node.id),
             json(&node.id)
@@ -283,23 +304,60 @@ pub fn backstage(snapshot: &Snapshot) -> String {
         if kind == "Component" {
             doc.push_str("  lifecycle: production\n");
         }
-        let mut depends: Vec<String> = snapshot
+        let callees: Vec<&Node> = snapshot
             .edges
             .iter()
-            .filter(|e| e.from == node.id)
-            .filter_map(|e| by_name.get(e.to.as_str()))
+            .filter(|e| e.from == node.id && e.to != node.id)
+            .filter_map(|e| by_name.get(e.to.as_str()).copied())
             .filter(|callee| callee.node_type != NodeType::Client)
-            .map(|callee| reference(callee))
             .collect();
-        depends.sort();
-        depends.dedup();
-        if !depends.is_empty() {
-            doc.push_str("  dependsOn:\n");
-            for target in depends {
-                let _ = writeln!(doc, "    - {target}");
-            }
+        let through_api =
+            |callee: &Node| kind == "Component" && callee.node_type == NodeType::Service;
+        list(
+            &mut doc,
+            "dependsOn",
+            callees
+                .iter()
+                .filter(|c| !through_api(c))
+                .map(|c| {
+                    let kind = if c.node_type == NodeType::Service {
+                        "component"
+                    } else {
+                        "resource"
+                    };
+                    format!("{kind}:default/{}", names[c.id.as_str()])
+                })
+                .collect(),
+        );
+        list(
+            &mut doc,
+            "consumesApis",
+            callees
+                .iter()
+                .filter(|c| through_api(c))
+                .map(|c| format!("api:default/{}", api_name(&c.id)))
+                .collect(),
+        );
+        if provides_api.contains(node.id.as_str()) {
+            list(
+                &mut doc,
+                "providesApis",
+                vec![format!("api:default/{}", api_name(&node.id))],
+            );
         }
         documents.push(doc);
+    }
+    for service in provides_api {
+        documents.push(format!(
+            "apiVersion: backstage.io/v1alpha1\nkind: API\nmetadata:\n  name: {}\n  title: {}\n\
+             spec:\n  type: observed\n  lifecycle: production\n  owner: {owner}\n  \
+             definition: {}\n",
+            api_name(service),
+            json(&format!("{service} API")),
+            json(&format!(
+                "The calls archtrace observed into {service}; no definition recorded."
+            ))
+        ));
     }
     documents.join("---\n")
 }

@@ -90,21 +90,56 @@ fn every_export_holds_the_observed_nodes_and_edges() {
 
     let catalog = exported("backstage");
     let entities: Vec<&str> = catalog.split("---\n").collect();
-    let services = snapshot
+    let kind_of = |id: &str| {
+        snapshot
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.node_type.as_str())
+    };
+    let nodes = snapshot
         .nodes
         .iter()
         .filter(|n| n.node_type.as_str() != "client")
         .count();
-    assert_eq!(entities.len(), services);
-    // frontend calls search synchronously in the hotel app: a dependency of its component.
+    // One API entity per service that another service calls.
+    let apis: std::collections::BTreeSet<&str> = snapshot
+        .edges
+        .iter()
+        .filter(|e| e.from != e.to && kind_of(&e.from) == Some("service"))
+        .filter(|e| kind_of(&e.to) == Some("service"))
+        .map(|e| e.to.as_str())
+        .collect();
+    assert!(!apis.is_empty());
+    assert_eq!(entities.len(), nodes + apis.len());
+    assert_eq!(
+        entities
+            .iter()
+            .filter(|e| e.contains("\nkind: API\n"))
+            .count(),
+        apis.len()
+    );
+    // frontend calls search synchronously in the hotel app: it consumes search's API.
     let frontend = entities
         .iter()
         .find(|e| e.contains("\n  name: frontend\n"))
         .expect("a frontend component");
     assert!(frontend.contains("kind: Component"), "{frontend}");
+    let consumed = frontend
+        .split("  consumesApis:\n")
+        .nth(1)
+        .expect("frontend consumes APIs");
     assert!(
-        frontend.contains("    - component:default/search\n"),
+        consumed.contains("    - api:default/search-api\n"),
         "{frontend}"
+    );
+    let search = entities
+        .iter()
+        .find(|e| e.contains("\n  name: search\n"))
+        .expect("a search component");
+    assert!(
+        search.contains("  providesApis:\n    - api:default/search-api\n"),
+        "{search}"
     );
 }
 
@@ -138,7 +173,7 @@ fn hostile_names_stay_inside_their_strings_in_every_export() {
     assert_eq!(c4.matches("@enduml").count(), 2, "one real end, one quoted");
     assert!(c4.trim_end().ends_with("\n@enduml"));
 
-    let catalog = export::backstage(&renamed);
+    let catalog = export::backstage(&renamed, "unknown");
     for line in catalog.lines().filter(|l| l.starts_with("  name: ")) {
         let name = &line["  name: ".len()..];
         assert!(
