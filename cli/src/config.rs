@@ -84,6 +84,10 @@ pub struct ServeOptions {
     /// A snapshot (from `archtrace snapshot`) that the viewer's drift page compares with.
     #[arg(long, env = "ARCHTRACE_BASELINE", value_name = "FILE")]
     pub baseline: Option<PathBuf>,
+    /// The declared architecture the viewer's Conformance page compares with: a Backstage
+    /// catalog file or folder, a Structurizr workspace (.dsl) or a snapshot.
+    #[arg(long, env = "ARCHTRACE_DECLARED", value_name = "PATH")]
+    pub declared: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -142,6 +146,7 @@ impl ServeOptions {
             spans,
             no_derive,
             baseline,
+            declared,
         } = self;
         ServeOptions {
             db: db.or(file.db),
@@ -160,6 +165,7 @@ impl ServeOptions {
             spans: spans.or(file.spans),
             no_derive: no_derive || file.no_derive,
             baseline: baseline.or(file.baseline),
+            declared: declared.or(file.declared),
         }
     }
 }
@@ -171,6 +177,7 @@ pub struct ServeConfig {
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub baseline: Option<PathBuf>,
+    pub declared: Option<PathBuf>,
     pub settings: ServerSettings,
 }
 
@@ -210,6 +217,7 @@ pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
         http_addr: address(options.otlp_http_addr, DEFAULT_HTTP_ADDR),
         admin_addr: address(options.admin_addr, DEFAULT_ADMIN_ADDR),
         baseline: options.baseline,
+        declared: options.declared,
         settings: ServerSettings {
             log: LogLimits {
                 max_log_bytes: options.max_log_bytes.unwrap_or(log_defaults.max_log_bytes),
@@ -228,7 +236,7 @@ pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
             },
             spans: options.spans.map(KeepSpans::from).unwrap_or_default(),
             derive_edges: !options.no_derive,
-            baseline: None,
+            references: Default::default(),
             assembly: AssemblySettings {
                 trace_idle: options.trace_idle.unwrap_or(assembly_defaults.trace_idle),
                 late_window: options.late_window.unwrap_or(assembly_defaults.late_window),

@@ -134,6 +134,18 @@ enum Command {
     /// See docs/ci.md for the rules and CI set-ups.
     #[command(verbatim_doc_comment)]
     Check(CheckArgs),
+    /// Compare the observed architecture with the declared one: a Backstage catalog, a
+    /// Structurizr workspace or a snapshot.
+    ///
+    /// Lists observed dependencies the catalog does not declare (with their traffic), declared
+    /// dependencies no trace showed, observed nodes missing from the catalog and nodes without an
+    /// owner. Nodes are matched by name (a Backstage entity's `archtrace.io/observed-name`
+    /// annotation, or else its name); callers outside the system are not compared. Exits 0; to
+    /// fail a build on differences use `archtrace check --declared` (docs/integrations.md).
+    ///   archtrace conform --declared catalog/ --traces e2e-traces.jsonl
+    ///   archtrace conform --declared workspace.dsl --since 24h --format markdown
+    #[command(verbatim_doc_comment)]
+    Conform(ConformArgs),
     /// Show what changed between two snapshot files: nodes, edges and findings.
     ///
     ///   archtrace diff old.json new.json --format markdown
@@ -337,6 +349,9 @@ struct ExportArgs {
     source: SourceArgs,
     #[arg(long, value_enum)]
     format: ExportFormat,
+    /// The owner written into a Backstage catalog's entities (spec.owner).
+    #[arg(long, value_name = "TEAM", default_value = "unknown")]
+    owner: String,
     /// Write to this file instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
@@ -368,6 +383,10 @@ struct CheckArgs {
     /// Write the report to this file; the verdict still goes to standard error.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
+    /// A declared architecture to conform to (Backstage catalog file or folder, Structurizr
+    /// .dsl, or a snapshot): undeclared edges fail, the rest warns, as [check] in the rules sets.
+    #[arg(long, value_name = "PATH")]
+    declared: Option<PathBuf>,
     /// Accept what was observed: rewrite the baseline with it (new edges become expected,
     /// fixed violations leave it) and exit 0.
     #[arg(long, requires = "baseline")]
@@ -382,6 +401,28 @@ enum CheckFormat {
     Junit,
     Sarif,
     Github,
+}
+
+#[derive(Args)]
+struct ConformArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The declared architecture: a Backstage catalog file or a folder of them (*.yaml), a
+    /// Structurizr DSL workspace (*.dsl), or a snapshot (*.json).
+    #[arg(long, value_name = "PATH")]
+    declared: PathBuf,
+    #[arg(long, value_enum, default_value_t = ConformFormat::Text)]
+    format: ConformFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConformFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(Args)]
@@ -536,6 +577,7 @@ fn main() -> ExitCode {
         Command::Rebuild(args) => rebuild(args).map(|()| 0),
         Command::Snapshot(args) => write_snapshot(args).map(|()| 0),
         Command::Diff(args) => diff(args).map(|()| 0),
+        Command::Conform(args) => conform(args).map(|()| 0),
         Command::Loadgen(args) => run_loadgen(args).map(|()| 0),
         Command::Completions(args) => completions(args).map(|()| 0),
         Command::Man => man_page().map(|()| 0),
@@ -704,7 +746,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         ExportFormat::Graphml => export::graphml(&snapshot),
         ExportFormat::Structurizr => export::structurizr(&snapshot),
         ExportFormat::C4Plantuml => export::c4_plantuml(&snapshot),
-        ExportFormat::Backstage => export::backstage(&snapshot),
+        ExportFormat::Backstage => export::backstage(&snapshot, &args.owner),
     };
     emit(&text, args.output.as_deref())?;
     if let Some(path) = &args.output {
@@ -750,9 +792,9 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
             default
         })
     });
-    if args.baseline.is_none() && rules_path.is_none() {
+    if args.baseline.is_none() && rules_path.is_none() && args.declared.is_none() {
         anyhow::bail!(
-            "nothing to check against: pass --baseline FILE (written by `archtrace snapshot`) and/or --rules {DEFAULT_RULES}"
+            "nothing to check against: pass --baseline FILE (written by `archtrace snapshot`), --declared PATH (a catalog) and/or --rules {DEFAULT_RULES}"
         );
     }
     let rules = match &rules_path {
@@ -760,6 +802,11 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
         None => Rules::default(),
     };
     let baseline = args.baseline.as_deref().map(read_snapshot).transpose()?;
+    let declared = args
+        .declared
+        .as_deref()
+        .map(archtrace_query::declared::load)
+        .transpose()?;
     let settings = Settings::with_thresholds(rules.thresholds.clone());
     let Analyzed {
         snapshot: observed, ..
@@ -767,10 +814,11 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
     if observed.diagnostics.spans == 0 && observed.edges.is_empty() {
         eprintln!("warning: no spans were observed in the window; was the test traffic exported to archtrace?");
     }
-    let report = drift::check(&observed, baseline.as_ref(), &rules);
+    let report = drift::check(&observed, baseline.as_ref(), declared.as_ref(), &rules);
     let artifact = rules_path
         .as_deref()
         .or(args.baseline.as_deref())
+        .or(args.declared.as_deref())
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let format = match args.format {
@@ -806,6 +854,19 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     Ok(u8::from(report.failures() > 0))
+}
+
+fn conform(args: ConformArgs) -> anyhow::Result<()> {
+    use archtrace_analyzer::declared;
+    let declared = archtrace_query::declared::load(&args.declared)?;
+    let Analyzed { snapshot, .. } = source::analyzed(&args.source, &Settings::default())?;
+    let result = declared::conform(&snapshot, &declared);
+    let text = match args.format {
+        ConformFormat::Text => declared::text(&result),
+        ConformFormat::Markdown => declared::markdown(&result),
+        ConformFormat::Json => serde_json::to_string_pretty(&result)? + "\n",
+    };
+    emit(&text, args.output.as_deref())
 }
 
 fn diff(args: DiffArgs) -> anyhow::Result<()> {

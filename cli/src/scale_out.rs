@@ -151,7 +151,7 @@ pub fn serve_store(
     let source: Arc<dyn SnapshotSource> = Arc::new(open_source(address)?);
     let router = archtrace_collector::admin::read_only_router(
         source.clone(),
-        config.settings.baseline.clone(),
+        config.settings.references.clone(),
         Auth::new(config.settings.auth_token.clone()),
     );
     crate::serve::runtime()?.block_on(async move {

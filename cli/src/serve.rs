@@ -17,7 +17,8 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("could not start the async runtime")
 }
 
-/// The settings of `options` over the config file's, checked, with the baseline read.
+/// The settings of `options` over the config file's, checked, with the baseline and the
+/// declared architecture read.
 pub(crate) fn resolve(
     config_file: Option<&Path>,
     options: ServeOptions,
@@ -28,7 +29,10 @@ pub(crate) fn resolve(
     };
     let mut config = config::resolve(options.over(file))?;
     if let Some(path) = &config.baseline {
-        config.settings.baseline = Some(archtrace_query::files::read_snapshot(path)?);
+        config.settings.references.baseline = Some(archtrace_query::files::read_snapshot(path)?);
+    }
+    if let Some(path) = &config.declared {
+        config.settings.references.declared = Some(archtrace_query::declared::load(path)?);
     }
     Ok(config)
 }

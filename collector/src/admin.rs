@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use archtrace_analyzer::analysis::{Analyzed, Settings};
-use archtrace_analyzer::snapshot::{Level, Snapshot};
+use archtrace_analyzer::snapshot::Level;
 use archtrace_analyzer::time::now_ns;
 use archtrace_query::store::StoreSource;
 use archtrace_query::{error_chain, SnapshotSource, Window};
 
+use archtrace_web::server::References;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -37,12 +38,12 @@ pub struct AdminState {
     pub auth: Auth,
     /// The store with the buckets not yet written; queries run off the async runtime.
     pub source: Arc<StoreSource>,
-    /// The snapshot the viewer's drift page compares with, when configured.
-    pub baseline: Option<Snapshot>,
+    /// What the viewer's drift and conformance pages compare with, when configured.
+    pub references: References,
 }
 
 pub fn router(state: AdminState) -> Router {
-    let viewer = archtrace_web::server::router(state.source.clone(), state.baseline.clone());
+    let viewer = archtrace_web::server::router(state.source.clone(), state.references.clone());
     let source: Arc<dyn SnapshotSource> = state.source.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -58,13 +59,13 @@ pub fn router(state: AdminState) -> Router {
 /// derive workers write): health, the snapshot API, Jaeger's dependencies API, the viewer.
 pub fn read_only_router(
     source: Arc<dyn SnapshotSource>,
-    baseline: Option<Snapshot>,
+    references: References,
     auth: Auth,
 ) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(query_api(source.clone()))
-        .merge(archtrace_web::server::router(source, baseline))
+        .merge(archtrace_web::server::router(source, references))
         .layer(middleware::from_fn_with_state(auth, require_token))
 }
 

@@ -72,8 +72,8 @@ pub struct ServerSettings {
     /// derives them later), so it needs `KeepSpans::All`.
     pub derive_edges: bool,
     pub assembly: AssemblySettings,
-    /// A snapshot for the viewer's drift page to compare with.
-    pub baseline: Option<archtrace_analyzer::snapshot::Snapshot>,
+    /// What the viewer's drift and conformance pages compare with.
+    pub references: archtrace_web::server::References,
 }
 
 impl Default for ServerSettings {
@@ -87,7 +87,7 @@ impl Default for ServerSettings {
             spans: KeepSpans::All,
             derive_edges: true,
             assembly: AssemblySettings::default(),
-            baseline: None,
+            references: Default::default(),
         }
     }
 }
@@ -333,7 +333,7 @@ pub async fn serve(
         ready,
         auth,
         source: Arc::new(StoreSource::live(reader, unwritten)),
-        baseline: settings.baseline.clone(),
+        references: settings.references.clone(),
     });
     let admin = axum::serve(listeners.admin, admin_router).with_graceful_shutdown(stopped());
     drop(ingest);

@@ -127,18 +127,19 @@ async fn text(client: &Client, css: &str) -> String {
         .unwrap()
 }
 
-/// `archtrace demo` on free ports.
 struct Demo {
     process: KillOnDrop,
     admin: String,
 }
 
-fn start_demo() -> Demo {
+/// `archtrace demo` on free ports, with `extra` arguments.
+fn start_demo_with(extra: &[&std::ffi::OsStr]) -> Demo {
     use std::io::{BufRead, BufReader};
     let mut process = Command::new(binary())
         .arg("demo")
         .args(ANY_FREE_PORTS)
         .args(["--trace-idle", "300ms", "--requests-per-second", "50"])
+        .args(extra)
         .env_remove("ARCHTRACE_DB")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -157,6 +158,10 @@ fn start_demo() -> Demo {
         process: KillOnDrop(process),
         admin: format!("http://{admin}"),
     }
+}
+
+fn start_demo() -> Demo {
+    start_demo_with(&[])
 }
 
 async fn snapshot(admin: &str) -> Snapshot {
@@ -661,5 +666,69 @@ async fn the_report_works_opened_from_disk() {
         assert_eq!(count(&client, &css).await, 1, "{css}");
     }
     screenshot(&client, "report").await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_conformance_page_marks_what_the_catalog_does_not_declare() {
+    // A workspace that declares none of the demo's dependencies, and one of its own between
+    // services that never run, one of them with a name that is markup.
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("declared.dsl");
+    std::fs::write(
+        &workspace,
+        "workspace {\n  model {\n    a = softwareSystem \"<b>ghost</b>\"\n    b = softwareSystem \"ghost-db\"\n    a -> b \"reads\"\n  }\n}\n",
+    )
+    .unwrap();
+    let demo = start_demo_with(&["--declared".as_ref(), workspace.as_os_str()]);
+    let admin = demo.admin.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while snapshot(&admin).await.edges.len() < 24 {
+        assert!(Instant::now() < deadline, "the demo derived no graph");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_driver, client) = start_browser().await;
+    open(&client, &format!("{admin}/conformance?since=1h")).await;
+    let live = snapshot(&admin).await;
+    assert_eq!(text(&client, "h1").await, "Conformance");
+    let clients: Vec<&str> = live
+        .nodes
+        .iter()
+        .filter(|n| n.node_type == archtrace_analyzer::derive::NodeType::Client)
+        .map(|n| n.id.as_str())
+        .collect();
+    let mut expected: Vec<(String, String)> = live
+        .edges
+        .iter()
+        .filter(|e| {
+            e.from != e.to
+                && !clients.contains(&e.from.as_str())
+                && !clients.contains(&e.to.as_str())
+        })
+        .map(|e| (e.from.clone(), e.to.clone()))
+        .collect();
+    expected.sort();
+    expected.dedup();
+    let drawn = script(
+        &client,
+        "return [...document.querySelectorAll('svg#graph path.edge.undeclared')].map(p => [p.dataset.from, p.dataset.to]);",
+    )
+    .await;
+    let mut drawn: Vec<(String, String)> = serde_json::from_value(drawn).unwrap();
+    drawn.sort();
+    drawn.dedup();
+    assert_eq!(drawn, expected);
+    let unobserved = script(
+        &client,
+        "return [...document.querySelectorAll('svg#graph path.edge.unobserved')].map(p => [p.dataset.from, p.dataset.to]);",
+    )
+    .await;
+    assert_eq!(unobserved, json!([["<b>ghost</b>", "ghost-db"]]));
+    // The markup in the declared name is shown as text.
+    assert_eq!(count(&client, "table.conformance b").await, 0);
+    assert!(text(&client, "table.conformance")
+        .await
+        .contains("<b>ghost</b> -> ghost-db"));
+    screenshot(&client, "conformance").await;
     client.close().await.unwrap();
 }

@@ -4,6 +4,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod clickhouse;
+mod conform;
 mod disk_full;
 mod drift;
 mod durability;

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use archtrace_analyzer::analysis::Analyzed;
+use archtrace_analyzer::declared::{self, Conformance};
+use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::drift::SnapshotDiff;
 use archtrace_analyzer::risk::Hotspot;
 use archtrace_analyzer::snapshot::{Edge, Finding, Severity, Snapshot};
@@ -12,7 +14,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::charts;
 use crate::svg;
-use crate::view::{Change, GraphView, Level};
+use crate::view::{Change, GraphView, Level, ViewEdge, ViewNode};
 
 /// Where links go: to live pages with the window in the URL, or to anchors in the report.
 pub trait Links {
@@ -344,6 +346,73 @@ pub fn drift_body(diff: &SnapshotDiff, graph_svg: &str, links: &dyn Links) -> Ma
         }
         p.legend { "Green: added edges. Grey dashed: removed edges." }
         div.graph-frame { (PreEscaped(graph_svg)) }
+    }
+}
+
+/// The graph of the conformance page: the observed graph with undeclared edges marked, and the
+/// declared edges no trace showed drawn dashed (with their ends, when those were not seen).
+pub fn conformance_view(current: &Analyzed, result: &Conformance) -> GraphView {
+    let mut view = GraphView::new(current, Level::Service);
+    for e in &mut view.edges {
+        if result
+            .undeclared_edges
+            .iter()
+            .any(|u| u.from == e.from && u.to == e.to)
+        {
+            e.change = Change::Undeclared;
+        }
+    }
+    for u in &result.unobserved_edges {
+        for end in [&u.from, &u.to] {
+            if !view.nodes.iter().any(|n| &n.id == end) {
+                view.nodes.push(ViewNode {
+                    id: end.clone(),
+                    service: end.clone(),
+                    node_type: NodeType::Service,
+                    traffic: 0,
+                    risk: 0.0,
+                });
+            }
+        }
+        view.edges.push(ViewEdge {
+            from: u.from.clone(),
+            to: u.to.clone(),
+            kind: EdgeKind::Sync,
+            calls: 0,
+            errors: 0,
+            p99_ms: None,
+            change: Change::Unobserved,
+        });
+    }
+    view
+}
+
+pub fn conformance_body(result: &Conformance, graph_svg: &str, links: &dyn Links) -> Markup {
+    let rows = declared::rows(result);
+    html! {
+        p.compare { "Compared with the declared architecture in " strong { (result.declared_sources.join(", ")) } "." }
+        div.figures {
+            div.figure { span.value { (result.conforming_edges) } span.label { "declared dependencies observed" } }
+            div.figure { span.value.undeclared { (result.undeclared_edges.len()) } span.label { "observed, not declared" } }
+            div.figure { span.value { (result.unobserved_edges.len()) } span.label { "declared, not observed" } }
+            div.figure { span.value { (result.undeclared_nodes.len()) } span.label { "nodes not in the catalog" } }
+            div.figure { span.value { (result.unowned_nodes.len()) } span.label { "nodes without an owner" } }
+        }
+        @if rows.is_empty() {
+            p.conforms { "The observed architecture conforms to the declared one." }
+        } @else {
+            table.conformance {
+                thead { tr { th { "difference" } th { "subject" } th { "evidence" } } }
+                tbody {
+                    @for (what, subject, evidence) in &rows {
+                        tr { td { (what) } td { (subject) } td { (evidence) } }
+                    }
+                }
+            }
+        }
+        p.legend { "Purple: observed but not declared. Grey dashed: declared but not observed." }
+        div.graph-frame { (PreEscaped(graph_svg)) }
+        p.hint { "Services: " @for (i, n) in result.undeclared_nodes.iter().enumerate() { @if i > 0 { ", " } a href=(links.service(&n.id)) { (n.id) } } @if result.undeclared_nodes.is_empty() { "every observed node is in the catalog." } @else { " are not in the catalog." } }
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use archtrace_analyzer::analysis::{Analyzed, Settings};
+use archtrace_analyzer::declared::{self, Declared};
 use archtrace_analyzer::drift;
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::time::now_ns;
@@ -132,22 +133,36 @@ impl Links for LiveLinks<'_> {
     }
 }
 
+/// What the viewer compares the observed architecture with, when configured.
+#[derive(Clone, Debug, Default)]
+pub struct References {
+    /// The snapshot the drift page compares with by default.
+    pub baseline: Option<Snapshot>,
+    /// The declared architecture of the Conformance page.
+    pub declared: Option<Declared>,
+}
+
 #[derive(Clone)]
 struct ViewerState {
     source: Arc<dyn SnapshotSource>,
     /// The snapshot the drift page compares with, when one was configured, analysed once.
     baseline: Option<Arc<Analyzed>>,
+    declared: Option<Arc<Declared>>,
     settings: Arc<Settings>,
     /// Layouts by graph structure: the same graph is laid out once.
     layouts: Arc<Mutex<HashMap<u64, Arc<Layout>>>>,
 }
 
-/// The viewer's pages over `source`; `baseline` is what the drift page compares with by default.
-pub fn router(source: Arc<dyn SnapshotSource>, baseline: Option<Snapshot>) -> Router {
+/// The viewer's pages over `source`, compared with the `references` on the drift and
+/// conformance pages.
+pub fn router(source: Arc<dyn SnapshotSource>, references: References) -> Router {
     let settings = Settings::default();
     let state = ViewerState {
         source,
-        baseline: baseline.map(|b| Arc::new(Analyzed::new(b, &settings))),
+        baseline: references
+            .baseline
+            .map(|b| Arc::new(Analyzed::new(b, &settings))),
+        declared: references.declared.map(Arc::new),
         settings: Arc::new(settings),
         layouts: Arc::default(),
     };
@@ -156,6 +171,7 @@ pub fn router(source: Arc<dyn SnapshotSource>, baseline: Option<Snapshot>) -> Ro
         .route("/graph", get(graph_page))
         .route("/service/{name}", get(service_page))
         .route("/drift", get(drift_page))
+        .route("/conformance", get(conformance_page))
         .route(
             "/static/app.js",
             get(|| async {
@@ -272,6 +288,11 @@ fn chrome<'a>(
         ("Overview", format!("/{query}"), active == "overview"),
         ("Graph", format!("/graph{query}"), active == "graph"),
         ("Drift", format!("/drift{query}"), active == "drift"),
+        (
+            "Conformance",
+            format!("/conformance{query}"),
+            active == "conformance",
+        ),
     ];
     Chrome {
         title,
@@ -603,4 +624,39 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
     );
     Html(pages::page(chrome("Drift", "drift", &params, &mut nav, form), body).into_string())
         .into_response()
+}
+
+async fn conformance_page(
+    State(state): State<ViewerState>,
+    Query(params): Query<Params>,
+) -> Response {
+    let params = params.cleaned();
+    let Some(declared) = state.declared.clone() else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "No declared architecture is configured: start the server with --declared PATH (a Backstage catalog file or folder, a Structurizr workspace .dsl, or a snapshot).",
+        );
+    };
+    let (current, environments) = match load(&state, &params).await {
+        Ok(loaded) => loaded,
+        Err(response) => return response,
+    };
+    let links = LiveLinks(&params);
+    let result = declared::conform(&current.snapshot, &declared);
+    let view = pages::conformance_view(&current, &result);
+    let graph = draw(&state, &view, &links);
+    let body = html! {
+        (window_note(&current.snapshot, &params))
+        (pages::conformance_body(&result, &graph, &links))
+    };
+    let mut nav = Vec::new();
+    let form = window_form(&params, &environments, &[]);
+    Html(
+        pages::page(
+            chrome("Conformance", "conformance", &params, &mut nav, form),
+            body,
+        )
+        .into_string(),
+    )
+    .into_response()
 }

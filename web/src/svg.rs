@@ -91,20 +91,25 @@ pub fn graph(view: &GraphView, layout: &Layout, link: &dyn Fn(&str) -> String) -
         match e.change {
             Change::Added => class.push_str(" added"),
             Change::Removed => class.push_str(" removed"),
+            Change::Undeclared => class.push_str(" undeclared"),
+            Change::Unobserved => class.push_str(" unobserved"),
             Change::Same => {}
         }
         let error_rate = 100.0 * e.errors as f64 / e.calls.max(1) as f64;
         let p99 = e
             .p99_ms
             .map_or(String::new(), |p| format!(", p99 {p:.1} ms"));
-        let dash = if e.kind == EdgeKind::Async || e.change == Change::Removed {
+        let dash = if e.kind == EdgeKind::Async
+            || matches!(e.change, Change::Removed | Change::Unobserved)
+        {
             r#" stroke-dasharray="6 4""#
         } else {
             ""
         };
         let colour = match e.change {
             Change::Added => "#1a7f37",
-            Change::Removed => "#afb8c1",
+            Change::Removed | Change::Unobserved => "#afb8c1",
+            Change::Undeclared => "#8250df",
             Change::Same => edge_colour(e.calls, e.errors),
         };
         let _ = write!(

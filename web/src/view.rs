@@ -8,12 +8,17 @@ use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::risk::Hotspot;
 pub use archtrace_analyzer::snapshot::Level;
 
-/// How an edge differs from a baseline, on the drift page.
+/// How an edge differs from a baseline (the drift page) or from the declared architecture (the
+/// conformance page).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     Same,
     Added,
     Removed,
+    /// Observed, not declared.
+    Undeclared,
+    /// Declared, not observed.
+    Unobserved,
 }
 
 #[derive(Clone, Debug)]
