@@ -318,7 +318,7 @@ impl Aggregate {
         self.diagnostics.traces += 1;
         self.diagnostics.observations += trace.observations;
         self.diagnostics.orphaned_spans += trace.orphaned_spans;
-        self.diagnostics.unresolved_client_spans += trace.unresolved_client_spans;
+        self.diagnostics.unresolved_client_spans += trace.unresolved_callers.len() as u64;
         self.note_trace_shape(trace);
         for span in spans {
             self.note_service(&span.service);

@@ -104,8 +104,9 @@ pub struct TraceDiagnostics {
     pub observations: u64,
     /// Spans whose parent never arrived (R6).
     pub orphaned_spans: u64,
-    /// Client or producer spans with no server child and no attribute naming the callee (R2).
-    pub unresolved_client_spans: u64,
+    /// The services of client or producer spans with no server child and no attribute naming
+    /// the callee (R2), one entry per span.
+    pub unresolved_callers: Vec<Arc<str>>,
     /// The service and operation of the trace's root span (its entry), when it has one.
     pub entry: Option<(Arc<str>, Arc<str>)>,
     /// Services in the trace's longest chain of synchronous calls between services; a hop
@@ -240,7 +241,7 @@ pub fn derive_trace(
             && !has_server_child[i]
             && !rule_2_uninstrumented_callee(span, endpoints.of(i), out)
         {
-            diagnostics.unresolved_client_spans += 1;
+            diagnostics.unresolved_callers.push(span.service.clone());
         }
         if span.parent_span_id.is_none() && is_server(span.kind) {
             let linked =
@@ -742,7 +743,7 @@ mod tests {
         assert!(out[1..]
             .iter()
             .all(|o| o.provenance == Provenance::Uninstrumented));
-        assert_eq!(diagnostics.unresolved_client_spans, 0);
+        assert_eq!(diagnostics.unresolved_callers.len(), 0);
     }
 
     #[test]
@@ -789,7 +790,7 @@ mod tests {
         ];
         let (out, diagnostics) = derive(&spans);
         assert_eq!(edges(&out), [e("user", "web", Sync, false)]);
-        assert_eq!(diagnostics.unresolved_client_spans, 1);
+        assert_eq!(diagnostics.unresolved_callers.len(), 1);
     }
 
     #[test]
@@ -896,7 +897,8 @@ mod tests {
             .iter()
             .any(|o| &*o.to == "billing" && o.provenance == Provenance::Entry));
         assert_eq!(
-            diagnostics.unresolved_client_spans, 1,
+            diagnostics.unresolved_callers.len(),
+            1,
             "the producer names no queue"
         );
     }

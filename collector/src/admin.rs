@@ -1,7 +1,6 @@
 //! The admin listener: health, readiness, Prometheus metrics, the snapshot API and the web
 //! viewer, all behind the bearer token when one is set.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -18,9 +17,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use prometheus_client::registry::Registry;
 
 use crate::auth::Auth;
-use crate::ingest::{IngestMetrics, Outcome, Transport};
+use crate::exposition::{self, ServerSeries};
+use crate::ingest::IngestMetrics;
 use crate::journal::LogState;
 use crate::live::DeriverMetrics;
 use crate::loader::LoaderMetrics;
@@ -42,13 +43,34 @@ pub struct AdminState {
     pub references: References,
 }
 
+/// The window of the architecture gauges on `/metrics`.
+const ARCHITECTURE_WINDOW_NS: i64 = 24 * 3_600_000_000_000;
+
+/// What a scrape of `/metrics` reads.
+#[derive(Clone)]
+struct Scrape {
+    registry: Arc<Registry>,
+    source: Arc<StoreSource>,
+}
+
 pub fn router(state: AdminState) -> Router {
     let viewer = archtrace_web::server::router(state.source.clone(), state.references.clone());
     let source: Arc<dyn SnapshotSource> = state.source.clone();
+    let scrape = Scrape {
+        registry: Arc::new(exposition::server_registry(ServerSeries {
+            ingest: state.ingest.clone(),
+            log: state.log.clone(),
+            loader: state.loader.clone(),
+            deriver: state.deriver.clone(),
+            retention: state.retention.clone(),
+        })),
+        source: state.source.clone(),
+    };
     Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(scrape)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(state.clone())
         .merge(query_api(source))
         .merge(viewer)
@@ -239,178 +261,28 @@ async fn jaeger_dependencies(
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
+/// `GET /metrics`: the server's series, and the architecture of the last 24 hours as gauges
+/// (left out, with a warning in the log, when the store cannot be read).
+async fn metrics(State(state): State<Scrape>) -> Response {
+    let source = state.source.clone();
+    let architecture = tokio::task::spawn_blocking(move || {
+        let window = Window::new(now_ns() - ARCHITECTURE_WINDOW_NS, now_ns())?;
+        source.analyzed(&window, &Settings::default())
+    })
+    .await;
+    let architecture = match architecture {
+        Ok(Ok(analyzed)) => Some(exposition::architecture_registry(&analyzed)),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %error_chain(&err), "/metrics without the architecture gauges");
+            None
+        }
+        Err(_) => None,
+    };
+    let mut registries = vec![state.registry.as_ref()];
+    registries.extend(architecture.as_ref());
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        render_metrics(
-            &state.ingest,
-            &state.log,
-            &state.loader,
-            &state.deriver,
-            &state.retention,
-        ),
+        [(header::CONTENT_TYPE, exposition::CONTENT_TYPE)],
+        exposition::render(&registries),
     )
         .into_response()
-}
-
-pub fn render_metrics(
-    ingest: &IngestMetrics,
-    log: &LogState,
-    loader: &LoaderMetrics,
-    deriver: &DeriverMetrics,
-    retention: &RetentionMetrics,
-) -> String {
-    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    let mut out = String::new();
-    let mut one = |kind: &str, name: &str, help: &str, value: String| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    for (name, help, value) in [
-        (
-            "archtrace_spans_received_total",
-            "Spans received in export requests.",
-            load(&ingest.spans_received),
-        ),
-        (
-            "archtrace_spans_accepted_total",
-            "Spans made durable in the request log and acknowledged.",
-            load(&ingest.spans_accepted),
-        ),
-        (
-            "archtrace_spans_rejected_total",
-            "Spans rejected as invalid (reported through partial_success).",
-            load(&ingest.spans_rejected),
-        ),
-        (
-            "archtrace_spans_refused_total",
-            "Valid spans refused because the log was over its bounds or could not be written; clients retry them.",
-            load(&ingest.spans_refused),
-        ),
-        (
-            "archtrace_spans_loaded_total",
-            "Spans loaded from the request log into the store.",
-            load(&loader.loaded_spans),
-        ),
-        (
-            "archtrace_spans_sampled_total",
-            "Spans stored as samples with --spans sampled (traces with errors, examples of each edge).",
-            load(&deriver.spans_sampled),
-        ),
-        (
-            "archtrace_deriver_checkpoints_total",
-            "Deriver commits of closed buckets, samples, its state and its log offset.",
-            load(&deriver.checkpoints),
-        ),
-        (
-            "archtrace_deriver_checkpoint_failures_total",
-            "Deriver commits that failed (and were retried).",
-            load(&deriver.checkpoint_failures),
-        ),
-        (
-            "archtrace_store_commit_failures_total",
-            "Loader commits to the store that failed (and were retried).",
-            load(&loader.commit_failures),
-        ),
-        (
-            "archtrace_retention_spans_deleted_total",
-            "Raw spans deleted as older than --retention.",
-            load(&retention.spans_deleted),
-        ),
-        (
-            "archtrace_retention_bucket_rows_deleted_total",
-            "Derived bucket rows deleted as older than --bucket-retention.",
-            load(&retention.bucket_rows_deleted),
-        ),
-        (
-            "archtrace_retention_transactions_total",
-            "Transactions retention deleted in (an hour of spans or a day of buckets each).",
-            load(&retention.transactions),
-        ),
-        (
-            "archtrace_retention_failures_total",
-            "Prunings that failed (and are tried again later).",
-            load(&retention.failures),
-        ),
-    ] {
-        one("counter", name, help, value.to_string());
-    }
-    for (name, help, value) in [
-        (
-            "archtrace_requests_in_flight",
-            "Export requests admitted and not yet answered.",
-            load(&ingest.requests_in_flight).to_string(),
-        ),
-        (
-            "archtrace_log_bytes",
-            "Bytes the request log's segments take on disk.",
-            load(&log.disk_bytes).to_string(),
-        ),
-        (
-            "archtrace_log_lag_bytes",
-            "Request log bytes acknowledged and not yet committed by every consumer.",
-            log.lag_bytes().to_string(),
-        ),
-        (
-            "archtrace_log_lag_seconds",
-            "How much older the oldest consumer's last committed request is than the newest acknowledged one.",
-            log.lag_seconds().to_string(),
-        ),
-    ] {
-        one("gauge", name, help, value);
-    }
-    let _ = writeln!(
-        out,
-        "# HELP archtrace_requests_total Export requests by transport and outcome.\n# TYPE archtrace_requests_total counter"
-    );
-    for transport in Transport::ALL {
-        for outcome in Outcome::ALL {
-            let _ = writeln!(
-                out,
-                "archtrace_requests_total{{transport=\"{}\",outcome=\"{}\"}} {}",
-                transport.as_str(),
-                outcome.as_str(),
-                ingest.requests(transport, outcome)
-            );
-        }
-    }
-    for (name, help) in [
-        (
-            "archtrace_log_consumer_lag_bytes",
-            "Request log bytes acknowledged and not yet committed, per consumer (spans: the span loader; derive: the deriver).",
-        ),
-        (
-            "archtrace_log_consumer_lag_seconds",
-            "How much older a consumer's last committed request is than the newest acknowledged one.",
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (consumer, progress) in log.consumers() {
-            if !progress.runs() {
-                continue;
-            }
-            let value = if name.ends_with("bytes") {
-                log.consumer_lag_bytes(progress).to_string()
-            } else {
-                log.consumer_lag_seconds(progress).to_string()
-            };
-            let _ = writeln!(out, "{name}{{consumer=\"{consumer}\"}} {value}");
-        }
-    }
-    log.fsync.render(
-        "archtrace_log_fsync_seconds",
-        "Latency of one append and fdatasync of the request log (one group of requests).",
-        &mut out,
-    );
-    loader.commit.render(
-        "archtrace_store_commit_seconds",
-        "Latency of one loader commit to the store.",
-        &mut out,
-    );
-    out
 }

@@ -17,6 +17,8 @@ use archtrace_analyzer::derive::{
 use archtrace_analyzer::span::SpanDetail;
 use archtrace_analyzer::{FastMap, Span, SpanId, StatusCode, TraceId};
 
+use crate::service_graph::ServiceGraph;
+
 #[derive(Clone, Debug)]
 pub struct AssemblySettings {
     /// A trace is complete once none of its spans has arrived for this long.
@@ -99,6 +101,8 @@ pub struct Assembler {
     scratch: Vec<Observation>,
     examples: BTreeMap<ExampleKey, u32>,
     kept: Vec<Span>,
+    /// Where derived calls are counted for `/metrics`, when the server exposes them.
+    service_graph: Option<ServiceGraph>,
 }
 
 /// What an assembler holds, saved with the deriver's log offset so that a restart resumes
@@ -144,7 +148,13 @@ impl Assembler {
             scratch: Vec::new(),
             examples: BTreeMap::new(),
             kept: Vec::new(),
+            service_graph: None,
         }
+    }
+
+    /// Counts every call derived from now on in `service_graph`.
+    pub fn report_to(&mut self, service_graph: ServiceGraph) {
+        self.service_graph = Some(service_graph);
     }
 
     /// What it holds, to be saved beside the log offset of the last spans added.
@@ -345,7 +355,11 @@ impl Assembler {
                 extra.diagnostics.spans = diagnostics.spans;
                 extra.diagnostics.traces = 1;
                 extra.diagnostics.orphaned_spans = diagnostics.orphaned_spans;
-                extra.diagnostics.unresolved_client_spans = diagnostics.unresolved_client_spans;
+                extra.diagnostics.unresolved_client_spans =
+                    diagnostics.unresolved_callers.len() as u64;
+                if let Some(graph) = &self.service_graph {
+                    graph.unpaired_clients(&diagnostics.unresolved_callers);
+                }
                 extra.note_trace_shape(&diagnostics);
                 std::mem::take(&mut self.scratch)
             }
@@ -481,6 +495,9 @@ impl Assembler {
 
     /// Adds a derivation's results (observations sorted by start) to both bucket widths.
     fn record(&mut self, spans: &[Span], observations: &[Observation], extra: &Aggregate) {
+        if let Some(graph) = &self.service_graph {
+            graph.observe(observations);
+        }
         let first = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
         for buckets in [&mut self.minute, &mut self.hour] {
             let mut facts = extra.clone();

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod assembly;
 pub mod auth;
+pub mod exposition;
 pub mod grpc;
 mod histogram;
 pub mod http;
@@ -15,5 +16,6 @@ pub mod live;
 pub mod loader;
 pub mod retention;
 pub mod server;
+pub mod service_graph;
 
 pub use server::{serve, BoundAddrs, Listeners, ServeError, ServerSettings};

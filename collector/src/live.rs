@@ -21,6 +21,7 @@ use archtrace_store::{Consumed, QueryError, Store};
 use crate::assembly::{Assembler, AssemblySettings, SavedAssembler};
 use crate::journal::LogState;
 use crate::loader::DeriverFeed;
+use crate::service_graph::ServiceGraph;
 
 /// The consumer name the deriver commits its offset and state under.
 pub const CONSUMER: &str = "derive";
@@ -44,6 +45,8 @@ pub struct DeriverMetrics {
     pub checkpoints: AtomicU64,
     pub checkpoint_failures: AtomicU64,
     pub spans_sampled: AtomicU64,
+    /// Every derived call, as Tempo's service graphs count them.
+    pub service_graph: ServiceGraph,
 }
 
 pub struct Deriver {
@@ -125,6 +128,8 @@ pub fn start(
             (from, Assembler::new(settings.clone()), Unwritten::default())
         }
     };
+    let mut assembler = assembler;
+    assembler.report_to(metrics.service_graph.clone());
     state.derive.commit(from, 0);
     let sample = settings.sample.is_some();
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Derivable>(HANDOFF_BATCHES);
