@@ -2,9 +2,8 @@
 //! against the real server fed by the demo workload, hostile service names, a 500-service graph,
 //! and the exported report opened from disk. Screenshots land in the target directory.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use archtrace_analyzer::snapshot::Snapshot;
@@ -16,30 +15,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
 use serde_json::{json, Value};
 
-use crate::support::{binary, quick_assembly, succeeded, InProcessServer, ANY_FREE_PORTS};
-
-/// A child process killed when dropped, so a failing test leaves nothing running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{
+    binary, free_port, quick_assembly, succeeded, InProcessServer, KillOnDrop, ANY_FREE_PORTS,
+};
 
 /// chromedriver on a free port.
 pub(crate) struct Driver {
     _process: KillOnDrop,
     url: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub(crate) async fn start_browser() -> (Driver, Client) {

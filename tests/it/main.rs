@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod clickhouse;
 mod conform;
+mod deploy;
 mod disk_full;
 mod drift;
 mod durability;
