@@ -241,7 +241,7 @@ pub fn node_metrics(
         }
     }
 
-    let window_minutes = window_minutes(snapshot);
+    let observed_minutes = snapshot.observed_minutes();
     let services = bitset(&g.is_service);
     let entry_bits = bitset(&g.is_entry);
     let everything = bitset(&vec![true; n]);
@@ -291,7 +291,7 @@ pub fn node_metrics(
                 betweenness: round(raw_betweenness[i] / pairs),
                 articulation_point: cut_vertices.contains(&index),
                 dominates,
-                calls_per_min: round(calls_in as f64 / window_minutes),
+                calls_per_min: round(calls_in as f64 / observed_minutes),
                 error_rate_in: ratio(errors_in as f64, calls_in as f64),
                 error_rate_out: ratio(errors_out as f64, calls_out as f64),
                 p99_in_ms: edges_in
@@ -315,15 +315,6 @@ fn ratio(part: f64, whole: f64) -> f64 {
         round(part / whole)
     } else {
         0.0
-    }
-}
-
-/// The window's length in minutes, from the edges seen (at least one minute).
-fn window_minutes(snapshot: &Snapshot) -> f64 {
-    let parse = |s: &str| crate::time::parse_rfc3339(s);
-    match (parse(&snapshot.window.start), parse(&snapshot.window.end)) {
-        (Some(start), Some(end)) if end > start => ((end - start) as f64 / 60e9).max(1.0),
-        _ => 1.0,
     }
 }
 
@@ -398,11 +389,18 @@ pub(crate) mod tests {
 
     #[test]
     fn fan_in_fan_out_coupling_and_instability() {
-        let m = metrics(&graph(
+        let mut snapshot = graph(
             &[("user", "a"), ("a", "b"), ("a", "c"), ("b", "c")],
             &["a"],
             &[],
-        ));
+        );
+        // The calls were seen over 10 minutes.
+        for edge in &mut snapshot.edges {
+            edge.first_seen = "2026-01-01T00:00:00.000000Z".into();
+            edge.last_seen = "2026-01-01T00:10:00.000000Z".into();
+        }
+        snapshot.edges[0].last_seen = "2026-01-01T00:01:00.000000Z".into();
+        let m = metrics(&snapshot);
         let get = |n: &str| (m[n].fan_in, m[n].fan_out, m[n].acs, m[n].instability);
         assert_eq!(get("a"), (0, 2, 0, 1.0), "the user is not a caller");
         assert_eq!(get("b"), (1, 1, 1, 0.5));
@@ -415,7 +413,10 @@ pub(crate) mod tests {
             ),
             (10, 10, 0.5)
         );
-        assert_eq!(m["c"].calls_per_min, 2.0, "20 calls in a 10-minute window");
+        assert_eq!(
+            m["c"].calls_per_min, 2.0,
+            "20 calls in 10 minutes of traffic"
+        );
         assert!(!m.contains_key("user"));
     }
 

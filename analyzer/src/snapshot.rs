@@ -185,6 +185,7 @@ pub struct NodeMetrics {
     pub articulation_point: bool,
     /// Nodes that every path from the entry points reaches only through this one.
     pub dominates: Vec<String>,
+    /// Calls into it per minute of observed traffic ([`Snapshot::observed_minutes`]).
     pub calls_per_min: f64,
     pub error_rate_in: f64,
     pub error_rate_out: f64,
@@ -280,6 +281,18 @@ fn quantiles(sketch: &LatencySketch) -> Option<Quantiles> {
 }
 
 impl Snapshot {
+    /// Minutes between the first and the last call seen (at least one). Rates are per minute of
+    /// observed traffic: a window may be much longer than the data in it.
+    pub fn observed_minutes(&self) -> f64 {
+        let parse = crate::time::parse_rfc3339;
+        let first = self.edges.iter().filter_map(|e| parse(&e.first_seen)).min();
+        let last = self.edges.iter().filter_map(|e| parse(&e.last_seen)).max();
+        match (first, last) {
+            (Some(first), Some(last)) if last > first => ((last - first) as f64 / 60e9).max(1.0),
+            _ => 1.0,
+        }
+    }
+
     /// The snapshot of an aggregate over `window` (Unix nanoseconds), not yet analysed: no node
     /// metrics and no findings until [`crate::analysis::Analyzed::new`] adds them.
     pub fn from_aggregate(aggregate: &Aggregate, window: (i64, i64)) -> Snapshot {
