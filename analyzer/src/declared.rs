@@ -264,8 +264,12 @@ fn plural(n: u64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
-/// Each difference as (what kind, subject, evidence), in report order.
-pub fn rows(result: &Conformance) -> Vec<(&'static str, String, String)> {
+/// Each difference as (what kind, subject, evidence), in report order; `when` writes the
+/// RFC 3339 times of the evidence.
+pub fn rows(
+    result: &Conformance,
+    when: &dyn Fn(&str) -> String,
+) -> Vec<(&'static str, String, String)> {
     let mut out = Vec::new();
     for e in &result.undeclared_edges {
         let kinds: Vec<&str> = e.kinds.iter().map(|k| k.as_str()).collect();
@@ -273,12 +277,12 @@ pub fn rows(result: &Conformance) -> Vec<(&'static str, String, String)> {
             "undeclared edge",
             format!("{} -> {}", e.from, e.to),
             format!(
-                "{}, {}, {}, seen {} to {}",
+                "{}, {}, {}, first seen {}, last seen {}",
                 kinds.join("+"),
                 plural(e.calls, "call"),
                 plural(e.errors, "error"),
-                e.first_seen,
-                e.last_seen
+                when(&e.first_seen),
+                when(&e.last_seen)
             ),
         ));
     }
@@ -331,7 +335,7 @@ fn headline(result: &Conformance) -> String {
 /// The comparison as plain text, one difference per line.
 pub fn text(result: &Conformance) -> String {
     let mut out = headline(result);
-    let rows = rows(result);
+    let rows = rows(result, &str::to_owned);
     if rows.is_empty() {
         out.push_str("The observed architecture conforms to the declared one.\n");
         return out;
@@ -352,7 +356,7 @@ pub fn text(result: &Conformance) -> String {
 pub fn markdown(result: &Conformance) -> String {
     use crate::render::markdown_cell;
     let mut out = markdown_cell(&headline(result)).trim_end().to_owned() + "\n\n";
-    let rows = rows(result);
+    let rows = rows(result, &str::to_owned);
     if rows.is_empty() {
         out.push_str("The observed architecture conforms to the declared one.\n");
         return out;

@@ -643,11 +643,13 @@ async fn the_report_works_opened_from_disk() {
         count(&client, &format!("section#{section} figure.chart svg")).await,
         3
     );
-    // The data lines of the calls, errors and p99 charts (blue, red, magenta).
-    for colour in ["#0000FF", "#FF0000", "#FF00FF"] {
-        let css = format!("section#{section} figure.chart svg polyline[stroke='{colour}']");
-        assert_eq!(count(&client, &css).await, 1, "{css}");
+    // Bars of calls and errors (blue, red), the p99 line (magenta).
+    for colour in ["#0000FF", "#FF0000"] {
+        let css = format!("section#{section} figure.chart svg rect[fill='{colour}']");
+        assert!(count(&client, &css).await >= 1, "{css}");
     }
+    let css = format!("section#{section} figure.chart svg polyline[stroke='#FF00FF']");
+    assert!(count(&client, &css).await >= 1, "{css}");
     screenshot(&client, "report").await;
     client.close().await.unwrap();
 }
@@ -713,5 +715,136 @@ async fn the_conformance_page_marks_what_the_catalog_does_not_declare() {
         .await
         .contains("<b>ghost</b> -> ghost-db"));
     screenshot(&client, "conformance").await;
+    client.close().await.unwrap();
+}
+
+/// Every text a person reads on the page that looks like a machine timestamp: an RFC 3339
+/// time, or a clock time with sub-second digits.
+async fn machine_times(client: &Client) -> Vec<String> {
+    let found = script(
+        client,
+        r"return (document.body.innerText.match(/\d{4}-\d{2}-\d{2}T\d{2}:\d{2}|\d{2}:\d{2}:\d{2}\.\d+/g) || []);",
+    )
+    .await;
+    serde_json::from_value(found).unwrap()
+}
+
+/// How much of the graph's frame the drawing fills, as (width, height) ratios.
+async fn drawing_fill(client: &Client) -> (f64, f64) {
+    let fill = script(
+        client,
+        "const svg = document.getElementById('graph');
+         const frame = svg.getBoundingClientRect();
+         const boxes = [...svg.querySelectorAll('g.nodes, g.edges')].map(g => g.getBoundingClientRect());
+         const left = Math.max(frame.left, Math.min(...boxes.map(b => b.left)));
+         const right = Math.min(frame.right, Math.max(...boxes.map(b => b.right)));
+         const top = Math.max(frame.top, Math.min(...boxes.map(b => b.top)));
+         const bottom = Math.min(frame.bottom, Math.max(...boxes.map(b => b.bottom)));
+         return [(right - left) / frame.width, (bottom - top) / frame.height];",
+    )
+    .await;
+    let fill: Vec<f64> = serde_json::from_value(fill).unwrap();
+    (fill[0], fill[1])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_viewer_reads_at_a_glance_at_two_sizes() {
+    let (demo, _live, _driver, client) = demo_in_browser().await;
+    open(&client, &format!("{}/", demo.admin)).await;
+    let riskiest = text(&client, "table.hotspots a.service").await;
+    // A desktop window, and the same at 200% zoom (half the CSS pixels).
+    for (width, height, name) in [(1400, 1000, "wide"), (700, 900, "zoomed")] {
+        client.set_window_size(width, height).await.unwrap();
+        for (page, url) in [
+            ("overview", format!("{}/", demo.admin)),
+            ("graph", format!("{}/graph", demo.admin)),
+            ("service", format!("{}/service/{riskiest}", demo.admin)),
+        ] {
+            open(&client, &url).await;
+            screenshot(&client, &format!("glance-{page}-{name}")).await;
+            let times = machine_times(&client).await;
+            assert!(
+                times.is_empty(),
+                "{page} at {name}: timestamps for machines: {times:?}"
+            );
+            let overflow = script(
+                &client,
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            )
+            .await;
+            assert!(
+                overflow.as_f64().unwrap() <= 1.0,
+                "{page} at {name} scrolls sideways by {overflow}"
+            );
+            // The drawing fills its frame: no empty bands above and below it.
+            let (across, down) = drawing_fill(&client).await;
+            assert!(
+                across >= 0.8 || down >= 0.8,
+                "{page} at {name}: the drawing fills {across:.2} × {down:.2} of its frame"
+            );
+            assert!(
+                down >= 0.6,
+                "{page} at {name}: empty bands above and below ({down:.2})"
+            );
+            // Nodes are reached with the keyboard and say what they are, risk included.
+            let first_node = script(
+                &client,
+                "const a = document.querySelector('svg#graph g.node a'); a.focus();
+                 return [document.activeElement === a, a.getAttribute('aria-label')];",
+            )
+            .await;
+            assert_eq!(first_node[0], true, "{page}: a node takes the focus");
+            assert!(
+                first_node[1].as_str().unwrap().contains("risk"),
+                "{first_node}"
+            );
+        }
+    }
+
+    // The overview: the window as a person reads it, hotspots and findings before the graph,
+    // findings linking to the graph focused on their subjects, rates per minute of traffic.
+    open(&client, &format!("{}/", demo.admin)).await;
+    let note = text(&client, "p.window-note").await;
+    assert!(
+        note.starts_with("last hour (") && note.ends_with(" UTC)"),
+        "{note}"
+    );
+    let order = script(
+        &client,
+        "const at = s => document.querySelector(s).getBoundingClientRect().top;
+         return [at('#hotspots'), at('#findings'), at('.graph-frame')];",
+    )
+    .await;
+    let order: Vec<f64> = serde_json::from_value(order).unwrap();
+    assert!(order[0] < order[2] && order[1] < order[2], "{order:?}");
+    let focus = script(
+        &client,
+        "return document.querySelector('#findings a.focus').getAttribute('href');",
+    )
+    .await;
+    assert!(focus.as_str().unwrap().starts_with("/graph?"), "{focus}");
+    assert!(focus.as_str().unwrap().contains("focus="), "{focus}");
+    assert!(text(&client, ".figures").await.contains("of traffic"));
+    assert!(text(&client, ".legend").await.contains("above 66%"));
+
+    // The service page's charts: a clock-time axis over the window, bars for counts.
+    open(&client, &format!("{}/service/{riskiest}", demo.admin)).await;
+    let axis = script(
+        &client,
+        "return [...document.querySelectorAll('figure.chart svg text')].map(t => t.textContent.trim());",
+    )
+    .await;
+    let axis: Vec<String> = serde_json::from_value(axis).unwrap();
+    let clock = axis
+        .iter()
+        .filter(|t| {
+            t.len() == 5
+                && t.as_bytes()[2] == b':'
+                && t.replace(':', "").chars().all(|c| c.is_ascii_digit())
+        })
+        .count();
+    assert!(clock >= 6, "clock times on the chart axes: {axis:?}");
+    assert!(!axis.iter().any(|t| t.contains("minutes into")), "{axis:?}");
+    assert!(count(&client, "figure.chart svg rect[fill='#0000FF']").await >= 1);
     client.close().await.unwrap();
 }

@@ -24,7 +24,10 @@ pub fn node_width(label: &str) -> f64 {
 pub const NODE_HEIGHT: f64 = 36.0;
 const ROW_GAP: f64 = 60.0;
 const NODE_GAP: f64 = 24.0;
-const MARGIN: f64 = 40.0;
+/// Room around the drawing: enough for the busiest nodes (drawn up to 15% larger) and the arrow
+/// heads, and no more, so that the drawing fills its frame.
+const MARGIN_X: f64 = 24.0;
+const MARGIN_Y: f64 = 12.0;
 /// A layer with more nodes is wrapped into rows of this many.
 const MAX_ROW: usize = 24;
 const SWEEPS: usize = 8;
@@ -169,8 +172,8 @@ pub fn layered(nodes: &[&str], edges: &[(usize, usize)]) -> Layout {
     let widest = rows.iter().map(|r| row_width(r)).fold(0.0, f64::max);
     let mut positions = HashMap::with_capacity(count);
     for (r, row) in rows.iter().enumerate() {
-        let y = MARGIN + NODE_HEIGHT / 2.0 + r as f64 * (NODE_HEIGHT + ROW_GAP);
-        let mut x = MARGIN + (widest - row_width(row)) / 2.0;
+        let y = MARGIN_Y + NODE_HEIGHT / 2.0 + r as f64 * (NODE_HEIGHT + ROW_GAP);
+        let mut x = MARGIN_X + (widest - row_width(row)) / 2.0;
         for &n in *row {
             positions.insert(nodes[n].to_owned(), (x + widths[n] / 2.0, y));
             x += widths[n] + NODE_GAP;
@@ -178,8 +181,8 @@ pub fn layered(nodes: &[&str], edges: &[(usize, usize)]) -> Layout {
     }
     Layout {
         positions,
-        width: widest + 2.0 * MARGIN,
-        height: rows.len() as f64 * (NODE_HEIGHT + ROW_GAP) - ROW_GAP + 2.0 * MARGIN,
+        width: widest + 2.0 * MARGIN_X,
+        height: rows.len() as f64 * (NODE_HEIGHT + ROW_GAP) - ROW_GAP + 2.0 * MARGIN_Y,
     }
 }
 

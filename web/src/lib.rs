@@ -7,4 +7,5 @@ pub mod pages;
 pub mod report;
 pub mod server;
 pub mod svg;
+pub mod timefmt;
 pub mod view;

@@ -9,6 +9,7 @@ use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::drift::SnapshotDiff;
 use archtrace_analyzer::risk::Hotspot;
 use archtrace_analyzer::snapshot::{Edge, Finding, Severity, Snapshot};
+use archtrace_analyzer::time::parse_rfc3339;
 use archtrace_query::Point;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
@@ -19,6 +20,11 @@ use crate::view::{Change, GraphView, Level, ViewEdge, ViewNode};
 /// Where links go: to live pages with the window in the URL, or to anchors in the report.
 pub trait Links {
     fn service(&self, name: &str) -> String;
+
+    /// The graph focused on a node (by default, the node's own page or section).
+    fn focus(&self, name: &str) -> String {
+        self.service(name)
+    }
 }
 
 fn percent(part: u64, whole: u64) -> String {
@@ -31,18 +37,6 @@ fn percent(part: u64, whole: u64) -> String {
 
 fn millis(value: Option<f64>) -> String {
     value.map_or("–".to_owned(), |v| format!("{v:.1}"))
-}
-
-/// The window's length in minutes, at least one.
-fn window_minutes(snapshot: &Snapshot) -> f64 {
-    use archtrace_analyzer::time::parse_rfc3339;
-    match (
-        parse_rfc3339(&snapshot.window.start),
-        parse_rfc3339(&snapshot.window.end),
-    ) {
-        (Some(a), Some(b)) if b > a => ((b - a) as f64 / 60e9).max(1.0),
-        _ => 1.0,
-    }
 }
 
 /// Headline figures of a window.
@@ -63,7 +57,7 @@ pub fn figures(snapshot: &Snapshot) -> Markup {
         div.figures {
             div.figure { span.value #services { (services) } span.label { "services" } }
             div.figure { span.value #edges { (snapshot.edges.len()) } span.label { "edges" } }
-            div.figure { span.value { (format!("{:.1}", calls as f64 / window_minutes(snapshot))) } span.label { "calls/min" } }
+            div.figure title="per minute of observed traffic, from the first call seen to the last" { span.value { (format!("{:.1}", calls as f64 / snapshot.observed_minutes())) } span.label { "calls/min over " (crate::timefmt::length((snapshot.observed_minutes() * 60e9) as i64)) " of traffic" } }
             div.figure { span.value { (percent(errors, calls)) } span.label { "errors" } }
             div.figure {
                 span.value #findings { (snapshot.findings.len()) }
@@ -130,7 +124,8 @@ pub fn entry_operations_table(snapshot: &Snapshot, top: usize) -> Markup {
     }
 }
 
-pub fn findings_list(findings: &[&Finding]) -> Markup {
+/// The findings, each with links to its subjects on the graph.
+pub fn findings_list(findings: &[&Finding], links: &dyn Links) -> Markup {
     html! {
         @if findings.is_empty() {
             p.empty { "No findings." }
@@ -141,6 +136,14 @@ pub fn findings_list(findings: &[&Finding]) -> Markup {
                         span.badge { (Severity::as_str(f.severity)) } " "
                         code { (serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) } " "
                         (f.message)
+                        @if !f.subjects.is_empty() {
+                            span.subjects { " — on the graph: "
+                                @for (i, subject) in f.subjects.iter().enumerate() {
+                                    @if i > 0 { ", " }
+                                    a.focus href=(links.focus(subject.split(" -> ").next().unwrap_or(subject))) { (subject) }
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -179,8 +182,18 @@ fn edges_table(
     }
 }
 
-/// The hotspots, entry operations and findings sections, as the overview and the report show
-/// them.
+/// How deep each entry point's synchronous chains go, as the overview and the report show it.
+pub fn entry_section(snapshot: &Snapshot) -> Markup {
+    html! {
+        section #entries {
+            h2 { "Entry operations" }
+            p.hint { "How deep each entry point's synchronous call chains go, per trace." }
+            (entry_operations_table(snapshot, 20))
+        }
+    }
+}
+
+/// The hotspots and the findings, before the graph on the overview and the report.
 pub fn summary_sections(analyzed: &Analyzed, hotspots: usize, links: &dyn Links) -> Markup {
     let snapshot = &analyzed.snapshot;
     html! {
@@ -188,14 +201,9 @@ pub fn summary_sections(analyzed: &Analyzed, hotspots: usize, links: &dyn Links)
             h2 { "Hotspots" }
             (hotspots_table(&analyzed.hotspots, hotspots, links))
         }
-        section #entries {
-            h2 { "Entry operations" }
-            p.hint { "How deep each entry point's synchronous call chains go, per trace." }
-            (entry_operations_table(snapshot, 20))
-        }
-        section {
+        section #findings {
             h2 { "Findings" }
-            (findings_list(&snapshot.findings.iter().collect::<Vec<_>>()))
+            (findings_list(&snapshot.findings.iter().collect::<Vec<_>>(), links))
         }
     }
 }
@@ -230,7 +238,11 @@ pub fn service_body(
         .iter()
         .filter(|o| o.from.service == service || o.to.service == service)
         .collect();
-    let [calls_chart, errors_chart, p99_chart] = charts::service_charts(series);
+    let window = (
+        parse_rfc3339(&snapshot.window.start).unwrap_or(0),
+        parse_rfc3339(&snapshot.window.end).unwrap_or(0),
+    );
+    let [calls_chart, errors_chart, p99_chart] = charts::service_charts(series, window);
     html! {
         @match node {
             None => p.empty { "No node named " code { (service) } " in this window." },
@@ -250,7 +262,7 @@ pub fn service_body(
             table.metrics {
                 tr { th { "fan-in" } td { (m.fan_in) } th { "fan-out" } td { (m.fan_out) } th { "instability" } td { (format!("{:.2}", m.instability)) } }
                 tr { th { "blast radius" } td { (m.blast_radius) } th { "transitive dependencies" } td { (m.transitive_dependencies) } th { "betweenness" } td { (format!("{:.3}", m.betweenness)) } }
-                tr { th { "calls/min" } td { (format!("{:.1}", m.calls_per_min)) } th { "error rate in" } td { (format!("{:.2}%", 100.0 * m.error_rate_in)) } th { "p99 in" } td { (millis(m.p99_in_ms)) " ms" } }
+                tr { th title="per minute of observed traffic" { "calls in/min of traffic" } td { (format!("{:.1}", m.calls_per_min)) } th { "error rate in" } td { (format!("{:.2}%", 100.0 * m.error_rate_in)) } th { "p99 in" } td { (millis(m.p99_in_ms)) " ms" } }
             }
         }
         div.charts {
@@ -263,7 +275,7 @@ pub fn service_body(
             div { (edges_table("Callees", &callees, |e| &e.to, links)) }
         }
         h3 { "Findings" }
-        (findings_list(&findings))
+        (findings_list(&findings, links))
         h3 { "Operations" }
         @if operations.is_empty() {
             p.empty { "None." }
@@ -334,9 +346,9 @@ pub fn drift_body(diff: &SnapshotDiff, graph_svg: &str, links: &dyn Links) -> Ma
             }
             div {
                 h3 { "New findings" }
-                (findings_list(&diff.new_findings.iter().collect::<Vec<_>>()))
+                (findings_list(&diff.new_findings.iter().collect::<Vec<_>>(), links))
                 h3 { "Resolved findings" }
-                (findings_list(&diff.resolved_findings.iter().collect::<Vec<_>>()))
+                (findings_list(&diff.resolved_findings.iter().collect::<Vec<_>>(), links))
                 h3 { "Nodes" }
                 p { (diff.added_nodes.len()) " added: "
                     @for (i, n) in diff.added_nodes.iter().enumerate() { @if i > 0 { ", " } (n.id) }
@@ -388,7 +400,8 @@ pub fn conformance_view(current: &Analyzed, result: &Conformance) -> GraphView {
 }
 
 pub fn conformance_body(result: &Conformance, graph_svg: &str, links: &dyn Links) -> Markup {
-    let rows = declared::rows(result);
+    let now = archtrace_analyzer::time::now_ns();
+    let rows = declared::rows(result, &|time| crate::timefmt::ago_of(time, now));
     html! {
         p.compare { "Compared with the declared architecture in " strong { (result.declared_sources.join(", ")) } "." }
         div.figures {
@@ -419,7 +432,7 @@ pub fn conformance_body(result: &Conformance, graph_svg: &str, links: &dyn Links
 pub fn legend() -> Markup {
     html! {
         p.legend {
-            "Node colour: risk (green low, red high). Size: traffic. Rounded box: service; cylinder: database; slanted: queue; hexagon: external; oval: outside callers. "
+            "Node colour: risk relative to the riskiest service: green below 33%, amber 33–66%, red above 66%, which also has a thick dashed outline. Hover or focus a node for its value. Size: traffic. Rounded box: service; cylinder: database; slanted: queue; hexagon: external; oval: outside callers. "
             "Edge width: calls; red: errors; dashed: through a queue."
         }
     }

@@ -9,6 +9,7 @@ use maud::{html, PreEscaped};
 
 use crate::pages::{self, Chrome, Links};
 use crate::server::{APP_CSS, APP_JS};
+use crate::timefmt;
 use crate::view::{GraphView, Level};
 
 /// Services that get a section of their own, riskiest first.
@@ -66,15 +67,17 @@ pub fn render(analyzed: &Analyzed, series: &BTreeMap<String, Vec<Point>>, source
     };
     let graph = pages::graph_svg(&GraphView::new(analyzed, Level::Service), &links);
     let body = html! {
-        p.window-note { (snapshot.window.start) " – " (snapshot.window.end) " · " (source) }
+        // A report is read later: its window is given by date, not as "the last hour".
+        p.window-note { (timefmt::window_of(&snapshot.window.start, &snapshot.window.end, 0)) " · " (source) }
         (pages::figures(snapshot))
+        (pages::summary_sections(analyzed, SERVICE_SECTIONS, &links))
         section #graph-section {
             h2 { "Dependency graph" }
             (pages::legend())
             p.hint { "Scroll to zoom, drag to pan, hover a node to see its neighbours, click it for its section." }
             div.graph-frame { (PreEscaped(graph)) }
         }
-        (pages::summary_sections(analyzed, SERVICE_SECTIONS, &links))
+        (pages::entry_section(snapshot))
         @for (i, hotspot) in ranked.iter().take(SERVICE_SECTIONS).enumerate() {
             section.service id=(format!("service-{i}")) {
                 h2 { (hotspot.service) }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layout::Layout;
 use crate::pages::{self, Chrome, Links};
+use crate::timefmt;
 use crate::view::{GraphView, Level};
 
 pub const APP_JS: &str = include_str!("../static/app.js");
@@ -130,6 +131,12 @@ impl Links for LiveLinks<'_> {
             path_segment(name),
             self.0.window_only().query()
         )
+    }
+
+    fn focus(&self, name: &str) -> String {
+        let mut params = self.0.window_only();
+        params.focus = Some(name.to_owned());
+        format!("/graph{}", params.query())
     }
 }
 
@@ -306,7 +313,7 @@ fn chrome<'a>(
 fn window_note(snapshot: &Snapshot, params: &Params) -> Markup {
     html! {
         p.window-note {
-            (snapshot.window.start) " – " (snapshot.window.end)
+            (timefmt::window_of(&snapshot.window.start, &snapshot.window.end, now_ns()))
             @if let Some(env) = &params.env { " · environment " strong { (env) } }
         }
     }
@@ -393,12 +400,13 @@ pub fn overview_html(
     let body = html! {
         (window_note(snapshot, params))
         (pages::figures(snapshot))
+        (pages::summary_sections(analyzed, 10, &links))
         section {
             h2 { "Dependency graph" }
             (pages::legend())
             div.graph-frame { (PreEscaped(graph)) }
         }
-        (pages::summary_sections(analyzed, 10, &links))
+        (pages::entry_section(snapshot))
     };
     let mut nav = Vec::new();
     let form = window_form(params, environments, &[]);
@@ -568,8 +576,12 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
         let (before, label) = match baseline {
             Some(baseline) => {
                 let label = format!(
-                    "the baseline ({} – {})",
-                    baseline.snapshot.window.start, baseline.snapshot.window.end
+                    "the baseline ({})",
+                    timefmt::window_of(
+                        &baseline.snapshot.window.start,
+                        &baseline.snapshot.window.end,
+                        now_ns()
+                    )
                 );
                 (baseline, label)
             }
@@ -578,7 +590,10 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
                     Some(window) => (window, "the window"),
                     None => (current_window.previous(), "the previous window"),
                 };
-                let label = format!("{what} {}", other.describe());
+                let label = format!(
+                    "{what} {}",
+                    timefmt::window(other.since_ns, other.until_ns, now_ns())
+                );
                 (Arc::new(source.analyzed(&other, &settings)?), label)
             }
         };

@@ -12,6 +12,9 @@ use crate::view::{Change, GraphView};
 
 use archtrace_analyzer::render::escape_markup as escape;
 
+/// Relative risk above which a node is red and outlined, so that colour is not the only sign.
+const HIGH_RISK: f64 = 0.66;
+
 /// Green (low risk) through amber to red (the riskiest service).
 fn risk_colour(risk: f64) -> String {
     let r = risk.clamp(0.0, 1.0);
@@ -145,6 +148,13 @@ pub fn graph(view: &GraphView, layout: &Layout, link: &dyn Fn(&str) -> String) -
             NodeType::Client => "#eaeef2".to_owned(),
         };
         let (l, t) = (x - w / 2.0, y - h / 2.0);
+        let description = format!(
+            "{} ({}): {} calls in and out, risk {:.0}% of the riskiest service",
+            n.id,
+            n.node_type.as_str(),
+            n.traffic,
+            100.0 * n.risk
+        );
         let shape = match n.node_type {
             NodeType::Service => format!(
                 r#"<rect x="{l:.1}" y="{t:.1}" width="{w:.1}" height="{h:.1}" rx="8" fill="{fill}"/>"#
@@ -184,16 +194,15 @@ pub fn graph(view: &GraphView, layout: &Layout, link: &dyn Fn(&str) -> String) -
         };
         let _ = write!(
             out,
-            r#"<g class="node {}" data-id="{}"><a href="{}">{shape}<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text></a><title>{} ({}): {} calls in and out, risk {:.0}%</title></g>"#,
+            r#"<g class="node {}{}" data-id="{}"><a href="{}" tabindex="0" aria-label="{}">{shape}<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text></a><title>{}</title></g>"#,
             n.node_type.as_str(),
+            if n.risk > HIGH_RISK { " high-risk" } else { "" },
             escape(&n.id),
             escape(&link(&n.service)),
+            escape(&description),
             y + 4.5,
             escape(&shorten(&n.id)),
-            escape(&n.id),
-            n.node_type.as_str(),
-            n.traffic,
-            100.0 * n.risk
+            escape(&description),
         );
     }
     out.push_str("</g></svg>");

@@ -3,13 +3,25 @@
 "use strict";
 
 function initGraph(svg) {
-  const full = svg.viewBox.baseVal;
+  const box = svg.viewBox.baseVal;
+  const full = { x: box.x, y: box.y, width: box.width, height: box.height };
   let view = { x: full.x, y: full.y, w: full.width, h: full.height };
   const apply = () => svg.setAttribute("viewBox", `${view.x} ${view.y} ${view.w} ${view.h}`);
   // Large graphs open fitted to the frame's width rather than at full size.
   svg.removeAttribute("width");
   svg.removeAttribute("height");
   svg.classList.add("interactive");
+  // The frame is as tall as the drawing at the frame's width (small drawings are enlarged at
+  // most 1.5 times), between a readable minimum and three quarters of the window: no empty
+  // bands above and below the drawing.
+  const fit = () => {
+    const width = svg.getBoundingClientRect().width;
+    if (width <= 0) return;
+    const scale = Math.min(width / full.width, 1.5);
+    const height = Math.max(160, Math.min(full.height * scale, window.innerHeight * 0.75));
+    svg.style.height = `${Math.round(height)}px`;
+  };
+  fit();
   // A drawing taller than the frame opens at full width, showing its top (the entry points).
   const frame = svg.getBoundingClientRect();
   if (frame.width > 0 && view.h / view.w > frame.height / frame.width) {
