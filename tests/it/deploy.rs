@@ -1,5 +1,6 @@
 //! The install path and the deployment recipes: the install script fetches, checks and
-//! installs a release archive from a real HTTP server (and refuses a tampered one); the
+//! installs the archive the release workflow's packaging step makes, from a real HTTP server
+//! (and refuses a tampered one); the
 //! container recipe's environment and command start a server that passes its own health
 //! check; compose and Kubernetes send the collector's traces to archtrace's OTLP port.
 //! No Docker engine or cluster runs here, so the recipes are tested by their steps.
@@ -23,33 +24,39 @@ fn install_script() -> PathBuf {
     repo().join("scripts/install.sh")
 }
 
-/// A release as the workflow publishes it: `archtrace-<target>.tar.gz` holding
-/// `archtrace-<target>/archtrace`, and its `.sha256`, in `folder`.
+/// The release workflow's own packaging step (`.github/workflows/release.yml`, step "Package"),
+/// run here for `target` on the binary under test: what it leaves is put in `folder`.
 fn publish(folder: &Path, target: &str) {
-    std::fs::create_dir_all(folder).unwrap();
-    let staging = tempfile::tempdir().unwrap();
-    let name = format!("archtrace-{target}");
-    std::fs::create_dir(staging.path().join(&name)).unwrap();
-    std::fs::copy(binary(), staging.path().join(&name).join("archtrace")).unwrap();
-    let archive = folder.join(format!("{name}.tar.gz"));
+    let workflow = std::fs::read_to_string(repo().join(".github/workflows/release.yml")).unwrap();
+    let workflow: Value = serde_saphyr::from_str(&workflow).unwrap();
+    let package = workflow["jobs"]["build"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|step| step["name"] == "Package")
+        .expect("a Package step in the release workflow");
+    let script = package["run"]
+        .as_str()
+        .unwrap()
+        .replace("${{ matrix.target }}", target);
+    let workspace = tempfile::tempdir().unwrap();
+    let built = workspace.path().join(format!("target/{target}/release"));
+    std::fs::create_dir_all(&built).unwrap();
+    std::fs::copy(binary(), built.join("archtrace")).unwrap();
+    std::fs::copy(repo().join("README.md"), workspace.path().join("README.md")).unwrap();
     succeeded(
-        Command::new("tar")
-            .arg("-czf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(staging.path())
-            .arg(&name),
+        Command::new("bash")
+            .args(["-e", "-c", &script])
+            .current_dir(workspace.path()),
     );
-    let sum = succeeded(Command::new("sha256sum").arg(&archive));
-    let line = String::from_utf8(sum.stdout).unwrap();
-    std::fs::write(
-        folder.join(format!("{name}.tar.gz.sha256")),
-        format!(
-            "{}  {name}.tar.gz\n",
-            line.split_whitespace().next().unwrap()
-        ),
-    )
-    .unwrap();
+    std::fs::create_dir_all(folder).unwrap();
+    for asset in [
+        format!("archtrace-{target}.tar.gz"),
+        format!("archtrace-{target}.tar.gz.sha256"),
+    ] {
+        std::fs::copy(workspace.path().join(&asset), folder.join(&asset))
+            .unwrap_or_else(|e| panic!("the Package step made no {asset}: {e}"));
+    }
 }
 
 /// Python's HTTP server over `root`, once it answers.
