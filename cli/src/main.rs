@@ -289,6 +289,9 @@ struct SourceArgs {
     /// Window end, like --since. [default: now; with --traces, all of the input]
     #[arg(long, value_name = "WHEN")]
     until: Option<String>,
+    /// The architecture as it was at WHEN (like --since): the hour before it. Time travel.
+    #[arg(long, value_name = "WHEN", conflicts_with_all = ["since", "until"])]
+    at: Option<String>,
     /// Format of the --traces files; detected from the content when not given.
     #[arg(long, value_enum, value_name = "FORMAT")]
     input_format: Option<InputFormat>,

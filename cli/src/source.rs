@@ -1,5 +1,5 @@
 //! The source flags every reading command shares (`--traces`, `--server`, `--db`, `--store`, `--since`,
-//! `--until`), turned into a query-layer source and its window.
+//! `--until`, `--at`), turned into a query-layer source and its window.
 
 use std::path::Path;
 
@@ -18,8 +18,16 @@ use crate::{config, on_bad, SourceArgs};
 /// the input unless bounded), a running server, or a store file (the last hour by default).
 pub fn open(args: &SourceArgs) -> anyhow::Result<(Box<dyn SnapshotSource>, Window)> {
     let (since, until) = (args.since.as_deref(), args.until.as_deref());
+    let at = args
+        .at
+        .as_deref()
+        .map(|at| Window::at(at, now_ns()))
+        .transpose()?;
     if !args.traces.is_empty() {
-        let window = Window::parse_open(since, until, now_ns())?;
+        let window = match at {
+            Some(window) => window,
+            None => Window::parse_open(since, until, now_ns())?,
+        };
         let options = ReadOptions {
             format: args.input_format.map(Into::into),
             on_bad: on_bad(args.keep_going),
@@ -30,7 +38,10 @@ pub fn open(args: &SourceArgs) -> anyhow::Result<(Box<dyn SnapshotSource>, Windo
         }
         return Ok((Box::new(source), window));
     }
-    let window = Window::parse(since, until, now_ns())?;
+    let window = match at {
+        Some(window) => window,
+        None => Window::parse(since, until, now_ns())?,
+    };
     if let Some(server) = &args.server {
         let token = args
             .auth_token_file

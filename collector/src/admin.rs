@@ -128,11 +128,13 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 struct SnapshotQuery {
     since: Option<String>,
     until: Option<String>,
+    at: Option<String>,
     env: Option<String>,
     level: Option<String>,
 }
 
-/// `GET /api/v1/snapshot?since=1h&until=...&env=...&level=service|operation`: the analysed
+/// `GET /api/v1/snapshot?since=1h&until=...&env=...&level=service|operation` (or `at=WHEN`,
+/// the hour before an instant): the analysed
 /// snapshot JSON. `level=service` leaves out the operation-level edges.
 async fn snapshot(
     State(source): State<Arc<dyn SnapshotSource>>,
@@ -140,7 +142,11 @@ async fn snapshot(
 ) -> Response {
     let bad_request =
         |message: String| (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
-    let window = match Window::parse(query.since.as_deref(), query.until.as_deref(), now_ns()) {
+    let window = match query.at.as_deref() {
+        Some(at) => Window::at(at, now_ns()),
+        None => Window::parse(query.since.as_deref(), query.until.as_deref(), now_ns()),
+    };
+    let window = match window {
         Ok(window) => window.in_environment(query.env.filter(|e| !e.is_empty())),
         Err(err) => return bad_request(err.to_string()),
     };

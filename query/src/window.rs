@@ -21,6 +21,8 @@ pub enum WindowError {
     Since(InstantError),
     #[error("until: {0}")]
     Until(InstantError),
+    #[error("at: {0}")]
+    At(InstantError),
     #[error("the window's start ({since}) must be before its end ({until})")]
     Empty { since: String, until: String },
 }
@@ -52,6 +54,13 @@ impl Window {
 
     /// A window over input that has its own extent (trace files): a bound not given is open,
     /// and neither given is [`Window::ALL`].
+    /// The architecture as it was at `at`: the hour before it (the default window's length).
+    pub fn at(at: &str, now_ns: i64) -> Result<Window, WindowError> {
+        let until_ns = parse_instant(at, now_ns).map_err(WindowError::At)?;
+        let length = now_ns - parse_instant(DEFAULT_SINCE, now_ns).expect("a valid default");
+        Window::new(until_ns.saturating_sub(length), until_ns)
+    }
+
     pub fn parse_open(
         since: Option<&str>,
         until: Option<&str>,
@@ -121,6 +130,17 @@ mod tests {
 
     const NOW: i64 = 1_750_000_000_000_000_000;
     const HOUR: i64 = 3_600_000_000_000;
+
+    #[test]
+    fn at_is_the_hour_before_an_instant() {
+        let window = Window::at("2h", NOW).unwrap();
+        assert_eq!(
+            (window.since_ns, window.until_ns),
+            (NOW - 3 * HOUR, NOW - 2 * HOUR)
+        );
+        let err = Window::at("yesterday-ish", NOW).unwrap_err().to_string();
+        assert!(err.starts_with("at: "), "{err}");
+    }
 
     #[test]
     fn the_default_window_is_the_last_hour() {

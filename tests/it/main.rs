@@ -22,3 +22,4 @@ mod overload;
 mod retention;
 mod sdk_export;
 mod support;
+mod time_travel;

@@ -37,6 +37,9 @@ pub struct Params {
     pub since: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// The hour before this instant, instead of `since` and `until` (time travel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,6 +64,7 @@ impl Params {
         for field in [
             &mut self.since,
             &mut self.until,
+            &mut self.at,
             &mut self.env,
             &mut self.level,
             &mut self.focus,
@@ -89,6 +93,7 @@ impl Params {
         Params {
             since: self.since.clone(),
             until: self.until.clone(),
+            at: self.at.clone(),
             env: self.env.clone(),
             ..Params::default()
         }
@@ -103,9 +108,12 @@ impl Params {
 
     /// The window of `since`, `until` and `env`.
     fn window(&self) -> Result<Window, String> {
-        Window::parse(self.since.as_deref(), self.until.as_deref(), now_ns())
-            .map(|window| window.in_environment(self.env.clone()))
-            .map_err(|err| err.to_string())
+        match &self.at {
+            Some(at) => Window::at(at, now_ns()),
+            None => Window::parse(self.since.as_deref(), self.until.as_deref(), now_ns()),
+        }
+        .map(|window| window.in_environment(self.env.clone()))
+        .map_err(|err| err.to_string())
     }
 }
 
@@ -441,7 +449,7 @@ async fn graph_page(State(state): State<ViewerState>, Query(params): Query<Param
             label { "Search " input #search type="search" placeholder="service name" autocomplete="off"; }
             span #search-count {}
             form.focus method="get" action="/graph" {
-                @for (name, value) in [("since", &params.since), ("until", &params.until), ("env", &params.env), ("level", &params.level)] {
+                @for (name, value) in [("since", &params.since), ("until", &params.until), ("at", &params.at), ("env", &params.env), ("level", &params.level)] {
                     @if let Some(value) = value { input type="hidden" name=(name) value=(value); }
                 }
                 label { "Focus on "
@@ -621,7 +629,7 @@ async fn drift_page(State(state): State<ViewerState>, Query(params): Query<Param
             @if state.baseline.is_some() { " · " a href=(compare_link("baseline")) { "the baseline" } }
         }
         form.compare-window method="get" action="/drift" {
-            @for (name, value) in [("since", &params.since), ("until", &params.until), ("env", &params.env)] {
+            @for (name, value) in [("since", &params.since), ("until", &params.until), ("at", &params.at), ("env", &params.env)] {
                 @if let Some(value) = value { input type="hidden" name=(name) value=(value); }
             }
             input type="hidden" name="compare" value="window";

@@ -1,0 +1,117 @@
+//! Time travel: `--at WHEN` and `at=WHEN` give the architecture as it was at an instant (the
+//! hour before it), the same as the explicit window, in the CLI, the API and the viewer.
+
+use std::process::Command;
+
+use archtrace_analyzer::snapshot::Snapshot;
+use archtrace_analyzer::time::{parse_rfc3339, rfc3339};
+use archtrace_workload::shop::Simulation;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+
+use crate::support::{binary, json_files, quick_assembly, succeeded, InProcessServer};
+
+fn graph_json(args: &[&str]) -> Snapshot {
+    let output = succeeded(
+        Command::new(binary())
+            .args(["graph", "--format", "json"])
+            .args(args)
+            .arg("--traces")
+            .args(json_files("jaeger-hotel-reservation")),
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn calls(snapshot: &Snapshot) -> u64 {
+    snapshot.edges.iter().map(|e| e.calls).sum()
+}
+
+#[test]
+fn at_is_the_hour_before_the_instant_in_the_cli() {
+    let all = graph_json(&[]);
+    // The recorded traces run over about a minute; an instant inside it cuts them.
+    let start = parse_rfc3339(&all.window.start).unwrap();
+    let end = parse_rfc3339(&all.window.end).unwrap();
+    let middle = rfc3339(start + (end - start) / 2);
+    let before = rfc3339(start + (end - start) / 2 - 3_600_000_000_000);
+    let at = graph_json(&["--at", &middle]);
+    let explicit = graph_json(&["--since", &before, "--until", &middle]);
+    assert_eq!(at.edges, explicit.edges);
+    assert_eq!(at.window, explicit.window);
+    assert!(
+        calls(&at) > 0 && calls(&at) < calls(&all),
+        "{} of {}",
+        calls(&at),
+        calls(&all)
+    );
+
+    let conflict = Command::new(binary())
+        .args(["graph", "--at", "1h", "--since", "2h", "--traces"])
+        .args(json_files("jaeger-hotel-reservation"))
+        .output()
+        .unwrap();
+    assert_eq!(conflict.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&conflict.stderr).contains("--at"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_travels_in_the_api_and_the_viewer() {
+    let server = InProcessServer::start(quick_assembly()).await;
+    let now = archtrace_analyzer::time::now_ns();
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    // Traffic three hours ago; nothing since.
+    client
+        .export(
+            Simulation::starting_at(3, (now - 3 * 3_600_000_000_000) as u64).request_of_spans(500),
+        )
+        .await
+        .unwrap();
+    server.live_snapshot_when(|_| true).await;
+    let get = |query: String| {
+        let url = server.admin_url(&format!("/api/v1/snapshot?{query}"));
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Snapshot>()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let then = loop {
+        let then = get("at=2h30m".to_owned()).await;
+        if then.edges.len() >= 10 {
+            break then;
+        }
+        assert!(std::time::Instant::now() < deadline, "{then:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let start = &then.window.start;
+    let end = &then.window.end;
+    let explicit = get(format!("since={start}&until={end}")).await;
+    assert_eq!(then.edges, explicit.edges);
+    assert!(
+        get(String::new()).await.edges.is_empty(),
+        "nothing in the last hour"
+    );
+
+    // The overview at that instant: its graph, and its window by date and clock time.
+    let page = reqwest::get(server.admin_url("/?at=2h30m"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let clock = |time: &str| time[11..16].to_owned();
+    assert!(
+        page.contains(&format!("{}–{} UTC", clock(start), clock(end))),
+        "{page}"
+    );
+    assert!(
+        page.contains("<g class=\"node"),
+        "the graph of that hour is drawn"
+    );
+    server.stop().await;
+}
