@@ -12,6 +12,7 @@ pub mod analysis;
 pub mod check_output;
 pub mod declared;
 pub mod derive;
+pub mod domains;
 pub mod drift;
 pub mod export;
 pub mod findings;

@@ -7,6 +7,7 @@ mod clickhouse;
 mod conform;
 mod deploy;
 mod disk_full;
+mod domains;
 mod drift;
 mod durability;
 mod export;
