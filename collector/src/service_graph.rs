@@ -5,6 +5,7 @@
 //! Counters are cumulative since the process started. Labels are `client`, `server` and
 //! `connection_type`; operations are not labels, so the series stay as many as the edges.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use archtrace_analyzer::derive::{EdgeKind, NodeType, Observation, Provenance};
@@ -69,32 +70,53 @@ impl Default for ServiceGraph {
 impl ServiceGraph {
     /// Counts derived calls. The client histogram has what callers waited, when the caller
     /// reported a span; the server histogram the callee's own span, when it reported one.
+    /// Calls are grouped by edge first, so the series are looked up (and their labels
+    /// allocated) once per edge of a trace, not once per call: this runs on the deriver's path.
     pub fn observe(&self, observations: &[Observation]) {
+        let mut by_edge: BTreeMap<(&str, &str, &'static str), Vec<&Observation>> = BTreeMap::new();
         for o in observations {
+            let connection = connection_type(o.from_type, o.to_type, o.kind);
+            by_edge
+                .entry((&o.from, &o.to, connection))
+                .or_default()
+                .push(o);
+        }
+        let seconds = |ns: i64| ns.max(0) as f64 / 1e9;
+        for ((client, server, connection), calls) in by_edge {
             let labels = EdgeLabels {
-                client: o.from.to_string(),
-                server: o.to.to_string(),
-                connection_type: connection_type(o.from_type, o.to_type, o.kind).to_owned(),
+                client: client.to_owned(),
+                server: server.to_owned(),
+                connection_type: connection.to_owned(),
             };
-            self.requests.get_or_create(&labels).inc();
-            if o.error {
-                self.failed.get_or_create(&labels).inc();
+            self.requests
+                .get_or_create(&labels)
+                .inc_by(calls.len() as u64);
+            let failed = calls.iter().filter(|o| o.error).count() as u64;
+            if failed > 0 {
+                self.failed.get_or_create(&labels).inc_by(failed);
             }
-            let seconds = |ns: i64| ns.max(0) as f64 / 1e9;
-            let (client, server) = match o.provenance {
-                // A root span called from outside: only the callee's side is known.
-                Provenance::Entry => (None, Some(o.latency_ns)),
-                _ => (Some(o.latency_ns), o.server_latency_ns),
-            };
-            if let Some(ns) = client {
-                self.client_seconds
-                    .get_or_create(&labels)
-                    .observe(seconds(ns));
+            let mut client_waits = Vec::new();
+            let mut server_times = Vec::new();
+            for o in calls {
+                match o.provenance {
+                    // A root span called from outside: only the callee's side is known.
+                    Provenance::Entry => server_times.push(o.latency_ns),
+                    _ => {
+                        client_waits.push(o.latency_ns);
+                        server_times.extend(o.server_latency_ns);
+                    }
+                }
             }
-            if let Some(ns) = server {
-                self.server_seconds
-                    .get_or_create(&labels)
-                    .observe(seconds(ns));
+            for (family, values) in [
+                (&self.client_seconds, client_waits),
+                (&self.server_seconds, server_times),
+            ] {
+                if !values.is_empty() {
+                    let histogram = family.get_or_create(&labels);
+                    for ns in values {
+                        histogram.observe(seconds(ns));
+                    }
+                }
             }
         }
     }
