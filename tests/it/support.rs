@@ -97,9 +97,15 @@ impl InProcessServer {
     /// The live snapshot of the last hour once `ready` accepts it; fails the test when it has
     /// not within 20 s.
     pub async fn live_snapshot_when(&self, ready: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        self.snapshot_when("since=1h", ready).await
+    }
+
+    /// The snapshot API's answer to `query` (`since=…&until=…`, `at=…`) once `ready` accepts
+    /// it; fails the test when it has not within 20 s.
+    pub async fn snapshot_when(&self, query: &str, ready: impl Fn(&Snapshot) -> bool) -> Snapshot {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let response = reqwest::get(self.admin_url("/api/v1/snapshot?since=1h"))
+            let response = reqwest::get(self.admin_url(&format!("/api/v1/snapshot?{query}")))
                 .await
                 .unwrap();
             assert!(response.status().is_success(), "{response:?}");

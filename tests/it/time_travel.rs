@@ -68,32 +68,17 @@ async fn at_travels_in_the_api_and_the_viewer() {
         .await
         .unwrap();
     server.live_snapshot_when(|_| true).await;
-    let get = |query: String| {
-        let url = server.admin_url(&format!("/api/v1/snapshot?{query}"));
-        async move {
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .json::<Snapshot>()
-                .await
-                .unwrap()
-        }
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let then = loop {
-        let then = get("at=2h30m".to_owned()).await;
-        if then.edges.len() >= 10 {
-            break then;
-        }
-        assert!(std::time::Instant::now() < deadline, "{then:#?}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let then = server
+        .snapshot_when("at=2h30m", |s| s.edges.len() >= 10)
+        .await;
     let start = &then.window.start;
     let end = &then.window.end;
-    let explicit = get(format!("since={start}&until={end}")).await;
+    let explicit = server
+        .snapshot_when(&format!("since={start}&until={end}"), |_| true)
+        .await;
     assert_eq!(then.edges, explicit.edges);
     assert!(
-        get(String::new()).await.edges.is_empty(),
+        server.snapshot_when("", |_| true).await.edges.is_empty(),
         "nothing in the last hour"
     );
 
