@@ -52,6 +52,7 @@ fn main() {
                 id: name(i),
                 node_type: NodeType::Service,
                 entry_point: false,
+                spans_without_sampling: 0,
                 metrics: None,
             })
             .collect(),
@@ -62,6 +63,7 @@ fn main() {
                 to: name(b),
                 kind: EdgeKind::Sync,
                 calls: 10 + next() % 90,
+                estimated_calls: None,
                 errors: 0,
                 latency_ms: None,
                 server_latency_ms: None,

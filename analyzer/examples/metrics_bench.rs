@@ -32,6 +32,7 @@ fn generate(services: usize, edges: usize) -> Snapshot {
                 NodeType::Service
             },
             entry_point: i % 50 == 0,
+            spans_without_sampling: 0,
             metrics: None,
         })
         .collect();
@@ -61,6 +62,7 @@ fn generate(services: usize, edges: usize) -> Snapshot {
                     EdgeKind::Sync
                 },
                 calls,
+                estimated_calls: None,
                 errors: if next(50) == 0 { calls / 10 } else { 0 },
                 latency_ms: Some(Quantiles {
                     p50: 2.0,

@@ -35,6 +35,9 @@ pub struct OperationKey {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EdgeStats {
     pub calls: u64,
+    /// The calls the sampled ones stand for: each weighted by its adjusted count (1 when its
+    /// sampling is unknown).
+    pub estimated_calls: f64,
     pub errors: u64,
     pub latency: LatencySketch,
     pub server_latency: LatencySketch,
@@ -52,6 +55,7 @@ impl EdgeStats {
             self.last_seen_ns = observation.start_ns;
         }
         self.calls += 1;
+        self.estimated_calls += observation.adjusted_count.unwrap_or(1.0);
         self.errors += u64::from(observation.error);
         self.latency.add(observation.latency_ns);
         if let Some(server) = observation.server_latency_ns {
@@ -70,6 +74,7 @@ impl EdgeStats {
             self.last_seen_ns = other.last_seen_ns;
         }
         self.calls += other.calls;
+        self.estimated_calls += other.estimated_calls;
         self.errors += other.errors;
         self.latency.merge(&other.latency);
         self.server_latency.merge(&other.server_latency);
@@ -106,6 +111,9 @@ pub struct Diagnostics {
     pub late_spans_paired: u64,
     pub late_spans_dropped: u64,
     pub traces_cut_short: u64,
+    /// Spans whose trace told nothing of its sampling: each counted as one call.
+    #[serde(default)]
+    pub spans_without_sampling: u64,
 }
 
 impl Diagnostics {
@@ -118,6 +126,7 @@ impl Diagnostics {
         self.late_spans_paired += other.late_spans_paired;
         self.late_spans_dropped += other.late_spans_dropped;
         self.traces_cut_short += other.traces_cut_short;
+        self.spans_without_sampling += other.spans_without_sampling;
     }
 }
 
@@ -130,6 +139,8 @@ pub struct NodeFacts {
     pub peer_types: BTreeSet<NodeType>,
     /// Called from outside (R3).
     pub entry_point: bool,
+    /// Spans it reported whose trace told nothing of its sampling.
+    pub spans_without_sampling: u64,
 }
 
 impl NodeFacts {
@@ -137,6 +148,7 @@ impl NodeFacts {
         self.reports_spans |= other.reports_spans;
         self.peer_types.extend(other.peer_types.iter().copied());
         self.entry_point |= other.entry_point;
+        self.spans_without_sampling += other.spans_without_sampling;
     }
 
     /// A node is a service whenever some span reports it; otherwise the type a rule gave it.
@@ -320,26 +332,34 @@ impl Aggregate {
         self.diagnostics.orphaned_spans += trace.orphaned_spans;
         self.diagnostics.unresolved_client_spans += trace.unresolved_callers.len() as u64;
         self.note_trace_shape(trace);
+        self.note_spans(spans, trace.adjusted_count);
+    }
+
+    /// Notes the services that reported `spans`, the time they cover, and those without
+    /// sampling information (none when their trace's adjusted count is known).
+    pub fn note_spans(&mut self, spans: &[Span], trace_count: Option<f64>) {
         for span in spans {
-            self.note_service(&span.service);
+            let unsampled = u64::from(span.adjusted_count.or(trace_count).is_none());
+            self.diagnostics.spans_without_sampling += unsampled;
+            match self.nodes.get_mut(&span.service) {
+                Some(facts) => {
+                    facts.reports_spans = true;
+                    facts.spans_without_sampling += unsampled;
+                }
+                None => {
+                    self.nodes.insert(
+                        span.service.clone(),
+                        NodeFacts {
+                            reports_spans: true,
+                            spans_without_sampling: unsampled,
+                            ..NodeFacts::default()
+                        },
+                    );
+                }
+            }
             let range = self.span_range.get_or_insert((span.start_ns, span.end_ns));
             range.0 = range.0.min(span.start_ns);
             range.1 = range.1.max(span.end_ns);
-        }
-    }
-
-    fn note_service(&mut self, service: &Arc<str>) {
-        match self.nodes.get_mut(service) {
-            Some(facts) => facts.reports_spans = true,
-            None => {
-                self.nodes.insert(
-                    service.clone(),
-                    NodeFacts {
-                        reports_spans: true,
-                        ..NodeFacts::default()
-                    },
-                );
-            }
         }
     }
 
@@ -664,6 +684,29 @@ mod tests {
         assert_eq!(aggregate.diagnostics.spans, 7 + 3);
         assert!(aggregate.nodes["web"].entry_point);
         assert_eq!(aggregate.nodes["web"].node_type(), NodeType::Service);
+    }
+
+    #[test]
+    fn estimated_calls_weigh_each_call_and_unsampled_spans_are_counted_per_service() {
+        let mut aggregate = Aggregate::default();
+        let mut scratch = Vec::new();
+        // Two calls in a trace whose root says 1 in 4, one call in a trace that says nothing.
+        let mut sampled = trace(1, 0, 2);
+        sampled[0].adjusted_count = Some(4.0);
+        aggregate.add_trace(&sampled, &NoLookup, &mut scratch);
+        aggregate.add_trace(&trace(2, 0, 1), &NoLookup, &mut scratch);
+        let stats = edge(&aggregate, "web", "cart");
+        assert_eq!((stats.calls, stats.estimated_calls), (3, 2.0 * 4.0 + 1.0));
+        // The unsampled trace's 3 spans: web's root and client span, cart's server span.
+        assert_eq!(aggregate.diagnostics.spans_without_sampling, 3);
+        assert_eq!(aggregate.nodes["web"].spans_without_sampling, 2);
+        assert_eq!(aggregate.nodes["cart"].spans_without_sampling, 1);
+        let mut merged = Aggregate::default();
+        merged.merge(&aggregate);
+        merged.merge(&aggregate);
+        assert_eq!(edge(&merged, "web", "cart").estimated_calls, 18.0);
+        assert_eq!(merged.nodes["web"].spans_without_sampling, 4);
+        assert_eq!(merged.diagnostics.spans_without_sampling, 6);
     }
 
     #[test]

@@ -95,10 +95,13 @@ pub struct Observation {
     pub trace_id: TraceId,
     /// The span the rule fired on: the callee's span (R1, R3, R4, R5) or the client span (R2).
     pub span_id: SpanId,
+    /// How many calls this one stands for: the adjusted count of that span, else of its parent,
+    /// else of the trace; `None` when nothing in the trace tells its sampling.
+    pub adjusted_count: Option<f64>,
 }
 
 /// What derivation counted about one trace's inputs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TraceDiagnostics {
     pub spans: u64,
     pub observations: u64,
@@ -114,6 +117,9 @@ pub struct TraceDiagnostics {
     pub sync_depth: u32,
     /// Distinct services that reported spans.
     pub services_touched: u32,
+    /// The trace's adjusted count: its root span's, or else the first one a span carries
+    /// (Jaeger tags only the root with its sampler).
+    pub adjusted_count: Option<f64>,
 }
 
 /// What R5 needs to know of a linked span that is not in this trace.
@@ -252,6 +258,25 @@ pub fn derive_trace(
         }
     }
     diagnostics.observations = (out.len() - before) as u64;
+    diagnostics.adjusted_count = spans
+        .iter()
+        .find(|s| s.parent_span_id.is_none())
+        .and_then(|root| root.adjusted_count)
+        .or_else(|| spans.iter().find_map(|s| s.adjusted_count));
+    if let Some(trace_count) = diagnostics.adjusted_count {
+        for observation in &mut out[before..] {
+            // The span the rule fired on, else its parent (the caller's client span, for
+            // R1), else the trace.
+            observation.adjusted_count = index
+                .get(&observation.span_id)
+                .and_then(|&i| {
+                    spans[i]
+                        .adjusted_count
+                        .or_else(|| parent_of[i].and_then(|p| spans[p].adjusted_count))
+                })
+                .or(Some(trace_count));
+        }
+    }
     diagnostics.entry = spans
         .iter()
         .filter(|s| s.parent_span_id.is_none())
@@ -387,6 +412,7 @@ fn rule_1_server_pairing(
         provenance: Provenance::Server,
         trace_id: span.trace_id,
         span_id: span.span_id,
+        adjusted_count: None,
     });
 }
 
@@ -420,6 +446,7 @@ fn rule_2_uninstrumented_callee(
         provenance: Provenance::Uninstrumented,
         trace_id: span.trace_id,
         span_id: span.span_id,
+        adjusted_count: None,
     });
     true
 }
@@ -460,6 +487,7 @@ fn rule_3_uninstrumented_caller(span: &Span, out: &mut Vec<Observation>) {
         provenance: Provenance::Entry,
         trace_id: span.trace_id,
         span_id: span.span_id,
+        adjusted_count: None,
     });
 }
 
@@ -483,6 +511,7 @@ fn rule_4_boundary(span: &Span, parent: &Span, caller_op: Arc<str>, out: &mut Ve
         provenance: Provenance::Boundary,
         trace_id: span.trace_id,
         span_id: span.span_id,
+        adjusted_count: None,
     });
 }
 
@@ -524,6 +553,7 @@ fn rule_5_links(
             provenance: Provenance::Link,
             trace_id: span.trace_id,
             span_id: span.span_id,
+            adjusted_count: None,
         });
     }
     resolved
@@ -603,6 +633,39 @@ mod tests {
         let (_, diagnostics) = derive(&looped);
         assert_eq!(diagnostics.entry, None);
         assert!(diagnostics.sync_depth >= 1);
+    }
+
+    #[test]
+    fn a_call_counts_its_spans_adjusted_count_or_else_its_traces() {
+        // Jaeger tags only the root with its sampler (here 1 in 4); a span of its own says 10.
+        let spans = [
+            span(1, None, "web", Server).with_adjusted_count(Some(4.0)),
+            span(2, Some(1), "web", Client),
+            span(3, Some(2), "cart", Server),
+            span(4, Some(1), "web", Client).with_adjusted_count(Some(10.0)),
+            span(5, Some(4), "pricing", Server),
+        ];
+        let (out, diagnostics) = derive(&spans);
+        assert_eq!(diagnostics.adjusted_count, Some(4.0));
+        let counts: Vec<(&str, Option<f64>)> =
+            out.iter().map(|o| (&*o.to, o.adjusted_count)).collect();
+        // R3 fires on the root, R1 on each server span. Neither server span has a count:
+        // cart's caller span has none either, so the trace's 4; pricing's caller says 10.
+        assert_eq!(
+            counts,
+            [
+                ("web", Some(4.0)),
+                ("cart", Some(4.0)),
+                ("pricing", Some(10.0))
+            ]
+        );
+        let unsampled = [
+            span(1, None, "web", Server),
+            span(2, Some(1), "web", Client),
+        ];
+        let (out, diagnostics) = derive(&unsampled);
+        assert_eq!(diagnostics.adjusted_count, None);
+        assert!(out.iter().all(|o| o.adjusted_count.is_none()));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod render;
 pub mod risk;
 pub mod rules;
+pub mod sampling;
 pub mod sketch;
 pub mod snapshot;
 pub mod span;

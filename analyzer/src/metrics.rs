@@ -291,7 +291,9 @@ pub fn node_metrics(
                 betweenness: round(raw_betweenness[i] / pairs),
                 articulation_point: cut_vertices.contains(&index),
                 dominates,
-                calls_per_min: round(calls_in as f64 / observed_minutes),
+                calls_per_min: round(
+                    edges_in.iter().map(|e| e.estimate()).sum::<f64>() / observed_minutes,
+                ),
                 error_rate_in: ratio(errors_in as f64, calls_in as f64),
                 error_rate_out: ratio(errors_out as f64, calls_out as f64),
                 p99_in_ms: edges_in
@@ -354,6 +356,7 @@ pub(crate) mod tests {
                         NodeType::Service
                     },
                     entry_point: entries.contains(name),
+                    spans_without_sampling: 0,
                     metrics: None,
                 })
                 .collect(),
@@ -367,6 +370,7 @@ pub(crate) mod tests {
                         .find(|(a, b, _)| a == from && b == to)
                         .map_or(EdgeKind::Sync, |(_, _, k)| *k),
                     calls: 10,
+                    estimated_calls: None,
                     errors: u64::from(to.ends_with('!')),
                     latency_ms: None,
                     server_latency_ms: None,

@@ -99,6 +99,9 @@ pub fn table(snapshot: &Snapshot, level: Level) -> String {
         "input   {} spans in {} traces; {} orphaned, {} client spans with no named callee",
         d.spans, d.traces, d.orphaned_spans, d.unresolved_client_spans
     );
+    if let Some(note) = snapshot.sampling_note() {
+        let _ = writeln!(out, "sampled {}", printable(&note));
+    }
     let entry_points: Vec<&str> = snapshot
         .nodes
         .iter()
@@ -441,12 +444,14 @@ mod tests {
                     id: names[0].into(),
                     node_type: NodeType::Service,
                     entry_point: true,
+                    spans_without_sampling: 0,
                     metrics: None,
                 },
                 Node {
                     id: names[1].into(),
                     node_type: NodeType::Database,
                     entry_point: false,
+                    spans_without_sampling: 0,
                     metrics: None,
                 },
             ],
@@ -455,6 +460,7 @@ mod tests {
                 to: names[1].into(),
                 kind: EdgeKind::Async,
                 calls: 3,
+                estimated_calls: None,
                 errors: 1,
                 latency_ms: None,
                 server_latency_ms: None,

@@ -48,6 +48,9 @@ pub struct Node {
     #[serde(rename = "type")]
     pub node_type: NodeType,
     pub entry_point: bool,
+    /// Spans it reported whose trace told nothing of its sampling: counted as one call each.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spans_without_sampling: u64,
     /// Coupling, reach and health (absent for client nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<NodeMetrics>,
@@ -65,7 +68,12 @@ pub struct Edge {
     pub from: String,
     pub to: String,
     pub kind: EdgeKind,
+    /// Calls seen in the spans received.
     pub calls: u64,
+    /// The calls those stand for, each weighted by its adjusted count; absent in snapshots
+    /// written before archtrace estimated (read as `calls`, see [`Edge::estimate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_calls: Option<f64>,
     pub errors: u64,
     /// What callers waited.
     pub latency_ms: Option<Quantiles>,
@@ -76,6 +84,17 @@ pub struct Edge {
     pub max_calls_per_trace: u64,
     pub first_seen: String,
     pub last_seen: String,
+}
+
+impl Edge {
+    /// The estimated calls: what rates and charts use.
+    pub fn estimate(&self) -> f64 {
+        self.estimated_calls.unwrap_or(self.calls as f64)
+    }
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +312,48 @@ impl Snapshot {
         }
     }
 
+    /// What sampling did to the counts, for a reader: `None` when no span said anything of its
+    /// sampling (the counts are as received). Otherwise how many calls the sampled ones stand
+    /// for, and which services sent spans without sampling information.
+    pub fn sampling_note(&self) -> Option<String> {
+        let d = &self.diagnostics;
+        if d.spans == 0 || d.spans_without_sampling >= d.spans {
+            return None;
+        }
+        let calls: u64 = self.edges.iter().map(|e| e.calls).sum();
+        let estimated: f64 = self.edges.iter().map(Edge::estimate).sum();
+        let mut note = format!(
+            "Sampled traffic: the {calls} calls seen stand for about {estimated:.0} \
+             (each weighted by its span's adjusted count)."
+        );
+        if d.spans_without_sampling > 0 {
+            let mut services: Vec<(&str, u64)> = self
+                .nodes
+                .iter()
+                .filter(|n| n.spans_without_sampling > 0)
+                .map(|n| (n.id.as_str(), n.spans_without_sampling))
+                .collect();
+            services.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let named: Vec<String> = services
+                .iter()
+                .take(5)
+                .map(|(service, spans)| format!("{service} ({spans})"))
+                .collect();
+            let more = services.len().saturating_sub(named.len());
+            note.push_str(&format!(
+                " {} spans carried no sampling information and count as one each: {}{}.",
+                d.spans_without_sampling,
+                named.join(", "),
+                if more > 0 {
+                    format!(" and {more} more services")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        Some(note)
+    }
+
     /// The snapshot of an aggregate over `window` (Unix nanoseconds), not yet analysed: no node
     /// metrics and no findings until [`crate::analysis::Analyzed::new`] adds them.
     pub fn from_aggregate(aggregate: &Aggregate, window: (i64, i64)) -> Snapshot {
@@ -303,6 +364,7 @@ impl Snapshot {
                 id: name.to_string(),
                 node_type: facts.node_type(),
                 entry_point: facts.entry_point,
+                spans_without_sampling: facts.spans_without_sampling,
                 metrics: None,
             })
             .collect();
@@ -315,6 +377,8 @@ impl Snapshot {
                 to: key.to.to_string(),
                 kind: key.kind,
                 calls: stats.calls,
+                // Rounded so that snapshots do not churn in the last digits.
+                estimated_calls: Some((stats.estimated_calls * 1_000.0).round() / 1_000.0),
                 errors: stats.errors,
                 latency_ms: quantiles(&stats.latency),
                 server_latency_ms: quantiles(&stats.server_latency),

@@ -143,7 +143,7 @@ pub struct SpanDetail {
     pub events_count: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Span {
     pub trace_id: TraceId,
     pub span_id: SpanId,
@@ -159,6 +159,9 @@ pub struct Span {
     pub peer: PeerAttributes,
     /// `deployment.environment.name` (or the legacy `deployment.environment`) of the resource.
     pub environment: Option<Arc<str>>,
+    /// How many spans this one stands for, when its sampling is known
+    /// ([`crate::sampling::adjusted_count`]).
+    pub adjusted_count: Option<f64>,
     pub detail: SpanDetail,
 }
 
@@ -179,6 +182,7 @@ impl Span {
             links: Vec::new(),
             peer: PeerAttributes::default(),
             environment: None,
+            adjusted_count: None,
             detail: SpanDetail::default(),
         }
     }
@@ -190,6 +194,11 @@ impl Span {
 
     pub fn with_name(mut self, name: impl Into<String>) -> Span {
         self.name = name.into();
+        self
+    }
+
+    pub fn with_adjusted_count(mut self, adjusted_count: Option<f64>) -> Span {
+        self.adjusted_count = adjusted_count;
         self
     }
 

@@ -69,6 +69,7 @@ impl S {
                 ..PeerAttributes::default()
             },
             environment: None,
+            adjusted_count: None,
             detail: Default::default(),
         }
     }

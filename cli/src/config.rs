@@ -88,6 +88,10 @@ pub struct ServeOptions {
     /// catalog file or folder, a Structurizr workspace (.dsl) or a snapshot.
     #[arg(long, env = "ARCHTRACE_DECLARED", value_name = "PATH")]
     pub declared: Option<PathBuf>,
+    /// A span or resource attribute whose number says how many spans each one stands for
+    /// (Tempo's span_multiplier_key), used before any other sampling information.
+    #[arg(long, env = "ARCHTRACE_SPAN_MULTIPLIER_KEY", value_name = "ATTRIBUTE")]
+    pub span_multiplier_key: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -147,6 +151,7 @@ impl ServeOptions {
             no_derive,
             baseline,
             declared,
+            span_multiplier_key,
         } = self;
         ServeOptions {
             db: db.or(file.db),
@@ -166,6 +171,7 @@ impl ServeOptions {
             no_derive: no_derive || file.no_derive,
             baseline: baseline.or(file.baseline),
             declared: declared.or(file.declared),
+            span_multiplier_key: span_multiplier_key.or(file.span_multiplier_key),
         }
     }
 }
@@ -236,6 +242,7 @@ pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
             },
             spans: options.spans.map(KeepSpans::from).unwrap_or_default(),
             derive_edges: !options.no_derive,
+            span_multiplier_key: options.span_multiplier_key.map(Into::into),
             references: Default::default(),
             assembly: AssemblySettings {
                 trace_idle: options.trace_idle.unwrap_or(assembly_defaults.trace_idle),

@@ -250,6 +250,10 @@ struct ImportArgs {
     /// error), count it, and import everything else.
     #[arg(long)]
     keep_going: bool,
+    /// A span or resource attribute whose number says how many spans each one stands for
+    /// (Tempo's span_multiplier_key), used before any other sampling information.
+    #[arg(long, env = "ARCHTRACE_SPAN_MULTIPLIER_KEY", value_name = "ATTRIBUTE")]
+    span_multiplier_key: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -308,6 +312,10 @@ struct SourceArgs {
     /// With --traces: skip what cannot be read instead of stopping.
     #[arg(long)]
     keep_going: bool,
+    /// With --traces: a span or resource attribute whose number says how many spans each one
+    /// stands for (Tempo's span_multiplier_key), used before any other sampling information.
+    #[arg(long, env = "ARCHTRACE_SPAN_MULTIPLIER_KEY", value_name = "ATTRIBUTE")]
+    span_multiplier_key: Option<String>,
     /// File holding the server's bearer token, for --server.
     #[arg(long, value_name = "FILE")]
     auth_token_file: Option<PathBuf>,
@@ -676,6 +684,7 @@ fn import_files(args: ImportArgs) -> anyhow::Result<()> {
     let options = ReadOptions {
         format: args.format.map(Into::into),
         on_bad: on_bad(args.keep_going),
+        multiplier_key: args.span_multiplier_key.map(Into::into),
     };
     let outcome = archtrace_query::load::import_files(store, &args.files, options, bytes_read);
     if let Some(progress) = progress {

@@ -51,6 +51,10 @@ pub struct DeriveArgs {
     /// How long the buckets are kept (ClickHouse's TTL).
     #[arg(long, default_value = "90d", value_name = "DURATION", value_parser = humantime::parse_duration)]
     bucket_retention: Duration,
+    /// A span or resource attribute whose number says how many spans each one stands for
+    /// (Tempo's span_multiplier_key), used before any other sampling information.
+    #[arg(long, env = "ARCHTRACE_SPAN_MULTIPLIER_KEY", value_name = "ATTRIBUTE")]
+    span_multiplier_key: Option<String>,
 }
 
 fn nanos(duration: Duration) -> i64 {
@@ -70,6 +74,7 @@ pub fn derive(args: DeriveArgs) -> anyhow::Result<()> {
         since_ns: (bounds.since_ns != i64::MIN).then_some(bounds.since_ns),
         until_ns: (bounds.until_ns != i64::MAX).then_some(bounds.until_ns),
         retention_days: args.bucket_retention.as_secs().div_ceil(86_400).max(1) as u32,
+        multiplier_key: args.span_multiplier_key.filter(|key| !key.is_empty()),
     };
     let worker = Worker::new(&from, &store, settings)?;
     let stop = Arc::new(AtomicBool::new(false));

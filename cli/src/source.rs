@@ -31,6 +31,7 @@ pub fn open(args: &SourceArgs) -> anyhow::Result<(Box<dyn SnapshotSource>, Windo
         let options = ReadOptions {
             format: args.input_format.map(Into::into),
             on_bad: on_bad(args.keep_going),
+            multiplier_key: args.span_multiplier_key.as_deref().map(Into::into),
         };
         let source = FilesSource::read(&args.traces, options)?;
         if source.summary().spans == 0 {

@@ -48,6 +48,7 @@ struct EdgeRow<'a> {
     server_counts: Vec<u64>,
     first_seen_ns: i64,
     last_seen_ns: i64,
+    estimated_calls: f64,
 }
 
 #[derive(Row, Serialize)]
@@ -80,6 +81,7 @@ struct NodeRow<'a> {
     reports_spans: u8,
     peer_types: Vec<&'static str>,
     entry_point: u8,
+    spans_without_sampling: u64,
 }
 
 #[derive(Row, Serialize)]
@@ -115,6 +117,7 @@ struct DiagnosticRow<'a> {
     traces_cut_short: u64,
     span_min_ns: Option<i64>,
     span_max_ns: Option<i64>,
+    spans_without_sampling: u64,
 }
 
 fn sketch_columns(sketch: &LatencySketch) -> (u64, i64, Vec<i32>, Vec<u64>) {
@@ -192,6 +195,7 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
                     server_counts: server.3,
                     first_seen_ns: stats.first_seen_ns,
                     last_seen_ns: stats.last_seen_ns,
+                    estimated_calls: stats.estimated_calls,
                 }
             })
         })
@@ -234,6 +238,7 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
                 reports_spans: facts.reports_spans.into(),
                 peer_types: facts.peer_types.iter().map(|t| t.as_str()).collect(),
                 entry_point: facts.entry_point.into(),
+                spans_without_sampling: facts.spans_without_sampling,
             })
         })
         .collect();
@@ -280,6 +285,7 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
                 traces_cut_short: d.traces_cut_short,
                 span_min_ns: aggregate.span_range.map(|r| r.0),
                 span_max_ns: aggregate.span_range.map(|r| r.1),
+                spans_without_sampling: d.spans_without_sampling,
             }
         })
         .collect();
@@ -339,6 +345,7 @@ struct EdgeSum {
     server_sum: (Vec<i32>, Vec<u64>),
     first_seen: i64,
     last_seen: i64,
+    total_estimated_calls: f64,
 }
 
 #[derive(Row, Deserialize)]
@@ -360,6 +367,7 @@ struct NodeSum {
     any_reports_spans: u8,
     all_peer_types: Vec<String>,
     any_entry_point: u8,
+    all_spans_without_sampling: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -383,6 +391,7 @@ struct DiagnosticSum {
     total_traces_cut_short: u64,
     first_span_ns: Option<i64>,
     last_span_ns: Option<i64>,
+    total_spans_without_sampling: u64,
 }
 
 const EDGE_SUMS: &str = "sum(calls) AS total_calls, sum(errors) AS total_errors,
@@ -418,7 +427,8 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
                     max(max_calls_per_trace) AS most_calls_per_trace,
                     sum(server_zeros) AS all_server_zeros, max(server_max_ns) AS most_server_ns,
                     sumMap(server_index, server_counts) AS server_sum,
-                    min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen
+                    min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen,
+                    sum(estimated_calls) AS total_estimated_calls
                  FROM edge_buckets FINAL WHERE ({filter}) AND calls > 0
                  GROUP BY source, target, kind"
             ))
@@ -432,6 +442,7 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
         };
         let stats = EdgeStats {
             calls: row.total_calls,
+            estimated_calls: row.total_estimated_calls,
             errors: row.total_errors,
             latency: sketch(row.all_latency_zeros, row.most_latency_ns, row.latency_sum),
             server_latency: sketch(row.all_server_zeros, row.most_server_ns, row.server_sum),
@@ -474,7 +485,8 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
             .query(&format!(
                 "SELECT node, max(reports_spans) AS any_reports_spans,
                     arrayMap(t -> toString(t), groupUniqArrayArray(peer_types)) AS all_peer_types,
-                    max(entry_point) AS any_entry_point
+                    max(entry_point) AS any_entry_point,
+                    sum(spans_without_sampling) AS all_spans_without_sampling
                  FROM node_buckets FINAL WHERE {filter} GROUP BY node"
             ))
             .fetch_all(),
@@ -488,6 +500,7 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
                 .filter_map(|t| parse_node_type(t))
                 .collect(),
             entry_point: row.any_entry_point > 0,
+            spans_without_sampling: row.all_spans_without_sampling,
         };
         aggregate
             .nodes
@@ -534,7 +547,8 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
                     sum(late_spans_paired) AS total_late_spans_paired,
                     sum(late_spans_dropped) AS total_late_spans_dropped,
                     sum(traces_cut_short) AS total_traces_cut_short,
-                    min(span_min_ns) AS first_span_ns, max(span_max_ns) AS last_span_ns
+                    min(span_min_ns) AS first_span_ns, max(span_max_ns) AS last_span_ns,
+                    sum(spans_without_sampling) AS total_spans_without_sampling
                  FROM diagnostic_buckets FINAL WHERE {filter}"
             ))
             .fetch_one(),
@@ -548,6 +562,7 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
         late_spans_paired: totals.total_late_spans_paired,
         late_spans_dropped: totals.total_late_spans_dropped,
         traces_cut_short: totals.total_traces_cut_short,
+        spans_without_sampling: totals.total_spans_without_sampling,
     });
     aggregate.span_range = totals.first_span_ns.zip(totals.last_span_ns);
     Ok(aggregate)
@@ -564,6 +579,7 @@ struct NodeEdgeSum {
     all_latency_zeros: u64,
     most_latency_ns: i64,
     latency_sum: (Vec<i32>, Vec<u64>),
+    total_estimated_calls: f64,
 }
 
 /// The edges into or out of `node` per stored bucket of `width` starting in `[since, until)`,
@@ -579,7 +595,8 @@ pub fn node_edges(
         "read a service's series",
         conn.client()
             .query(&format!(
-                "SELECT bucket_ns, source, target, kind, {EDGE_SUMS}
+                "SELECT bucket_ns, source, target, kind, {EDGE_SUMS},
+                    sum(estimated_calls) AS total_estimated_calls
                  FROM edge_buckets FINAL
                  WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?
                     AND (source = ? OR target = ?)
@@ -602,6 +619,7 @@ pub fn node_edges(
             };
             let stats = EdgeStats {
                 calls: row.total_calls,
+                estimated_calls: row.total_estimated_calls,
                 errors: row.total_errors,
                 latency: sketch(row.all_latency_zeros, row.most_latency_ns, row.latency_sum),
                 ..EdgeStats::default()

@@ -22,6 +22,11 @@ const BUCKET_TABLES: [&str; 5] = [
 const BUCKET_COLUMNS: &str = "bucket_ns Int64, width_s UInt32, worker LowCardinality(String), \
                               window_ns Int64, version UInt64";
 
+/// Sampling columns, with the defaults rows written before them read as.
+const ESTIMATED_CALLS: &str = "estimated_calls Float64 DEFAULT toFloat64(calls)";
+const NODE_SPANS_WITHOUT_SAMPLING: &str = "spans_without_sampling UInt64 DEFAULT 0";
+const DIAGNOSTIC_SPANS_WITHOUT_SAMPLING: &str = "spans_without_sampling UInt64 DEFAULT spans";
+
 fn bucket_table(name: &str, columns: &str, key: &str, retention_days: u32) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {name} ({BUCKET_COLUMNS}, {columns})
@@ -45,7 +50,7 @@ fn statements(retention_days: u32) -> Vec<String> {
             &format!(
                 "source String, target String, kind LowCardinality(String), calls UInt64, \
                  errors UInt64, traces UInt64, max_calls_per_trace UInt64, {}, {}, \
-                 first_seen_ns Int64, last_seen_ns Int64",
+                 first_seen_ns Int64, last_seen_ns Int64, {ESTIMATED_CALLS}",
                 sketch("latency"),
                 sketch("server")
             ),
@@ -64,8 +69,10 @@ fn statements(retention_days: u32) -> Vec<String> {
         ),
         bucket_table(
             "node_buckets",
-            "node String, reports_spans UInt8, peer_types Array(LowCardinality(String)), \
-             entry_point UInt8",
+            &format!(
+                "node String, reports_spans UInt8, peer_types Array(LowCardinality(String)), \
+                 entry_point UInt8, {NODE_SPANS_WITHOUT_SAMPLING}"
+            ),
             "node,",
             retention_days,
         ),
@@ -79,12 +86,23 @@ fn statements(retention_days: u32) -> Vec<String> {
         ),
         bucket_table(
             "diagnostic_buckets",
-            "spans UInt64, traces UInt64, observations UInt64, orphaned_spans UInt64, \
-             unresolved_client_spans UInt64, late_spans_paired UInt64, \
-             late_spans_dropped UInt64, traces_cut_short UInt64, \
-             span_min_ns Nullable(Int64), span_max_ns Nullable(Int64)",
+            &format!(
+                "spans UInt64, traces UInt64, observations UInt64, orphaned_spans UInt64, \
+                 unresolved_client_spans UInt64, late_spans_paired UInt64, \
+                 late_spans_dropped UInt64, traces_cut_short UInt64, \
+                 span_min_ns Nullable(Int64), span_max_ns Nullable(Int64), \
+                 {DIAGNOSTIC_SPANS_WITHOUT_SAMPLING}"
+            ),
             "",
             retention_days,
+        ),
+        // Tables made before archtrace estimated sampled calls gain the columns; their rows
+        // read as unsampled through the defaults.
+        format!("ALTER TABLE edge_buckets ADD COLUMN IF NOT EXISTS {ESTIMATED_CALLS}"),
+        format!("ALTER TABLE node_buckets ADD COLUMN IF NOT EXISTS {NODE_SPANS_WITHOUT_SAMPLING}"),
+        format!(
+            "ALTER TABLE diagnostic_buckets ADD COLUMN IF NOT EXISTS \
+             {DIAGNOSTIC_SPANS_WITHOUT_SAMPLING}"
         ),
         // Each worker's watermark: every window before it is derived.
         "CREATE TABLE IF NOT EXISTS progress (worker String, watermark_ns Int64, version UInt64)

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use archtrace_analyzer::sampling::{self, JaegerSampler};
 use archtrace_analyzer::span::{service_node_name, Link, PeerAttributes, SpanKind, StatusCode};
 use archtrace_analyzer::Span;
 use clickhouse::Row;
@@ -23,6 +24,8 @@ pub struct WindowRead<'a> {
     pub until_ns: i64,
     pub slack_ns: i64,
     pub shard: Shard,
+    /// The span or resource attribute that multiplies a span's count, if any.
+    pub multiplier_key: Option<&'a str>,
 }
 
 #[derive(Row, Deserialize)]
@@ -56,6 +59,11 @@ struct SpanRow {
     http_method: Option<String>,
     link_trace_ids: Vec<String>,
     link_span_ids: Vec<String>,
+    trace_state: String,
+    multiplier: Option<String>,
+    sampler_type: Option<String>,
+    sampler_param: Option<String>,
+    sampling_priority: Option<String>,
 }
 
 /// The span attributes the contract reads, by field of [`SpanRow`]; as `otlp::convert`.
@@ -79,6 +87,8 @@ const SPAN_ATTRIBUTES: [(&str, &str); 16] = [
 ];
 
 fn attribute(map: &str, key: &str) -> String {
+    // Keys are ours, or the operator's multiplier key: quoted as a ClickHouse string literal.
+    let key = key.replace('\\', "\\\\").replace('\'', "\\'");
     format!("if(mapContains({map}, '{key}'), {map}['{key}'], NULL)")
 }
 
@@ -123,6 +133,22 @@ fn select_sql(read: &WindowRead) -> String {
     }
     columns.push("Links.TraceId AS link_trace_ids".to_owned());
     columns.push("Links.SpanId AS link_span_ids".to_owned());
+    columns.push("toString(TraceState) AS trace_state".to_owned());
+    columns.push(match read.multiplier_key {
+        Some(key) => format!(
+            "coalesce({}, {}) AS multiplier",
+            attribute("SpanAttributes", key),
+            attribute("ResourceAttributes", key)
+        ),
+        None => "CAST(NULL, 'Nullable(String)') AS multiplier".to_owned(),
+    });
+    for (field, key) in [
+        ("sampler_type", "sampler.type"),
+        ("sampler_param", "sampler.param"),
+        ("sampling_priority", "sampling.priority"),
+    ] {
+        columns.push(format!("{} AS {field}", attribute("SpanAttributes", key)));
+    }
     let (since, until) = (read.since_ns, read.until_ns);
     let Shard { index, count } = read.shard;
     format!(
@@ -262,6 +288,14 @@ fn span_of(row: SpanRow, services: &mut HashSet<Arc<str>>) -> Option<Span> {
     span.status = status_code(&row.status_code);
     span.links = links;
     span.environment = row.environment.map(Arc::from);
+    let number = |text: Option<String>| text.as_deref().and_then(sampling::parse_number);
+    span.adjusted_count = sampling::adjusted_count(&sampling::Evidence {
+        multiplier: number(row.multiplier),
+        trace_state: sampling::trace_state_count(&row.trace_state),
+        jaeger_type: row.sampler_type.as_deref().and_then(JaegerSampler::parse),
+        jaeger_param: number(row.sampler_param),
+        priority: number(row.sampling_priority),
+    });
     span.peer = PeerAttributes {
         peer_service: row.peer_service,
         server_address: row.server_address,

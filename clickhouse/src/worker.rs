@@ -71,6 +71,8 @@ pub struct WorkerSettings {
     /// Where to stop; `None` follows the traces as they come.
     pub until_ns: Option<i64>,
     pub retention_days: u32,
+    /// The span or resource attribute that multiplies a span's count, if any.
+    pub multiplier_key: Option<String>,
 }
 
 /// Without progress or `since`, a worker starts this far before the first closed window.
@@ -222,6 +224,7 @@ impl Worker {
             until_ns,
             slack_ns: self.settings.slack_ns,
             shard: self.settings.shard,
+            multiplier_key: self.settings.multiplier_key.as_deref(),
         };
         let counts = traces::for_each_trace(&self.from, &read, &mut |spans| {
             Buckets::add_trace_to_all(
@@ -316,6 +319,7 @@ mod tests {
             since_ns: None,
             until_ns: None,
             retention_days: 90,
+            multiplier_key: None,
         };
         for good in [MINUTE_NS, 5 * MINUTE_NS, HOUR_NS] {
             assert!(settings(good).validate().is_ok());

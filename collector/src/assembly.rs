@@ -347,7 +347,7 @@ impl Assembler {
         extra.diagnostics.traces_cut_short = u64::from(cut_short);
 
         let earlier = self.derived.remove(&trace_id);
-        let mut observations = match &earlier {
+        let (mut observations, trace_count) = match &earlier {
             None => {
                 self.scratch.clear();
                 let diagnostics =
@@ -361,12 +361,16 @@ impl Assembler {
                     graph.unpaired_clients(&diagnostics.unresolved_callers);
                 }
                 extra.note_trace_shape(&diagnostics);
-                std::mem::take(&mut self.scratch)
+                (
+                    std::mem::take(&mut self.scratch),
+                    diagnostics.adjusted_count,
+                )
             }
             Some(earlier) => self.derive_late(earlier, &new_spans, &mut extra),
         };
         extra.diagnostics.observations = observations.len() as u64;
         observations.sort_by_key(|o| o.start_ns);
+        extra.note_spans(&new_spans, trace_count);
         self.record(&new_spans, &observations, &extra);
         let kept = self.keep_sample(earlier.as_ref(), &new_spans, &observations);
         if kept {
@@ -447,18 +451,19 @@ impl Assembler {
     }
 
     /// Late spans of a trace derived before: derive them with the earlier spans as context and
-    /// keep only what is new, so nothing is counted twice.
+    /// keep only what is new, so nothing is counted twice. Also gives the whole trace's
+    /// adjusted count.
     fn derive_late(
         &mut self,
         earlier: &Derived,
         late: &[Span],
         extra: &mut Aggregate,
-    ) -> Vec<Observation> {
+    ) -> (Vec<Observation>, Option<f64>) {
         let mut all: Vec<Span> = earlier.spans.clone();
         all.extend(late.iter().cloned());
         let late_ids: HashSet<SpanId> = late.iter().map(|s| s.span_id).collect();
         let mut everything = Vec::new();
-        derive_trace(&all, &Remembered(&self.derived), &mut everything);
+        let trace = derive_trace(&all, &Remembered(&self.derived), &mut everything);
         let parent_of: HashMap<SpanId, Option<SpanId>> =
             all.iter().map(|s| (s.span_id, s.parent_span_id)).collect();
         let known: HashSet<SpanId> = all.iter().map(|s| s.span_id).collect();
@@ -490,7 +495,7 @@ impl Assembler {
             }
         }
         extra.diagnostics.spans = late.len() as u64;
-        kept
+        (kept, trace.adjusted_count)
     }
 
     /// Adds a derivation's results (observations sorted by start) to both bucket widths.
@@ -500,23 +505,12 @@ impl Assembler {
         }
         let first = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
         for buckets in [&mut self.minute, &mut self.hour] {
-            let mut facts = extra.clone();
-            for span in spans {
-                facts
-                    .nodes
-                    .entry(span.service.clone())
-                    .or_default()
-                    .reports_spans = true;
-                let range = facts.span_range.get_or_insert((span.start_ns, span.end_ns));
-                range.0 = range.0.min(span.start_ns);
-                range.1 = range.1.max(span.end_ns);
-            }
             let trace_bucket = buckets.bucket_of(first);
             buckets
                 .buckets
                 .entry(trace_bucket)
                 .or_default()
-                .merge(&facts);
+                .merge(extra);
             buckets.add_sorted_observations(observations);
         }
     }

@@ -57,6 +57,10 @@ pub struct Deriver {
 }
 
 /// What the deriver saves with its offset.
+/// Starts every state file: postcard is not self-describing, so a file written with other
+/// types must be recognised, not decoded into garbage. Bump it when a saved type changes.
+const STATE_FORMAT: &[u8] = b"archtrace deriver state 2\n";
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Checkpoint<'a> {
     #[serde(borrow)]
@@ -92,7 +96,10 @@ pub fn start(
                 Some(name) => std::fs::read(dir.join(&name))
                     .map_err(|err| format!("{name}: {err}"))
                     .and_then(|bytes| {
-                        postcard::from_bytes::<Checkpoint>(&bytes)
+                        let saved = bytes.strip_prefix(STATE_FORMAT).ok_or_else(|| {
+                            format!("{name} was written by another version of archtrace")
+                        })?;
+                        postcard::from_bytes::<Checkpoint>(saved)
                             .map(|checkpoint| {
                                 (
                                     Assembler::restore(settings.clone(), checkpoint.assembler, now),
@@ -247,10 +254,13 @@ impl Deriving {
             return Ok(());
         }
         let closed = held.take_closed(before);
-        let saved = postcard::to_stdvec(&Checkpoint {
-            assembler: self.assembler.save(Instant::now()),
-            unwritten: std::borrow::Cow::Borrowed(&*held),
-        })
+        let saved = postcard::to_extend(
+            &Checkpoint {
+                assembler: self.assembler.save(Instant::now()),
+                unwritten: std::borrow::Cow::Borrowed(&*held),
+            },
+            STATE_FORMAT.to_vec(),
+        )
         .map_err(|err| QueryError::ConsumerState {
             consumer: CONSUMER.into(),
             reason: err.to_string(),

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use archtrace_analyzer::Span;
-use archtrace_formats::otlp::{self, Detail};
+use archtrace_formats::otlp::{self, Conversion, Detail};
 use archtrace_store::log::{LogReader, Record};
 use archtrace_store::{Consumed, Store};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -61,6 +61,7 @@ impl Loader {
         state: Arc<LogState>,
         metrics: Arc<LoaderMetrics>,
         deriver: Option<DeriverFeed>,
+        multiplier_key: Option<Arc<str>>,
     ) -> Result<Loader, archtrace_store::QueryError> {
         let spans_from = match &store {
             Some(store) => {
@@ -77,7 +78,10 @@ impl Loader {
         let dir = dir.to_owned();
         let handle = std::thread::Builder::new()
             .name("archtrace-loader".into())
-            .spawn(move || run(store.zip(spans_from), dir, &state, &metrics, deriver))
+            .spawn(move || {
+                let spans_store = store.zip(spans_from);
+                run(spans_store, dir, &state, &metrics, deriver, multiplier_key)
+            })
             .expect("spawning the loader thread");
         Ok(Loader { handle })
     }
@@ -93,12 +97,12 @@ impl Loader {
 
 /// The spans of logged requests, and where each record's spans end in them. The journal logs
 /// only requests whose spans all passed validation, so none is rejected here.
-fn spans_of(records: &[Record], detail: Detail) -> (Vec<Span>, Vec<RecordSpans>) {
+fn spans_of(records: &[Record], conversion: &Conversion) -> (Vec<Span>, Vec<RecordSpans>) {
     let mut spans = Vec::new();
     let mut ends = Vec::with_capacity(records.len());
     for record in records {
         match ExportTraceServiceRequest::decode(record.payload.as_slice()) {
-            Ok(request) => spans.extend(otlp::convert_with(request, detail).spans),
+            Ok(request) => spans.extend(otlp::convert_with(request, conversion).spans),
             // The CRC matched, so only a bug could get here; the record is skipped, not retried.
             Err(err) => {
                 tracing::error!(end = record.end, error = %err, "a logged request does not decode; skipped")
@@ -142,7 +146,7 @@ impl Batch {
 fn read_ahead(
     dir: PathBuf,
     mut position: u64,
-    detail: Detail,
+    conversion: &Conversion,
     state: &LogState,
     batches: SyncSender<Batch>,
 ) {
@@ -165,7 +169,7 @@ fn read_ahead(
             let mut spans = Vec::new();
             let mut ends = Vec::with_capacity(fresh.len());
             for request in fresh {
-                spans.extend(otlp::convert_with(request.request, detail).spans);
+                spans.extend(otlp::convert_with(request.request, conversion).spans);
                 ends.push(RecordSpans {
                     end: request.end,
                     spans_end: spans.len(),
@@ -195,7 +199,7 @@ fn read_ahead(
         }
         let Some(last) = records.last() else { continue };
         let (end, received_ns) = (last.end, last.received_ns);
-        let (spans, records) = spans_of(&records, detail);
+        let (spans, records) = spans_of(&records, conversion);
         let batch = Batch {
             end,
             received_ns,
@@ -215,6 +219,7 @@ fn run(
     state: &LogState,
     metrics: &LoaderMetrics,
     mut deriver: Option<DeriverFeed>,
+    multiplier_key: Option<Arc<str>>,
 ) {
     let from = [
         spans_store.as_ref().map(|(_, from)| *from),
@@ -230,13 +235,14 @@ fn run(
     } else {
         Detail::Drop
     };
+    let conversion = Conversion::new(detail).with_multiplier_key(multiplier_key);
     let (sender, batches) = std::sync::mpsc::sync_channel(1);
     std::thread::scope(|scope| {
         let reading_dir = dir.clone();
         std::thread::Builder::new()
             .name("archtrace-log-reader".into())
             .spawn_scoped(scope, move || {
-                read_ahead(reading_dir, from, detail, state, sender)
+                read_ahead(reading_dir, from, &conversion, state, sender)
             })
             .expect("spawning the log reader thread");
         for mut batch in batches {

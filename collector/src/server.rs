@@ -71,6 +71,8 @@ pub struct ServerSettings {
     /// Derive edges while serving; without it spans are only stored (`archtrace rebuild`
     /// derives them later), so it needs `KeepSpans::All`.
     pub derive_edges: bool,
+    /// The attribute that multiplies a span's count (Tempo's `span_multiplier_key`), if any.
+    pub span_multiplier_key: Option<Arc<str>>,
     pub assembly: AssemblySettings,
     /// What the viewer's drift and conformance pages compare with.
     pub references: archtrace_web::server::References,
@@ -86,6 +88,7 @@ impl Default for ServerSettings {
             auth_token: None,
             spans: KeepSpans::All,
             derive_edges: true,
+            span_multiplier_key: None,
             assembly: AssemblySettings::default(),
             references: Default::default(),
         }
@@ -278,6 +281,7 @@ pub async fn serve(
         log_state.clone(),
         loader_metrics.clone(),
         feed,
+        settings.span_multiplier_key.clone(),
     )?;
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let ingest = Arc::new(Ingest::new(

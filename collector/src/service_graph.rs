@@ -6,6 +6,7 @@
 //! `connection_type`; operations are not labels, so the series stay as many as the edges.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use archtrace_analyzer::derive::{EdgeKind, NodeType, Observation, Provenance};
@@ -44,12 +45,15 @@ fn latency_histogram() -> Histogram {
 }
 
 type Histograms = Family<EdgeLabels, Histogram, fn() -> Histogram>;
+type EstimatedCounter = Counter<f64, AtomicU64>;
 
 /// The series; clones share their counts.
 #[derive(Clone, Debug)]
 pub struct ServiceGraph {
-    requests: Family<EdgeLabels, Counter>,
-    failed: Family<EdgeLabels, Counter>,
+    /// Requests and failures count what the sampled calls stand for (their adjusted counts),
+    /// as Tempo's span multiplier does.
+    requests: Family<EdgeLabels, EstimatedCounter>,
+    failed: Family<EdgeLabels, EstimatedCounter>,
     server_seconds: Histograms,
     client_seconds: Histograms,
     unpaired: Family<EdgeLabels, Counter>,
@@ -88,11 +92,12 @@ impl ServiceGraph {
                 server: server.to_owned(),
                 connection_type: connection.to_owned(),
             };
+            let weight = |o: &&Observation| o.adjusted_count.unwrap_or(1.0);
             self.requests
                 .get_or_create(&labels)
-                .inc_by(calls.len() as u64);
-            let failed = calls.iter().filter(|o| o.error).count() as u64;
-            if failed > 0 {
+                .inc_by(calls.iter().map(weight).sum());
+            let failed: f64 = calls.iter().filter(|o| o.error).map(weight).sum();
+            if failed > 0.0 {
                 self.failed.get_or_create(&labels).inc_by(failed);
             }
             let mut client_waits = Vec::new();

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use archtrace_analyzer::sampling::{self, JaegerSampler};
 use archtrace_analyzer::span::{service_node_name, SpanDetail};
 use archtrace_analyzer::{Link, PeerAttributes, Span, SpanId, SpanKind, StatusCode, TraceId};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -126,8 +127,31 @@ pub enum Detail {
     Drop,
 }
 
+/// How requests are converted: the detail kept, and the attribute that multiplies a span's
+/// count when the operator names one (as Tempo's `span_multiplier_key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversion {
+    pub detail: Detail,
+    /// Looked up on the span, then on its resource; a number ≥ 1.
+    pub multiplier_key: Option<Arc<str>>,
+}
+
+impl Conversion {
+    pub fn new(detail: Detail) -> Conversion {
+        Conversion {
+            detail,
+            multiplier_key: None,
+        }
+    }
+
+    pub fn with_multiplier_key(mut self, key: Option<Arc<str>>) -> Conversion {
+        self.multiplier_key = key.filter(|key| !key.is_empty());
+        self
+    }
+}
+
 pub fn convert(request: ExportTraceServiceRequest) -> Converted {
-    convert_with(request, Detail::Keep)
+    convert_with(request, &Conversion::new(Detail::Keep))
 }
 
 /// The spans a request carries, valid or not.
@@ -140,7 +164,9 @@ pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
         .sum()
 }
 
-pub fn convert_with(request: ExportTraceServiceRequest, detail: Detail) -> Converted {
+pub fn convert_with(request: ExportTraceServiceRequest, conversion: &Conversion) -> Converted {
+    let detail = conversion.detail;
+    let multiplier_key = conversion.multiplier_key.as_deref();
     let mut out = Converted::default();
     out.spans.reserve(span_count(&request));
     for (resource_index, resource_spans) in request.resource_spans.into_iter().enumerate() {
@@ -148,14 +174,15 @@ pub fn convert_with(request: ExportTraceServiceRequest, detail: Detail) -> Conve
             .resource
             .map(|r| r.attributes)
             .unwrap_or_default();
-        let resource = ResourceInfo::from_attributes(&attributes, detail);
+        let resource = ResourceInfo::from_attributes(&attributes, detail, multiplier_key);
         for scope_spans in resource_spans.scope_spans {
             let (scope_name, scope_version) = scope_spans
                 .scope
                 .map(|s| (s.name, s.version))
                 .unwrap_or_default();
             for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
-                match convert_span(span, &resource, &scope_name, &scope_version, detail) {
+                let scope = (scope_name.as_str(), scope_version.as_str());
+                match convert_span(span, &resource, scope, detail, multiplier_key) {
                     Ok(span) => out.spans.push(span),
                     Err(problem) => out.rejections.reject(|| {
                         format!("resource_spans[{resource_index}] span {span_index}: {problem}")
@@ -172,10 +199,16 @@ struct ResourceInfo {
     environment: Option<Arc<str>>,
     attributes_json: Arc<str>,
     id: u64,
+    /// The multiplier attribute's value on the resource.
+    multiplier: Option<f64>,
 }
 
 impl ResourceInfo {
-    fn from_attributes(attributes: &[KeyValue], detail: Detail) -> Self {
+    fn from_attributes(
+        attributes: &[KeyValue],
+        detail: Detail,
+        multiplier_key: Option<&str>,
+    ) -> Self {
         let find = |key: &str| {
             attributes
                 .iter()
@@ -194,9 +227,16 @@ impl ResourceInfo {
         if detail == Detail::Keep {
             write_attributes(&mut json, attributes.iter());
         }
+        let multiplier = multiplier_key.and_then(|key| {
+            attributes
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| number_value(kv.value.as_ref()?))
+        });
         ResourceInfo {
             service: Arc::from(service),
             environment,
+            multiplier,
             id: archtrace_analyzer::span::stable_hash(json.as_bytes()),
             attributes_json: Arc::from(json),
         }
@@ -206,18 +246,24 @@ impl ResourceInfo {
 fn convert_span(
     span: OtlpSpan,
     resource: &ResourceInfo,
-    scope_name: &str,
-    scope_version: &str,
+    (scope_name, scope_version): (&str, &str),
     detail: Detail,
+    multiplier_key: Option<&str>,
 ) -> Result<Span, String> {
     let (span_trace_id, own_span_id, parent_span_id) = span_ids(&span)?;
     let mut peer = PeerAttributes::default();
     let mut remaining = Vec::with_capacity(span.attributes.len());
+    let mut evidence = sampling::Evidence {
+        trace_state: sampling::trace_state_count(&span.trace_state),
+        ..sampling::Evidence::default()
+    };
     for kv in &span.attributes {
         if !take_peer_attribute(&mut peer, kv) {
+            note_sampling(&mut evidence, kv, multiplier_key);
             remaining.push(kv);
         }
     }
+    evidence.multiplier = evidence.multiplier.or(resource.multiplier);
     let keep = detail == Detail::Keep;
     let mut attributes_json = String::new();
     if keep {
@@ -255,6 +301,7 @@ fn convert_span(
         links,
         peer,
         environment: resource.environment.clone(),
+        adjusted_count: sampling::adjusted_count(&evidence),
         detail: if !keep {
             SpanDetail::default()
         } else {
@@ -270,6 +317,34 @@ fn convert_span(
             }
         },
     })
+}
+
+/// Reads what an attribute says of the span's sampling, if anything.
+fn note_sampling(evidence: &mut sampling::Evidence, kv: &KeyValue, multiplier_key: Option<&str>) {
+    let Some(value) = kv.value.as_ref() else {
+        return;
+    };
+    match kv.key.as_str() {
+        key if Some(key) == multiplier_key => evidence.multiplier = number_value(value),
+        "sampler.type" => {
+            evidence.jaeger_type = string_value(value).and_then(|t| JaegerSampler::parse(&t));
+        }
+        "sampler.param" => evidence.jaeger_param = number_value(value),
+        "sampling.priority" => evidence.priority = number_value(value),
+        _ => {}
+    }
+}
+
+/// A number however it was sent: Jaeger's `const` sampler sends its parameter as a boolean,
+/// some SDKs send numbers as strings.
+fn number_value(value: &AnyValue) -> Option<f64> {
+    match value.value.as_ref()? {
+        any_value::Value::DoubleValue(d) => Some(*d),
+        any_value::Value::IntValue(i) => Some(*i as f64),
+        any_value::Value::BoolValue(b) => Some(f64::from(u8::from(*b))),
+        any_value::Value::StringValue(s) => sampling::parse_number(s),
+        _ => None,
+    }
 }
 
 /// Unix nanoseconds fit in i64 until the year 2262; later values are clamped, not wrapped.
@@ -387,4 +462,89 @@ fn write_attributes<'a>(out: &mut String, attributes: impl Iterator<Item = &'a K
         }
     }
     out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn otlp_span(id: u8, trace_state: &str, attributes: Vec<KeyValue>) -> OtlpSpan {
+        OtlpSpan {
+            trace_id: vec![1; 16],
+            span_id: vec![id; 8],
+            trace_state: trace_state.to_owned(),
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn adjusted_counts(
+        resource: Vec<KeyValue>,
+        spans: Vec<OtlpSpan>,
+        multiplier_key: Option<&str>,
+    ) -> Vec<Option<f64>> {
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![resource_spans(resource, spans)],
+        };
+        let conversion =
+            Conversion::new(Detail::Drop).with_multiplier_key(multiplier_key.map(Arc::from));
+        let converted = convert_with(request, &conversion);
+        converted.spans.iter().map(|s| s.adjusted_count).collect()
+    }
+
+    #[test]
+    fn spans_get_the_adjusted_count_their_sampling_information_gives() {
+        let double = |key: &str, value: f64| KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::DoubleValue(value)),
+            }),
+            key_strindex: 0,
+        };
+        let counts = adjusted_counts(
+            Vec::new(),
+            vec![
+                otlp_span(1, "ot=th:c", Vec::new()),
+                otlp_span(
+                    2,
+                    "",
+                    vec![
+                        string_attribute("sampler.type", "probabilistic"),
+                        double("sampler.param", 0.1),
+                    ],
+                ),
+                otlp_span(3, "", vec![int_attribute("sampling.priority", 1)]),
+                otlp_span(
+                    4,
+                    "",
+                    vec![string_attribute("sampler.type", "ratelimiting")],
+                ),
+                otlp_span(5, "", Vec::new()),
+            ],
+            None,
+        );
+        assert_eq!(counts[0], Some(4.0));
+        assert!((counts[1].unwrap() - 10.0).abs() < 1e-9, "{counts:?}");
+        assert_eq!(counts[2..], [Some(1.0), None, None]);
+    }
+
+    #[test]
+    fn the_multiplier_attribute_is_read_from_the_span_then_its_resource() {
+        let resource = vec![string_attribute("sample.weight", "20")];
+        let spans = || {
+            vec![
+                otlp_span(1, "ot=th:c", vec![int_attribute("sample.weight", 50)]),
+                otlp_span(2, "ot=th:c", Vec::new()),
+            ]
+        };
+        assert_eq!(
+            adjusted_counts(resource.clone(), spans(), Some("sample.weight")),
+            [Some(50.0), Some(20.0)]
+        );
+        // Without the setting the attribute means nothing: the threshold counts.
+        assert_eq!(
+            adjusted_counts(resource, spans(), None),
+            [Some(4.0), Some(4.0)]
+        );
+    }
 }

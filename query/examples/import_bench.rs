@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use archtrace_formats::import::{self, Detail, Format, OnBadInput, Source, Summary};
+use archtrace_formats::import::{self, Conversion, Detail, Format, OnBadInput, Source, Summary};
 use archtrace_store::bulk::BulkWriter;
 use prost::Message;
 use serde_json::Value;
@@ -143,7 +143,7 @@ fn import_only(path: &Path, format: Format) -> (Summary, f64) {
         Source::open(path).unwrap(),
         Some(format),
         OnBadInput::Stop,
-        Detail::Keep,
+        &Conversion::new(Detail::Keep),
         Arc::new(AtomicU64::new(0)),
         &mut summary,
         &mut |spans| {
@@ -166,7 +166,7 @@ fn import_into_store(path: &Path, format: Format, dir: &Path) -> f64 {
         Source::open(path).unwrap(),
         Some(format),
         OnBadInput::Stop,
-        Detail::Keep,
+        &Conversion::new(Detail::Keep),
         Arc::new(AtomicU64::new(0)),
         &mut summary,
         &mut |spans| sink.push(spans).map_err(Into::into),

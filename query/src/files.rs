@@ -7,18 +7,29 @@ use std::sync::{Arc, Mutex};
 
 use archtrace_analyzer::aggregate::{Aggregate, Buckets, TraceGroups};
 use archtrace_analyzer::snapshot::{Snapshot, SNAPSHOT_SCHEMA};
-use archtrace_formats::import::{self, Detail, Format, ImportError, OnBadInput, Source, Summary};
+use archtrace_formats::import::{
+    self, Conversion, Detail, Format, ImportError, OnBadInput, Source, Summary,
+};
 use archtrace_store::buckets::MINUTE_NS;
 
 use crate::series::{self, Point};
 use crate::{QueryError, SnapshotSource, Window};
 
 /// How trace files are read.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReadOptions {
     /// `None` detects each file's format from its content.
     pub format: Option<Format>,
     pub on_bad: OnBadInput,
+    /// The attribute that multiplies a span's count, if the operator names one.
+    pub multiplier_key: Option<Arc<str>>,
+}
+
+impl ReadOptions {
+    /// How the spans read are converted: with `detail`, and the options' multiplier.
+    pub fn conversion(&self, detail: Detail) -> Conversion {
+        Conversion::new(detail).with_multiplier_key(self.multiplier_key.clone())
+    }
 }
 
 /// A window's derivation: its aggregate, and its buckets for the series.
@@ -39,12 +50,13 @@ impl FilesSource {
     pub fn read(paths: &[PathBuf], options: ReadOptions) -> Result<FilesSource, ImportError> {
         let mut groups = TraceGroups::default();
         let mut summary = Summary::default();
+        let conversion = options.conversion(Detail::Drop);
         for path in paths {
             import::read_source(
                 Source::open(path)?,
                 options.format,
                 options.on_bad,
-                Detail::Drop,
+                &conversion,
                 Arc::new(AtomicU64::new(0)),
                 &mut summary,
                 &mut |spans| {

@@ -41,13 +41,14 @@ pub fn import_files(
     let mut summary = Summary::default();
     let mut writer = BulkWriter::start(store);
     let mut failure = None;
+    let conversion = options.conversion(Detail::Keep);
     for path in paths {
         let outcome = Source::open(path).and_then(|source| {
             import::read_source(
                 source,
                 options.format,
                 options.on_bad,
-                Detail::Keep,
+                &conversion,
                 bytes_read.clone(),
                 &mut summary,
                 &mut |spans| writer.push(spans).map_err(Into::into),

@@ -17,14 +17,15 @@ pub fn bucket_width(window: &Window) -> i64 {
     }
 }
 
-/// One time bucket of a service's traffic.
+/// One time bucket of a service's traffic. Calls are the estimated ones (sampled calls weighted
+/// by their adjusted counts), and errors are scaled alike.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Point {
     pub start_ns: i64,
-    pub calls_in: u64,
-    pub errors_in: u64,
-    pub calls_out: u64,
-    pub errors_out: u64,
+    pub calls_in: f64,
+    pub errors_in: f64,
+    pub calls_out: f64,
+    pub errors_out: f64,
     /// p99 of the calls into the service, milliseconds.
     pub p99_in_ms: Option<f64>,
 }
@@ -49,14 +50,21 @@ pub fn series<'a>(
                 LatencySketch::default(),
             )
         });
+        // Each sampled call stands for this many on average.
+        let scale = if stats.calls == 0 {
+            0.0
+        } else {
+            stats.estimated_calls / stats.calls as f64
+        };
+        let errors = stats.errors as f64 * scale;
         if inbound {
-            point.calls_in += stats.calls;
-            point.errors_in += stats.errors;
+            point.calls_in += stats.estimated_calls;
+            point.errors_in += errors;
             sketch.merge(&stats.latency);
         }
         if outbound {
-            point.calls_out += stats.calls;
-            point.errors_out += stats.errors;
+            point.calls_out += stats.estimated_calls;
+            point.errors_out += errors;
         }
     }
     points
@@ -89,13 +97,15 @@ mod tests {
     use super::*;
     use archtrace_analyzer::derive::EdgeKind;
 
-    fn stats(calls: u64, errors: u64, latency_ms: i64) -> EdgeStats {
+    /// `calls` sampled calls standing for `estimated_calls`.
+    fn stats(calls: u64, estimated_calls: f64, errors: u64, latency_ms: i64) -> EdgeStats {
         let mut latency = LatencySketch::default();
         for _ in 0..calls {
             latency.add(latency_ms * 1_000_000);
         }
         EdgeStats {
             calls,
+            estimated_calls,
             errors,
             latency,
             ..EdgeStats::default()
@@ -110,7 +120,11 @@ mod tests {
             kind: EdgeKind::Sync,
         };
         let (a_b, b_c, x_y) = (key("a", "b"), key("b", "c"), key("x", "y"));
-        let (s1, s2, s3) = (stats(10, 1, 5), stats(4, 0, 1), stats(99, 9, 9));
+        let (s1, s2, s3) = (
+            stats(10, 10.0, 1, 5),
+            stats(4, 4.0, 0, 1),
+            stats(99, 99.0, 9, 9),
+        );
         let points = series(
             "b",
             [
@@ -123,10 +137,25 @@ mod tests {
         assert_eq!(points.len(), 2);
         assert_eq!(
             (points[0].calls_in, points[0].errors_in, points[0].calls_out),
-            (10, 1, 4)
+            (10.0, 1.0, 4.0)
         );
         let p99 = points[0].p99_in_ms.unwrap();
         assert!((p99 - 5.0).abs() < 0.1, "{p99}");
-        assert_eq!((points[1].calls_in, points[1].calls_out), (4, 0));
+        assert_eq!((points[1].calls_in, points[1].calls_out), (4.0, 0.0));
+    }
+
+    #[test]
+    fn series_count_the_calls_sampled_calls_stand_for() {
+        let key = EdgeKey {
+            from: "a".into(),
+            to: "b".into(),
+            kind: EdgeKind::Sync,
+        };
+        // 10 calls kept at 25%, two of them failed: 40 calls and 8 errors estimated.
+        let sampled = stats(10, 40.0, 2, 5);
+        let points = series("b", [(0, &key, &sampled)]);
+        assert_eq!((points[0].calls_in, points[0].errors_in), (40.0, 8.0));
+        let points = series("a", [(0, &key, &sampled)]);
+        assert_eq!((points[0].calls_out, points[0].errors_out), (40.0, 8.0));
     }
 }

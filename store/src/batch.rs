@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use archtrace_analyzer::Span;
 use arrow::array::{
-    ArrayRef, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, StringBuilder, UInt64Builder,
-    UInt8Builder,
+    ArrayRef, FixedSizeBinaryBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    UInt64Builder, UInt8Builder,
 };
 use arrow::datatypes::{Field, Schema};
 use arrow::error::ArrowError;
@@ -47,6 +47,7 @@ struct Columns {
     resource_id: UInt64Builder,
     events_count: Int32Builder,
     links: StringBuilder,
+    adjusted_count: Float64Builder,
 }
 
 fn strings(rows: usize) -> StringBuilder {
@@ -94,6 +95,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         resource_id: UInt64Builder::with_capacity(rows),
         events_count: Int32Builder::with_capacity(rows),
         links: strings(rows),
+        adjusted_count: Float64Builder::with_capacity(rows),
     };
     for span in spans {
         c.trace_id.append_value(span.trace_id)?;
@@ -147,6 +149,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         } else {
             c.links.append_value(links_json(span));
         }
+        c.adjusted_count.append_option(span.adjusted_count);
     }
 
     let columns: Vec<(&str, ArrayRef)> = vec![
@@ -193,6 +196,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         ("resource_id", Arc::new(c.resource_id.finish())),
         ("events_count", Arc::new(c.events_count.finish())),
         ("links", Arc::new(c.links.finish())),
+        ("adjusted_count", Arc::new(c.adjusted_count.finish())),
     ];
     let fields: Vec<Field> = columns
         .iter()

@@ -11,7 +11,7 @@ use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::sketch::LatencySketch;
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int64Type, UInt64Type};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use duckdb::{params, Connection};
@@ -122,7 +122,8 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                     stats.latency.to_bytes(),
                     stats.server_latency.to_bytes(),
                     stats.first_seen_ns,
-                    stats.last_seen_ns
+                    stats.last_seen_ns,
+                    stats.estimated_calls
                 ])?;
             }
             for (key, stats) in &aggregate.operations {
@@ -150,7 +151,8 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                     &**name,
                     facts.reports_spans,
                     types.join(","),
-                    facts.entry_point
+                    facts.entry_point,
+                    facts.spans_without_sampling
                 ])?;
             }
             for (key, stats) in &aggregate.entries {
@@ -180,7 +182,8 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                 d.late_spans_dropped,
                 d.traces_cut_short,
                 min,
-                max
+                max,
+                d.spans_without_sampling
             ])?;
         }
         edges.flush()?;
@@ -256,7 +259,8 @@ fn read(
     // is about a hundred thousand rows, and their sketches merge from the stored bytes.
     let mut statement = conn.prepare(&format!(
         "SELECT source, target, kind, calls, errors, traces, max_calls_per_trace, latency,
-                server_latency, first_seen_ns, last_seen_ns
+                server_latency, first_seen_ns, last_seen_ns,
+                coalesce(estimated_calls, calls::DOUBLE)
          FROM edge_buckets WHERE ({filter}) AND calls > 0"
     ))?;
     let mut edge_index: std::collections::HashMap<String, EdgeStats> =
@@ -279,6 +283,7 @@ fn read(
                 (stats.first_seen_ns, stats.last_seen_ns) = (first, last);
             }
             stats.calls += edges.number(3, row);
+            stats.estimated_calls += edges.real(11, row);
             stats.errors += edges.number(4, row);
             stats.traces += edges.number(5, row);
             stats.max_calls_per_trace = stats.max_calls_per_trace.max(edges.number(6, row));
@@ -323,7 +328,8 @@ fn read(
     }
 
     let mut statement = conn.prepare(&format!(
-        "SELECT node, bool_or(reports_spans), string_agg(peer_types, ','), bool_or(entry_point)
+        "SELECT node, bool_or(reports_spans), string_agg(peer_types, ','), bool_or(entry_point),
+                sum(coalesce(spans_without_sampling, 0))::UBIGINT
          FROM node_buckets WHERE {filter} GROUP BY node"
     ))?;
     let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
@@ -337,6 +343,7 @@ fn read(
                 .filter_map(parse_node_type)
                 .collect(),
             entry_point: row.get(3)?,
+            spans_without_sampling: row.get(4)?,
         };
         into.nodes
             .entry(intern(row.get(0)?))
@@ -374,7 +381,8 @@ fn read(
         &format!(
             "SELECT sum(spans), sum(traces), sum(observations), sum(orphaned_spans),
                 sum(unresolved_client_spans), sum(late_spans_paired), sum(late_spans_dropped),
-                sum(traces_cut_short), min(span_min_ns), max(span_max_ns)
+                sum(traces_cut_short), min(span_min_ns), max(span_max_ns),
+                sum(coalesce(spans_without_sampling, spans))
          FROM diagnostic_buckets WHERE {filter}"
         ),
         duckdb::params_from_iter(values.iter()),
@@ -392,6 +400,7 @@ fn read(
                     late_spans_paired: n(5)?,
                     late_spans_dropped: n(6)?,
                     traces_cut_short: n(7)?,
+                    spans_without_sampling: n(10)?,
                 },
                 row.get::<_, Option<i64>>(8)?
                     .zip(row.get::<_, Option<i64>>(9)?),
@@ -417,7 +426,8 @@ pub fn node_edges(
     node: &str,
 ) -> Result<Vec<(i64, EdgeKey, EdgeStats)>, QueryError> {
     let mut statement = conn.prepare(
-        "SELECT bucket_ns, source, target, kind, calls, errors, latency
+        "SELECT bucket_ns, source, target, kind, calls, errors, latency,
+                coalesce(estimated_calls, calls::DOUBLE)
          FROM edge_buckets
          WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ? AND (source = ? OR target = ?)
          ORDER BY bucket_ns",
@@ -438,6 +448,7 @@ pub fn node_edges(
         };
         let stats = EdgeStats {
             calls: row.get(4)?,
+            estimated_calls: row.get(7)?,
             errors: row.get(5)?,
             latency: sketch(&row.get::<_, Vec<u8>>(6)?),
             ..EdgeStats::default()
@@ -459,6 +470,7 @@ impl EdgeColumns {
                 0..=2 => cast(column, &DataType::Utf8),
                 3..=6 => cast(column, &DataType::UInt64),
                 9 | 10 => cast(column, &DataType::Int64),
+                11 => cast(column, &DataType::Float64),
                 _ => Ok(column.clone()),
             }
         };
@@ -469,7 +481,7 @@ impl EdgeColumns {
             .map(|(i, column)| wanted(i, column))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| QueryError::Arrow(err.to_string()))?;
-        if columns.len() != 11
+        if columns.len() != 12
             || columns[7].as_any().downcast_ref::<BinaryArray>().is_none()
             || columns[8].as_any().downcast_ref::<BinaryArray>().is_none()
         {
@@ -490,6 +502,10 @@ impl EdgeColumns {
 
     fn signed(&self, index: usize, row: usize) -> i64 {
         self.columns[index].as_primitive::<Int64Type>().value(row)
+    }
+
+    fn real(&self, index: usize, row: usize) -> f64 {
+        self.columns[index].as_primitive::<Float64Type>().value(row)
     }
 
     /// A stored sketch; empty when NULL.
@@ -532,6 +548,8 @@ mod tests {
         let mut edge = |from: &str, to: &str, kind, calls: u64| {
             let mut stats = EdgeStats {
                 calls,
+                // Sampled at 1 in 4 in even minutes, kept whole in odd ones.
+                estimated_calls: calls as f64 * if minute % 2 == 0 { 4.0 } else { 1.0 },
                 errors: calls % 3,
                 traces: calls / 2 + 1,
                 max_calls_per_trace: calls % 7 + 1,
@@ -555,6 +573,12 @@ mod tests {
             edge("orders", "kafka/orders", EdgeKind::Async, 3);
         }
         aggregate.diagnostics.spans = minute as u64;
+        aggregate.diagnostics.spans_without_sampling = minute as u64 % 3;
+        aggregate
+            .nodes
+            .entry(Arc::from("gateway"))
+            .or_default()
+            .spans_without_sampling = minute as u64 % 5;
         aggregate
     }
 
@@ -582,6 +606,7 @@ mod tests {
             let figures = |s: &EdgeStats| {
                 (
                     s.calls,
+                    s.estimated_calls,
                     s.errors,
                     s.traces,
                     s.max_calls_per_trace,
@@ -597,6 +622,14 @@ mod tests {
             }
         }
         assert_eq!(read.diagnostics.spans, (17..157).sum::<u64>());
+        assert_eq!(
+            read.diagnostics.spans_without_sampling,
+            (17..157).map(|m| m % 3).sum::<u64>()
+        );
+        assert_eq!(
+            read.nodes["gateway"].spans_without_sampling,
+            (17..157).map(|m| m % 5).sum::<u64>()
+        );
     }
 
     /// Three hours of minute buckets made by `bucket`, and the hour buckets that sum them.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use archtrace_analyzer::span::SpanDetail;
 use archtrace_analyzer::{Link, PeerAttributes, Span, SpanKind, StatusCode};
-use arrow::array::{Array, ArrayRef, BinaryArray, Int64Array, StringArray, UInt64Array};
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, Float64Array, Int64Array, StringArray, UInt64Array,
+};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
@@ -109,7 +111,8 @@ fn for_each_trace(
                             start_ns, end_ns, status_code, peer_service, server_address, server_port,
                             network_peer_address, network_peer_port, net_peer_name, net_sock_peer_addr,
                             db_system, db_system_name, db_namespace, db_name, messaging_system,
-                            messaging_destination_name, rpc_service, http_route, http_method, environment, links
+                            messaging_destination_name, rpc_service, http_route, http_method, environment, links,
+                            adjusted_count
                      FROM spans
                      WHERE hash(trace_id) % ? = ?
                        AND trace_id IN (SELECT DISTINCT trace_id FROM spans
@@ -207,6 +210,7 @@ fn derive_slices(
                         http_method: owned(24),
                     },
                     environment: columns.text(25, row).map(&mut intern),
+                    adjusted_count: columns.real(27, row),
                     // Derivation needs none of the detail; reading it would only cost time.
                     detail: SpanDetail::default(),
                 });
@@ -233,9 +237,11 @@ impl Columns {
             .columns()
             .iter()
             .map(|column| match column.data_type() {
-                DataType::Utf8 | DataType::Int64 | DataType::UInt64 | DataType::Binary => {
-                    Ok(column.clone())
-                }
+                DataType::Utf8
+                | DataType::Int64
+                | DataType::UInt64
+                | DataType::Binary
+                | DataType::Float64 => Ok(column.clone()),
                 DataType::Null => Ok(column.clone()),
                 other if other.is_integer() => cast(column, &DataType::Int64),
                 _ => cast(column, &DataType::Utf8),
@@ -252,6 +258,13 @@ impl Columns {
 
     fn number(&self, index: usize, row: usize) -> Option<i64> {
         let column = self.columns[index].as_any().downcast_ref::<Int64Array>()?;
+        (!column.is_null(row)).then(|| column.value(row))
+    }
+
+    fn real(&self, index: usize, row: usize) -> Option<f64> {
+        let column = self.columns[index]
+            .as_any()
+            .downcast_ref::<Float64Array>()?;
         (!column.is_null(row)).then(|| column.value(row))
     }
 

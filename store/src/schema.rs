@@ -180,6 +180,13 @@ const MIGRATIONS: &[&str] = &[
         consumer VARCHAR PRIMARY KEY,
         state_file VARCHAR NOT NULL
     );",
+    // v6: sampling. A span's adjusted count (how many spans it stands for; NULL when it told
+    // nothing of its sampling), the calls edges stand for, and the spans counted without
+    // sampling information. Older rows read as unsampled: estimated calls = calls.
+    "ALTER TABLE spans ADD COLUMN adjusted_count DOUBLE;
+    ALTER TABLE edge_buckets ADD COLUMN estimated_calls DOUBLE;
+    ALTER TABLE node_buckets ADD COLUMN spans_without_sampling UBIGINT;
+    ALTER TABLE diagnostic_buckets ADD COLUMN spans_without_sampling UBIGINT;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -316,8 +323,11 @@ mod tests {
         .unwrap();
         if version >= 2 {
             conn.execute_batch(
-                "INSERT INTO edge_buckets VALUES (1699999980000000000, 60, 'user', 'cart', 'sync',
-                     1, 0, 1, 1, ''::BLOB, ''::BLOB, 1700000000000000000, 1700000000000000000)",
+                "INSERT INTO edge_buckets (bucket_ns, width_s, source, target, kind, calls, errors,
+                     traces, max_calls_per_trace, latency, server_latency, first_seen_ns,
+                     last_seen_ns)
+                 VALUES (1699999980000000000, 60, 'user', 'cart', 'sync', 3, 0, 1, 1, ''::BLOB,
+                     ''::BLOB, 1700000000000000000, 1700000000000000000)",
             )
             .unwrap();
         }
@@ -348,6 +358,17 @@ mod tests {
                 0,
                 "v3's table exists after migrating v{version}"
             );
+            if version >= 2 {
+                // Rows from before v6 knew nothing of sampling: their calls are the estimate.
+                let read = crate::buckets::read_window(
+                    conn,
+                    1_699_999_980_000_000_000,
+                    1_700_000_040_000_000_000,
+                )
+                .unwrap();
+                let stats = read.edges.values().next().unwrap();
+                assert_eq!((stats.calls, stats.estimated_calls), (3, 3.0));
+            }
             // v5's compact ids and enums carry the same span.
             let mut spans = Vec::new();
             store

@@ -23,7 +23,7 @@ use archtrace_analyzer::time::now_ns;
 use archtrace_analyzer::Span;
 use archtrace_clickhouse::buckets::Provenance;
 use archtrace_clickhouse::{ClickHouseSource, Connection, Endpoint, Shard, Worker, WorkerSettings};
-use archtrace_formats::otlp::{self, Detail};
+use archtrace_formats::otlp;
 use archtrace_query::store::StoreSource;
 use archtrace_query::{SnapshotSource, Window};
 use archtrace_store::buckets::{HOUR_NS, MINUTE_NS};
@@ -59,7 +59,7 @@ fn main() {
     let mut shop = Simulation::starting_at(7, 0);
     let mut spans: Vec<Span> = Vec::new();
     while spans.len() < wanted {
-        spans.extend(otlp::convert_with(shop.request_of_spans(4096), Detail::Keep).spans);
+        spans.extend(otlp::convert(shop.request_of_spans(4096)).spans);
     }
     let last = spans.iter().map(|s| s.end_ns).max().unwrap();
     let shift = now_ns() - 5 * MINUTE_NS - last;
@@ -145,6 +145,7 @@ fn main() {
                 since_ns: None,
                 until_ns: None,
                 retention_days: 90,
+                multiplier_key: None,
             };
             let worker = Worker::new(&from, &to, settings).unwrap();
             let done = worker.derive_window(since, until, false).unwrap();

@@ -21,6 +21,7 @@ mod live_services;
 mod otel_rows;
 mod overload;
 mod retention;
+mod sampling;
 mod sdk_export;
 mod support;
 mod time_travel;

@@ -70,6 +70,7 @@ async fn a_full_log_refuses_while_the_loader_lags_and_loses_nothing_acknowledged
             from: 0,
             samples: false,
         }),
+        None,
     )
     .unwrap();
     let ingest = Ingest::new(journal, Arc::new(IngestMetrics::default()), 64);

@@ -13,7 +13,9 @@ use archtrace_analyzer::analysis::Analyzed;
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::Span;
 use archtrace_collector::{BoundAddrs, Listeners, ServerSettings};
-use archtrace_formats::import::{self, Detail, Format, ImportError, OnBadInput, Source, Summary};
+use archtrace_formats::import::{
+    self, Conversion, Detail, Format, ImportError, OnBadInput, Source, Summary,
+};
 use archtrace_query::files::{FilesSource, ReadOptions};
 use archtrace_query::{SnapshotSource, Window};
 use archtrace_store::{Location, Store};
@@ -202,7 +204,7 @@ pub fn read_file(
         Source::open(path).unwrap(),
         format,
         on_bad,
-        Detail::Keep,
+        &Conversion::new(Detail::Keep),
         Arc::new(AtomicU64::new(0)),
         &mut summary,
         &mut |batch| {
@@ -324,6 +326,7 @@ pub fn snapshot_from_files(files: &[PathBuf]) -> (Snapshot, u64) {
     let options = ReadOptions {
         format: None,
         on_bad: OnBadInput::Stop,
+        multiplier_key: None,
     };
     let source = FilesSource::read(files, options).unwrap();
     let Analyzed { snapshot, .. } = source.analyzed(&Window::ALL, &Default::default()).unwrap();

@@ -52,6 +52,7 @@ fn main() {
         let options = ReadOptions {
             format: None,
             on_bad: OnBadInput::Stop,
+            multiplier_key: None,
         };
         let source = FilesSource::read(std::slice::from_ref(path), options).unwrap();
         let read = started.elapsed().as_secs_f64();

@@ -106,11 +106,11 @@ pub fn service_charts(points: &[Point], window: (i64, i64)) -> [String; 3] {
     let bucket = bucket_width(points);
     let calls: Vec<(i64, f64)> = points
         .iter()
-        .map(|p| (p.start_ns, (p.calls_in + p.calls_out) as f64))
+        .map(|p| (p.start_ns, p.calls_in + p.calls_out))
         .collect();
     let errors: Vec<(i64, f64)> = points
         .iter()
-        .map(|p| (p.start_ns, (p.errors_in + p.errors_out) as f64))
+        .map(|p| (p.start_ns, p.errors_in + p.errors_out))
         .collect();
     let p99: Vec<(i64, f64)> = points
         .iter()

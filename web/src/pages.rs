@@ -47,6 +47,7 @@ pub fn figures(snapshot: &Snapshot) -> Markup {
         .filter(|n| n.node_type == archtrace_analyzer::derive::NodeType::Service)
         .count();
     let calls: u64 = snapshot.edges.iter().map(|e| e.calls).sum();
+    let estimated_calls: f64 = snapshot.edges.iter().map(|e| e.estimate()).sum();
     let errors: u64 = snapshot.edges.iter().map(|e| e.errors).sum();
     let mut by_severity: BTreeMap<&str, usize> = BTreeMap::new();
     for f in &snapshot.findings {
@@ -57,7 +58,7 @@ pub fn figures(snapshot: &Snapshot) -> Markup {
         div.figures {
             div.figure { span.value #services { (services) } span.label { "services" } }
             div.figure { span.value #edges { (snapshot.edges.len()) } span.label { "edges" } }
-            div.figure title="per minute of observed traffic, from the first call seen to the last" { span.value { (format!("{:.1}", calls as f64 / snapshot.observed_minutes())) } span.label { "calls/min over " (crate::timefmt::length((snapshot.observed_minutes() * 60e9) as i64)) " of traffic" } }
+            div.figure title="per minute of observed traffic, from the first call seen to the last" { span.value { (format!("{:.1}", estimated_calls / snapshot.observed_minutes())) } span.label { "calls/min over " (crate::timefmt::length((snapshot.observed_minutes() * 60e9) as i64)) " of traffic" } }
             div.figure { span.value { (percent(errors, calls)) } span.label { "errors" } }
             div.figure {
                 span.value #findings { (snapshot.findings.len()) }
@@ -73,6 +74,9 @@ pub fn figures(snapshot: &Snapshot) -> Markup {
             (d.unresolved_client_spans) " client spans with no known callee, "
             (d.late_spans_paired) " late spans paired, " (d.late_spans_dropped) " dropped, "
             (d.traces_cut_short) " traces cut short."
+        }
+        @if let Some(note) = snapshot.sampling_note() {
+            p.diagnostics.sampling { (note) }
         }
     }
 }

@@ -26,8 +26,8 @@ use prost::Message;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-pub use crate::otlp::Detail;
 use crate::otlp::{self, Converted};
+pub use crate::otlp::{Conversion, Detail};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -187,7 +187,7 @@ pub fn read_source(
     source: Source,
     format: Option<Format>,
     on_bad: OnBadInput,
-    detail: Detail,
+    conversion: &Conversion,
     bytes_read: Arc<AtomicU64>,
     summary: &mut Summary,
     sink: &mut dyn FnMut(Vec<Span>) -> Result<(), SinkError>,
@@ -202,7 +202,7 @@ pub fn read_source(
     let mut reading = Reading {
         name: &name,
         on_bad,
-        detail,
+        conversion,
         summary,
         sink,
         failure: None,
@@ -225,7 +225,7 @@ pub fn read_source(
 struct Reading<'a> {
     name: &'a str,
     on_bad: OnBadInput,
-    detail: Detail,
+    conversion: &'a Conversion,
     summary: &'a mut Summary,
     sink: &'a mut dyn FnMut(Vec<Span>) -> Result<(), SinkError>,
     /// A sink failure raised inside a serde visitor, which can only return serde errors.
@@ -241,7 +241,7 @@ impl Reading<'_> {
     }
 
     fn emit(&mut self, request: ExportTraceServiceRequest) -> Result<(), ImportError> {
-        self.emit_converted(otlp::convert_with(request, self.detail))
+        self.emit_converted(otlp::convert_with(request, self.conversion))
     }
 
     fn emit_converted(&mut self, converted: Converted) -> Result<(), ImportError> {

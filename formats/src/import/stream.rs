@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use super::{ImportError, Input, Reading};
-use crate::otlp::{self, Converted, Detail};
+use crate::otlp::{self, Conversion, Converted};
 
 /// One request cut out of a stream, not decoded yet.
 pub(super) struct Document {
@@ -42,10 +42,10 @@ type Job = (Vec<Document>, mpsc::SyncSender<Vec<Decoded>>);
 pub(super) fn decode_in_parallel(
     reading: &mut Reading,
     mut next: impl FnMut() -> Result<Option<Document>, ImportError>,
-    decode: fn(&[u8], Detail) -> Decoded,
+    decode: fn(&[u8], &Conversion) -> Decoded,
 ) -> Result<(), ImportError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let detail = reading.detail;
+    let conversion = reading.conversion;
     let (job_sender, job_receiver) = mpsc::sync_channel::<Job>(workers);
     let job_receiver = Mutex::new(job_receiver);
     std::thread::scope(|scope| {
@@ -57,7 +57,7 @@ pub(super) fn decode_in_parallel(
                 };
                 let decoded = documents
                     .iter()
-                    .map(|document| decode(&document.bytes, detail))
+                    .map(|document| decode(&document.bytes, conversion))
                     .collect();
                 // The reader has stopped early when nobody listens; nothing is lost then.
                 let _ = reply.send(decoded);
@@ -115,9 +115,9 @@ pub(super) fn decode_in_parallel(
     })
 }
 
-pub(super) fn decode_json(bytes: &[u8], detail: Detail) -> Decoded {
+pub(super) fn decode_json(bytes: &[u8], conversion: &Conversion) -> Decoded {
     match crate::otlp_json::decode(bytes) {
-        Ok(request) => Decoded::Spans(otlp::convert_with(request, detail)),
+        Ok(request) => Decoded::Spans(otlp::convert_with(request, conversion)),
         Err(err) if err.is_data() => Decoded::NotARequest(format!(
             "not an OTLP/JSON ExportTraceServiceRequest: {err} (line and column within the request)"
         )),
@@ -125,9 +125,9 @@ pub(super) fn decode_json(bytes: &[u8], detail: Detail) -> Decoded {
     }
 }
 
-pub(super) fn decode_protobuf(bytes: &[u8], detail: Detail) -> Decoded {
+pub(super) fn decode_protobuf(bytes: &[u8], conversion: &Conversion) -> Decoded {
     match ExportTraceServiceRequest::decode(bytes) {
-        Ok(request) => Decoded::Spans(otlp::convert_with(request, detail)),
+        Ok(request) => Decoded::Spans(otlp::convert_with(request, conversion)),
         Err(err) => {
             Decoded::NotARequest(format!("not a protobuf ExportTraceServiceRequest: {err}"))
         }
