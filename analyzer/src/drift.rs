@@ -620,6 +620,82 @@ fn rule_infos(rules: &Rules, with_baseline: bool, with_declared: bool) -> Vec<Ru
     out
 }
 
+/// Takes out of `diff` the removed edges the observed window could well have missed by chance
+/// (fewer than `min_expected` sampled calls expected), and the removed nodes only such edges
+/// touched, and says so in info items.
+fn set_aside_unexpected_absences(
+    diff: &mut SnapshotDiff,
+    baseline: &Snapshot,
+    observed: &Snapshot,
+    min_expected: f64,
+) -> Vec<Item> {
+    let observed_minutes = observed.observed_minutes();
+    let minutes_ratio = observed_minutes / baseline.observed_minutes();
+    // The share of calls the observed window kept: its sampled calls over their estimate.
+    let estimated: f64 = observed.edges.iter().map(|e| e.estimate()).sum();
+    let seen: u64 = observed.edges.iter().map(|e| e.calls).sum();
+    let kept_share = if estimated > 0.0 {
+        (seen as f64 / estimated).min(1.0)
+    } else {
+        1.0
+    };
+    let expected: BTreeMap<(&str, &str, EdgeKind), f64> = baseline
+        .edges
+        .iter()
+        .map(|e| {
+            let key = (e.from.as_str(), e.to.as_str(), e.kind);
+            (key, e.estimate() * minutes_ratio * kept_share)
+        })
+        .collect();
+    let expected_of = |e: &EdgeRef| {
+        expected
+            .get(&(e.from.as_str(), e.to.as_str(), e.kind))
+            .copied()
+    };
+    let mut items = Vec::new();
+    let (mut rare_ends, mut other_ends) = (BTreeSet::new(), BTreeSet::new());
+    diff.removed_edges.retain(|edge| {
+        let Some(calls) = expected_of(edge).filter(|calls| *calls < min_expected) else {
+            other_ends.extend([edge.from.clone(), edge.to.clone()]);
+            return true;
+        };
+        rare_ends.extend([edge.from.clone(), edge.to.clone()]);
+        items.push(Item {
+            rule: "removed-edges".to_owned(),
+            severity: Severity::Info,
+            status: Status::New,
+            subject: edge_subject(&edge.from, &edge.to),
+            message: format!(
+                "not reported as removed: {} → {} was not seen, but only {calls:.2} sampled \
+                 calls of it were expected in {observed_minutes:.0} min of traffic at the \
+                 baseline's rate (min_expected_calls = {min_expected})",
+                edge.from, edge.to
+            ),
+            edges: Vec::new(),
+        });
+        false
+    });
+    diff.removed_nodes.retain(|node| {
+        let only_rare = rare_ends.contains(&node.id) && !other_ends.contains(&node.id);
+        if only_rare {
+            items.push(Item {
+                rule: "removed-nodes".to_owned(),
+                severity: Severity::Info,
+                status: Status::New,
+                subject: node.id.clone(),
+                message: format!(
+                    "not reported as removed: {} was not seen, but its calls were too rare in \
+                     the baseline to be expected in this window",
+                    node.id
+                ),
+                edges: Vec::new(),
+            });
+        }
+        !only_rare
+    });
+    items
+}
+
 fn edge_items(edges: &[EdgeRef], rule: &str, level: Policy, verb: &str) -> Vec<Item> {
     let Some(severity) = level_severity(level) else {
         return Vec::new();
@@ -674,7 +750,15 @@ pub fn check(
     let mut items = Vec::new();
     let c = &rules.check;
 
-    let diff = baseline.as_ref().map(|b| diff(b, &observed));
+    let mut diff = baseline.as_ref().map(|b| diff(b, &observed));
+    if let (Some(diff), Some(baseline)) = (&mut diff, &baseline) {
+        items.extend(set_aside_unexpected_absences(
+            diff,
+            baseline,
+            &observed,
+            c.min_expected_calls,
+        ));
+    }
     if let Some(diff) = &diff {
         items.extend(edge_items(
             &diff.added_edges,
@@ -854,6 +938,76 @@ mod tests {
         let mut edges = SHOP.to_vec();
         edges.extend_from_slice(extra);
         graph(&edges, &["gateway"], &[])
+    }
+
+    /// `snapshot` with its traffic spread over `minutes` and each edge standing for `weight`
+    /// times its calls.
+    fn observed_for(mut snapshot: Snapshot, minutes: i64, weight: f64) -> Snapshot {
+        for edge in &mut snapshot.edges {
+            edge.first_seen = crate::time::rfc3339(0);
+            edge.last_seen = crate::time::rfc3339(minutes * 60_000_000_000);
+            edge.estimated_calls = Some(edge.calls as f64 * weight);
+        }
+        snapshot
+    }
+
+    #[test]
+    fn an_edge_too_rare_to_be_expected_in_the_window_is_not_reported_removed() {
+        // Every edge had 10 calls in the baseline's hour; the observed 5 minutes lack
+        // cart → db:carts (and so db:carts): 10 × 5/60 ≈ 0.8 calls expected, under 1.
+        let baseline = observed_for(shop_with(&[]), 60, 1.0);
+        let observed = observed_for(graph(&SHOP[..5], &["gateway"], &[]), 5, 1.0);
+        let report = check(&observed, Some(&baseline), None, &Rules::default());
+        assert_eq!(
+            new_items(&report),
+            [
+                ("removed-edges", Severity::Info, "cart -> db:carts"),
+                ("removed-nodes", Severity::Info, "db:carts"),
+            ]
+        );
+        assert!(
+            report.items[0].message.contains("only 0.83 sampled calls"),
+            "{}",
+            report.items[0].message
+        );
+        let diff = report.diff.as_ref().unwrap();
+        assert!(diff.removed_edges.is_empty() && diff.removed_nodes.is_empty());
+
+        // The baseline's 10 sampled calls stood for 120: 10 expected, so it is reported ...
+        let sampled_baseline = observed_for(shop_with(&[]), 60, 12.0);
+        let report = check(&observed, Some(&sampled_baseline), None, &Rules::default());
+        assert_eq!(
+            new_items(&report),
+            [
+                ("removed-edges", Severity::Warning, "cart -> db:carts"),
+                ("removed-nodes", Severity::Warning, "db:carts"),
+            ]
+        );
+        // ... unless the observed window keeps 1 call in 12 too: 120 × 5/60 / 12 ≈ 0.8.
+        let sampled_observed = observed_for(graph(&SHOP[..5], &["gateway"], &[]), 5, 12.0);
+        let report = check(
+            &sampled_observed,
+            Some(&sampled_baseline),
+            None,
+            &Rules::default(),
+        );
+        assert!(
+            new_items(&report)
+                .iter()
+                .all(|(_, severity, _)| *severity == Severity::Info),
+            "{:?}",
+            new_items(&report)
+        );
+        // The threshold is a setting: at 0.5 the 0.8 expected calls are enough.
+        let strict = rules("[check]\nmin_expected_calls = 0.5\n");
+        let report = check(&observed, Some(&baseline), None, &strict);
+        assert_eq!(
+            new_items(&report),
+            [
+                ("removed-edges", Severity::Warning, "cart -> db:carts"),
+                ("removed-nodes", Severity::Warning, "db:carts"),
+            ]
+        );
     }
 
     #[test]

@@ -60,6 +60,13 @@ pub struct CheckSettings {
     /// Edges seen fewer times than this are ignored, in the baseline and in the observed
     /// snapshot, so that rare noise does not fail builds.
     pub min_calls: u64,
+    /// A baseline edge missing from the observed window is reported as removed only when the
+    /// window should have shown at least this many sampled calls of it: at the baseline's
+    /// rate, over the window's minutes of traffic, at the window's sampling. Fewer, and its
+    /// absence may be chance. The default, 1, keeps every edge a same-length unsampled run
+    /// showed; for sampled production windows 5 is safer (a Poisson count with mean 5 is 0
+    /// under 1% of the time, with mean 1, 37%).
+    pub min_expected_calls: f64,
     pub new_edges: Policy,
     pub removed_edges: Policy,
     pub new_nodes: Policy,
@@ -81,6 +88,7 @@ impl Default for CheckSettings {
     fn default() -> Self {
         CheckSettings {
             min_calls: 1,
+            min_expected_calls: 1.0,
             new_edges: Policy::Error,
             removed_edges: Policy::Warn,
             new_nodes: Policy::Warn,
