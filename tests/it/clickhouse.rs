@@ -185,7 +185,13 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
         base,
         15_000_000_000,
     );
-    let zipkin = recorded_spans(&json_files("zipkin"), base + 7_000_000_000, 150_000_000_000);
+    let mut zipkin = recorded_spans(&json_files("zipkin"), base + 7_000_000_000, 150_000_000_000);
+    // Sampling both ways: the hotel's roots carry Jaeger's sampler tags (one in 0.3); the
+    // Zipkin spans get OpenTelemetry's threshold for one in two, as an SDK would have set it.
+    for span in zipkin.iter_mut().flatten() {
+        span.detail.trace_state = "ot=th:8".to_owned();
+        span.adjusted_count = Some(2.0);
+    }
     runtime.block_on(async {
         let mut insert = otel
             .clone()
@@ -216,6 +222,19 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
     let dir = tempfile::tempdir().unwrap();
     let expected = duckdb_snapshot(&spans, &window, dir.path());
     assert!(expected.edges.len() > 20, "{} edges", expected.edges.len());
+    // Each edge's calls stand for 2 (Zipkin), 3.33 (the hotel) or, where both apps call the
+    // same service, something between.
+    let weights: Vec<f64> = expected
+        .edges
+        .iter()
+        .map(|e| e.estimate() / e.calls as f64)
+        .collect();
+    assert!(
+        weights.iter().all(|w| (2.0..3.334).contains(w))
+            && weights.contains(&2.0)
+            && weights.iter().any(|w| (w - 1.0 / 0.3).abs() < 0.001),
+        "every edge is weighted by its traces' sampling: {weights:?}"
+    );
     assert_eq!(expected.diagnostics.spans, span_count as u64);
     let from = clickhouse.address("otel");
     let bounds = ["--since", &rfc3339(since), "--until", &rfc3339(until)];

@@ -1,7 +1,7 @@
 //! Nothing acknowledged is lost: the real binary is killed with SIGKILL and restarted on the
 //! same DuckDB file. Also: SIGTERM drains, commits and exits 0.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -510,4 +510,56 @@ async fn metrics_show_the_log_and_each_consumer_catching_up() {
         archtrace_formats::otlp::span_count(&batch(900)) as f64
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deriver_state_file_of_another_version_is_set_aside_and_the_graph_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spans.duckdb");
+    let (since, until) = ("2023-11-14T22:00:00Z", "2023-11-14T23:00:00Z");
+    let mut server = ServerProcess::spawn(&db, &[]);
+    send_batches(&server, 0..5).await;
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).success());
+    let before = derived_edges(&db, since, until);
+    assert!(!before.is_empty());
+
+    // What an archtrace before the state files' format line left: postcard bytes alone.
+    let state_files: Vec<_> = std::fs::read_dir(dir.path().join("spans.duckdb.log"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "state"))
+        .collect();
+    assert_eq!(state_files.len(), 1, "{state_files:?}");
+    std::fs::write(&state_files[0], [0x02, 0x00, 0x05, 0x01, 0x07]).unwrap();
+
+    let stderr = dir.path().join("stderr.txt");
+    let mut server =
+        ServerProcess::spawn_with_stderr(&db, &[], std::fs::File::create(&stderr).unwrap().into());
+    send_batches(&server, 5..6).await;
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).success());
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        said.contains("was written by another version of archtrace"),
+        "{said}"
+    );
+    // The buckets a clean stop wrote are all there, with the new batch's calls added.
+    let calls = |edges: &[String]| -> BTreeMap<String, u64> {
+        edges
+            .iter()
+            .map(|line| {
+                let parts: Vec<&str> = line.rsplitn(3, ' ').collect();
+                (parts[2].to_owned(), parts[1].parse().unwrap())
+            })
+            .collect()
+    };
+    let (before, after) = (calls(&before), calls(&derived_edges(&db, since, until)));
+    for (edge, calls) in &before {
+        assert!(
+            after.get(edge).is_some_and(|now| now >= calls),
+            "{edge}: {after:?}"
+        );
+    }
+    assert!(after.values().sum::<u64>() > before.values().sum::<u64>());
 }
