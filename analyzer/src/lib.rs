@@ -16,6 +16,7 @@ pub mod domains;
 pub mod drift;
 pub mod export;
 pub mod findings;
+pub mod impact;
 pub mod metrics;
 pub mod render;
 pub mod risk;

@@ -14,6 +14,7 @@ mod export;
 mod fixtures;
 mod graph;
 mod hotspots;
+mod impact;
 mod import;
 mod instrument;
 mod interop;
