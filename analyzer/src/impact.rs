@@ -360,7 +360,8 @@ pub fn markdown(impact: &Impact) -> String {
     out
 }
 
-fn summary(impact: &Impact) -> String {
+/// One sentence: how many entry operations fail and degrade, and their share of traffic.
+pub fn summary(impact: &Impact) -> String {
     let count = |outcome: Outcome| {
         impact
             .entries

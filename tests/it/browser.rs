@@ -268,6 +268,62 @@ async fn a_hotspot_opens_its_service_page_with_charts() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_service_page_says_which_entry_operations_fail_with_it() {
+    use archtrace_analyzer::impact::{impact, Outcome, Target};
+    let (demo, _live, _driver, client) = demo_in_browser().await;
+    // The shop's email service sits behind the orders queue: checkout degrades without it.
+    for service in ["auth", "email"] {
+        let expected = impact(
+            &snapshot(&demo.admin).await,
+            &[Target::Node(service.to_owned())],
+        )
+        .unwrap();
+        open(&client, &format!("{}/service/{service}", demo.admin)).await;
+        let rows = client
+            .find_all(Locator::Css("table.impact tbody tr"))
+            .await
+            .unwrap();
+        let mut shown = Vec::new();
+        for row in rows {
+            let cells = row.find_all(Locator::Css("td")).await.unwrap();
+            shown.push((
+                cells[0].text().await.unwrap(),
+                cells[1].text().await.unwrap(),
+            ));
+        }
+        let wanted: Vec<(String, String)> = expected
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.outcome.as_str().to_owned(),
+                    format!("{}: {}", e.service, e.operation),
+                )
+            })
+            .collect();
+        // The demo keeps sending, so the busiest-first order may change between the two reads.
+        let (mut shown, mut wanted) = (shown, wanted);
+        shown.sort();
+        wanted.sort();
+        assert_eq!(shown, wanted, "{service}");
+        let outcome = if service == "auth" {
+            Outcome::Fails
+        } else {
+            Outcome::Degrades
+        };
+        assert!(
+            !wanted.is_empty() && expected.entries.iter().all(|e| e.outcome == outcome),
+            "{service}: {wanted:?}"
+        );
+        assert!(text(&client, "p.impact")
+            .await
+            .starts_with(&format!("If {service} fails:")));
+    }
+    screenshot(&client, "service-impact").await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_graph_page_searches_focuses_and_switches_level() {
     let (demo, live, _driver, client) = demo_in_browser().await;
     open(&client, &format!("{}/graph", demo.admin)).await;

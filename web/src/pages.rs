@@ -7,6 +7,7 @@ use archtrace_analyzer::analysis::Analyzed;
 use archtrace_analyzer::declared::{self, Conformance};
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::drift::SnapshotDiff;
+use archtrace_analyzer::impact::{self, Target};
 use archtrace_analyzer::risk::Hotspot;
 use archtrace_analyzer::snapshot::{Edge, Finding, Severity, Snapshot};
 use archtrace_analyzer::time::parse_rfc3339;
@@ -280,6 +281,10 @@ pub fn service_body(
         }
         h3 { "Findings" }
         (findings_list(&findings, links))
+        @if node.is_some() {
+            h3 { "Impact" }
+            (impact_section(snapshot, service, links))
+        }
         h3 { "Operations" }
         @if operations.is_empty() {
             p.empty { "None." }
@@ -294,6 +299,34 @@ pub fn service_body(
                             td { (o.calls) }
                             td { (percent(o.errors, o.calls)) }
                             td { (millis(o.latency_ms.as_ref().map(|q| q.p99))) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What fails if `service` does: the entry operations it takes down or degrades.
+fn impact_section(snapshot: &Snapshot, service: &str, links: &dyn Links) -> Markup {
+    let target = [Target::Node(service.to_owned())];
+    let Ok(found) = impact::impact(snapshot, &target) else {
+        return html! {};
+    };
+    html! {
+        p.impact { (impact::summary(&found)) }
+        @if !found.entries.is_empty() {
+            table.impact {
+                thead { tr { th { "outcome" } th { "entry operation" } th { "traces" } th { "share" } th { "per min" } th { "how" } } }
+                tbody {
+                    @for e in &found.entries {
+                        tr class=(e.outcome.as_str()) {
+                            td { (e.outcome.as_str()) }
+                            td { a.service href=(links.service(&e.service)) { (e.service) } ": " (e.operation) }
+                            td { (e.traces) }
+                            td { (format!("{:.1}%", 100.0 * e.traffic_share)) }
+                            td { (format!("{:.1}", e.traces_per_min)) }
+                            td.path { (e.path.join(" → ")) }
                         }
                     }
                 }
