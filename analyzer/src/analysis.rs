@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::actions::{recommend, Action};
 use crate::findings::{findings, Thresholds};
 use crate::metrics::{node_metrics, MetricSettings};
 use crate::risk::{hotspots, Hotspot};
@@ -56,6 +57,9 @@ pub fn analyze(snapshot: &Snapshot, settings: &Settings) -> Analysis {
 pub struct Analyzed {
     pub snapshot: Snapshot,
     pub hotspots: Vec<Hotspot>,
+    /// One per finding, the largest effect first. Kept out of the snapshot: their traffic
+    /// shares change with every window, and snapshots are meant to diff well.
+    pub actions: Vec<Action>,
 }
 
 impl Analyzed {
@@ -72,7 +76,12 @@ impl Analyzed {
         }
         snapshot.findings = findings;
         snapshot.metric_notes = notes;
-        Analyzed { snapshot, hotspots }
+        let actions = recommend(&snapshot);
+        Analyzed {
+            snapshot,
+            hotspots,
+            actions,
+        }
     }
 }
 

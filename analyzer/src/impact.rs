@@ -222,96 +222,298 @@ impl Failed<'_> {
 
 /// The entry operations that fail or degrade when all of `targets` fail at once.
 pub fn impact(snapshot: &Snapshot, targets: &[Target]) -> Result<Impact, UnknownTarget> {
-    let nodes: BTreeSet<&str> = snapshot.nodes.iter().map(|n| n.id.as_str()).collect();
-    let edges: BTreeSet<(&str, &str)> = snapshot
-        .edges
-        .iter()
-        .map(|e| (e.from.as_str(), e.to.as_str()))
-        .collect();
-    let mut failed = Failed {
-        nodes: BTreeSet::new(),
-        edges: BTreeSet::new(),
-    };
-    for target in targets {
-        let known = match target {
-            Target::Node(name) => nodes.contains(name.as_str()),
-            Target::Edge { from, to } => edges.contains(&(from.as_str(), to.as_str())),
-        };
-        if !known {
-            return Err(UnknownTarget {
-                target: target.label(),
-                known: nodes
-                    .iter()
-                    .take(12)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-        match target {
-            Target::Node(name) => failed.nodes.insert(name.as_str()),
-            Target::Edge { from, to } => failed.edges.insert((from.as_str(), to.as_str())),
-        };
-    }
-    let graph = OperationGraph::new(snapshot);
-    let total: u64 = snapshot.entry_operations.iter().map(|e| e.traces).sum();
-    let minutes = snapshot.observed_minutes();
-    let mut entries = Vec::new();
-    for entry in &snapshot.entry_operations {
-        let Some(&start) = graph
-            .index
-            .get(&(entry.service.as_str(), entry.operation.as_str()))
-        else {
-            continue;
-        };
-        let found = graph
-            .chain_to_failure(start, true, &failed)
-            .map(|chain| (Outcome::Fails, chain))
-            .or_else(|| {
-                graph
-                    .chain_to_failure(start, false, &failed)
-                    .map(|chain| (Outcome::Degrades, chain))
-            });
-        if let Some((outcome, chain)) = found {
-            entries.push(EntryImpact {
-                service: entry.service.clone(),
-                operation: entry.operation.clone(),
-                outcome,
-                traces: entry.traces,
-                traffic_share: share(entry.traces, total),
-                traces_per_min: round(entry.traces as f64 / minutes),
-                path: chain.into_iter().map(|node| graph.label(node)).collect(),
-            });
+    Impacts::new(snapshot).of(targets)
+}
+
+/// One snapshot's operation graph, built once for the impact of many targets.
+pub struct Impacts<'a> {
+    snapshot: &'a Snapshot,
+    graph: OperationGraph<'a>,
+    nodes: BTreeSet<&'a str>,
+    edges: BTreeSet<(&'a str, &'a str)>,
+}
+
+impl<'a> Impacts<'a> {
+    pub fn new(snapshot: &'a Snapshot) -> Impacts<'a> {
+        Impacts {
+            snapshot,
+            graph: OperationGraph::new(snapshot),
+            nodes: snapshot.nodes.iter().map(|n| n.id.as_str()).collect(),
+            edges: snapshot
+                .edges
+                .iter()
+                .map(|e| (e.from.as_str(), e.to.as_str()))
+                .collect(),
         }
     }
-    entries.sort_by(|a, b| {
-        (
-            a.outcome,
-            std::cmp::Reverse(a.traces),
-            &a.service,
-            &a.operation,
-        )
-            .cmp(&(
-                b.outcome,
-                std::cmp::Reverse(b.traces),
-                &b.service,
-                &b.operation,
-            ))
-    });
-    let traces_of = |outcome: Outcome| -> u64 {
-        entries
+
+    /// The entry operations that fail or degrade when all of `targets` fail at once.
+    pub fn of(&self, targets: &[Target]) -> Result<Impact, UnknownTarget> {
+        let (snapshot, graph) = (self.snapshot, &self.graph);
+        let (nodes, edges) = (&self.nodes, &self.edges);
+        let mut failed = Failed {
+            nodes: BTreeSet::new(),
+            edges: BTreeSet::new(),
+        };
+        for target in targets {
+            let known = match target {
+                Target::Node(name) => nodes.contains(name.as_str()),
+                Target::Edge { from, to } => edges.contains(&(from.as_str(), to.as_str())),
+            };
+            if !known {
+                return Err(UnknownTarget {
+                    target: target.label(),
+                    known: nodes
+                        .iter()
+                        .take(12)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            match target {
+                Target::Node(name) => failed.nodes.insert(name.as_str()),
+                Target::Edge { from, to } => failed.edges.insert((from.as_str(), to.as_str())),
+            };
+        }
+        let total: u64 = snapshot.entry_operations.iter().map(|e| e.traces).sum();
+        let minutes = snapshot.observed_minutes();
+        let mut entries = Vec::new();
+        for entry in &snapshot.entry_operations {
+            let Some(&start) = graph
+                .index
+                .get(&(entry.service.as_str(), entry.operation.as_str()))
+            else {
+                continue;
+            };
+            let found = graph
+                .chain_to_failure(start, true, &failed)
+                .map(|chain| (Outcome::Fails, chain))
+                .or_else(|| {
+                    graph
+                        .chain_to_failure(start, false, &failed)
+                        .map(|chain| (Outcome::Degrades, chain))
+                });
+            if let Some((outcome, chain)) = found {
+                entries.push(EntryImpact {
+                    service: entry.service.clone(),
+                    operation: entry.operation.clone(),
+                    outcome,
+                    traces: entry.traces,
+                    traffic_share: share(entry.traces, total),
+                    traces_per_min: round(entry.traces as f64 / minutes),
+                    path: chain.into_iter().map(|node| graph.label(node)).collect(),
+                });
+            }
+        }
+        entries.sort_by(|a, b| {
+            (
+                a.outcome,
+                std::cmp::Reverse(a.traces),
+                &a.service,
+                &a.operation,
+            )
+                .cmp(&(
+                    b.outcome,
+                    std::cmp::Reverse(b.traces),
+                    &b.service,
+                    &b.operation,
+                ))
+        });
+        let traces_of = |outcome: Outcome| -> u64 {
+            entries
+                .iter()
+                .filter(|e| e.outcome == outcome)
+                .map(|e| e.traces)
+                .sum()
+        };
+        Ok(Impact {
+            targets: targets.iter().map(Target::label).collect(),
+            failing_share: share(traces_of(Outcome::Fails), total),
+            degraded_share: share(traces_of(Outcome::Degrades), total),
+            unaffected: snapshot.entry_operations.len() - entries.len(),
+            entries,
+        })
+    }
+}
+
+/// Entry operations whose reach is computed for [`Reach`]: the busiest, so that graphs with
+/// thousands of entry points stay within a second. Their share of traffic is what is counted.
+const MOST_ENTRIES: usize = 500;
+
+/// A fixed-size set of small numbers.
+#[derive(Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(size: usize) -> Bits {
+        Bits(vec![0; size.div_ceil(64)])
+    }
+
+    fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+}
+
+/// What one entry operation's traffic reaches, through synchronous calls only and at all:
+/// services, and calls between services.
+struct EntryReach {
+    traces: u64,
+    sync_services: Bits,
+    all_services: Bits,
+    sync_calls: Bits,
+    all_calls: Bits,
+}
+
+/// A service or a call between services, by its number in [`Reach`].
+#[derive(Clone, Copy)]
+enum Reached {
+    Service(usize),
+    Call(usize),
+}
+
+impl EntryReach {
+    fn reaches(&self, target: Reached, synchronous_only: bool) -> bool {
+        match (target, synchronous_only) {
+            (Reached::Service(i), true) => self.sync_services.contains(i),
+            (Reached::Service(i), false) => self.all_services.contains(i),
+            (Reached::Call(i), true) => self.sync_calls.contains(i),
+            (Reached::Call(i), false) => self.all_calls.contains(i),
+        }
+    }
+}
+
+/// For many single targets at once (one per finding): the share of entry traffic that fails
+/// or degrades without each, from one search per entry operation instead of one per target.
+pub struct Reach {
+    services: BTreeMap<String, usize>,
+    calls: BTreeMap<(String, String), usize>,
+    entries: Vec<EntryReach>,
+    total_traces: u64,
+}
+
+impl Reach {
+    pub fn new(impacts: &Impacts) -> Reach {
+        let graph = &impacts.graph;
+        let mut services: BTreeMap<String, usize> = BTreeMap::new();
+        let mut calls: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let service_of: Vec<usize> = graph
+            .names
             .iter()
-            .filter(|e| e.outcome == outcome)
+            .map(|(service, _)| {
+                let next = services.len();
+                *services.entry(service.to_string()).or_insert(next)
+            })
+            .collect();
+        let call_of: Vec<Vec<usize>> = graph
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(node, callees)| {
+                callees
+                    .iter()
+                    .map(|&(callee, _)| {
+                        let key = (
+                            graph.names[node].0.to_owned(),
+                            graph.names[callee].0.to_owned(),
+                        );
+                        let next = calls.len();
+                        *calls.entry(key).or_insert(next)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut busiest: Vec<_> = impacts.snapshot.entry_operations.iter().collect();
+        busiest.sort_by_key(|e| std::cmp::Reverse(e.traces));
+        let entries = busiest
+            .into_iter()
+            .take(MOST_ENTRIES)
+            .filter_map(|entry| {
+                let start = *graph
+                    .index
+                    .get(&(entry.service.as_str(), entry.operation.as_str()))?;
+                let search = |synchronous_only: bool| {
+                    let mut reached_services = Bits::new(services.len());
+                    let mut reached_calls = Bits::new(calls.len());
+                    // The calls into the entry (from `user`) are on its way too.
+                    for &caller in &graph.callers[start] {
+                        let at = graph.calls[caller].iter().position(|c| c.0 == start);
+                        if let Some(at) = at {
+                            reached_calls.insert(call_of[caller][at]);
+                        }
+                    }
+                    let mut seen = vec![false; graph.names.len()];
+                    seen[start] = true;
+                    let mut queue = VecDeque::from([start]);
+                    while let Some(node) = queue.pop_front() {
+                        reached_services.insert(service_of[node]);
+                        for (at, &(callee, synchronous)) in graph.calls[node].iter().enumerate() {
+                            if synchronous_only && !synchronous {
+                                continue;
+                            }
+                            reached_calls.insert(call_of[node][at]);
+                            if !seen[callee] {
+                                seen[callee] = true;
+                                queue.push_back(callee);
+                            }
+                        }
+                    }
+                    (reached_services, reached_calls)
+                };
+                let (sync_services, sync_calls) = search(true);
+                let (all_services, all_calls) = search(false);
+                Some(EntryReach {
+                    traces: entry.traces,
+                    sync_services,
+                    all_services,
+                    sync_calls,
+                    all_calls,
+                })
+            })
+            .collect();
+        Reach {
+            services,
+            calls,
+            entries,
+            total_traces: impacts
+                .snapshot
+                .entry_operations
+                .iter()
+                .map(|e| e.traces)
+                .sum(),
+        }
+    }
+
+    /// The share of entry traffic that fails or degrades without `target`, and how many entry
+    /// operations fail; what [`Impacts::of`] says of it alone.
+    pub fn of(&self, target: &Target) -> (f64, usize) {
+        let found = match target {
+            Target::Node(name) => self.services.get(name).map(|&i| Reached::Service(i)),
+            Target::Edge { from, to } => self
+                .calls
+                .get(&(from.clone(), to.clone()))
+                .map(|&i| Reached::Call(i)),
+        };
+        let Some(found) = found else {
+            return (0.0, 0);
+        };
+        let reached: u64 = self
+            .entries
+            .iter()
+            .filter(|e| e.reaches(found, false))
             .map(|e| e.traces)
-            .sum()
-    };
-    Ok(Impact {
-        targets: targets.iter().map(Target::label).collect(),
-        failing_share: share(traces_of(Outcome::Fails), total),
-        degraded_share: share(traces_of(Outcome::Degrades), total),
-        unaffected: snapshot.entry_operations.len() - entries.len(),
-        entries,
-    })
+            .sum();
+        let failing = self
+            .entries
+            .iter()
+            .filter(|e| e.reaches(found, true))
+            .count();
+        (share(reached, self.total_traces), failing)
+    }
 }
 
 /// The impact for a terminal: a summary line, then one line per entry operation reached.
@@ -405,7 +607,7 @@ fn round(value: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::derive::EdgeKind::Async;
     use crate::metrics::tests::graph;
@@ -413,7 +615,7 @@ mod tests {
 
     /// A shop: gateway's `GET /` calls cart, which reads its database; checkout's
     /// `POST /checkout` publishes to mailer (through a queue), which calls smtp.
-    fn shop() -> Snapshot {
+    pub(crate) fn shop() -> Snapshot {
         let mut snapshot = graph(
             &[
                 ("user", "gateway"),
@@ -582,6 +784,34 @@ mod tests {
             markdown.contains("| degrades | checkout: POST /checkout | 10 | 25.0% | 10.0 |"),
             "{markdown}"
         );
+    }
+
+    #[test]
+    fn reach_of_every_single_target_agrees_with_the_impact() {
+        let snapshot = shop();
+        let impacts = Impacts::new(&snapshot);
+        let reach = Reach::new(&impacts);
+        let targets = snapshot
+            .nodes
+            .iter()
+            .map(|n| Target::Node(n.id.clone()))
+            .chain(snapshot.edges.iter().map(|e| Target::Edge {
+                from: e.from.clone(),
+                to: e.to.clone(),
+            }));
+        for target in targets {
+            let found = impacts.of(std::slice::from_ref(&target)).unwrap();
+            let failing = found
+                .entries
+                .iter()
+                .filter(|e| e.outcome == Outcome::Fails)
+                .count();
+            assert_eq!(
+                reach.of(&target),
+                (found.failing_share + found.degraded_share, failing),
+                "{target:?}"
+            );
+        }
     }
 
     #[test]

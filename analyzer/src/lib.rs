@@ -7,6 +7,7 @@
 //! Architecture invariant: this crate does no IO, has no async runtime and no database. It is a
 //! function from spans to graphs and findings, tested with plain data.
 
+pub mod actions;
 pub mod aggregate;
 pub mod analysis;
 pub mod check_output;

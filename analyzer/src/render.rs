@@ -329,6 +329,12 @@ pub fn hotspots_table(analyzed: &Analyzed, top: usize) -> String {
     }
     let counts = finding_counts(snapshot);
     let _ = writeln!(out, "\nfindings: {counts}");
+    if !analyzed.actions.is_empty() {
+        out.push_str("\nrecommended actions, largest effect first:\n");
+        for (rank, action) in analyzed.actions.iter().take(top).enumerate() {
+            let _ = writeln!(out, "{:>2}. {}", rank + 1, printable(&action.action));
+        }
+    }
     out
 }
 
@@ -359,6 +365,7 @@ pub fn hotspots_json(analyzed: &Analyzed, top: usize) -> String {
         "window": snapshot.window,
         "hotspots": ranked,
         "findings": snapshot.findings,
+        "actions": analyzed.actions,
         "entry_operations": snapshot.entry_operations,
         "metric_notes": snapshot.metric_notes,
     }))
@@ -421,6 +428,12 @@ pub fn hotspots_markdown(analyzed: &Analyzed, top: usize) -> String {
             finding.severity,
             markdown_cell(&finding.message)
         );
+    }
+    if !analyzed.actions.is_empty() {
+        out.push_str("\nRecommended actions, largest effect first:\n\n");
+        for (rank, action) in analyzed.actions.iter().take(top).enumerate() {
+            let _ = writeln!(out, "{}. {}", rank + 1, markdown_cell(&action.action));
+        }
     }
     out
 }

@@ -155,3 +155,59 @@ fn impact_names_what_it_does_not_know() {
         "{stderr}"
     );
 }
+
+#[test]
+fn recommended_actions_weigh_what_they_touch_by_the_traffic_the_traces_show() {
+    let request = Simulation::starting_at(5, 1_700_000_000_000_000_000)
+        .request(300, 1_700_000_000_000_000_000);
+    let reach = reach_per_entry(&otlp::convert(request.clone()).spans);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shop.pb");
+    std::fs::write(&file, request.encode_to_vec()).unwrap();
+    let output = succeeded(
+        Command::new(binary())
+            .args(["hotspots", "--format", "json", "--traces"])
+            .arg(&file),
+    );
+    let hotspots: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let actions = hotspots["actions"].as_array().unwrap();
+    assert_eq!(
+        actions.len(),
+        hotspots["findings"].as_array().unwrap().len(),
+        "one action per finding"
+    );
+    let shares: Vec<f64> = actions
+        .iter()
+        .map(|a| a["traffic_share"].as_f64().unwrap())
+        .collect();
+    assert!(shares.windows(2).all(|w| w[0] >= w[1]), "{shares:?}");
+    // frontend is a single point of failure: the traces that reach it, and those that wait
+    // for it, counted trace by trace.
+    let spof = actions
+        .iter()
+        .find(|a| a["finding"] == "single_point_of_failure" && a["subjects"][0] == "frontend")
+        .expect("frontend is a single point of failure");
+    let total: u64 = reach.values().map(|(traces, _, _)| traces).sum();
+    let reaching: u64 = reach
+        .values()
+        .filter(|(_, _, all)| all.contains("frontend"))
+        .map(|(traces, _, _)| traces)
+        .sum();
+    let failing = reach
+        .values()
+        .filter(|(_, sync, _)| sync.contains("frontend"))
+        .count();
+    let expected_share = (reaching as f64 / total as f64 * 1_000.0).round() / 1_000.0;
+    assert_eq!(spof["traffic_share"].as_f64().unwrap(), expected_share);
+    assert_eq!(
+        spof["failing_entry_operations"].as_u64().unwrap() as usize,
+        failing
+    );
+    assert!(
+        spof["action"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{failing} entry operations fail without it")),
+        "{spof}"
+    );
+}

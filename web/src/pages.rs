@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use archtrace_analyzer::actions::{self, Action};
 use archtrace_analyzer::analysis::Analyzed;
 use archtrace_analyzer::declared::{self, Conformance};
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
@@ -210,6 +211,26 @@ pub fn summary_sections(analyzed: &Analyzed, hotspots: usize, links: &dyn Links)
             h2 { "Findings" }
             (findings_list(&snapshot.findings.iter().collect::<Vec<_>>(), links))
         }
+        @if !analyzed.actions.is_empty() {
+            section #actions {
+                h2 { "Recommended actions" }
+                p.hint { "One per finding, the largest share of entry traffic touched first." }
+                (actions_list(&analyzed.actions.iter().take(10).collect::<Vec<_>>()))
+            }
+        }
+    }
+}
+
+/// Actions in order, each with the finding it answers.
+fn actions_list(actions: &[&Action]) -> Markup {
+    html! {
+        ol.actions {
+            @for a in actions {
+                li class=(format!("action {}", a.severity.as_str())) {
+                    (a.action)
+                }
+            }
+        }
     }
 }
 
@@ -281,6 +302,11 @@ pub fn service_body(
         }
         h3 { "Findings" }
         (findings_list(&findings, links))
+        @let service_actions = actions::about(&analyzed.actions, service);
+        @if !service_actions.is_empty() {
+            h3 { "Recommended actions" }
+            (actions_list(&service_actions))
+        }
         @if node.is_some() {
             h3 { "Impact" }
             (impact_section(snapshot, service, links))
