@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::derive::NodeType;
+use crate::rules::DomainTable;
 use crate::snapshot::Snapshot;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -27,12 +28,29 @@ pub struct CrossDomain {
     pub calls: u64,
 }
 
+/// A service whose calls (in and out) go mostly to another domain than its own.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Misplaced {
+    pub service: String,
+    pub domain: String,
+    /// The domain it talks to most.
+    pub mostly_with: String,
+    /// Its calls with that domain, and with its own (itself left out).
+    pub calls_with_other: u64,
+    pub calls_with_own: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Domains {
     pub domains: Vec<Domain>,
     pub cross_domain: Vec<CrossDomain>,
     /// Newman's modularity of the partition (0: no structure; towards 1: clear domains).
     pub modularity: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub misplaced: Vec<Misplaced>,
+    /// With declared domains: services none of them selects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undeclared: Vec<String>,
 }
 
 /// An undirected weighted graph over `0..n`, with self-loops holding collapsed weight.
@@ -115,8 +133,18 @@ fn modularity(graph: &Graph, community: &[usize], total: f64) -> f64 {
         .sum()
 }
 
-/// The candidate domains of the services of `snapshot`.
-pub fn domains(snapshot: &Snapshot) -> Domains {
+/// The services of `snapshot`, their call graph (undirected, weighted by calls) and each one's
+/// calls in and out.
+struct ServiceGraph<'s> {
+    services: Vec<&'s str>,
+    index: BTreeMap<&'s str, usize>,
+    graph: Graph,
+    traffic: Vec<u64>,
+    /// 2m: the sum of all degrees.
+    total: f64,
+}
+
+fn service_graph(snapshot: &Snapshot) -> ServiceGraph<'_> {
     let services: Vec<&str> = snapshot
         .nodes
         .iter()
@@ -142,9 +170,21 @@ pub fn domains(snapshot: &Snapshot) -> Domains {
             *graph.adjacent[b].entry(a).or_default() += edge.calls as f64;
         }
     }
-    // 2m: the sum of all degrees.
     let total: f64 = (0..services.len()).map(|i| graph.degree(i)).sum();
-    let mut member_of: Vec<usize> = (0..services.len()).collect();
+    ServiceGraph {
+        services,
+        index,
+        graph,
+        traffic,
+        total,
+    }
+}
+
+/// The candidate domains of the services of `snapshot`.
+pub fn domains(snapshot: &Snapshot) -> Domains {
+    let g = service_graph(snapshot);
+    let (graph, total) = (&g.graph, g.total);
+    let mut member_of: Vec<usize> = (0..g.services.len()).collect();
     if total > 0.0 {
         let mut level = graph.clone();
         loop {
@@ -173,26 +213,89 @@ pub fn domains(snapshot: &Snapshot) -> Domains {
             level = next;
         }
     }
-    let modularity = if total > 0.0 {
-        modularity(&graph, &member_of, total)
-    } else {
-        0.0
-    };
     // Name each community after its busiest member (ties by name).
     let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (service, c) in member_of.iter().enumerate() {
         members.entry(*c).or_default().push(service);
     }
-    let name_of: BTreeMap<usize, String> = members
+    let names: BTreeMap<usize, String> = members
         .iter()
         .map(|(c, m)| {
             let busiest = m
                 .iter()
-                .max_by(|a, b| traffic[**a].cmp(&traffic[**b]).then(b.cmp(a)))
+                .max_by(|a, b| g.traffic[**a].cmp(&g.traffic[**b]).then(b.cmp(a)))
                 .expect("a community has members");
-            (*c, services[*busiest].to_owned())
+            (*c, g.services[*busiest].to_owned())
         })
         .collect();
+    describe(snapshot, &g, &member_of, &names, Vec::new())
+}
+
+/// The domains declared in the rules (`[domains]`: name to selectors), checked on the traffic
+/// instead of guessed. A service several domains select belongs to the first by name.
+pub fn declared(snapshot: &Snapshot, declared: &DomainTable) -> Domains {
+    let g = service_graph(snapshot);
+    let names: BTreeMap<usize, String> = declared.keys().cloned().enumerate().collect();
+    let mut member_of = Vec::new();
+    let mut undeclared = Vec::new();
+    let mut assigned = Vec::new();
+    for (i, service) in g.services.iter().enumerate() {
+        let domain = declared.values().position(|selectors| {
+            selectors
+                .iter()
+                .any(|s| s.matches(service, NodeType::Service, declared))
+        });
+        match domain {
+            Some(d) => {
+                member_of.push(d);
+                assigned.push(i);
+            }
+            None => {
+                // Each undeclared service stands alone, apart from every domain.
+                member_of.push(names.len() + undeclared.len());
+                undeclared.push(service.to_string());
+            }
+        }
+    }
+    let mut names = names;
+    for (i, service) in undeclared.iter().enumerate() {
+        names.insert(declared.len() + i, service.clone());
+    }
+    let mut found = describe(snapshot, &g, &member_of, &names, undeclared);
+    // Domains that select nothing are still shown: the declaration says they exist.
+    for name in declared.keys() {
+        if !found.domains.iter().any(|d| &d.name == name) {
+            found.domains.push(Domain {
+                name: name.clone(),
+                services: Vec::new(),
+                internal_calls: 0,
+            });
+        }
+    }
+    found
+}
+
+/// Domains, their coupling and the misplaced services of the partition `member_of` (named by
+/// `names`); `undeclared` services are listed apart.
+fn describe(
+    snapshot: &Snapshot,
+    g: &ServiceGraph,
+    member_of: &[usize],
+    names: &BTreeMap<usize, String>,
+    undeclared: Vec<String>,
+) -> Domains {
+    let (services, index, total) = (&g.services, &g.index, g.total);
+    let modularity = if total > 0.0 {
+        modularity(&g.graph, member_of, total)
+    } else {
+        0.0
+    };
+    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (service, c) in member_of.iter().enumerate() {
+        members.entry(*c).or_default().push(service);
+    }
+    let name_of = names;
+    let standalone: BTreeSet<&str> = undeclared.iter().map(String::as_str).collect();
     let mut internal: BTreeMap<usize, u64> = BTreeMap::new();
     let mut cross: BTreeMap<(usize, usize), (usize, u64)> = BTreeMap::new();
     for edge in &snapshot.edges {
@@ -214,6 +317,7 @@ pub fn domains(snapshot: &Snapshot) -> Domains {
     }
     let mut domains: Vec<Domain> = members
         .iter()
+        .filter(|(c, _)| !standalone.contains(name_of[c].as_str()))
         .map(|(c, m)| Domain {
             name: name_of[c].clone(),
             services: m.iter().map(|s| services[*s].to_owned()).collect(),
@@ -226,8 +330,10 @@ pub fn domains(snapshot: &Snapshot) -> Domains {
             .cmp(&a.services.len())
             .then(a.name.cmp(&b.name))
     });
+    let is_domain = |c: &usize| !standalone.contains(name_of[c].as_str());
     let mut cross_domain: Vec<CrossDomain> = cross
         .into_iter()
+        .filter(|((a, b), _)| is_domain(a) && is_domain(b))
         .map(|((a, b), (edges, calls))| CrossDomain {
             from: name_of[&a].clone(),
             to: name_of[&b].clone(),
@@ -240,10 +346,41 @@ pub fn domains(snapshot: &Snapshot) -> Domains {
             .cmp(&a.calls)
             .then((&a.from, &a.to).cmp(&(&b.from, &b.to)))
     });
+    // Calls of each service with each domain, both directions, itself left out.
+    let mut with: Vec<BTreeMap<usize, u64>> = vec![BTreeMap::new(); services.len()];
+    for (a, links) in g.graph.adjacent.iter().enumerate() {
+        for (&b, &calls) in links {
+            if a != b && is_domain(&member_of[b]) {
+                *with[a].entry(member_of[b]).or_default() += calls as u64;
+            }
+        }
+    }
+    let mut misplaced: Vec<Misplaced> = with
+        .iter()
+        .enumerate()
+        .filter(|(a, _)| is_domain(&member_of[*a]))
+        .filter_map(|(a, calls)| {
+            let own = calls.get(&member_of[a]).copied().unwrap_or(0);
+            let (&other, &most) = calls
+                .iter()
+                .filter(|(d, _)| **d != member_of[a])
+                .max_by(|x, y| x.1.cmp(y.1).then(name_of[y.0].cmp(&name_of[x.0])))?;
+            (most > own).then(|| Misplaced {
+                service: services[a].to_owned(),
+                domain: name_of[&member_of[a]].clone(),
+                mostly_with: name_of[&other].clone(),
+                calls_with_other: most,
+                calls_with_own: own,
+            })
+        })
+        .collect();
+    misplaced.sort_by(|a, b| a.service.cmp(&b.service));
     Domains {
         domains,
         cross_domain,
         modularity,
+        misplaced,
+        undeclared,
     }
 }
 
@@ -251,6 +388,7 @@ pub fn domains(snapshot: &Snapshot) -> Domains {
 mod tests {
     use super::*;
     use crate::metrics::tests::graph;
+    use crate::rules::Selector;
 
     /// `groups` cliques of `size` services calling each other 100 times, chained by single calls.
     fn planted(groups: usize, size: usize) -> (Snapshot, Vec<BTreeSet<String>>) {
@@ -326,6 +464,74 @@ mod tests {
             .find(|d| d.services.contains(&"d1-s0".to_owned()))
             .unwrap();
         assert!(d1.services.contains(&"d0-s3".to_owned()), "{found:#?}");
+    }
+
+    #[test]
+    fn declared_domains_are_checked_for_coupling_misplaced_and_undeclared_services() {
+        // Two cliques of 4 (100 calls per pair), d0-s0 → d1-s1 and d1-s0 → d0-s1 single calls;
+        // d0-s3 also calls d1-s0 and d1-s2 500 times each.
+        let (mut snapshot, _) = planted(2, 4);
+        let extra = graph(&[("d0-s3", "d1-s0"), ("d0-s3", "d1-s2")], &[], &[]);
+        for mut edge in extra.edges {
+            edge.calls = 500;
+            snapshot.edges.push(edge);
+        }
+        let selectors = |patterns: &[&str]| -> Vec<Selector> {
+            patterns
+                .iter()
+                .map(|p| Selector::parse(p).unwrap())
+                .collect()
+        };
+        let declared_domains: DomainTable = [
+            ("orders".to_owned(), selectors(&["d0-*"])),
+            (
+                "payments".to_owned(),
+                selectors(&["d1-s0", "d1-s1", "d1-s2"]),
+            ),
+            ("unused".to_owned(), selectors(&["nothing-*"])),
+        ]
+        .into();
+        let found = declared(&snapshot, &declared_domains);
+        let members: Vec<(&str, usize)> = found
+            .domains
+            .iter()
+            .map(|d| (d.name.as_str(), d.services.len()))
+            .collect();
+        assert_eq!(members, [("orders", 4), ("payments", 3), ("unused", 0)]);
+        assert_eq!(found.undeclared, ["d1-s3"]);
+        // d0-s3: 3 × 100 with its own clique, 2 × 500 with payments. And the other way: d1-s0
+        // and d1-s2 each have 500 calls with d0-s3 (d1-s0 one more, the ring's d1-s0 → d0-s1)
+        // but 2 × 100 with their declared domain (d1-s3 is in none).
+        let misplaced =
+            |service: &str, domain: &str, other: &str, with_other, with_own| Misplaced {
+                service: service.into(),
+                domain: domain.into(),
+                mostly_with: other.into(),
+                calls_with_other: with_other,
+                calls_with_own: with_own,
+            };
+        assert_eq!(
+            found.misplaced,
+            [
+                misplaced("d0-s3", "orders", "payments", 1_000, 300),
+                misplaced("d1-s0", "payments", "orders", 501, 200),
+                misplaced("d1-s2", "payments", "orders", 500, 200),
+            ]
+        );
+        // orders → payments: d0-s0 → d1-s1 (1) and d0-s3's two edges (500 each); payments →
+        // orders: the ring's d1-s0 → d0-s1 (1).
+        let cross: Vec<(&str, &str, usize, u64)> = found
+            .cross_domain
+            .iter()
+            .map(|c| (c.from.as_str(), c.to.as_str(), c.edges, c.calls))
+            .collect();
+        assert_eq!(
+            cross,
+            [
+                ("orders", "payments", 3, 1_001),
+                ("payments", "orders", 1, 1)
+            ]
+        );
     }
 
     #[test]

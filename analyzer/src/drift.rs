@@ -12,7 +12,7 @@ use crate::analysis::{Analyzed, Settings};
 use crate::declared::{conform, Declared};
 use crate::derive::{EdgeKind, NodeType};
 use crate::findings::longest_sync_chain;
-use crate::rules::{CheckSettings, CyclePolicy, Policy, Rules, Selector};
+use crate::rules::{CheckSettings, CyclePolicy, DomainTable, Policy, Rules, Selector};
 use crate::snapshot::{Finding, FindingKind, Severity, Snapshot, Window};
 
 /// An edge as drift sees it: its identity and its traffic.
@@ -232,8 +232,15 @@ fn types(snapshot: &Snapshot) -> BTreeMap<&str, NodeType> {
         .collect()
 }
 
-fn matches(selector: &Selector, name: &str, types: &BTreeMap<&str, NodeType>) -> bool {
-    selector.matches(name, types.get(name).copied().unwrap_or(NodeType::Service))
+/// What selectors need to know of a node: its type, and the declared domains.
+struct Known<'a> {
+    types: BTreeMap<&'a str, NodeType>,
+    domains: &'a DomainTable,
+}
+
+fn matches(selector: &Selector, name: &str, known: &Known) -> bool {
+    let node_type = known.types.get(name).copied().unwrap_or(NodeType::Service);
+    selector.matches(name, node_type, known.domains)
 }
 
 fn with_reason(message: String, reason: &Option<String>) -> String {
@@ -255,7 +262,10 @@ fn dependencies(snapshot: &Snapshot) -> BTreeSet<(&str, &str)> {
 
 /// Every violation of the structural rules and limits in one snapshot.
 fn violations(snapshot: &Snapshot, rules: &Rules) -> Vec<Violation> {
-    let types = types(snapshot);
+    let types = Known {
+        types: types(snapshot),
+        domains: &rules.domains,
+    };
     let deps = dependencies(snapshot);
     let mut out = Vec::new();
     for (i, rule) in rules.deny.iter().enumerate() {
@@ -938,6 +948,39 @@ mod tests {
         let mut edges = SHOP.to_vec();
         edges.extend_from_slice(extra);
         graph(&edges, &["gateway"], &[])
+    }
+
+    #[test]
+    fn rules_select_the_members_of_declared_domains() {
+        let rules = rules(
+            "[domains]\nedge = [\"gateway\"]\ndata = [\"type:database\", \"cart\"]\n\n\
+             [[deny]]\nfrom = \"domain:edge\"\nto = \"domain:data\"\n",
+        );
+        assert_eq!(rules.validate(), Ok(()));
+        let report = check(&shop_with(&[("gateway", "db:orders")]), None, None, &rules);
+        let mut denied: Vec<&str> = new_items(&report)
+            .into_iter()
+            .filter(|(rule, _, _)| *rule == "deny[0]")
+            .map(|(_, _, subject)| subject)
+            .collect();
+        denied.sort();
+        // cart is in the data domain by name, db:orders by type.
+        assert_eq!(denied, ["gateway -> cart", "gateway -> db:orders"]);
+    }
+
+    #[test]
+    fn unknown_or_nested_domains_are_refused_with_the_fix() {
+        let unknown = rules(
+            "[domains]\nedge = [\"gateway\"]\n[[deny]]\nfrom = \"domain:egde\"\nto = \"db:*\"\n",
+        );
+        let err = unknown.validate().unwrap_err();
+        assert!(
+            err.contains("`domain:egde` names no domain of [domains] (declared: edge)"),
+            "{err}"
+        );
+        let nested = rules("[domains]\nedge = [\"gateway\"]\nall = [\"domain:edge\"]\n");
+        let err = nested.validate().unwrap_err();
+        assert!(err.contains("domain `all` lists `domain:edge`"), "{err}");
     }
 
     /// `snapshot` with its traffic spread over `minutes` and each edge standing for `weight`

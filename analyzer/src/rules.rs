@@ -2,6 +2,7 @@
 //! limits, and how drift against the baseline is judged. Parsing the TOML text is the caller's
 //! job; these types deserialize from it and name unknown keys.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use globset::{Glob, GlobMatcher};
@@ -103,13 +104,18 @@ impl Default for CheckSettings {
     }
 }
 
-/// Picks nodes: `type:database` (service, database, messaging, external or client), or a glob on
-/// the node's name (`*` and `?`, `[abc]`, `{a,b}`).
+/// Picks nodes: `type:database` (service, database, messaging, external or client), a domain
+/// of `[domains]` (`domain:payments`), or a glob on the node's name (`*` and `?`, `[abc]`,
+/// `{a,b}`).
 #[derive(Clone, Debug)]
 pub enum Selector {
     Type(NodeType),
+    Domain(String),
     Name { pattern: String, glob: GlobMatcher },
 }
+
+/// `[domains]`: each domain's name and the selectors of its members.
+pub type DomainTable = BTreeMap<String, Vec<Selector>>;
 
 impl Selector {
     pub fn parse(text: &str) -> Result<Selector, String> {
@@ -128,6 +134,9 @@ impl Selector {
             };
             return Ok(Selector::Type(node_type));
         }
+        if let Some(domain) = text.strip_prefix("domain:") {
+            return Ok(Selector::Domain(domain.to_owned()));
+        }
         let glob = Glob::new(text)
             .map_err(|err| format!("invalid name pattern `{text}`: {err}"))?
             .compile_matcher();
@@ -137,9 +146,15 @@ impl Selector {
         })
     }
 
-    pub fn matches(&self, name: &str, node_type: NodeType) -> bool {
+    /// Whether the node matches; `domain:` selectors look their members up in `domains`.
+    pub fn matches(&self, name: &str, node_type: NodeType, domains: &DomainTable) -> bool {
         match self {
             Selector::Type(wanted) => *wanted == node_type,
+            Selector::Domain(domain) => domains.get(domain).is_some_and(|members| {
+                members
+                    .iter()
+                    .any(|s| s.matches(name, node_type, &DomainTable::new()))
+            }),
             Selector::Name { glob, .. } => glob.is_match(name),
         }
     }
@@ -149,6 +164,7 @@ impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Selector::Type(t) => write!(f, "type:{}", t.as_str()),
+            Selector::Domain(domain) => write!(f, "domain:{domain}"),
             Selector::Name { pattern, .. } => f.write_str(pattern),
         }
     }
@@ -216,6 +232,45 @@ pub struct Rules {
     pub allow_only: Vec<AllowOnlyRule>,
     pub layers: Option<Layers>,
     pub limits: Limits,
+    /// Declared domains: `payments = ["pay*", "ledger"]`. `archtrace domains` checks them on
+    /// the traffic, and rules select their members with `domain:payments`.
+    pub domains: DomainTable,
     /// Thresholds of the findings (as `archtrace hotspots --thresholds` takes them).
     pub thresholds: Thresholds,
+}
+
+impl Rules {
+    /// What parsing cannot see: every `domain:` selector names a declared domain, and domains
+    /// are made of names and types, not of other domains.
+    pub fn validate(&self) -> Result<(), String> {
+        for (domain, members) in &self.domains {
+            if let Some(nested) = members.iter().find(|s| matches!(s, Selector::Domain(_))) {
+                return Err(format!(
+                    "domain `{domain}` lists `{nested}`: a domain's members are name patterns or types, not other domains"
+                ));
+            }
+        }
+        let used = self
+            .deny
+            .iter()
+            .flat_map(|r| [&r.from, &r.to])
+            .chain(
+                self.allow_only
+                    .iter()
+                    .flat_map(|r| std::iter::once(&r.from).chain(&r.to)),
+            )
+            .chain(self.layers.iter().flat_map(|l| l.order.iter().flatten()));
+        for selector in used {
+            if let Selector::Domain(domain) = selector {
+                if !self.domains.contains_key(domain) {
+                    let declared: Vec<&str> = self.domains.keys().map(String::as_str).collect();
+                    return Err(format!(
+                        "`domain:{domain}` names no domain of [domains] (declared: {}); declare it, e.g. {domain} = [\"{domain}-*\"]",
+                        if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }

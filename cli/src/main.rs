@@ -118,7 +118,11 @@ enum Command {
     /// Louvain modularity optimisation on the call graph weighted by calls (deterministic:
     /// nodes are visited and ties broken in name order). Each domain is named after its busiest
     /// service; the cross-domain calls show how coupled the domains are. Modularity near 0
-    /// means no domain structure, towards 1 clear domains.
+    /// means no domain structure, towards 1 clear domains. Services that talk mostly to another
+    /// domain than their own are listed as misplaced.
+    ///
+    /// With [domains] in the rules (`payments = ["pay*", "ledger"]`), those domains are checked
+    /// instead: their coupling, their misplaced services, and the services none declares.
     ///   archtrace domains --since 24h
     ///   archtrace domains --traces dump.jsonl --format json
     #[command(verbatim_doc_comment)]
@@ -371,6 +375,10 @@ enum HotspotFormat {
 struct DomainsArgs {
     #[command(flatten)]
     source: SourceArgs,
+    /// Rules whose [domains] declare the domains: they are checked on the traffic instead of
+    /// guessed. [default: ./archtrace.toml when it declares domains]
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DomainsFormat::Text)]
     format: DomainsFormat,
 }
@@ -849,8 +857,12 @@ const DEFAULT_RULES: &str = "archtrace.toml";
 fn load_rules(path: &Path) -> anyhow::Result<Rules> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("could not read the rules {}", path.display()))?;
-    toml::from_str(&text)
-        .map_err(|err| anyhow::anyhow!("invalid rules file {}: {err}", path.display()))
+    let rules: Rules = toml::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("invalid rules file {}: {err}", path.display()))?;
+    rules
+        .validate()
+        .map_err(|err| anyhow::anyhow!("invalid rules file {}: {err}", path.display()))?;
+    Ok(rules)
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<u8> {
@@ -927,8 +939,23 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
 
 fn domains(args: DomainsArgs) -> anyhow::Result<()> {
     use archtrace_analyzer::domains;
+    let rules = match &args.rules {
+        Some(path) => Some(load_rules(path)?),
+        None => {
+            let default = PathBuf::from(DEFAULT_RULES);
+            let rules = default.exists().then(|| load_rules(&default)).transpose()?;
+            rules
+                .filter(|rules| !rules.domains.is_empty())
+                .inspect(|_| {
+                    eprintln!("using the domains declared in ./{DEFAULT_RULES}");
+                })
+        }
+    };
     let Analyzed { snapshot, .. } = source::analyzed(&args.source, &Settings::default())?;
-    let found = domains::domains(&snapshot);
+    let found = match rules.filter(|rules| !rules.domains.is_empty()) {
+        Some(rules) => domains::declared(&snapshot, &rules.domains),
+        None => domains::domains(&snapshot),
+    };
     let text = match args.format {
         DomainsFormat::Json => serde_json::to_string_pretty(&found)? + "\n",
         DomainsFormat::Text => {
@@ -957,6 +984,23 @@ fn domains(args: DomainsArgs) -> anyhow::Result<()> {
                         c.from, c.to, c.calls, c.edges
                     );
                 }
+            }
+            if !found.misplaced.is_empty() {
+                out.push_str("\nservices that talk mostly to another domain:\n");
+                for m in &found.misplaced {
+                    let _ = writeln!(
+                        out,
+                        "  {} (in {}): {} calls with {}, {} with its own domain",
+                        m.service, m.domain, m.calls_with_other, m.mostly_with, m.calls_with_own
+                    );
+                }
+            }
+            if !found.undeclared.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nservices no declared domain selects: {}",
+                    found.undeclared.join(", ")
+                );
             }
             out
         }

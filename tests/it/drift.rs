@@ -385,7 +385,9 @@ fn the_rules_example_in_the_docs_is_valid() {
     let start = docs.find("```toml\n").expect("a TOML example") + "```toml\n".len();
     let end = start + docs[start..].find("```").unwrap();
     let rules: archtrace_analyzer::rules::Rules = toml::from_str(&docs[start..end]).unwrap();
-    assert_eq!(rules.deny.len(), 2);
+    assert_eq!(rules.validate(), Ok(()));
+    assert_eq!(rules.deny.len(), 3);
+    assert_eq!(rules.domains.len(), 2);
     assert_eq!(rules.layers.unwrap().order.len(), 4);
     assert_eq!(rules.limits.max_sync_depth, Some(6));
 }
