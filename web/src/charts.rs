@@ -31,7 +31,13 @@ pub fn chart(
             root.fill(&WHITE)?;
             let (start, end) = (window.0, window.1.max(window.0 + 60_000_000_000));
             let minutes = |ns: i64| (ns - start) as f64 / 60e9;
-            let top = values.iter().map(|v| v.1).fold(0.0f64, f64::max).max(1e-9) * 1.15;
+            // Counts read from 0 to at least 1, so a quiet bucket is not an axis of 0.0s;
+            // latencies may be fractions of a millisecond.
+            let least = match style {
+                Style::Bars => 1.0,
+                Style::Line => 1e-9,
+            };
+            let top = values.iter().map(|v| v.1).fold(0.0f64, f64::max).max(least) * 1.15;
             let mut chart = ChartBuilder::on(&root)
                 .caption(title, ("sans-serif", 15))
                 .margin(8)
@@ -190,5 +196,24 @@ mod tests {
         ];
         let line = chart("p99", "ms", &values, window, MINUTE, Style::Line, BLUE);
         assert_eq!(data_line(&line), 2, "{line}");
+    }
+
+    #[test]
+    fn a_bar_chart_of_zeros_still_has_an_axis_up_to_one() {
+        let window = (SIX, SIX + 60 * MINUTE);
+        let zeros = chart(
+            "errors",
+            "errors",
+            &[(SIX, 0.0), (SIX + MINUTE, 0.0)],
+            window,
+            MINUTE,
+            Style::Bars,
+            BLUE,
+        );
+        assert!(zeros.contains("\n1.0\n"), "{zeros}");
+        assert!(
+            zeros.contains("\n0.5\n") || zeros.contains("\n0.4\n"),
+            "{zeros}"
+        );
     }
 }

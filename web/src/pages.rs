@@ -454,6 +454,7 @@ pub fn conformance_view(current: &Analyzed, result: &Conformance) -> GraphView {
             to: u.to.clone(),
             kind: EdgeKind::Sync,
             calls: 0,
+            estimated_calls: 0.0,
             errors: 0,
             p99_ms: None,
             change: Change::Unobserved,

@@ -1,7 +1,7 @@
 //! The dependency graph as SVG: node size by traffic, colour by risk, distinct shapes per node
-//! type, edge width by calls, red by error rate, dashed when asynchronous. Every name is escaped;
-//! styling is by attributes and classes only, so the page's Content-Security-Policy needs no
-//! inline styles.
+//! type, edge width by estimated calls, red by error rate, dashed when asynchronous. Every name
+//! is escaped; styling is by attributes and classes only, so the page's Content-Security-Policy
+//! needs no inline styles.
 
 use std::fmt::Write;
 
@@ -55,7 +55,11 @@ pub fn graph(view: &GraphView, layout: &Layout, link: &dyn Fn(&str) -> String) -
         w = layout.width,
         h = layout.height
     );
-    let max_calls = view.edges.iter().map(|e| e.calls).max().unwrap_or(1).max(1) as f64;
+    let max_calls = view
+        .edges
+        .iter()
+        .map(|e| e.estimated_calls)
+        .fold(1.0f64, f64::max);
     out.push_str(r#"<g class="edges">"#);
     for e in &view.edges {
         let (Some(&(x1, y1)), Some(&(x2, y2))) =
@@ -63,7 +67,7 @@ pub fn graph(view: &GraphView, layout: &Layout, link: &dyn Fn(&str) -> String) -
         else {
             continue;
         };
-        let width = 1.0 + 5.0 * (e.calls as f64).ln_1p() / max_calls.ln_1p();
+        let width = 1.0 + 5.0 * e.estimated_calls.ln_1p() / max_calls.ln_1p();
         let half = NODE_HEIGHT / 2.0;
         let path = if e.from == e.to {
             format!(
@@ -102,6 +106,12 @@ pub fn graph(view: &GraphView, layout: &Layout, link: &dyn Fn(&str) -> String) -
         let p99 = e
             .p99_ms
             .map_or(String::new(), |p| format!(", p99 {p:.1} ms"));
+        // Sampled traffic says what its calls stand for.
+        let estimate = if (e.estimated_calls - e.calls as f64).abs() >= 0.5 {
+            format!(" (≈{:.0} estimated)", e.estimated_calls)
+        } else {
+            String::new()
+        };
         let dash = if e.kind == EdgeKind::Async
             || matches!(e.change, Change::Removed | Change::Unobserved)
         {
@@ -117,7 +127,7 @@ pub fn graph(view: &GraphView, layout: &Layout, link: &dyn Fn(&str) -> String) -
         };
         let _ = write!(
             out,
-            r#"<path class="{class}" d="{path}" stroke="{colour}" stroke-width="{width:.1}" fill="none"{dash} marker-end="url(#arrow)" data-from="{}" data-to="{}"><title>{} → {}: {} calls, {error_rate:.1}% errors{p99}</title></path>"#,
+            r#"<path class="{class}" d="{path}" stroke="{colour}" stroke-width="{width:.1}" fill="none"{dash} marker-end="url(#arrow)" data-from="{}" data-to="{}"><title>{} → {}: {} calls{estimate}, {error_rate:.1}% errors{p99}</title></path>"#,
             escape(&e.from),
             escape(&e.to),
             escape(&e.from),
@@ -262,6 +272,7 @@ mod tests {
                 to: "db".to_owned(),
                 kind: EdgeKind::Async,
                 calls: 3,
+                estimated_calls: 12.0,
                 errors: 1,
                 p99_ms: Some(2.0),
                 change: Change::Same,
@@ -272,6 +283,10 @@ mod tests {
         assert!(!svg.contains("<img"), "{svg}");
         assert!(svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img"));
         assert!(svg.contains(r#"class="edge async""#));
+        assert!(
+            svg.contains("3 calls (≈12 estimated), 33.3% errors"),
+            "{svg}"
+        );
         assert!(svg.contains(r#"stroke-dasharray="6 4""#));
         assert!(svg.contains(r#"class="node database""#));
         assert!(!svg.contains("style="), "no inline styles under the CSP");

@@ -39,6 +39,9 @@ pub struct ViewEdge {
     pub to: String,
     pub kind: EdgeKind,
     pub calls: u64,
+    /// What the calls seen stand for ([`archtrace_analyzer::snapshot::Edge::estimate`]): edge
+    /// widths follow it.
+    pub estimated_calls: f64,
     pub errors: u64,
     pub p99_ms: Option<f64>,
     pub change: Change,
@@ -84,6 +87,7 @@ impl GraphView {
                         to: e.to.clone(),
                         kind: e.kind,
                         calls: e.calls,
+                        estimated_calls: e.estimate(),
                         errors: e.errors,
                         p99_ms: e.latency_ms.as_ref().map(|q| q.p99),
                         change: Change::Same,
@@ -104,6 +108,7 @@ impl GraphView {
                         to,
                         kind: EdgeKind::Sync,
                         calls: o.calls,
+                        estimated_calls: o.calls as f64,
                         errors: o.errors,
                         p99_ms: o.latency_ms.as_ref().map(|q| q.p99),
                         change: Change::Same,
