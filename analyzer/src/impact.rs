@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::Serialize;
 
-use crate::derive::EdgeKind;
+use crate::derive::{EdgeKind, NodeType};
 use crate::render::{markdown_cell, printable};
 use crate::snapshot::Snapshot;
 
@@ -66,9 +66,12 @@ pub struct EntryImpact {
     pub outcome: Outcome,
     /// Traces that started at this entry in the window.
     pub traces: u64,
-    /// Its share of all traces that started at an entry operation.
+    /// The traces those stand for, weighted like the calls into the entry's service from
+    /// outside (1 when nothing was sampled).
+    pub estimated_traces: f64,
+    /// Its share of the estimated traces of all entry operations.
     pub traffic_share: f64,
-    /// Traces per minute of observed traffic.
+    /// Estimated traces per minute of observed traffic.
     pub traces_per_min: f64,
     /// One chain of calls from the entry to the failure, as `service: operation` steps.
     pub path: Vec<String>,
@@ -229,6 +232,8 @@ pub fn impact(snapshot: &Snapshot, targets: &[Target]) -> Result<Impact, Unknown
 pub struct Impacts<'a> {
     snapshot: &'a Snapshot,
     graph: OperationGraph<'a>,
+    /// Per entry operation of the snapshot, in its order: the traces it stands for.
+    estimated_traces: Vec<f64>,
     nodes: BTreeSet<&'a str>,
     edges: BTreeSet<(&'a str, &'a str)>,
 }
@@ -238,6 +243,7 @@ impl<'a> Impacts<'a> {
         Impacts {
             snapshot,
             graph: OperationGraph::new(snapshot),
+            estimated_traces: estimated_entry_traces(snapshot),
             nodes: snapshot.nodes.iter().map(|n| n.id.as_str()).collect(),
             edges: snapshot
                 .edges
@@ -276,10 +282,10 @@ impl<'a> Impacts<'a> {
                 Target::Edge { from, to } => failed.edges.insert((from.as_str(), to.as_str())),
             };
         }
-        let total: u64 = snapshot.entry_operations.iter().map(|e| e.traces).sum();
+        let total: f64 = self.estimated_traces.iter().sum();
         let minutes = snapshot.observed_minutes();
         let mut entries = Vec::new();
-        for entry in &snapshot.entry_operations {
+        for (entry, &estimated) in snapshot.entry_operations.iter().zip(&self.estimated_traces) {
             let Some(&start) = graph
                 .index
                 .get(&(entry.service.as_str(), entry.operation.as_str()))
@@ -300,31 +306,24 @@ impl<'a> Impacts<'a> {
                     operation: entry.operation.clone(),
                     outcome,
                     traces: entry.traces,
-                    traffic_share: share(entry.traces, total),
-                    traces_per_min: round(entry.traces as f64 / minutes),
+                    estimated_traces: round(estimated),
+                    traffic_share: share(estimated, total),
+                    traces_per_min: round(estimated / minutes),
                     path: chain.into_iter().map(|node| graph.label(node)).collect(),
                 });
             }
         }
         entries.sort_by(|a, b| {
-            (
-                a.outcome,
-                std::cmp::Reverse(a.traces),
-                &a.service,
-                &a.operation,
-            )
-                .cmp(&(
-                    b.outcome,
-                    std::cmp::Reverse(b.traces),
-                    &b.service,
-                    &b.operation,
-                ))
+            a.outcome
+                .cmp(&b.outcome)
+                .then(b.estimated_traces.total_cmp(&a.estimated_traces))
+                .then_with(|| (&a.service, &a.operation).cmp(&(&b.service, &b.operation)))
         });
-        let traces_of = |outcome: Outcome| -> u64 {
+        let traces_of = |outcome: Outcome| -> f64 {
             entries
                 .iter()
                 .filter(|e| e.outcome == outcome)
-                .map(|e| e.traces)
+                .map(|e| e.estimated_traces)
                 .sum()
         };
         Ok(Impact {
@@ -335,6 +334,38 @@ impl<'a> Impacts<'a> {
             entries,
         })
     }
+}
+
+/// The traces each entry operation stands for: its traces, weighted like the calls into its
+/// service from outside the system (estimated calls over calls seen).
+fn estimated_entry_traces(snapshot: &Snapshot) -> Vec<f64> {
+    let outside: BTreeSet<&str> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.node_type == NodeType::Client)
+        .map(|n| n.id.as_str())
+        .collect();
+    let mut into: BTreeMap<&str, (f64, u64)> = BTreeMap::new();
+    for edge in snapshot
+        .edges
+        .iter()
+        .filter(|e| outside.contains(e.from.as_str()))
+    {
+        let sums = into.entry(edge.to.as_str()).or_default();
+        sums.0 += edge.estimate();
+        sums.1 += edge.calls;
+    }
+    snapshot
+        .entry_operations
+        .iter()
+        .map(|entry| {
+            let weight = match into.get(entry.service.as_str()) {
+                Some(&(estimated, calls)) if calls > 0 => estimated / calls as f64,
+                _ => 1.0,
+            };
+            entry.traces as f64 * weight
+        })
+        .collect()
 }
 
 /// Entry operations whose reach is computed for [`Reach`]: the busiest, so that graphs with
@@ -362,7 +393,7 @@ impl Bits {
 /// What one entry operation's traffic reaches, through synchronous calls only and at all:
 /// services, and calls between services.
 struct EntryReach {
-    traces: u64,
+    estimated_traces: f64,
     sync_services: Bits,
     all_services: Bits,
     sync_calls: Bits,
@@ -393,7 +424,7 @@ pub struct Reach {
     services: BTreeMap<String, usize>,
     calls: BTreeMap<(String, String), usize>,
     entries: Vec<EntryReach>,
-    total_traces: u64,
+    total_traces: f64,
 }
 
 impl Reach {
@@ -427,12 +458,17 @@ impl Reach {
                     .collect()
             })
             .collect();
-        let mut busiest: Vec<_> = impacts.snapshot.entry_operations.iter().collect();
-        busiest.sort_by_key(|e| std::cmp::Reverse(e.traces));
+        let mut busiest: Vec<_> = impacts
+            .snapshot
+            .entry_operations
+            .iter()
+            .zip(&impacts.estimated_traces)
+            .collect();
+        busiest.sort_by(|a, b| b.1.total_cmp(a.1));
         let entries = busiest
             .into_iter()
             .take(MOST_ENTRIES)
-            .filter_map(|entry| {
+            .filter_map(|(entry, &estimated_traces)| {
                 let start = *graph
                     .index
                     .get(&(entry.service.as_str(), entry.operation.as_str()))?;
@@ -467,7 +503,7 @@ impl Reach {
                 let (sync_services, sync_calls) = search(true);
                 let (all_services, all_calls) = search(false);
                 Some(EntryReach {
-                    traces: entry.traces,
+                    estimated_traces,
                     sync_services,
                     all_services,
                     sync_calls,
@@ -479,12 +515,7 @@ impl Reach {
             services,
             calls,
             entries,
-            total_traces: impacts
-                .snapshot
-                .entry_operations
-                .iter()
-                .map(|e| e.traces)
-                .sum(),
+            total_traces: impacts.estimated_traces.iter().sum(),
         }
     }
 
@@ -501,11 +532,11 @@ impl Reach {
         let Some(found) = found else {
             return (0.0, 0);
         };
-        let reached: u64 = self
+        let reached: f64 = self
             .entries
             .iter()
             .filter(|e| e.reaches(found, false))
-            .map(|e| e.traces)
+            .map(|e| e.estimated_traces)
             .sum();
         let failing = self
             .entries
@@ -521,11 +552,11 @@ pub fn text(impact: &Impact) -> String {
     let mut out = summary(impact) + "\n";
     for entry in &impact.entries {
         out.push_str(&format!(
-            "\n{:8}  {}: {}  {} traces ({:.1}% of traffic, {:.1}/min)\n          via {}\n",
+            "\n{:8}  {}: {}  {} ({:.1}% of traffic, {:.1}/min)\n          via {}\n",
             entry.outcome.as_str().to_uppercase(),
             printable(&entry.service),
             printable(&entry.operation),
-            entry.traces,
+            traces(entry),
             100.0 * entry.traffic_share,
             entry.traces_per_min,
             entry
@@ -537,6 +568,18 @@ pub fn text(impact: &Impact) -> String {
         ));
     }
     out
+}
+
+/// "56 traces", with what they stand for when they were sampled.
+fn traces(entry: &EntryImpact) -> String {
+    if (entry.estimated_traces - entry.traces as f64).abs() < 0.5 {
+        format!("{} traces", entry.traces)
+    } else {
+        format!(
+            "{} traces (≈{:.0} estimated)",
+            entry.traces, entry.estimated_traces
+        )
+    }
 }
 
 /// The impact as a Markdown section, for a pull-request comment or an incident document.
@@ -553,7 +596,7 @@ pub fn markdown(impact: &Impact) -> String {
             entry.outcome.as_str(),
             markdown_cell(&entry.service),
             markdown_cell(&entry.operation),
-            entry.traces,
+            traces(entry),
             100.0 * entry.traffic_share,
             entry.traces_per_min,
             markdown_cell(&entry.path.join(" → "))
@@ -594,11 +637,11 @@ pub fn summary(impact: &Impact) -> String {
     )
 }
 
-fn share(part: u64, total: u64) -> f64 {
-    if total == 0 {
-        0.0
+fn share(part: f64, total: f64) -> f64 {
+    if total > 0.0 {
+        round(part / total)
     } else {
-        round(part as f64 / total as f64)
+        0.0
     }
 }
 
@@ -781,15 +824,46 @@ pub(crate) mod tests {
         assert!(text.contains("via gateway: GET / → cart: GET /cart → db:carts: SELECT carts"));
         let markdown = markdown(&impact);
         assert!(
-            markdown.contains("| degrades | checkout: POST /checkout | 10 | 25.0% | 10.0 |"),
+            markdown.contains("| degrades | checkout: POST /checkout | 10 traces | 25.0% | 10.0 |"),
             "{markdown}"
         );
     }
 
+    /// The shop with checkout's traffic kept 1 in 4: its 10 traces stand for 40.
+    fn sampled_shop() -> Snapshot {
+        let mut snapshot = shop();
+        for edge in &mut snapshot.edges {
+            if edge.to == "checkout" {
+                edge.estimated_calls = Some(4.0 * edge.calls as f64);
+            }
+        }
+        snapshot
+    }
+
+    #[test]
+    fn sampled_entry_traffic_counts_what_it_stands_for() {
+        let found = impact(&sampled_shop(), &[Target::parse("smtp")]).unwrap();
+        let entry = &found.entries[0];
+        assert_eq!(
+            (entry.traces, entry.estimated_traces, entry.traces_per_min),
+            (10, 40.0, 40.0)
+        );
+        // 40 of the 30 + 40 estimated entry traces.
+        assert_eq!(found.degraded_share, 0.571);
+        assert!(text(&found).contains("10 traces (≈40 estimated) (57.1% of traffic"));
+        let reach = Reach::new(&Impacts::new(&sampled_shop()));
+        assert_eq!(reach.of(&Target::parse("db:carts")), (0.429, 1));
+    }
+
     #[test]
     fn reach_of_every_single_target_agrees_with_the_impact() {
-        let snapshot = shop();
-        let impacts = Impacts::new(&snapshot);
+        for snapshot in [shop(), sampled_shop()] {
+            reach_agrees_with_impact(&snapshot);
+        }
+    }
+
+    fn reach_agrees_with_impact(snapshot: &Snapshot) {
+        let impacts = Impacts::new(snapshot);
         let reach = Reach::new(&impacts);
         let targets = snapshot
             .nodes
