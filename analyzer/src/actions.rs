@@ -3,6 +3,8 @@
 //! that fails or degrades without it). The numbers that make an action worth doing are in its
 //! text and its fields.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::impact::{Impacts, Reach, Target};
@@ -30,14 +32,15 @@ pub fn recommend(snapshot: &Snapshot) -> Vec<Action> {
         from: from.to_owned(),
         to: to.to_owned(),
     };
-    let calls = |from: &str, to: &str| -> u64 {
-        snapshot
-            .edges
-            .iter()
-            .filter(|e| e.from == from && e.to == to)
-            .map(|e| e.calls)
-            .sum()
-    };
+    // Calls between two nodes, both kinds together: looked up once per finding or more.
+    let mut calls_between: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for edge in &snapshot.edges {
+        *calls_between
+            .entry((edge.from.as_str(), edge.to.as_str()))
+            .or_default() += edge.calls;
+    }
+    let calls =
+        |from: &str, to: &str| -> u64 { calls_between.get(&(from, to)).copied().unwrap_or(0) };
     let percent = |share: f64| format!("{:.0}%", 100.0 * share);
     let count =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });

@@ -86,6 +86,48 @@ fn truncate(text: &str, width: usize) -> String {
     }
 }
 
+/// What sampling did to the counts, for a reader: `None` when no span said anything of its
+/// sampling (the counts are as received). Otherwise how many calls the sampled ones stand
+/// for, and which services sent spans without sampling information.
+pub fn sampling_note(snapshot: &Snapshot) -> Option<String> {
+    let d = &snapshot.diagnostics;
+    if d.spans == 0 || d.spans_without_sampling >= d.spans {
+        return None;
+    }
+    let calls: u64 = snapshot.edges.iter().map(|e| e.calls).sum();
+    let estimated: f64 = snapshot.edges.iter().map(|e| e.estimate()).sum();
+    let mut note = format!(
+        "Sampled traffic: the {calls} calls seen stand for about {estimated:.0} \
+         (each weighted by its span's adjusted count)."
+    );
+    if d.spans_without_sampling > 0 {
+        let mut services: Vec<(&str, u64)> = snapshot
+            .nodes
+            .iter()
+            .filter(|n| n.spans_without_sampling > 0)
+            .map(|n| (n.id.as_str(), n.spans_without_sampling))
+            .collect();
+        services.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let named: Vec<String> = services
+            .iter()
+            .take(5)
+            .map(|(service, spans)| format!("{service} ({spans})"))
+            .collect();
+        let more = services.len().saturating_sub(named.len());
+        note.push_str(&format!(
+            " {} spans carried no sampling information and count as one each: {}{}.",
+            d.spans_without_sampling,
+            named.join(", "),
+            if more > 0 {
+                format!(" and {more} more services")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Some(note)
+}
+
 pub fn table(snapshot: &Snapshot, level: Level) -> String {
     let mut out = String::new();
     let d = &snapshot.diagnostics;
@@ -99,7 +141,7 @@ pub fn table(snapshot: &Snapshot, level: Level) -> String {
         "input   {} spans in {} traces; {} orphaned, {} client spans with no named callee",
         d.spans, d.traces, d.orphaned_spans, d.unresolved_client_spans
     );
-    if let Some(note) = snapshot.sampling_note() {
+    if let Some(note) = sampling_note(snapshot) {
         let _ = writeln!(out, "sampled {}", printable(&note));
     }
     let entry_points: Vec<&str> = snapshot

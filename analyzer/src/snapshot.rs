@@ -312,48 +312,6 @@ impl Snapshot {
         }
     }
 
-    /// What sampling did to the counts, for a reader: `None` when no span said anything of its
-    /// sampling (the counts are as received). Otherwise how many calls the sampled ones stand
-    /// for, and which services sent spans without sampling information.
-    pub fn sampling_note(&self) -> Option<String> {
-        let d = &self.diagnostics;
-        if d.spans == 0 || d.spans_without_sampling >= d.spans {
-            return None;
-        }
-        let calls: u64 = self.edges.iter().map(|e| e.calls).sum();
-        let estimated: f64 = self.edges.iter().map(Edge::estimate).sum();
-        let mut note = format!(
-            "Sampled traffic: the {calls} calls seen stand for about {estimated:.0} \
-             (each weighted by its span's adjusted count)."
-        );
-        if d.spans_without_sampling > 0 {
-            let mut services: Vec<(&str, u64)> = self
-                .nodes
-                .iter()
-                .filter(|n| n.spans_without_sampling > 0)
-                .map(|n| (n.id.as_str(), n.spans_without_sampling))
-                .collect();
-            services.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            let named: Vec<String> = services
-                .iter()
-                .take(5)
-                .map(|(service, spans)| format!("{service} ({spans})"))
-                .collect();
-            let more = services.len().saturating_sub(named.len());
-            note.push_str(&format!(
-                " {} spans carried no sampling information and count as one each: {}{}.",
-                d.spans_without_sampling,
-                named.join(", "),
-                if more > 0 {
-                    format!(" and {more} more services")
-                } else {
-                    String::new()
-                }
-            ));
-        }
-        Some(note)
-    }
-
     /// The snapshot of an aggregate over `window` (Unix nanoseconds), not yet analysed: no node
     /// metrics and no findings until [`crate::analysis::Analyzed::new`] adds them.
     pub fn from_aggregate(aggregate: &Aggregate, window: (i64, i64)) -> Snapshot {

@@ -168,7 +168,7 @@ async fn sampled_calls_count_what_they_stand_for_in_the_graph_metrics_and_store(
     );
     assert_eq!(snapshot.diagnostics.spans, 2 * kept as u64 + 6 + 4);
     assert_eq!(snapshot.diagnostics.spans_without_sampling, 6);
-    let note = snapshot.sampling_note().unwrap();
+    let note = archtrace_analyzer::render::sampling_note(&snapshot).unwrap();
     assert!(note.contains("legacy (6)"), "{note}");
 
     // The viewer says so, and Grafana's service-graph counters count the estimate.
@@ -252,6 +252,6 @@ fn jaeger_probabilistic_traces_count_by_their_samplers_parameter() {
             edge.estimate()
         );
     }
-    let note = snapshot.sampling_note().unwrap();
+    let note = archtrace_analyzer::render::sampling_note(&snapshot).unwrap();
     assert!(!note.contains("no sampling information"), "{note}");
 }

@@ -77,7 +77,7 @@ pub fn figures(snapshot: &Snapshot) -> Markup {
             (d.late_spans_paired) " late spans paired, " (d.late_spans_dropped) " dropped, "
             (d.traces_cut_short) " traces cut short."
         }
-        @if let Some(note) = snapshot.sampling_note() {
+        @if let Some(note) = archtrace_analyzer::render::sampling_note(snapshot) {
             p.diagnostics.sampling { (note) }
         }
     }
