@@ -71,6 +71,7 @@ fn main() {
                 max_calls_per_trace: 1,
                 first_seen: String::new(),
                 last_seen: String::new(),
+                resilience: Default::default(),
             })
             .collect(),
         operations: Vec::new(),

@@ -74,6 +74,7 @@ fn generate(services: usize, edges: usize) -> Snapshot {
                 max_calls_per_trace: 25,
                 first_seen: String::new(),
                 last_seen: String::new(),
+                resilience: Default::default(),
             }
         })
         .collect();

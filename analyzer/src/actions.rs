@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::impact::{Impacts, Reach, Target};
+use crate::resilience::duration;
 use crate::snapshot::{Finding, FindingKind, Severity, Snapshot};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -122,9 +123,7 @@ pub fn recommend(snapshot: &Snapshot) -> Vec<Action> {
                     )
                 }
                 FindingKind::ChattyEdge | FindingKind::ErrorHotspot => {
-                    let (from, to) = finding.subjects[0]
-                        .split_once(" -> ")
-                        .unwrap_or((finding.subjects[0].as_str(), ""));
+                    let (from, to) = split_edge(&finding.subjects[0]);
                     let effect = reach(edge(from, to));
                     let what = if finding.kind == FindingKind::ChattyEdge {
                         format!(
@@ -140,6 +139,78 @@ pub fn recommend(snapshot: &Snapshot) -> Vec<Action> {
                     };
                     (
                         format!("{what}; {} of entry traffic passes it", percent(effect.0)),
+                        effect,
+                    )
+                }
+                FindingKind::RetryAmplification => {
+                    let node = &finding.subjects[0];
+                    let effect = reach(Target::Node(node.clone()));
+                    let chain: Vec<&str> = finding.evidence["chain"]
+                        .as_array()
+                        .map(|c| c.iter().filter_map(|n| n.as_str()).collect())
+                        .unwrap_or_default();
+                    (
+                        format!(
+                            "retry at one layer only on the way to {node} ({}), with backoff and a retry budget: up to {} attempts reach it per call today; {} without it, {} of entry traffic reaches it",
+                            chain.join(" → "),
+                            finding.evidence["amplification"],
+                            count(effect.1, "entry operation fails", "entry operations fail"),
+                            percent(effect.0)
+                        ),
+                        effect,
+                    )
+                }
+                FindingKind::MissingTimeout | FindingKind::LongTimeout => {
+                    let (from, to) = split_edge(&finding.subjects[0]);
+                    let effect = reach(edge(from, to));
+                    let p99 = finding.evidence["callee_p99_ms"].as_f64().unwrap_or(0.0);
+                    let what = if finding.kind == FindingKind::MissingTimeout {
+                        format!(
+                            "add a timeout (e.g. {}) and a fallback to {from} → {to}",
+                            duration(p99 * 3.0)
+                        )
+                    } else {
+                        format!(
+                            "shorten {from}'s timeout on {to} from {} toward a few times its p99 ({})",
+                            duration(finding.evidence["timeout_ms"].as_f64().unwrap_or(0.0)),
+                            duration(p99)
+                        )
+                    };
+                    (
+                        format!(
+                            "{what}: {} without it, {} of entry traffic passes it",
+                            count(effect.1, "entry operation fails", "entry operations fail"),
+                            percent(effect.0)
+                        ),
+                        effect,
+                    )
+                }
+                FindingKind::InvertedTimeouts => {
+                    let (outer_from, outer_to) = split_edge(&finding.subjects[0]);
+                    let (_, inner_to) = split_edge(&finding.subjects[1]);
+                    let effect = reach(edge(outer_to, inner_to));
+                    (
+                        format!(
+                            "make {outer_to}'s timeout on {inner_to} shorter than {outer_from}'s on {outer_to} ({}), or pass the caller's deadline along; {} of entry traffic passes it",
+                            duration(finding.evidence["outer_timeout_ms"].as_f64().unwrap_or(0.0)),
+                            percent(effect.0)
+                        ),
+                        effect,
+                    )
+                }
+                FindingKind::LatencyBudget => {
+                    let slowest = finding.evidence["slowest_service"]
+                        .as_str()
+                        .unwrap_or_default();
+                    let effect = reach(Target::Node(slowest.to_owned()));
+                    (
+                        format!(
+                            "cut {slowest}'s time on the critical path of {} (the largest p99 on it), or call it in parallel or cache it: the path adds up to {} against a {} budget; {} of entry traffic reaches {slowest}",
+                            finding.subjects[0],
+                            duration(finding.evidence["critical_p99_sum_ms"].as_f64().unwrap_or(0.0)),
+                            duration(finding.evidence["budget_ms"].as_f64().unwrap_or(0.0)),
+                            percent(effect.0)
+                        ),
                         effect,
                     )
                 }
@@ -177,6 +248,11 @@ pub fn recommend(snapshot: &Snapshot) -> Vec<Action> {
             .then_with(|| a.subjects.cmp(&b.subjects))
     });
     actions
+}
+
+/// `from -> to` as its two names.
+fn split_edge(subject: &str) -> (&str, &str) {
+    subject.split_once(" -> ").unwrap_or((subject, ""))
 }
 
 /// The actions about `service`: those whose finding names it.

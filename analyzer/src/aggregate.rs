@@ -46,6 +46,18 @@ pub struct EdgeStats {
     pub max_calls_per_trace: u64,
     pub first_seen_ns: i64,
     pub last_seen_ns: i64,
+    /// Calls that were retries of a failed call (attempt 2 and later).
+    #[serde(default)]
+    pub retries: u64,
+    /// The most attempts one call took: what a failing callee sees per call of this edge.
+    #[serde(default)]
+    pub max_attempts: u64,
+    /// Failed calls whose calling endpoint still succeeded (an observed fallback).
+    #[serde(default)]
+    pub fallbacks: u64,
+    /// What callers waited on failed calls: a pile-up at one duration is a timeout.
+    #[serde(default)]
+    pub error_latency: LatencySketch,
 }
 
 impl EdgeStats {
@@ -58,6 +70,12 @@ impl EdgeStats {
         self.estimated_calls += observation.adjusted_count.unwrap_or(1.0);
         self.errors += u64::from(observation.error);
         self.latency.add(observation.latency_ns);
+        if observation.error {
+            self.error_latency.add(observation.latency_ns);
+        }
+        self.retries += u64::from(observation.attempt > 1);
+        self.max_attempts = self.max_attempts.max(u64::from(observation.attempt));
+        self.fallbacks += u64::from(observation.fallback);
         if let Some(server) = observation.server_latency_ns {
             self.server_latency.add(server);
         }
@@ -82,6 +100,10 @@ impl EdgeStats {
         self.max_calls_per_trace = self.max_calls_per_trace.max(other.max_calls_per_trace);
         self.first_seen_ns = self.first_seen_ns.min(other.first_seen_ns);
         self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
+        self.retries += other.retries;
+        self.max_attempts = self.max_attempts.max(other.max_attempts);
+        self.fallbacks += other.fallbacks;
+        self.error_latency.merge(&other.error_latency);
     }
 }
 
@@ -284,6 +306,12 @@ pub struct EntryStats {
     pub traces: u64,
     pub sync_depth: Histogram,
     pub services_touched: Histogram,
+    /// The entry span's duration.
+    #[serde(default)]
+    pub latency: LatencySketch,
+    /// Per service, its time on the entry's critical path.
+    #[serde(default)]
+    pub critical_path: BTreeMap<Arc<str>, PathStats>,
 }
 
 impl EntryStats {
@@ -291,6 +319,31 @@ impl EntryStats {
         self.traces += other.traces;
         self.sync_depth.merge(&other.sync_depth);
         self.services_touched.merge(&other.services_touched);
+        self.latency.merge(&other.latency);
+        for (service, stats) in &other.critical_path {
+            self.critical_path
+                .entry(service.clone())
+                .or_default()
+                .merge(stats);
+        }
+    }
+}
+
+/// One service's time on an entry operation's critical path.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PathStats {
+    /// Traces in which the service was on the path.
+    pub traces: u64,
+    pub total_ns: i64,
+    /// Its time on the path per trace (in the traces it was on it).
+    pub time: LatencySketch,
+}
+
+impl PathStats {
+    pub fn merge(&mut self, other: &PathStats) {
+        self.traces += other.traces;
+        self.total_ns = self.total_ns.saturating_add(other.total_ns);
+        self.time.merge(&other.time);
     }
 }
 
@@ -308,6 +361,15 @@ impl Aggregate {
             stats.traces += 1;
             stats.sync_depth.add(trace.sync_depth);
             stats.services_touched.add(trace.services_touched);
+            if let Some(latency) = trace.entry_latency_ns {
+                stats.latency.add(latency);
+            }
+            for (service, time_ns) in &trace.critical_path {
+                let path = stats.critical_path.entry(service.clone()).or_default();
+                path.traces += 1;
+                path.total_ns = path.total_ns.saturating_add(*time_ns);
+                path.time.add(*time_ns);
+            }
         }
     }
 

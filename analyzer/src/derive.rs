@@ -98,6 +98,13 @@ pub struct Observation {
     /// How many calls this one stands for: the adjusted count of that span, else of its parent,
     /// else of the trace; `None` when nothing in the trace tells its sampling.
     pub adjusted_count: Option<f64>,
+    /// 1 for a first call; n for the (n-1)th retry: the same operation of the same callee
+    /// called again from the same endpoint after the previous call failed, or a client span
+    /// with `http.request.resend_count` n-1.
+    pub attempt: u32,
+    /// A failed synchronous call (after any retries) whose calling endpoint still succeeded:
+    /// the caller fell back, so the dependency is optional for it.
+    pub fallback: bool,
 }
 
 /// What derivation counted about one trace's inputs.
@@ -120,6 +127,11 @@ pub struct TraceDiagnostics {
     /// The trace's adjusted count: its root span's, or else the first one a span carries
     /// (Jaeger tags only the root with its sampler).
     pub adjusted_count: Option<f64>,
+    /// The entry span's duration, when the trace has an entry.
+    pub entry_latency_ns: Option<i64>,
+    /// The entry span's critical path: the time each service spent on it (its own work, not
+    /// waiting for a child), adding up to the entry span's duration.
+    pub critical_path: Vec<(Arc<str>, i64)>,
 }
 
 /// What R5 needs to know of a linked span that is not in this trace.
@@ -277,11 +289,15 @@ pub fn derive_trace(
                 .or(Some(trace_count));
         }
     }
-    diagnostics.entry = spans
-        .iter()
-        .filter(|s| s.parent_span_id.is_none())
-        .min_by_key(|s| s.start_ns)
-        .map(|root| (root.service.clone(), operation_name(root)));
+    mark_retries_and_fallbacks(spans, &parent_of, &index, &endpoints, &mut out[before..]);
+    let root = (0..spans.len())
+        .filter(|&i| spans[i].parent_span_id.is_none())
+        .min_by_key(|&i| spans[i].start_ns);
+    if let Some(root) = root {
+        diagnostics.entry = Some((spans[root].service.clone(), operation_name(&spans[root])));
+        diagnostics.entry_latency_ns = Some(spans[root].duration_ns());
+        diagnostics.critical_path = critical_path(spans, &parent_of, root);
+    }
     diagnostics.sync_depth = sync_depth(spans, &parent_of);
     diagnostics.services_touched = spans
         .iter()
@@ -289,6 +305,126 @@ pub fn derive_trace(
         .collect::<std::collections::HashSet<&str>>()
         .len() as u32;
     diagnostics
+}
+
+/// Numbers the attempts of each synchronous call and marks failed calls the caller survived.
+/// Calls are grouped by calling endpoint (span), callee and callee operation: in a group, a
+/// call that starts after the previous one failed and ended is its retry. A loop of calls that
+/// succeed is chattiness, not retrying, and stays at attempt 1.
+fn mark_retries_and_fallbacks(
+    spans: &[Span],
+    parent_of: &[Option<usize>],
+    index: &FastMap<SpanId, usize>,
+    endpoints: &Endpoints,
+    observations: &mut [Observation],
+) {
+    // (endpoint span, callee, callee operation) → (observation, end) of the group's latest call.
+    let mut latest: FastMap<(usize, &str, &str), (usize, i64)> = FastMap::default();
+    let mut order: Vec<(i64, usize, usize)> = Vec::new();
+    for (o, observation) in observations.iter().enumerate() {
+        if observation.kind != EdgeKind::Sync {
+            continue;
+        }
+        let Some(&callee) = index.get(&observation.span_id) else {
+            continue;
+        };
+        // The caller's side of the call: the client span itself (R2), else the callee's parent.
+        let caller_side = match observation.provenance {
+            Provenance::Uninstrumented => Some(callee),
+            Provenance::Server | Provenance::Boundary => parent_of[callee],
+            Provenance::Entry | Provenance::Link => None,
+        };
+        if let Some(caller_side) = caller_side {
+            order.push((observation.start_ns, o, caller_side));
+        }
+    }
+    order.sort_unstable();
+    let mut retried = vec![false; observations.len()];
+    let mut attempts = vec![1u32; observations.len()];
+    let mut endpoint_of = Vec::with_capacity(order.len());
+    for &(start, o, caller_side) in &order {
+        let endpoint = endpoints.endpoint[caller_side];
+        let resent = spans[caller_side].resend_count;
+        let observation = &observations[o];
+        let group = (
+            endpoint,
+            observation.to.as_ref(),
+            observation.callee_operation.as_ref(),
+        );
+        let mut attempt = 1;
+        if let Some(&(previous, end)) = latest.get(&group) {
+            if observations[previous].error && end <= start {
+                attempt = attempts[previous] + 1;
+                retried[previous] = true;
+            }
+        }
+        let attempt = attempt.max(resent.saturating_add(1));
+        attempts[o] = attempt;
+        latest.insert(group, (o, start.saturating_add(observation.latency_ns)));
+        endpoint_of.push((o, endpoint, attempt));
+    }
+    for (o, endpoint, attempt) in endpoint_of {
+        let caller = &spans[endpoint];
+        let observation = &mut observations[o];
+        observation.attempt = attempt;
+        observation.fallback = observation.error
+            && !retried[o]
+            && caller.service == observation.from
+            && !caller.is_error();
+    }
+}
+
+/// The entry span's critical path (as Jaeger computes it): walking back from the span's end,
+/// the child that finished last is waited for, then the one that finished last before that
+/// child started, and so on; the gaps are the span's own time. Children are clamped to the
+/// part of their parent they overlap; consumers run after their producer and are left out.
+fn critical_path(spans: &[Span], parent_of: &[Option<usize>], root: usize) -> Vec<(Arc<str>, i64)> {
+    let mut children: FastMap<usize, Vec<usize>> = FastMap::default();
+    for (i, parent) in parent_of.iter().enumerate() {
+        if let Some(p) = parent {
+            if spans[i].kind != SpanKind::Consumer && *p != i {
+                children.entry(*p).or_default().push(i);
+            }
+        }
+    }
+    let mut path: Vec<(Arc<str>, i64)> = Vec::new();
+    // (span, start, end): the part of the span on the path. Each span is visited once at most:
+    // parents are unique, so the walk down from the root is a tree walk.
+    let root_span = &spans[root];
+    let mut stack = vec![(root, root_span.start_ns, root_span.end_ns)];
+    let mut visited = 0usize;
+    while let Some((i, start, end)) = stack.pop() {
+        visited += 1;
+        if end <= start || visited > spans.len() {
+            continue;
+        }
+        let mut own = 0i64;
+        let mut cursor = end;
+        if let Some(kids) = children.get_mut(&i) {
+            kids.sort_unstable_by_key(|&k| std::cmp::Reverse(spans[k].end_ns));
+            for &k in kids.iter() {
+                let child = &spans[k];
+                let child_end = child.end_ns.min(cursor);
+                let child_start = child.start_ns.max(start);
+                if child_end <= child_start {
+                    continue;
+                }
+                own += cursor - child_end;
+                stack.push((k, child_start, child_end));
+                cursor = child_start;
+                if cursor <= start {
+                    break;
+                }
+            }
+        }
+        own += cursor - start;
+        let service = &spans[i].service;
+        match path.iter_mut().find(|(s, _)| s == service) {
+            Some((_, total)) => *total += own,
+            None => path.push((service.clone(), own)),
+        }
+    }
+    path
 }
 
 /// The longest synchronous service chain: along parent links, a change of service adds one,
@@ -327,25 +463,26 @@ fn sync_depth(spans: &[Span], parent_of: &[Option<usize>]) -> u32 {
     depth.into_iter().max().unwrap_or(0)
 }
 
-/// The caller operation of every span: the nearest ancestor-or-self of the same service that
+/// The caller endpoint of every span: the nearest ancestor-or-self of the same service that
 /// is a server/consumer span or a root, i.e. the endpoint that was running.
 struct Endpoints {
+    endpoint: Vec<usize>,
     operation: Vec<Arc<str>>,
 }
 
 impl Endpoints {
     fn new(spans: &[Span], parent_of: &[Option<usize>]) -> Self {
-        let mut operation: Vec<Option<Arc<str>>> = vec![None; spans.len()];
+        let mut endpoint: Vec<Option<usize>> = vec![None; spans.len()];
         for start in 0..spans.len() {
-            if operation[start].is_some() {
+            if endpoint[start].is_some() {
                 continue;
             }
             // Walk up within the service until an endpoint (or a known answer) is found.
             let mut chain = vec![start];
             let found = loop {
                 let current = *chain.last().expect("chain is never empty");
-                if let Some(known) = &operation[current] {
-                    break known.clone();
+                if let Some(known) = endpoint[current] {
+                    break known;
                 }
                 let span = &spans[current];
                 let parent = parent_of[current].filter(|p| spans[*p].service == span.service);
@@ -353,18 +490,31 @@ impl Endpoints {
                     Some(p) if !is_server(span.kind) && chain.len() <= spans.len() => chain.push(p),
                     // A server span, a root, an orphan, or the top of a service's stretch of the
                     // trace below another service (a boundary): that span is the endpoint.
-                    _ => break operation_name(span),
+                    _ => break current,
                 }
             };
             for i in chain {
-                operation[i] = Some(found.clone());
+                endpoint[i] = Some(found);
             }
         }
+        let endpoint: Vec<usize> = endpoint
+            .into_iter()
+            .map(|e| e.expect("every span was assigned"))
+            .collect();
+        // One name per endpoint, shared by the spans below it.
+        let mut names: FastMap<usize, Arc<str>> = FastMap::default();
+        let operation = endpoint
+            .iter()
+            .map(|&e| {
+                names
+                    .entry(e)
+                    .or_insert_with(|| operation_name(&spans[e]))
+                    .clone()
+            })
+            .collect();
         Endpoints {
-            operation: operation
-                .into_iter()
-                .map(|o| o.expect("every span was assigned"))
-                .collect(),
+            endpoint,
+            operation,
         }
     }
 
@@ -413,6 +563,8 @@ fn rule_1_server_pairing(
         trace_id: span.trace_id,
         span_id: span.span_id,
         adjusted_count: None,
+        attempt: 1,
+        fallback: false,
     });
 }
 
@@ -447,6 +599,8 @@ fn rule_2_uninstrumented_callee(
         trace_id: span.trace_id,
         span_id: span.span_id,
         adjusted_count: None,
+        attempt: 1,
+        fallback: false,
     });
     true
 }
@@ -488,6 +642,8 @@ fn rule_3_uninstrumented_caller(span: &Span, out: &mut Vec<Observation>) {
         trace_id: span.trace_id,
         span_id: span.span_id,
         adjusted_count: None,
+        attempt: 1,
+        fallback: false,
     });
 }
 
@@ -512,6 +668,8 @@ fn rule_4_boundary(span: &Span, parent: &Span, caller_op: Arc<str>, out: &mut Ve
         trace_id: span.trace_id,
         span_id: span.span_id,
         adjusted_count: None,
+        attempt: 1,
+        fallback: false,
     });
 }
 
@@ -554,6 +712,8 @@ fn rule_5_links(
             trace_id: span.trace_id,
             span_id: span.span_id,
             adjusted_count: None,
+            attempt: 1,
+            fallback: false,
         });
     }
     resolved
@@ -605,6 +765,163 @@ mod tests {
 
     use EdgeKind::{Async, Sync};
     use SpanKind::{Client, Consumer, Internal, Producer, Server, Unspecified};
+
+    /// (to, attempt, fallback, error) of each call from `from`, in order of start.
+    fn attempts(spans: &[Span], from: &str) -> Vec<(String, u32, bool, bool)> {
+        let (mut observations, _) = derive(spans);
+        observations.sort_by_key(|o| o.start_ns);
+        observations
+            .iter()
+            .filter(|o| &*o.from == from)
+            .map(|o| (o.to.to_string(), o.attempt, o.fallback, o.error))
+            .collect()
+    }
+
+    fn timed(span: Span, start: i64, end: i64) -> Span {
+        span.with_time(start, end)
+    }
+
+    #[test]
+    fn a_call_after_a_failed_one_to_the_same_operation_is_its_retry() {
+        // web's endpoint calls cart three times: two fail, the third succeeds. Then it calls
+        // cart twice more, both succeeding: a loop, not retries.
+        let call = |id: u8, start: i64, fails: bool| {
+            let client = timed(span(id, Some(1), "web", Client), start, start + 10);
+            let server = timed(
+                span(id + 100, Some(id), "cart", Server),
+                start + 1,
+                start + 9,
+            )
+            .with_name("get");
+            if fails {
+                [failed(client), failed(server)]
+            } else {
+                [client, server]
+            }
+        };
+        let mut spans = vec![timed(span(1, None, "web", Server), 0, 1_000)];
+        for (id, start, fails) in [
+            (2, 10, true),
+            (3, 30, true),
+            (4, 50, false),
+            (5, 70, false),
+            (6, 90, false),
+        ] {
+            spans.extend(call(id, start, fails));
+        }
+        assert_eq!(
+            attempts(&spans, "web"),
+            [
+                ("cart".to_string(), 1, false, true),
+                ("cart".to_string(), 2, false, true),
+                ("cart".to_string(), 3, false, false),
+                ("cart".to_string(), 1, false, false),
+                ("cart".to_string(), 1, false, false),
+            ]
+        );
+        // A call that starts before the failed one ended runs beside it: not a retry.
+        let parallel = vec![
+            timed(span(1, None, "web", Server), 0, 1_000),
+            failed(timed(span(2, Some(1), "web", Client), 10, 50).with_name("q")),
+            timed(span(3, Some(1), "web", Client), 20, 60).with_name("q"),
+        ];
+        let parallel: Vec<Span> = parallel
+            .into_iter()
+            .map(|s| with_peer(s, |p| p.peer_service = Some("search".into())))
+            .collect();
+        let seen: Vec<u32> = attempts(&parallel, "web").iter().map(|a| a.1).collect();
+        assert_eq!(seen, [1, 1]);
+    }
+
+    #[test]
+    fn the_resend_count_a_client_span_carries_numbers_its_attempt() {
+        let mut client = with_peer(span(2, Some(1), "web", Client), |p| {
+            p.server_address = Some("api.example.com".into())
+        });
+        client.resend_count = 2;
+        let spans = [span(1, None, "web", Server), client];
+        assert_eq!(
+            attempts(&spans, "web"),
+            [("api.example.com".to_string(), 3, false, false)]
+        );
+    }
+
+    #[test]
+    fn a_failed_call_the_calling_endpoint_survived_is_a_fallback() {
+        // web → reviews fails but web's endpoint succeeds: a fallback. web → cart fails and
+        // web's endpoint fails too: no fallback. A failure retried to success is no fallback.
+        let spans = [
+            timed(span(1, None, "web", Server), 0, 1_000),
+            failed(timed(span(2, Some(1), "web", Client), 10, 20)),
+            failed(timed(span(3, Some(2), "reviews", Server), 11, 19)),
+        ];
+        assert_eq!(
+            attempts(&spans, "web"),
+            [("reviews".to_string(), 1, true, true)]
+        );
+        let failing = [
+            failed(timed(span(1, None, "web", Server), 0, 1_000)),
+            failed(timed(span(2, Some(1), "web", Client), 10, 20)),
+            failed(timed(span(3, Some(2), "cart", Server), 11, 19)),
+        ];
+        assert_eq!(
+            attempts(&failing, "web"),
+            [("cart".to_string(), 1, false, true)]
+        );
+        let retried = [
+            timed(span(1, None, "web", Server), 0, 1_000),
+            failed(timed(span(2, Some(1), "web", Client), 10, 20)),
+            failed(timed(span(3, Some(2), "cart", Server), 11, 19).with_name("get")),
+            timed(span(4, Some(1), "web", Client), 30, 40),
+            timed(span(5, Some(4), "cart", Server), 31, 39).with_name("get"),
+        ];
+        assert_eq!(
+            attempts(&retried, "web"),
+            [
+                ("cart".to_string(), 1, false, true),
+                ("cart".to_string(), 2, false, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_critical_path_follows_the_last_finishing_child_back_from_the_end() {
+        // web 0–100 calls cart 10–40 and, in parallel, pricing 20–70; cart calls db 15–35;
+        // web publishes at 90–95. Walking back from 100: web 95–100 (5), its producer span
+        // 90–95 (5), web 70–90 (20), pricing 20–70 (50), then cart clamped to 10–20: its call
+        // to db clamped to 15–20 (db 5), cart 10–15 (5); web 0–10 (10). web: 40 in all.
+        let spans = [
+            timed(span(1, None, "web", Server), 0, 100),
+            timed(span(2, Some(1), "web", Client), 10, 40),
+            timed(span(3, Some(2), "cart", Server), 10, 40),
+            timed(span(4, Some(3), "cart", Client), 15, 35),
+            timed(span(5, Some(4), "db", Server), 15, 35),
+            timed(span(6, Some(1), "web", Client), 20, 70),
+            timed(span(7, Some(6), "pricing", Server), 20, 70),
+            // A consumer runs after its producer: not on the path even though it ends late.
+            timed(span(8, Some(1), "web", Producer), 90, 95),
+            timed(span(9, Some(8), "mailer", Consumer), 96, 500),
+        ];
+        let (_, diagnostics) = derive(&spans);
+        let mut path: Vec<(String, i64)> = diagnostics
+            .critical_path
+            .iter()
+            .map(|(s, t)| (s.to_string(), *t))
+            .collect();
+        path.sort();
+        assert_eq!(
+            path,
+            [
+                ("cart".to_string(), 5),
+                ("db".to_string(), 5),
+                ("pricing".to_string(), 50),
+                ("web".to_string(), 40),
+            ]
+        );
+        assert_eq!(diagnostics.entry_latency_ns, Some(100));
+        let total: i64 = diagnostics.critical_path.iter().map(|(_, t)| t).sum();
+        assert_eq!(total, 100, "the path adds up to the entry's duration");
+    }
 
     #[test]
     fn the_trace_shape_counts_its_longest_sync_service_chain_and_services() {

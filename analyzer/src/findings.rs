@@ -32,6 +32,15 @@ pub struct Thresholds {
     pub error_hotspot_min_error_rate: f64,
     /// ...when it has at least this many calls.
     pub error_hotspot_min_calls: u64,
+    /// Retries that let at least this many attempts of one call reach a node amplify load.
+    pub retry_amplification_min: f64,
+    /// A caller waiting this many times the callee's p99 (and at least `timeout_min_wait_ms`)
+    /// has no timeout that works; a timeout that long is too long.
+    pub timeout_wait_ratio: f64,
+    pub timeout_min_wait_ms: f64,
+    /// Latency budgets of entry operations, in ms, by `"service operation"`, by `"service"`,
+    /// or `"*"` for all: their critical path's p99s must add up to less.
+    pub latency_budgets_ms: BTreeMap<String, f64>,
 }
 
 impl Default for Thresholds {
@@ -45,6 +54,10 @@ impl Default for Thresholds {
             spof_min_dominated: 2,
             error_hotspot_min_error_rate: 0.01,
             error_hotspot_min_calls: 20,
+            retry_amplification_min: 4.0,
+            timeout_wait_ratio: 10.0,
+            timeout_min_wait_ms: 1_000.0,
+            latency_budgets_ms: BTreeMap::new(),
         }
     }
 }
@@ -437,6 +450,8 @@ pub fn findings(
             ),
         });
     }
+
+    out.extend(crate::resilience::findings(snapshot, thresholds));
 
     out.sort_by(|a, b| {
         b.severity

@@ -1,7 +1,9 @@
 //! What breaks if a node (or a dependency) fails: the observed traffic of every entry operation
 //! replayed on the operation graph without it. An entry operation *fails* when a chain of
 //! synchronous calls leads from it to what failed (its callers wait for it); it *degrades* when
-//! only a chain through a queue does (the request succeeds, the work behind the queue does not).
+//! only a chain through a queue, or through a call its caller was seen to survive failing (an
+//! observed fallback: [`crate::snapshot::Edge::optional`]), does (the request succeeds, the
+//! work behind the queue or the fallback's answer is all it gets).
 //!
 //! The operation graph joins the calls of all traces at each endpoint, so an endpoint that calls
 //! the failed node in some traces counts for every entry that reaches it: the answer is what the
@@ -108,14 +110,15 @@ struct OperationGraph<'a> {
 
 impl<'a> OperationGraph<'a> {
     fn new(snapshot: &'a Snapshot) -> OperationGraph<'a> {
-        // Operations carry no kind: a call is asynchronous when every call between the two
-        // services is, and synchronous (the cautious answer) otherwise.
-        let mut only_async: BTreeMap<(&str, &str), bool> = BTreeMap::new();
+        // Operations carry no kind: a call is tolerated when every call between the two
+        // services is asynchronous or optional (observed fallbacks), and synchronous (the
+        // cautious answer) otherwise.
+        let mut tolerated: BTreeMap<(&str, &str), bool> = BTreeMap::new();
         for edge in &snapshot.edges {
-            let entry = only_async
+            let entry = tolerated
                 .entry((edge.from.as_str(), edge.to.as_str()))
                 .or_insert(true);
-            *entry &= edge.kind == EdgeKind::Async;
+            *entry &= edge.kind == EdgeKind::Async || edge.optional();
         }
         let mut graph = OperationGraph {
             index: BTreeMap::new(),
@@ -126,11 +129,11 @@ impl<'a> OperationGraph<'a> {
         for op in &snapshot.operations {
             let from = graph.node(&op.from.service, &op.from.operation);
             let to = graph.node(&op.to.service, &op.to.operation);
-            let asynchronous = only_async
+            let tolerated = tolerated
                 .get(&(op.from.service.as_str(), op.to.service.as_str()))
                 .copied()
                 .unwrap_or(false);
-            graph.calls[from].push((to, !asynchronous));
+            graph.calls[from].push((to, !tolerated));
             graph.callers[to].push(from);
         }
         for calls in &mut graph.calls {
@@ -708,6 +711,8 @@ pub(crate) mod tests {
                 traces,
                 sync_depth: spread.clone(),
                 services_touched: spread.clone(),
+                latency_ms: None,
+                critical_path: Vec::new(),
             })
             .collect();
         snapshot
@@ -767,6 +772,42 @@ pub(crate) mod tests {
         assert_eq!((impact.failing_share, impact.degraded_share), (0.0, 0.25));
         // The same through the edge alone.
         assert_eq!(outcomes(&of(&["mailer -> smtp"])), outcomes(&impact));
+    }
+
+    #[test]
+    fn a_dependency_its_caller_was_seen_to_survive_failing_only_degrades() {
+        // gateway → cart failed 4 times: gateway survived 3 (fallbacks), 1 was retried to
+        // success; none reached gateway's callers: the call is optional.
+        let with_cart_failures = |errors: u64, fallbacks: u64, retries: u64| {
+            let mut snapshot = shop();
+            let cart = snapshot
+                .edges
+                .iter_mut()
+                .find(|e| e.from == "gateway" && e.to == "cart")
+                .unwrap();
+            (
+                cart.errors,
+                cart.resilience.fallbacks,
+                cart.resilience.retries,
+            ) = (errors, fallbacks, retries);
+            let optional = cart.optional();
+            let impact = impact(&snapshot, &[Target::parse("db:carts")]).unwrap();
+            let outcomes: Vec<(String, Outcome)> = impact
+                .entries
+                .iter()
+                .map(|e| (e.service.clone(), e.outcome))
+                .collect();
+            (optional, outcomes)
+        };
+        assert_eq!(
+            with_cart_failures(4, 3, 1),
+            (true, vec![("gateway".to_string(), Outcome::Degrades)])
+        );
+        // Had more failures reached gateway's callers than it survived, it would not be.
+        assert_eq!(
+            with_cart_failures(9, 3, 1),
+            (false, vec![("gateway".to_string(), Outcome::Fails)])
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod findings;
 pub mod impact;
 pub mod metrics;
 pub mod render;
+pub mod resilience;
 pub mod risk;
 pub mod rules;
 pub mod sampling;

@@ -378,6 +378,7 @@ pub(crate) mod tests {
                     max_calls_per_trace: 1,
                     first_seen: String::new(),
                     last_seen: String::new(),
+                    resilience: Default::default(),
                 })
                 .collect(),
             operations: Vec::new(),

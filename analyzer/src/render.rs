@@ -523,6 +523,7 @@ mod tests {
                 max_calls_per_trace: 2,
                 first_seen: String::new(),
                 last_seen: String::new(),
+                resilience: Default::default(),
             }],
             operations: Vec::new(),
             entry_operations: Vec::new(),

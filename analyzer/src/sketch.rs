@@ -81,10 +81,7 @@ impl LatencySketch {
         for (i, n) in self.counts.iter().enumerate() {
             seen += n;
             if seen > rank {
-                let index = self.offset + i as i32;
-                let gamma = gamma_ln().exp();
-                // The bucket's midpoint in relative terms: within ALPHA of every value in it.
-                let value = 2.0 * gamma.powi(index) / (gamma + 1.0);
+                let value = bucket_value(self.offset + i as i32);
                 return Some(value.min(self.max_ns as f64));
             }
         }
@@ -141,6 +138,26 @@ impl LatencySketch {
             }
         }
         true
+    }
+
+    /// The densest range of `width` adjacent buckets (each about 2% wide): the value of its
+    /// lowest bucket's midpoint and the values in the range. `None` when empty.
+    pub fn pile_up(&self, width: usize) -> Option<(f64, u64)> {
+        let width = width.max(1);
+        let mut best: Option<(usize, u64)> = None;
+        for start in 0..self.counts.len() {
+            let end = (start + width).min(self.counts.len());
+            let in_range: u64 = self.counts[start..end].iter().sum();
+            if in_range > best.map_or(0, |(_, n)| n) {
+                best = Some((start, in_range));
+            }
+        }
+        let (start, in_range) = best?;
+        // The lowest non-empty bucket of the range: where the pile-up begins.
+        let first = (start..start + width)
+            .find(|&i| self.counts.get(i).is_some_and(|n| *n > 0))
+            .unwrap_or(start);
+        Some((bucket_value(self.offset + first as i32), in_range))
     }
 
     /// Values under 1 ns.
@@ -209,6 +226,12 @@ impl LatencySketch {
     }
 }
 
+/// A bucket's midpoint in relative terms: within ALPHA of every value in it.
+fn bucket_value(index: i32) -> f64 {
+    let gamma = gamma_ln().exp();
+    2.0 * gamma.powi(index) / (gamma + 1.0)
+}
+
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
@@ -255,6 +278,22 @@ impl<'de> serde::Deserialize<'de> for LatencySketch {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_pile_up_is_the_densest_narrow_range_and_where_it_begins() {
+        let mut sketch = LatencySketch::default();
+        // Calls cut at 2 s (2.000–2.040 s), and a few spread out below.
+        for extra in 0..12 {
+            sketch.add(2_000_000_000 + extra * 3_000_000);
+        }
+        for ms in [5, 40, 300, 900] {
+            sketch.add(ms * 1_000_000);
+        }
+        let (value, count) = sketch.pile_up(3).unwrap();
+        assert_eq!(count, 12);
+        assert!((value / 2e9 - 1.0).abs() < 0.02, "{value}");
+        assert_eq!(LatencySketch::default().pile_up(3), None);
+    }
+
     use super::*;
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Aggregate, Diagnostics};
+use crate::aggregate::{Aggregate, Diagnostics, EdgeStats, EntryStats};
 use crate::derive::{EdgeKind, NodeType};
 use crate::sketch::LatencySketch;
 use crate::time::rfc3339;
@@ -84,9 +84,75 @@ pub struct Edge {
     pub max_calls_per_trace: u64,
     pub first_seen: String,
     pub last_seen: String,
+    /// Retries, fallbacks and timeouts seen on its calls.
+    #[serde(default, skip_serializing_if = "Resilience::is_empty")]
+    pub resilience: Resilience,
+}
+
+/// How an edge's callers cope with its failures, as its calls show.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resilience {
+    /// Calls that retried a failed call.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u64,
+    /// The most attempts one call took, when some call was retried.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_attempts: u64,
+    /// Failed calls whose calling endpoint still succeeded: the caller has a fallback.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fallbacks: u64,
+    /// The timeout the callers apply, when failed calls pile up at one duration and no call
+    /// waited longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<f64>,
+    /// The longest any caller waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_ms: Option<f64>,
+}
+
+impl Resilience {
+    pub fn is_empty(&self) -> bool {
+        *self == Resilience::default()
+    }
+
+    fn of(stats: &EdgeStats) -> Resilience {
+        Resilience {
+            retries: stats.retries,
+            max_attempts: if stats.max_attempts > 1 {
+                stats.max_attempts
+            } else {
+                0
+            },
+            fallbacks: stats.fallbacks,
+            timeout_ms: observed_timeout(stats).map(millis),
+            max_wait_ms: (stats.latency.count() > 0).then(|| millis(stats.latency.max_ns() as f64)),
+        }
+    }
+}
+
+/// Failed calls that end at one duration, with no call of the edge waiting notably longer, were
+/// cut by a timeout: at least 3 of them, and at least half the failures, within about 6%.
+fn observed_timeout(stats: &EdgeStats) -> Option<f64> {
+    const MIN_TIMED_OUT: u64 = 3;
+    let failed = stats.error_latency.count();
+    let (value, piled) = stats.error_latency.pile_up(3)?;
+    let longest = stats.latency.max_ns() as f64;
+    (piled >= MIN_TIMED_OUT && piled * 2 >= failed && longest <= value * 1.08).then_some(value)
 }
 
 impl Edge {
+    /// A synchronous call its callers can do without: at least one failed call's caller still
+    /// succeeded, and no more failures reached the callers than they survived (failures
+    /// retried are neither). Failing it degrades its callers instead of failing them.
+    pub fn optional(&self) -> bool {
+        let fallbacks = self.resilience.fallbacks;
+        let passed_on = self
+            .errors
+            .saturating_sub(self.resilience.retries)
+            .saturating_sub(fallbacks);
+        fallbacks > 0 && fallbacks >= passed_on
+    }
+
     /// The estimated calls: what rates and charts use.
     pub fn estimate(&self) -> f64 {
         self.estimated_calls.unwrap_or(self.calls as f64)
@@ -128,7 +194,7 @@ fn spread(histogram: &crate::aggregate::Histogram) -> Spread {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntryOperation {
     pub service: String,
     pub operation: String,
@@ -137,6 +203,52 @@ pub struct EntryOperation {
     pub sync_depth: Spread,
     /// Distinct services each trace touched.
     pub services_touched: Spread,
+    /// The entry span's duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<Quantiles>,
+    /// The services on its critical path, the largest share of the time first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub critical_path: Vec<PathShare>,
+}
+
+/// One service's part of an entry operation's critical path.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PathShare {
+    pub service: String,
+    /// Share of all the entry's critical-path time that was this service's own work.
+    pub share: f64,
+    /// Traces in which it was on the path.
+    pub traces: u64,
+    /// Its time on the path per trace, in those traces.
+    pub time_ms: Option<Quantiles>,
+}
+
+fn critical_path(stats: &EntryStats) -> Vec<PathShare> {
+    let total: i64 = stats
+        .critical_path
+        .values()
+        .map(|p| p.total_ns.max(0))
+        .sum();
+    let mut shares: Vec<PathShare> = stats
+        .critical_path
+        .iter()
+        .map(|(service, path)| PathShare {
+            service: service.to_string(),
+            share: if total > 0 {
+                (path.total_ns.max(0) as f64 / total as f64 * 1_000.0).round() / 1_000.0
+            } else {
+                0.0
+            },
+            traces: path.traces,
+            time_ms: quantiles(&path.time),
+        })
+        .collect();
+    shares.sort_by(|a, b| {
+        b.share
+            .total_cmp(&a.share)
+            .then_with(|| a.service.cmp(&b.service))
+    });
+    shares
 }
 
 /// One node per service, or one per endpoint (service and operation).
@@ -231,6 +343,11 @@ pub enum FindingKind {
     DeepSyncChain,
     SinglePointOfFailure,
     ErrorHotspot,
+    RetryAmplification,
+    MissingTimeout,
+    LongTimeout,
+    InvertedTimeouts,
+    LatencyBudget,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -346,6 +463,7 @@ impl Snapshot {
                 max_calls_per_trace: stats.max_calls_per_trace,
                 first_seen: rfc3339(stats.first_seen_ns),
                 last_seen: rfc3339(stats.last_seen_ns),
+                resilience: Resilience::of(stats),
             })
             .collect();
         edges.sort_by(|a, b| (&a.from, &a.to, a.kind).cmp(&(&b.from, &b.to, b.kind)));
@@ -389,6 +507,8 @@ impl Snapshot {
                 traces: stats.traces,
                 sync_depth: spread(&stats.sync_depth),
                 services_touched: spread(&stats.services_touched),
+                latency_ms: quantiles(&stats.latency),
+                critical_path: critical_path(stats),
             })
             .collect();
         entry_operations
@@ -447,5 +567,54 @@ impl Snapshot {
             }
         }
         graph
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An edge's stats from (latency ms, failed) calls.
+    fn stats(calls: &[(f64, bool)]) -> EdgeStats {
+        let mut stats = EdgeStats::default();
+        for &(ms, failed) in calls {
+            let ns = (ms * 1e6) as i64;
+            stats.calls += 1;
+            stats.latency.add(ns);
+            if failed {
+                stats.errors += 1;
+                stats.error_latency.add(ns);
+            }
+        }
+        stats
+    }
+
+    #[test]
+    fn failed_calls_that_end_at_one_duration_show_the_callers_timeout() {
+        let mut calls: Vec<(f64, bool)> = (0..50).map(|i| (20.0 + i as f64, false)).collect();
+        calls.extend([
+            (2_000.0, true),
+            (2_003.0, true),
+            (2_011.0, true),
+            (2_040.0, true),
+        ]);
+        calls.push((15.0, true)); // a quick failure is no timeout
+        let timeout = Resilience::of(&stats(&calls)).timeout_ms.unwrap();
+        assert!((timeout / 2_000.0 - 1.0).abs() < 0.02, "{timeout}");
+        // A call that waited far longer than the pile-up: nothing cut it there.
+        let mut waited = calls.clone();
+        waited.push((9_000.0, false));
+        assert_eq!(Resilience::of(&stats(&waited)).timeout_ms, None);
+        // Failures spread out are not cut by anything.
+        let spread: Vec<(f64, bool)> = [100.0, 400.0, 1_600.0, 6_400.0]
+            .iter()
+            .map(|ms| (*ms, true))
+            .collect();
+        assert_eq!(Resilience::of(&stats(&spread)).timeout_ms, None);
+        // Two failures are too few to call it a timeout.
+        assert_eq!(
+            Resilience::of(&stats(&[(2_000.0, true), (2_001.0, true)])).timeout_ms,
+            None
+        );
     }
 }

@@ -162,6 +162,10 @@ pub struct Span {
     /// How many spans this one stands for, when its sampling is known
     /// ([`crate::sampling::adjusted_count`]).
     pub adjusted_count: Option<f64>,
+    /// `http.request.resend_count` (or the legacy `http.resend_count`): how many times the
+    /// client sent this request before; 0 when absent.
+    #[serde(default)]
+    pub resend_count: u32,
     pub detail: SpanDetail,
 }
 
@@ -183,6 +187,7 @@ impl Span {
             peer: PeerAttributes::default(),
             environment: None,
             adjusted_count: None,
+            resend_count: 0,
             detail: SpanDetail::default(),
         }
     }

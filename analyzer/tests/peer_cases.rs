@@ -70,6 +70,7 @@ impl S {
             },
             environment: None,
             adjusted_count: None,
+            resend_count: 0,
             detail: Default::default(),
         }
     }

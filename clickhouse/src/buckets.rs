@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use archtrace_analyzer::aggregate::{
     Aggregate, Buckets, Diagnostics, EdgeKey, EdgeStats, EntryKey, EntryStats, Histogram,
-    NodeFacts, OperationKey, OperationStats,
+    NodeFacts, OperationKey, OperationStats, PathStats,
 };
 use archtrace_analyzer::derive::EdgeKind;
 use archtrace_analyzer::sketch::LatencySketch;
@@ -49,6 +49,13 @@ struct EdgeRow<'a> {
     first_seen_ns: i64,
     last_seen_ns: i64,
     estimated_calls: f64,
+    retries: u64,
+    max_attempts: u64,
+    fallbacks: u64,
+    error_zeros: u64,
+    error_max_ns: i64,
+    error_index: Vec<i32>,
+    error_counts: Vec<u64>,
 }
 
 #[derive(Row, Serialize)]
@@ -98,6 +105,28 @@ struct EntryRow<'a> {
     sync_depth_counts: Vec<u64>,
     services_values: Vec<u32>,
     services_counts: Vec<u64>,
+    latency_zeros: u64,
+    latency_max_ns: i64,
+    latency_index: Vec<i32>,
+    latency_counts: Vec<u64>,
+}
+
+#[derive(Row, Serialize)]
+struct PathRow<'a> {
+    bucket_ns: i64,
+    width_s: u32,
+    worker: &'a str,
+    window_ns: i64,
+    version: u64,
+    service: &'a str,
+    operation: &'a str,
+    path_service: &'a str,
+    traces: u64,
+    total_ns: i64,
+    time_zeros: u64,
+    time_max_ns: i64,
+    time_index: Vec<i32>,
+    time_counts: Vec<u64>,
 }
 
 #[derive(Row, Serialize)]
@@ -172,6 +201,7 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
             aggregate.edges.iter().map(move |(key, stats)| {
                 let latency = sketch_columns(&stats.latency);
                 let server = sketch_columns(&stats.server_latency);
+                let failed = sketch_columns(&stats.error_latency);
                 EdgeRow {
                     bucket_ns,
                     width_s,
@@ -196,6 +226,13 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
                     first_seen_ns: stats.first_seen_ns,
                     last_seen_ns: stats.last_seen_ns,
                     estimated_calls: stats.estimated_calls,
+                    retries: stats.retries,
+                    max_attempts: stats.max_attempts,
+                    fallbacks: stats.fallbacks,
+                    error_zeros: failed.0,
+                    error_max_ns: failed.1,
+                    error_index: failed.2,
+                    error_counts: failed.3,
                 }
             })
         })
@@ -248,6 +285,7 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
             aggregate.entries.iter().map(move |(key, stats)| {
                 let depth = histogram_columns(&stats.sync_depth);
                 let touched = histogram_columns(&stats.services_touched);
+                let latency = sketch_columns(&stats.latency);
                 EntryRow {
                     bucket_ns,
                     width_s,
@@ -261,11 +299,41 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
                     sync_depth_counts: depth.1,
                     services_values: touched.0,
                     services_counts: touched.1,
+                    latency_zeros: latency.0,
+                    latency_max_ns: latency.1,
+                    latency_index: latency.2,
+                    latency_counts: latency.3,
                 }
             })
         })
         .collect();
     insert_all::<EntryRow>(conn, "entry_buckets", &entries)?;
+    let paths: Vec<PathRow> = each_bucket(all)
+        .flat_map(|(width_s, bucket_ns, aggregate)| {
+            aggregate.entries.iter().flat_map(move |(key, stats)| {
+                stats.critical_path.iter().map(move |(service, path)| {
+                    let time = sketch_columns(&path.time);
+                    PathRow {
+                        bucket_ns,
+                        width_s,
+                        worker,
+                        window_ns,
+                        version,
+                        service: &key.service,
+                        operation: &key.operation,
+                        path_service: service,
+                        traces: path.traces,
+                        total_ns: path.total_ns,
+                        time_zeros: time.0,
+                        time_max_ns: time.1,
+                        time_index: time.2,
+                        time_counts: time.3,
+                    }
+                })
+            })
+        })
+        .collect();
+    insert_all::<PathRow>(conn, "critical_path_buckets", &paths)?;
     let diagnostics: Vec<DiagnosticRow> = each_bucket(all)
         .map(|(width_s, bucket_ns, aggregate)| {
             let d = &aggregate.diagnostics;
@@ -346,6 +414,12 @@ struct EdgeSum {
     first_seen: i64,
     last_seen: i64,
     total_estimated_calls: f64,
+    total_retries: u64,
+    most_attempts: u64,
+    total_fallbacks: u64,
+    all_error_zeros: u64,
+    most_error_ns: i64,
+    error_sum: (Vec<i32>, Vec<u64>),
 }
 
 #[derive(Row, Deserialize)]
@@ -377,6 +451,21 @@ struct EntrySum {
     total_traces: u64,
     sync_depth: (Vec<u32>, Vec<u64>),
     services_touched: (Vec<u32>, Vec<u64>),
+    all_latency_zeros: u64,
+    most_latency_ns: i64,
+    latency_sum: (Vec<i32>, Vec<u64>),
+}
+
+#[derive(Row, Deserialize)]
+struct PathSum {
+    service: String,
+    operation: String,
+    path_service: String,
+    total_traces: u64,
+    all_ns: i64,
+    all_time_zeros: u64,
+    most_time_ns: i64,
+    time_sum: (Vec<i32>, Vec<u64>),
 }
 
 #[derive(Row, Deserialize)]
@@ -428,7 +517,11 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
                     sum(server_zeros) AS all_server_zeros, max(server_max_ns) AS most_server_ns,
                     sumMap(server_index, server_counts) AS server_sum,
                     min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen,
-                    sum(estimated_calls) AS total_estimated_calls
+                    sum(estimated_calls) AS total_estimated_calls,
+                    sum(retries) AS total_retries, max(max_attempts) AS most_attempts,
+                    sum(fallbacks) AS total_fallbacks, sum(error_zeros) AS all_error_zeros,
+                    max(error_max_ns) AS most_error_ns,
+                    sumMap(error_index, error_counts) AS error_sum
                  FROM edge_buckets FINAL WHERE ({filter}) AND calls > 0
                  GROUP BY source, target, kind"
             ))
@@ -450,6 +543,10 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
             max_calls_per_trace: row.most_calls_per_trace,
             first_seen_ns: row.first_seen,
             last_seen_ns: row.last_seen,
+            retries: row.total_retries,
+            max_attempts: row.most_attempts,
+            fallbacks: row.total_fallbacks,
+            error_latency: sketch(row.all_error_zeros, row.most_error_ns, row.error_sum),
         };
         aggregate.edges.entry(key).or_default().merge(&stats);
     }
@@ -515,7 +612,10 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
             .query(&format!(
                 "SELECT service, operation, sum(traces) AS total_traces,
                     sumMap(sync_depth_values, sync_depth_counts) AS sync_depth,
-                    sumMap(services_values, services_counts) AS services_touched
+                    sumMap(services_values, services_counts) AS services_touched,
+                    sum(latency_zeros) AS all_latency_zeros,
+                    max(latency_max_ns) AS most_latency_ns,
+                    sumMap(latency_index, latency_counts) AS latency_sum
                  FROM entry_buckets FINAL WHERE {filter} GROUP BY service, operation"
             ))
             .fetch_all(),
@@ -532,8 +632,43 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
             traces: row.total_traces,
             sync_depth: histogram(row.sync_depth),
             services_touched: histogram(row.services_touched),
+            latency: sketch(row.all_latency_zeros, row.most_latency_ns, row.latency_sum),
+            critical_path: Default::default(),
         };
         aggregate.entries.entry(key).or_default().merge(&stats);
+    }
+
+    let paths: Vec<PathSum> = conn.run(
+        "read critical path buckets",
+        client
+            .query(&format!(
+                "SELECT service, operation, path_service, sum(traces) AS total_traces,
+                    sum(total_ns) AS all_ns, sum(time_zeros) AS all_time_zeros,
+                    max(time_max_ns) AS most_time_ns,
+                    sumMap(time_index, time_counts) AS time_sum
+                 FROM critical_path_buckets FINAL WHERE {filter}
+                 GROUP BY service, operation, path_service"
+            ))
+            .fetch_all(),
+    )?;
+    for row in paths {
+        let key = EntryKey {
+            service: intern(row.service),
+            operation: intern(row.operation),
+        };
+        let path = PathStats {
+            traces: row.total_traces,
+            total_ns: row.all_ns,
+            time: sketch(row.all_time_zeros, row.most_time_ns, row.time_sum),
+        };
+        aggregate
+            .entries
+            .entry(key)
+            .or_default()
+            .critical_path
+            .entry(intern(row.path_service))
+            .or_default()
+            .merge(&path);
     }
 
     let totals: DiagnosticSum = conn.run(

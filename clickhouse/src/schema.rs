@@ -10,12 +10,13 @@
 
 use crate::{Connection, Error};
 
-const BUCKET_TABLES: [&str; 5] = [
+const BUCKET_TABLES: [&str; 6] = [
     "edge_buckets",
     "operation_buckets",
     "node_buckets",
     "entry_buckets",
     "diagnostic_buckets",
+    "critical_path_buckets",
 ];
 
 /// Columns every bucket table starts with, and those its key ends with.
@@ -26,6 +27,24 @@ const BUCKET_COLUMNS: &str = "bucket_ns Int64, width_s UInt32, worker LowCardina
 const ESTIMATED_CALLS: &str = "estimated_calls Float64 DEFAULT toFloat64(calls)";
 const NODE_SPANS_WITHOUT_SAMPLING: &str = "spans_without_sampling UInt64 DEFAULT 0";
 const DIAGNOSTIC_SPANS_WITHOUT_SAMPLING: &str = "spans_without_sampling UInt64 DEFAULT spans";
+
+/// Resilience columns (retries, fallbacks, what failed calls waited; an entry's duration),
+/// read as none seen in rows written before them.
+const EDGE_RESILIENCE: [&str; 7] = [
+    "retries UInt64 DEFAULT 0",
+    "max_attempts UInt64 DEFAULT 0",
+    "fallbacks UInt64 DEFAULT 0",
+    "error_zeros UInt64 DEFAULT 0",
+    "error_max_ns Int64 DEFAULT 0",
+    "error_index Array(Int32) DEFAULT []",
+    "error_counts Array(UInt64) DEFAULT []",
+];
+const ENTRY_LATENCY: [&str; 4] = [
+    "latency_zeros UInt64 DEFAULT 0",
+    "latency_max_ns Int64 DEFAULT 0",
+    "latency_index Array(Int32) DEFAULT []",
+    "latency_counts Array(UInt64) DEFAULT []",
+];
 
 fn bucket_table(name: &str, columns: &str, key: &str, retention_days: u32) -> String {
     format!(
@@ -50,9 +69,10 @@ fn statements(retention_days: u32) -> Vec<String> {
             &format!(
                 "source String, target String, kind LowCardinality(String), calls UInt64, \
                  errors UInt64, traces UInt64, max_calls_per_trace UInt64, {}, {}, \
-                 first_seen_ns Int64, last_seen_ns Int64, {ESTIMATED_CALLS}",
+                 first_seen_ns Int64, last_seen_ns Int64, {ESTIMATED_CALLS}, {}",
                 sketch("latency"),
-                sketch("server")
+                sketch("server"),
+                EDGE_RESILIENCE.join(", ")
             ),
             "source, target, kind,",
             retention_days,
@@ -78,10 +98,23 @@ fn statements(retention_days: u32) -> Vec<String> {
         ),
         bucket_table(
             "entry_buckets",
-            "service String, operation String, traces UInt64, sync_depth_values Array(UInt32), \
-             sync_depth_counts Array(UInt64), services_values Array(UInt32), \
-             services_counts Array(UInt64)",
+            &format!(
+                "service String, operation String, traces UInt64, \
+                 sync_depth_values Array(UInt32), sync_depth_counts Array(UInt64), \
+                 services_values Array(UInt32), services_counts Array(UInt64), {}",
+                ENTRY_LATENCY.join(", ")
+            ),
             "service, operation,",
+            retention_days,
+        ),
+        bucket_table(
+            "critical_path_buckets",
+            &format!(
+                "service String, operation String, path_service String, traces UInt64, \
+                 total_ns Int64, {}",
+                sketch("time")
+            ),
+            "service, operation, path_service,",
             retention_days,
         ),
         bucket_table(
@@ -104,11 +137,25 @@ fn statements(retention_days: u32) -> Vec<String> {
             "ALTER TABLE diagnostic_buckets ADD COLUMN IF NOT EXISTS \
              {DIAGNOSTIC_SPANS_WITHOUT_SAMPLING}"
         ),
+    ]
+    .into_iter()
+    .chain(
+        EDGE_RESILIENCE
+            .iter()
+            .map(|column| format!("ALTER TABLE edge_buckets ADD COLUMN IF NOT EXISTS {column}")),
+    )
+    .chain(
+        ENTRY_LATENCY
+            .iter()
+            .map(|column| format!("ALTER TABLE entry_buckets ADD COLUMN IF NOT EXISTS {column}")),
+    )
+    .chain([
         // Each worker's watermark: every window before it is derived.
         "CREATE TABLE IF NOT EXISTS progress (worker String, watermark_ns Int64, version UInt64)
          ENGINE = ReplacingMergeTree(version) ORDER BY worker"
             .to_owned(),
-    ]
+    ])
+    .collect()
 }
 
 /// Creates the database and the tables that are missing; buckets are kept `retention_days`.

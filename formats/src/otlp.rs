@@ -257,9 +257,13 @@ fn convert_span(
         trace_state: sampling::trace_state_count(&span.trace_state),
         ..sampling::Evidence::default()
     };
+    let mut resend_count = 0;
     for kv in &span.attributes {
         if !take_peer_attribute(&mut peer, kv) {
             note_sampling(&mut evidence, kv, multiplier_key);
+            if let Some(count) = resend_count_of(kv) {
+                resend_count = count;
+            }
             remaining.push(kv);
         }
     }
@@ -302,6 +306,7 @@ fn convert_span(
         peer,
         environment: resource.environment.clone(),
         adjusted_count: sampling::adjusted_count(&evidence),
+        resend_count,
         detail: if !keep {
             SpanDetail::default()
         } else {
@@ -332,6 +337,16 @@ fn note_sampling(evidence: &mut sampling::Evidence, kv: &KeyValue, multiplier_ke
         "sampler.param" => evidence.jaeger_param = number_value(value),
         "sampling.priority" => evidence.priority = number_value(value),
         _ => {}
+    }
+}
+
+/// `http.request.resend_count`, or its legacy name; negative or absurd values are ignored.
+pub fn resend_count_of(kv: &KeyValue) -> Option<u32> {
+    match kv.key.as_str() {
+        "http.request.resend_count" | "http.resend_count" => {
+            u32::try_from(int_value(kv.value.as_ref()?)?).ok()
+        }
+        _ => None,
     }
 }
 

@@ -48,6 +48,7 @@ struct Columns {
     events_count: Int32Builder,
     links: StringBuilder,
     adjusted_count: Float64Builder,
+    resend_count: Int32Builder,
 }
 
 fn strings(rows: usize) -> StringBuilder {
@@ -96,6 +97,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         events_count: Int32Builder::with_capacity(rows),
         links: strings(rows),
         adjusted_count: Float64Builder::with_capacity(rows),
+        resend_count: Int32Builder::with_capacity(rows),
     };
     for span in spans {
         c.trace_id.append_value(span.trace_id)?;
@@ -150,6 +152,9 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
             c.links.append_value(links_json(span));
         }
         c.adjusted_count.append_option(span.adjusted_count);
+        c.resend_count.append_option(
+            (span.resend_count > 0).then(|| i32::try_from(span.resend_count).unwrap_or(i32::MAX)),
+        );
     }
 
     let columns: Vec<(&str, ArrayRef)> = vec![
@@ -197,6 +202,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         ("events_count", Arc::new(c.events_count.finish())),
         ("links", Arc::new(c.links.finish())),
         ("adjusted_count", Arc::new(c.adjusted_count.finish())),
+        ("resend_count", Arc::new(c.resend_count.finish())),
     ];
     let fields: Vec<Field> = columns
         .iter()

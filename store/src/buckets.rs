@@ -1,11 +1,12 @@
 //! Derived edges in time buckets: written by live assembly, imports and rebuilds; read back
 //! and merged into one aggregate for any window.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use archtrace_analyzer::aggregate::{
     Aggregate, Buckets, EdgeKey, EdgeStats, EntryKey, EntryStats, Histogram, NodeFacts,
-    OperationKey, OperationStats,
+    OperationKey, OperationStats, PathStats,
 };
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::sketch::LatencySketch;
@@ -107,6 +108,7 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
         let mut nodes = conn.appender("node_buckets")?;
         let mut diagnostics = conn.appender("diagnostic_buckets")?;
         let mut entries = conn.appender("entry_buckets")?;
+        let mut paths = conn.appender("critical_path_buckets")?;
         for (&bucket, aggregate) in buckets {
             for (key, stats) in &aggregate.edges {
                 edges.append_row(params![
@@ -123,7 +125,11 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                     stats.server_latency.to_bytes(),
                     stats.first_seen_ns,
                     stats.last_seen_ns,
-                    stats.estimated_calls
+                    stats.estimated_calls,
+                    stats.retries,
+                    stats.max_attempts,
+                    stats.fallbacks,
+                    stats.error_latency.to_bytes()
                 ])?;
             }
             for (key, stats) in &aggregate.operations {
@@ -163,8 +169,21 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                     &*key.operation,
                     stats.traces,
                     stats.sync_depth.to_text(),
-                    stats.services_touched.to_text()
+                    stats.services_touched.to_text(),
+                    stats.latency.to_bytes()
                 ])?;
+                for (service, path) in &stats.critical_path {
+                    paths.append_row(params![
+                        bucket,
+                        width,
+                        &*key.service,
+                        &*key.operation,
+                        &**service,
+                        path.traces,
+                        path.total_ns,
+                        path.time.to_bytes()
+                    ])?;
+                }
             }
             let d = &aggregate.diagnostics;
             let (min, max) = aggregate
@@ -191,19 +210,24 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
         nodes.flush()?;
         diagnostics.flush()?;
         entries.flush()?;
+        paths.flush()?;
         Ok(())
     }
 }
 
+/// Every table of derived buckets.
+pub(crate) const BUCKET_TABLES: [&str; 6] = [
+    "edge_buckets",
+    "operation_buckets",
+    "node_buckets",
+    "diagnostic_buckets",
+    "entry_buckets",
+    "critical_path_buckets",
+];
+
 /// Removes the buckets of every width that start in `[since, until)`.
 fn delete(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<(), QueryError> {
-    for table in [
-        "edge_buckets",
-        "operation_buckets",
-        "node_buckets",
-        "diagnostic_buckets",
-        "entry_buckets",
-    ] {
+    for table in BUCKET_TABLES {
         conn.execute(
             &format!("DELETE FROM {table} WHERE bucket_ns >= ? AND bucket_ns < ?"),
             params![since_ns, until_ns],
@@ -260,7 +284,8 @@ fn read(
     let mut statement = conn.prepare(&format!(
         "SELECT source, target, kind, calls, errors, traces, max_calls_per_trace, latency,
                 server_latency, first_seen_ns, last_seen_ns,
-                coalesce(estimated_calls, calls::DOUBLE)
+                coalesce(estimated_calls, calls::DOUBLE), coalesce(retries, 0),
+                coalesce(max_attempts, 0), coalesce(fallbacks, 0), error_latency
          FROM edge_buckets WHERE ({filter}) AND calls > 0"
     ))?;
     let mut edge_index: std::collections::HashMap<String, EdgeStats> =
@@ -292,6 +317,10 @@ fn read(
             // A sketch that does not decode (a damaged file) counts as empty.
             stats.latency.merge_bytes(edges.bytes(7, row));
             stats.server_latency.merge_bytes(edges.bytes(8, row));
+            stats.retries += edges.number(12, row);
+            stats.max_attempts = stats.max_attempts.max(edges.number(13, row));
+            stats.fallbacks += edges.number(14, row);
+            stats.error_latency.merge_bytes(edges.bytes(15, row));
         }
     }
     for (key_text, stats) in edge_index {
@@ -351,30 +380,47 @@ fn read(
             .merge(&facts);
     }
 
-    // A store of schema version 2 opened read-only has no entry buckets yet.
-    let has_entries: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM information_schema.tables WHERE table_name = 'entry_buckets'",
-        [],
-        |row| row.get(0),
-    )?;
-    if has_entries {
-        let mut statement = conn.prepare(&format!(
-            "SELECT service, operation, traces, sync_depth, services_touched
-             FROM entry_buckets WHERE {filter}"
-        ))?;
-        let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
-        while let Some(row) = rows.next()? {
-            let key = EntryKey {
-                service: intern(row.get(0)?),
-                operation: intern(row.get(1)?),
-            };
-            let stats = EntryStats {
-                traces: row.get(2)?,
-                sync_depth: Histogram::from_text(&row.get::<_, String>(3)?),
-                services_touched: Histogram::from_text(&row.get::<_, String>(4)?),
-            };
-            into.entries.entry(key).or_default().merge(&stats);
-        }
+    let mut statement = conn.prepare(&format!(
+        "SELECT service, operation, traces, sync_depth, services_touched, latency
+         FROM entry_buckets WHERE {filter}"
+    ))?;
+    let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
+    while let Some(row) = rows.next()? {
+        let key = EntryKey {
+            service: intern(row.get(0)?),
+            operation: intern(row.get(1)?),
+        };
+        let stats = EntryStats {
+            traces: row.get(2)?,
+            sync_depth: Histogram::from_text(&row.get::<_, String>(3)?),
+            services_touched: Histogram::from_text(&row.get::<_, String>(4)?),
+            latency: sketch(&row.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default()),
+            critical_path: BTreeMap::new(),
+        };
+        into.entries.entry(key).or_default().merge(&stats);
+    }
+    let mut statement = conn.prepare(&format!(
+        "SELECT service, operation, path_service, traces, total_ns, time
+         FROM critical_path_buckets WHERE {filter}"
+    ))?;
+    let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
+    while let Some(row) = rows.next()? {
+        let key = EntryKey {
+            service: intern(row.get(0)?),
+            operation: intern(row.get(1)?),
+        };
+        let path = PathStats {
+            traces: row.get(3)?,
+            total_ns: row.get(4)?,
+            time: sketch(&row.get::<_, Vec<u8>>(5)?),
+        };
+        into.entries
+            .entry(key)
+            .or_default()
+            .critical_path
+            .entry(intern(row.get(2)?))
+            .or_default()
+            .merge(&path);
     }
 
     let totals = conn.query_row(
@@ -468,7 +514,7 @@ impl EdgeColumns {
         let wanted = |i: usize, column: &ArrayRef| -> Result<ArrayRef, ArrowError> {
             match i {
                 0..=2 => cast(column, &DataType::Utf8),
-                3..=6 => cast(column, &DataType::UInt64),
+                3..=6 | 12..=14 => cast(column, &DataType::UInt64),
                 9 | 10 => cast(column, &DataType::Int64),
                 11 => cast(column, &DataType::Float64),
                 _ => Ok(column.clone()),
@@ -481,10 +527,8 @@ impl EdgeColumns {
             .map(|(i, column)| wanted(i, column))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| QueryError::Arrow(err.to_string()))?;
-        if columns.len() != 12
-            || columns[7].as_any().downcast_ref::<BinaryArray>().is_none()
-            || columns[8].as_any().downcast_ref::<BinaryArray>().is_none()
-        {
+        let blob = |i: usize| columns[i].as_any().downcast_ref::<BinaryArray>().is_some();
+        if columns.len() != 16 || !blob(7) || !blob(8) || !blob(15) {
             return Err(QueryError::Arrow(
                 "unexpected columns in the edge bucket query".to_owned(),
             ));
@@ -555,11 +599,17 @@ mod tests {
                 max_calls_per_trace: calls % 7 + 1,
                 first_seen_ns: start + 5,
                 last_seen_ns: start + MINUTE_NS - 5,
+                retries: calls % 2,
+                max_attempts: calls % 4 + 1,
+                fallbacks: calls % 5,
                 ..EdgeStats::default()
             };
             for n in 0..calls as i64 {
                 stats.latency.add(1_000_000 * (n % 50 + minute));
                 stats.server_latency.add(500_000 * (n % 50 + 1));
+            }
+            for n in 0..stats.errors as i64 {
+                stats.error_latency.add(2_000_000_000 + n);
             }
             let key = EdgeKey {
                 from: Arc::from(from),
@@ -571,6 +621,21 @@ mod tests {
         edge("gateway", "orders", EdgeKind::Sync, minute as u64 % 11 + 1);
         if minute % 2 == 0 {
             edge("orders", "kafka/orders", EdgeKind::Async, 3);
+        }
+        let entry = aggregate
+            .entries
+            .entry(EntryKey {
+                service: Arc::from("gateway"),
+                operation: Arc::from("GET /orders"),
+            })
+            .or_default();
+        entry.traces = minute as u64 % 4 + 1;
+        entry.latency.add(1_000_000 * (minute + 10));
+        for (service, time_ms) in [("gateway", minute % 7 + 1), ("orders", minute % 5 + 2)] {
+            let path = entry.critical_path.entry(Arc::from(service)).or_default();
+            path.traces = 1;
+            path.total_ns = time_ms * 1_000_000;
+            path.time.add(time_ms * 1_000_000);
         }
         aggregate.diagnostics.spans = minute as u64;
         aggregate.diagnostics.spans_without_sampling = minute as u64 % 3;
@@ -614,12 +679,34 @@ mod tests {
                     s.last_seen_ns,
                     s.latency.count(),
                     s.server_latency.count(),
+                    (s.retries, s.max_attempts, s.fallbacks),
+                    (s.error_latency.count(), s.error_latency.max_ns()),
                 )
             };
             assert_eq!(figures(got), figures(want), "{key:?}");
             for q in [0.5, 0.9, 0.99] {
                 assert_eq!(got.latency.quantile_ns(q), want.latency.quantile_ns(q));
             }
+        }
+        assert_eq!(read.entries.len(), 1);
+        for (key, want) in &expected.entries {
+            let got = &read.entries[key];
+            assert_eq!(got.traces, want.traces);
+            assert_eq!(
+                got.latency.quantile_ns(0.99),
+                want.latency.quantile_ns(0.99)
+            );
+            let path = |e: &EntryStats| -> Vec<(String, u64, i64, u64, Option<f64>)> {
+                e.critical_path
+                    .iter()
+                    .map(|(s, p)| {
+                        let p99 = p.time.quantile_ns(0.99);
+                        (s.to_string(), p.traces, p.total_ns, p.time.count(), p99)
+                    })
+                    .collect()
+            };
+            assert_eq!(path(got), path(want));
+            assert_eq!(path(want).len(), 2);
         }
         assert_eq!(read.diagnostics.spans, (17..157).sum::<u64>());
         assert_eq!(

@@ -4,16 +4,8 @@
 
 use duckdb::{params, Connection};
 
-use crate::buckets::HOUR_NS;
+use crate::buckets::{BUCKET_TABLES, HOUR_NS};
 use crate::QueryError;
-
-const BUCKET_TABLES: [&str; 5] = [
-    "edge_buckets",
-    "operation_buckets",
-    "node_buckets",
-    "diagnostic_buckets",
-    "entry_buckets",
-];
 
 /// A connection of its own that deletes what is past retention.
 pub struct Pruner {

@@ -187,6 +187,26 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE edge_buckets ADD COLUMN estimated_calls DOUBLE;
     ALTER TABLE node_buckets ADD COLUMN spans_without_sampling UBIGINT;
     ALTER TABLE diagnostic_buckets ADD COLUMN spans_without_sampling UBIGINT;",
+    // v7: resilience. A client span's resend count; per edge the retries, the most attempts a
+    // call took, the failed calls the caller survived (fallbacks) and what failed calls
+    // waited (timeouts); per entry operation its duration and each service's time on its
+    // critical path. Older rows read as none seen.
+    "ALTER TABLE spans ADD COLUMN resend_count INTEGER;
+    ALTER TABLE edge_buckets ADD COLUMN retries UBIGINT;
+    ALTER TABLE edge_buckets ADD COLUMN max_attempts UBIGINT;
+    ALTER TABLE edge_buckets ADD COLUMN fallbacks UBIGINT;
+    ALTER TABLE edge_buckets ADD COLUMN error_latency BLOB;
+    ALTER TABLE entry_buckets ADD COLUMN latency BLOB;
+    CREATE TABLE critical_path_buckets (
+        bucket_ns BIGINT NOT NULL,
+        width_s INTEGER NOT NULL,
+        service VARCHAR NOT NULL,           -- the entry operation
+        operation VARCHAR NOT NULL,
+        path_service VARCHAR NOT NULL,      -- a service on its critical path
+        traces UBIGINT NOT NULL,
+        total_ns BIGINT NOT NULL,
+        time BLOB NOT NULL                  -- latency sketch of its time on the path per trace
+    );",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
