@@ -112,6 +112,12 @@ pub struct OperationStats {
     pub calls: u64,
     pub errors: u64,
     pub latency: LatencySketch,
+    /// As [`EdgeStats::retries`] and [`EdgeStats::fallbacks`], for this caller endpoint: a
+    /// fallback belongs to the endpoint that has it, not to every caller of the service.
+    #[serde(default)]
+    pub retries: u64,
+    #[serde(default)]
+    pub fallbacks: u64,
 }
 
 impl OperationStats {
@@ -119,6 +125,8 @@ impl OperationStats {
         self.calls += other.calls;
         self.errors += other.errors;
         self.latency.merge(&other.latency);
+        self.retries += other.retries;
+        self.fallbacks += other.fallbacks;
     }
 }
 
@@ -462,6 +470,8 @@ impl Aggregate {
             operation.calls += 1;
             operation.errors += u64::from(observation.error);
             operation.latency.add(observation.latency_ns);
+            operation.retries += u64::from(observation.attempt > 1);
+            operation.fallbacks += u64::from(observation.fallback);
         }
         for (key, observation) in keys.iter().zip(observations) {
             self.edges

@@ -296,7 +296,7 @@ pub fn derive_trace(
     if let Some(root) = root {
         diagnostics.entry = Some((spans[root].service.clone(), operation_name(&spans[root])));
         diagnostics.entry_latency_ns = Some(spans[root].duration_ns());
-        diagnostics.critical_path = critical_path(spans, &parent_of, root);
+        diagnostics.critical_path = critical_path(spans, &parent_of, &has_server_child, root);
     }
     diagnostics.sync_depth = sync_depth(spans, &parent_of);
     diagnostics.services_touched = spans
@@ -378,7 +378,14 @@ fn mark_retries_and_fallbacks(
 /// the child that finished last is waited for, then the one that finished last before that
 /// child started, and so on; the gaps are the span's own time. Children are clamped to the
 /// part of their parent they overlap; consumers run after their producer and are left out.
-fn critical_path(spans: &[Span], parent_of: &[Option<usize>], root: usize) -> Vec<(Arc<str>, i64)> {
+/// The time of a call to something that reports no spans (R2's database or API) is that
+/// node's, not the caller's.
+fn critical_path(
+    spans: &[Span],
+    parent_of: &[Option<usize>],
+    has_server_child: &[bool],
+    root: usize,
+) -> Vec<(Arc<str>, i64)> {
     let mut children: FastMap<usize, Vec<usize>> = FastMap::default();
     for (i, parent) in parent_of.iter().enumerate() {
         if let Some(p) = parent {
@@ -418,10 +425,14 @@ fn critical_path(spans: &[Span], parent_of: &[Option<usize>], root: usize) -> Ve
             }
         }
         own += cursor - start;
-        let service = &spans[i].service;
-        match path.iter_mut().find(|(s, _)| s == service) {
+        let span = &spans[i];
+        let peer = (span.kind == SpanKind::Client && !has_server_child[i])
+            .then(|| uninstrumented_peer(&span.peer))
+            .flatten();
+        let node: &str = peer.as_ref().map_or(&span.service, |(name, _)| name);
+        match path.iter_mut().find(|(s, _)| &**s == node) {
             Some((_, total)) => *total += own,
-            None => path.push((service.clone(), own)),
+            None => path.push((Arc::from(node), own)),
         }
     }
     path

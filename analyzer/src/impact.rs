@@ -1,8 +1,8 @@
 //! What breaks if a node (or a dependency) fails: the observed traffic of every entry operation
 //! replayed on the operation graph without it. An entry operation *fails* when a chain of
 //! synchronous calls leads from it to what failed (its callers wait for it); it *degrades* when
-//! only a chain through a queue, or through a call its caller was seen to survive failing (an
-//! observed fallback: [`crate::snapshot::Edge::optional`]), does (the request succeeds, the
+//! only a chain through a queue, or through a call its calling endpoint was seen to survive
+//! failing (an observed fallback: [`crate::snapshot::Operation::optional`]), does (the request succeeds, the
 //! work behind the queue or the fallback's answer is all it gets).
 //!
 //! The operation graph joins the calls of all traces at each endpoint, so an endpoint that calls
@@ -110,15 +110,16 @@ struct OperationGraph<'a> {
 
 impl<'a> OperationGraph<'a> {
     fn new(snapshot: &'a Snapshot) -> OperationGraph<'a> {
-        // Operations carry no kind: a call is tolerated when every call between the two
-        // services is asynchronous or optional (observed fallbacks), and synchronous (the
-        // cautious answer) otherwise.
-        let mut tolerated: BTreeMap<(&str, &str), bool> = BTreeMap::new();
+        // Operations carry no kind: a call is asynchronous when every call between the two
+        // services is, and synchronous (the cautious answer) otherwise. A synchronous call
+        // the calling endpoint was seen to survive failing is tolerated like an asynchronous
+        // one.
+        let mut only_async: BTreeMap<(&str, &str), bool> = BTreeMap::new();
         for edge in &snapshot.edges {
-            let entry = tolerated
+            let entry = only_async
                 .entry((edge.from.as_str(), edge.to.as_str()))
                 .or_insert(true);
-            *entry &= edge.kind == EdgeKind::Async || edge.optional();
+            *entry &= edge.kind == EdgeKind::Async;
         }
         let mut graph = OperationGraph {
             index: BTreeMap::new(),
@@ -129,11 +130,11 @@ impl<'a> OperationGraph<'a> {
         for op in &snapshot.operations {
             let from = graph.node(&op.from.service, &op.from.operation);
             let to = graph.node(&op.to.service, &op.to.operation);
-            let tolerated = tolerated
+            let asynchronous = only_async
                 .get(&(op.from.service.as_str(), op.to.service.as_str()))
                 .copied()
                 .unwrap_or(false);
-            graph.calls[from].push((to, !tolerated));
+            graph.calls[from].push((to, !(asynchronous || op.optional())));
             graph.callers[to].push(from);
         }
         for calls in &mut graph.calls {
@@ -696,6 +697,8 @@ pub(crate) mod tests {
             calls: 10,
             errors: 0,
             latency_ms: None,
+            retries: 0,
+            fallbacks: 0,
         })
         .collect();
         let spread = Spread {
@@ -776,20 +779,16 @@ pub(crate) mod tests {
 
     #[test]
     fn a_dependency_its_caller_was_seen_to_survive_failing_only_degrades() {
-        // gateway → cart failed 4 times: gateway survived 3 (fallbacks), 1 was retried to
-        // success; none reached gateway's callers: the call is optional.
+        // gateway's GET / → cart failed 4 times: GET / survived 3 (fallbacks), 1 was retried
+        // to success; none reached gateway's callers: the call is optional.
         let with_cart_failures = |errors: u64, fallbacks: u64, retries: u64| {
             let mut snapshot = shop();
             let cart = snapshot
-                .edges
+                .operations
                 .iter_mut()
-                .find(|e| e.from == "gateway" && e.to == "cart")
+                .find(|o| o.from.service == "gateway" && o.to.service == "cart")
                 .unwrap();
-            (
-                cart.errors,
-                cart.resilience.fallbacks,
-                cart.resilience.retries,
-            ) = (errors, fallbacks, retries);
+            (cart.errors, cart.fallbacks, cart.retries) = (errors, fallbacks, retries);
             let optional = cart.optional();
             let impact = impact(&snapshot, &[Target::parse("db:carts")]).unwrap();
             let outcomes: Vec<(String, Outcome)> = impact

@@ -369,6 +369,21 @@ pub fn hotspots_table(analyzed: &Analyzed, top: usize) -> String {
             );
         }
     }
+    let paths = crate::resilience::busiest_critical_paths(snapshot);
+    if !paths.is_empty() {
+        out.push_str(
+            "\ncritical paths of the busiest entry operations (each service's share of the time, p99 of its time on the path):\n",
+        );
+        for e in paths.iter().take(top) {
+            let _ = writeln!(
+                out,
+                "  {} · {}  {}",
+                printable(&e.service),
+                printable(&e.operation),
+                printable(&crate::resilience::critical_path_summary(e, 4))
+            );
+        }
+    }
     let counts = finding_counts(snapshot);
     let _ = writeln!(out, "\nfindings: {counts}");
     if !analyzed.actions.is_empty() {
@@ -461,6 +476,19 @@ pub fn hotspots_markdown(analyzed: &Analyzed, top: usize) -> String {
             t.spof,
             markdown_cell(&hotspot.reasons.join("; "))
         );
+    }
+    let paths = crate::resilience::busiest_critical_paths(snapshot);
+    if !paths.is_empty() {
+        out.push_str("\n| entry operation | critical path |\n|---|---|\n");
+        for e in paths.iter().take(top) {
+            let _ = writeln!(
+                out,
+                "| {} {} | {} |",
+                markdown_cell(&e.service),
+                markdown_cell(&e.operation),
+                markdown_cell(&crate::resilience::critical_path_summary(e, 4))
+            );
+        }
     }
     let _ = writeln!(out, "\nFindings: {}", finding_counts(snapshot));
     for finding in &snapshot.findings {

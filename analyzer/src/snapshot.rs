@@ -141,18 +141,6 @@ fn observed_timeout(stats: &EdgeStats) -> Option<f64> {
 }
 
 impl Edge {
-    /// A synchronous call its callers can do without: at least one failed call's caller still
-    /// succeeded, and no more failures reached the callers than they survived (failures
-    /// retried are neither). Failing it degrades its callers instead of failing them.
-    pub fn optional(&self) -> bool {
-        let fallbacks = self.resilience.fallbacks;
-        let passed_on = self
-            .errors
-            .saturating_sub(self.resilience.retries)
-            .saturating_sub(fallbacks);
-        fallbacks > 0 && fallbacks >= passed_on
-    }
-
     /// The estimated calls: what rates and charts use.
     pub fn estimate(&self) -> f64 {
         self.estimated_calls.unwrap_or(self.calls as f64)
@@ -176,6 +164,25 @@ pub struct Operation {
     pub calls: u64,
     pub errors: u64,
     pub latency_ms: Option<Quantiles>,
+    /// Calls that retried a failed call.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u64,
+    /// Failed calls after which the calling endpoint still succeeded.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fallbacks: u64,
+}
+
+impl Operation {
+    /// A call this endpoint can do without: at least one failed call's caller still
+    /// succeeded, and no more failures reached the endpoint's callers than it survived
+    /// (failures retried are neither). Failing it degrades the caller instead of failing it.
+    pub fn optional(&self) -> bool {
+        let passed_on = self
+            .errors
+            .saturating_sub(self.retries)
+            .saturating_sub(self.fallbacks);
+        self.fallbacks > 0 && self.fallbacks >= passed_on
+    }
 }
 
 /// A distribution of small whole numbers over traces.
@@ -482,6 +489,8 @@ impl Snapshot {
                 calls: stats.calls,
                 errors: stats.errors,
                 latency_ms: quantiles(&stats.latency),
+                retries: stats.retries,
+                fallbacks: stats.fallbacks,
             })
             .collect();
         operations.sort_by(|a, b| {

@@ -75,6 +75,8 @@ struct OperationRow<'a> {
     latency_max_ns: i64,
     latency_index: Vec<i32>,
     latency_counts: Vec<u64>,
+    retries: u64,
+    fallbacks: u64,
 }
 
 #[derive(Row, Serialize)]
@@ -258,6 +260,8 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
                     latency_max_ns: latency.1,
                     latency_index: latency.2,
                     latency_counts: latency.3,
+                    retries: stats.retries,
+                    fallbacks: stats.fallbacks,
                 }
             })
         })
@@ -433,6 +437,8 @@ struct OperationSum {
     all_latency_zeros: u64,
     most_latency_ns: i64,
     latency_sum: (Vec<i32>, Vec<u64>),
+    total_retries: u64,
+    total_fallbacks: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -555,7 +561,8 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
         "read operation buckets",
         client
             .query(&format!(
-                "SELECT from_service, from_operation, to_service, to_operation, {EDGE_SUMS}
+                "SELECT from_service, from_operation, to_service, to_operation, {EDGE_SUMS},
+                    sum(retries) AS total_retries, sum(fallbacks) AS total_fallbacks
                  FROM operation_buckets FINAL WHERE {filter}
                  GROUP BY from_service, from_operation, to_service, to_operation"
             ))
@@ -572,6 +579,8 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
             calls: row.total_calls,
             errors: row.total_errors,
             latency: sketch(row.all_latency_zeros, row.most_latency_ns, row.latency_sum),
+            retries: row.total_retries,
+            fallbacks: row.total_fallbacks,
         };
         aggregate.operations.entry(key).or_default().merge(&stats);
     }

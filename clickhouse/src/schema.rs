@@ -39,6 +39,7 @@ const EDGE_RESILIENCE: [&str; 7] = [
     "error_index Array(Int32) DEFAULT []",
     "error_counts Array(UInt64) DEFAULT []",
 ];
+const OPERATION_RESILIENCE: [&str; 2] = ["retries UInt64 DEFAULT 0", "fallbacks UInt64 DEFAULT 0"];
 const ENTRY_LATENCY: [&str; 4] = [
     "latency_zeros UInt64 DEFAULT 0",
     "latency_max_ns Int64 DEFAULT 0",
@@ -81,8 +82,9 @@ fn statements(retention_days: u32) -> Vec<String> {
             "operation_buckets",
             &format!(
                 "from_service String, from_operation String, to_service String, \
-                 to_operation String, calls UInt64, errors UInt64, {}",
-                sketch("latency")
+                 to_operation String, calls UInt64, errors UInt64, {}, {}",
+                sketch("latency"),
+                OPERATION_RESILIENCE.join(", ")
             ),
             "from_service, from_operation, to_service, to_operation,",
             retention_days,

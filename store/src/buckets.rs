@@ -142,7 +142,9 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                     &*key.to_operation,
                     stats.calls,
                     stats.errors,
-                    stats.latency.to_bytes()
+                    stats.latency.to_bytes(),
+                    stats.retries,
+                    stats.fallbacks
                 ])?;
             }
             for (name, facts) in &aggregate.nodes {
@@ -337,7 +339,8 @@ fn read(
     }
 
     let mut statement = conn.prepare(&format!(
-        "SELECT from_service, from_operation, to_service, to_operation, calls, errors, latency
+        "SELECT from_service, from_operation, to_service, to_operation, calls, errors, latency,
+                coalesce(retries, 0), coalesce(fallbacks, 0)
          FROM operation_buckets WHERE {filter}"
     ))?;
     let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
@@ -352,6 +355,8 @@ fn read(
             calls: row.get(4)?,
             errors: row.get(5)?,
             latency: sketch(&row.get::<_, Vec<u8>>(6)?),
+            retries: row.get(7)?,
+            fallbacks: row.get(8)?,
         };
         into.operations.entry(key).or_default().merge(&stats);
     }

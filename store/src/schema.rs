@@ -189,13 +189,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE diagnostic_buckets ADD COLUMN spans_without_sampling UBIGINT;",
     // v7: resilience. A client span's resend count; per edge the retries, the most attempts a
     // call took, the failed calls the caller survived (fallbacks) and what failed calls
-    // waited (timeouts); per entry operation its duration and each service's time on its
+    // waited (timeouts); per operation pair its retries and fallbacks; per entry operation its duration and each service's time on its
     // critical path. Older rows read as none seen.
     "ALTER TABLE spans ADD COLUMN resend_count INTEGER;
     ALTER TABLE edge_buckets ADD COLUMN retries UBIGINT;
     ALTER TABLE edge_buckets ADD COLUMN max_attempts UBIGINT;
     ALTER TABLE edge_buckets ADD COLUMN fallbacks UBIGINT;
     ALTER TABLE edge_buckets ADD COLUMN error_latency BLOB;
+    ALTER TABLE operation_buckets ADD COLUMN retries UBIGINT;
+    ALTER TABLE operation_buckets ADD COLUMN fallbacks UBIGINT;
     ALTER TABLE entry_buckets ADD COLUMN latency BLOB;
     CREATE TABLE critical_path_buckets (
         bucket_ns BIGINT NOT NULL,

@@ -1,6 +1,7 @@
 //! `archtrace impact` on the simulated shop, checked against what its traces show when each
 //! one is walked on its own: an entry operation fails when some trace of it reaches the failed
-//! node through synchronous calls only, and degrades when some trace reaches it through a queue.
+//! node through synchronous calls only, and degrades when some trace reaches it through a queue
+//! or through a call its calling endpoint survives failing (`resilience::calls_of` counts them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -12,6 +13,7 @@ use archtrace_workload::shop::Simulation;
 use prost::Message;
 use serde_json::Value;
 
+use crate::resilience::{calls_of, CallKey};
 use crate::support::{binary, succeeded};
 
 /// (entry service, entry operation) → (traces, the nodes its traces reach synchronously, the
@@ -19,6 +21,12 @@ use crate::support::{binary, succeeded};
 type Reach = BTreeMap<(String, String), (u64, BTreeSet<String>, BTreeSet<String>)>;
 
 fn reach_per_entry(spans: &[Span]) -> Reach {
+    // Calls the calling endpoint was seen to survive failing are tolerated like a queue.
+    let optional: BTreeSet<CallKey> = calls_of(spans)
+        .into_iter()
+        .filter(|(_, calls)| calls.optional())
+        .map(|(key, _)| key)
+        .collect();
     let mut traces: BTreeMap<TraceId, Vec<&Span>> = BTreeMap::new();
     for span in spans {
         traces.entry(span.trace_id).or_default().push(span);
@@ -32,6 +40,13 @@ fn reach_per_entry(spans: &[Span]) -> Reach {
                 .copied()
                 .filter(|s| s.parent_span_id == Some(parent.span_id))
                 .collect()
+        };
+        let endpoint_of = |client: &Span| -> String {
+            let parent = trace
+                .iter()
+                .find(|s| Some(s.span_id) == client.parent_span_id)
+                .unwrap();
+            operation_name(parent).to_string()
         };
         let entry = (root.service.to_string(), operation_name(root).to_string());
         let (traces, sync, all) = reach.entry(entry).or_default();
@@ -51,13 +66,28 @@ fn reach_per_entry(spans: &[Span]) -> Reach {
                 // A call to something that reports no spans: a database, a queue, an API.
                 let (peer, _) = uninstrumented_peer(&span.peer).unwrap();
                 all.insert(peer.clone());
-                if synchronous && span.kind == SpanKind::Client {
+                let key = (
+                    span.service.to_string(),
+                    endpoint_of(span),
+                    peer.clone(),
+                    span.name.clone(),
+                );
+                if synchronous && span.kind == SpanKind::Client && !optional.contains(&key) {
                     sync.insert(peer);
                 }
             }
             for child in below {
-                let hop_is_sync =
-                    span.kind != SpanKind::Producer && child.kind != SpanKind::Consumer;
+                let tolerated = span.kind == SpanKind::Client
+                    && child.kind == SpanKind::Server
+                    && optional.contains(&(
+                        span.service.to_string(),
+                        endpoint_of(span),
+                        child.service.to_string(),
+                        operation_name(child).to_string(),
+                    ));
+                let hop_is_sync = span.kind != SpanKind::Producer
+                    && child.kind != SpanKind::Consumer
+                    && !tolerated;
                 stack.push((child, synchronous && hop_is_sync));
             }
         }

@@ -21,6 +21,7 @@ mod interop;
 mod live_services;
 mod otel_rows;
 mod overload;
+mod resilience;
 mod retention;
 mod sampling;
 mod sdk_export;

@@ -9,8 +9,9 @@ use archtrace_analyzer::declared::{self, Conformance};
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::drift::SnapshotDiff;
 use archtrace_analyzer::impact::{self, Target};
+use archtrace_analyzer::resilience;
 use archtrace_analyzer::risk::Hotspot;
-use archtrace_analyzer::snapshot::{Edge, Finding, Severity, Snapshot};
+use archtrace_analyzer::snapshot::{Edge, EntryOperation, Finding, PathShare, Severity, Snapshot};
 use archtrace_analyzer::time::parse_rfc3339;
 use archtrace_query::Point;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -169,7 +170,7 @@ fn edges_table(
             p.empty { "None." }
         } @else {
             table.edges {
-                thead { tr { th { "service" } th { "kind" } th { "calls" } th { "errors" } th { "p50 ms" } th { "p99 ms" } th { "calls/trace" } } }
+                thead { tr { th { "service" } th { "kind" } th { "calls" } th { "errors" } th { "p50 ms" } th { "p99 ms" } th { "calls/trace" } th { "retries, fallbacks, timeout" } } }
                 tbody {
                     @for e in edges {
                         tr {
@@ -180,6 +181,7 @@ fn edges_table(
                             td { (millis(e.latency_ms.as_ref().map(|q| q.p50))) }
                             td { (millis(e.latency_ms.as_ref().map(|q| q.p99))) }
                             td { (e.calls_per_trace) }
+                            td.resilience { (resilience::describe(&e.resilience)) }
                         }
                     }
                 }
@@ -311,6 +313,7 @@ pub fn service_body(
             h3 { "Impact" }
             (impact_section(snapshot, service, links))
         }
+        (critical_path_section(snapshot, service, links))
         h3 { "Operations" }
         @if operations.is_empty() {
             p.empty { "None." }
@@ -325,6 +328,50 @@ pub fn service_body(
                             td { (o.calls) }
                             td { (percent(o.errors, o.calls)) }
                             td { (millis(o.latency_ms.as_ref().map(|q| q.p99))) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where the time of the service's own entry operations goes, and the entry operations of
+/// others whose critical path it is on.
+fn critical_path_section(snapshot: &Snapshot, service: &str, links: &dyn Links) -> Markup {
+    let own: Vec<&EntryOperation> = resilience::busiest_critical_paths(snapshot)
+        .into_iter()
+        .filter(|e| e.service == service)
+        .collect();
+    let mut on: Vec<(&EntryOperation, &PathShare)> = snapshot
+        .entry_operations
+        .iter()
+        .filter(|e| e.service != service)
+        .filter_map(|e| Some((e, e.critical_path.iter().find(|p| p.service == service)?)))
+        .collect();
+    on.sort_by(|a, b| {
+        b.1.share
+            .total_cmp(&a.1.share)
+            .then(b.0.traces.cmp(&a.0.traces))
+    });
+    if own.is_empty() && on.is_empty() {
+        return html! {};
+    }
+    html! {
+        h3 { "Critical path" }
+        @for e in &own {
+            p.critical-path { strong { (e.operation) } ": " (resilience::critical_path_summary(e, 6)) }
+        }
+        @if !on.is_empty() {
+            table.critical-path {
+                thead { tr { th { "on the critical path of" } th title="of that entry operation's time" { "share" } th { "p99 here" } th { "traces" } } }
+                tbody {
+                    @for (e, p) in on.iter().take(10) {
+                        tr {
+                            td { a.service href=(links.service(&e.service)) { (e.service) } ": " (e.operation) }
+                            td { (format!("{:.0}%", 100.0 * p.share)) }
+                            td { (p.time_ms.as_ref().map(|q| resilience::duration(q.p99)).unwrap_or_default()) }
+                            td { (p.traces) " of " (e.traces) }
                         }
                     }
                 }

@@ -29,9 +29,26 @@ enum Step {
     Publish(&'static str, &'static [&'static str]),
     /// Calls an uninstrumented external API that fails this share of the time.
     External(&'static str, f64),
+    /// Calls another service's route as the guard says: retried, timed out, or survived.
+    Guarded(&'static str, &'static str, Guard),
+    /// The route fails this share of the time (a bug of its own).
+    Fail(f64),
+    /// The route hangs this share of the time, for this many milliseconds.
+    Stall(f64, u64),
 }
 
-use Step::{Call, Database, External, Publish};
+/// How a caller protects itself from a callee.
+#[derive(Clone, Copy)]
+struct Guard {
+    /// Tries in all: a failed call is retried until one succeeds or these are used up.
+    attempts: u32,
+    /// The caller answers without the callee when the last try fails.
+    fallback: bool,
+    /// The caller stops waiting after this many milliseconds; the call then fails.
+    timeout_ms: Option<u64>,
+}
+
+use Step::{Call, Database, External, Fail, Guarded, Publish, Stall};
 
 /// (service, route, steps). Consumers' routes are named `process <topic>`.
 const ROUTES: &[(&str, &str, &[Step])] = &[
@@ -58,12 +75,30 @@ const ROUTES: &[(&str, &str, &[Step])] = &[
         "/verify",
         &[Database("redis", "sessions", "GET session")],
     ),
+    // The home page shows no recommendations or ads rather than fail, and waits for ads
+    // 250 ms at most.
     (
         "frontend",
         "/home",
         &[
-            Call("recommendation", "/recommendations", 1),
-            Call("ads", "/ads", 1),
+            Guarded(
+                "recommendation",
+                "/recommendations",
+                Guard {
+                    attempts: 1,
+                    fallback: true,
+                    timeout_ms: None,
+                },
+            ),
+            Guarded(
+                "ads",
+                "/ads",
+                Guard {
+                    attempts: 1,
+                    fallback: true,
+                    timeout_ms: Some(250),
+                },
+            ),
             Call("currency", "/convert", 1),
         ],
     ),
@@ -93,6 +128,7 @@ const ROUTES: &[(&str, &str, &[Step])] = &[
         &[
             Call("inventory", "/stock/{sku}", 12),
             Call("ads", "/ads/related", 1),
+            Fail(0.05),
         ],
     ),
     ("recommendation", "/similar", &[]),
@@ -102,7 +138,7 @@ const ROUTES: &[(&str, &str, &[Step])] = &[
         "/ads/related",
         &[Call("recommendation", "/similar", 1)],
     ),
-    ("ads", "/ads", &[]),
+    ("ads", "/ads", &[Stall(0.08, 2_000)]),
     ("currency", "/convert", &[]),
     (
         "inventory",
@@ -118,7 +154,16 @@ const ROUTES: &[(&str, &str, &[Step])] = &[
         "checkout",
         "/checkout",
         &[
-            Call("payment", "/charge", 1),
+            // Charging is retried: up to 3 tries.
+            Guarded(
+                "payment",
+                "/charge",
+                Guard {
+                    attempts: 3,
+                    fallback: false,
+                    timeout_ms: None,
+                },
+            ),
             Call("shipping", "/quote", 1),
             Call("inventory", "/reserve", 1),
             Database("postgresql", "shop", "INSERT orders"),
@@ -128,7 +173,7 @@ const ROUTES: &[(&str, &str, &[Step])] = &[
     (
         "payment",
         "/charge",
-        &[External("api.payments.example", 0.04)],
+        &[External("api.payments.example", 0.15)],
     ),
     ("shipping", "/quote", &[Call("currency", "/convert", 1)]),
     (
@@ -209,6 +254,65 @@ impl TraceBuilder<'_> {
         ));
     }
 
+    /// One HTTP call from `service`'s span `parent` to `callee`, starting at `start`: the
+    /// client span (the `resend`th resend of the request) and everything the callee does.
+    /// Returns when the caller stopped waiting, and whether the call failed for it.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &mut self,
+        service: &'static str,
+        parent: [u8; 8],
+        start: u64,
+        callee: &'static str,
+        route: &'static str,
+        resend: u32,
+        timeout_ms: Option<u64>,
+    ) -> (u64, bool) {
+        let client = self.id();
+        let (server_end, callee_failed) =
+            self.serve(callee, route, Some(client), start + 100_000, None);
+        let answered = server_end + self.rng.random_range(50_000..150_000);
+        let deadline = timeout_ms.map(|ms| start + ms * 1_000_000);
+        let timed_out = deadline.is_some_and(|deadline| answered > deadline);
+        let mut attributes = vec![
+            string_attribute("http.request.method", "GET"),
+            string_attribute("url.full", format!("http://{callee}.shop.svc:8080{route}")),
+            string_attribute("server.address", format!("{callee}.shop.svc")),
+            int_attribute("server.port", 8080),
+            string_attribute("network.protocol.version", "1.1"),
+        ];
+        if timed_out {
+            attributes.push(string_attribute("error.type", "timeout"));
+        } else {
+            attributes.push(int_attribute(
+                "http.response.status_code",
+                status_code(callee_failed),
+            ));
+        }
+        if resend > 0 {
+            attributes.push(int_attribute(
+                "http.request.resend_count",
+                i64::from(resend),
+            ));
+        }
+        let (end, failed) = match deadline {
+            Some(deadline) if timed_out => (deadline, true),
+            _ => (answered, callee_failed),
+        };
+        self.span(
+            service,
+            client,
+            Some(parent),
+            format!("GET {route}"),
+            SpanKind::Client,
+            start,
+            end,
+            attributes,
+            failed,
+        );
+        (end, failed)
+    }
+
     /// A server (or consumer) span of `service` and everything below it; returns its end and
     /// whether it failed.
     fn serve(
@@ -226,42 +330,36 @@ impl TraceBuilder<'_> {
             match *step {
                 Call(callee, callee_route, times) => {
                     for _ in 0..times {
-                        let client = self.id();
-                        let client_start = cursor;
-                        let (server_end, callee_failed) = self.serve(
-                            callee,
-                            callee_route,
-                            Some(client),
-                            client_start + 100_000,
-                            None,
-                        );
-                        let end = server_end + self.rng.random_range(50_000..150_000);
-                        self.span(
-                            service,
-                            client,
-                            Some(id),
-                            format!("GET {callee_route}"),
-                            SpanKind::Client,
-                            client_start,
-                            end,
-                            vec![
-                                string_attribute("http.request.method", "GET"),
-                                string_attribute(
-                                    "url.full",
-                                    format!("http://{callee}.shop.svc:8080{callee_route}"),
-                                ),
-                                string_attribute("server.address", format!("{callee}.shop.svc")),
-                                int_attribute("server.port", 8080),
-                                int_attribute(
-                                    "http.response.status_code",
-                                    status_code(callee_failed),
-                                ),
-                                string_attribute("network.protocol.version", "1.1"),
-                            ],
-                            callee_failed,
-                        );
+                        let (end, callee_failed) =
+                            self.call(service, id, cursor, callee, callee_route, 0, None);
                         failed |= callee_failed;
                         cursor = end;
+                    }
+                }
+                Guarded(callee, callee_route, guard) => {
+                    let mut last_failed = false;
+                    for attempt in 0..guard.attempts.max(1) {
+                        let (end, callee_failed) = self.call(
+                            service,
+                            id,
+                            cursor,
+                            callee,
+                            callee_route,
+                            attempt,
+                            guard.timeout_ms,
+                        );
+                        cursor = end;
+                        last_failed = callee_failed;
+                        if !callee_failed {
+                            break;
+                        }
+                    }
+                    failed |= last_failed && !guard.fallback;
+                }
+                Fail(rate) => failed |= self.rng.random_bool(rate),
+                Stall(rate, ms) => {
+                    if self.rng.random_bool(rate) {
+                        cursor += ms * 1_000_000;
                     }
                 }
                 Database(system, namespace, statement) => {
