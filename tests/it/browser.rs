@@ -2,6 +2,7 @@
 //! against the real server fed by the demo workload, hostile service names, a 500-service graph,
 //! and the exported report opened from disk. Screenshots land in the target directory.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -264,6 +265,84 @@ async fn a_hotspot_opens_its_service_page_with_charts() {
         .starts_with("/service/"));
     screenshot(&client, "service").await;
 
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_page_shows_critical_paths_and_how_callers_cope_with_failures() {
+    use archtrace_analyzer::resilience::{describe, duration};
+    let (demo, _live, _driver, client) = demo_in_browser().await;
+    // The home page times ads out at 250 ms: wait until the demo's failed calls show it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        let live = snapshot(&demo.admin).await;
+        let timed = live
+            .edges
+            .iter()
+            .any(|e| e.from == "frontend" && e.to == "ads" && e.resilience.timeout_ms.is_some());
+        if timed {
+            break live;
+        }
+        assert!(Instant::now() < deadline, "no timeout on frontend → ads");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    open(&client, &format!("{}/service/frontend", demo.admin)).await;
+    let mut cells = BTreeMap::new();
+    for row in client
+        .find_all(Locator::Css("table.edges tbody tr"))
+        .await
+        .unwrap()
+    {
+        let tds = row.find_all(Locator::Css("td")).await.unwrap();
+        cells.insert(
+            tds[0].text().await.unwrap(),
+            tds.last().unwrap().text().await.unwrap(),
+        );
+    }
+    let ads = live
+        .edges
+        .iter()
+        .find(|e| e.from == "frontend" && e.to == "ads")
+        .unwrap();
+    let timeout = format!("timeout {}", duration(ads.resilience.timeout_ms.unwrap()));
+    assert!(describe(&ads.resilience).contains(&timeout));
+    assert!(cells["ads"].contains(&timeout), "{cells:?}");
+    // gateway's own entry operations each show where their time goes.
+    open(&client, &format!("{}/service/gateway", demo.admin)).await;
+    let paths = client
+        .find_all(Locator::Css("p.critical-path"))
+        .await
+        .unwrap();
+    let expected: BTreeSet<&str> = live
+        .entry_operations
+        .iter()
+        .filter(|e| e.service == "gateway" && !e.critical_path.is_empty())
+        .map(|e| e.operation.as_str())
+        .collect();
+    assert_eq!(paths.len(), expected.len());
+    for path in paths {
+        let text = path.text().await.unwrap();
+        let operation = text.split(": ").next().unwrap();
+        assert!(expected.contains(operation), "{text}");
+        assert!(text.contains("p99s add up to"), "{text}");
+    }
+    // The payment API is on the critical path of checkout, and only of what reaches it.
+    open(
+        &client,
+        &format!("{}/service/api.payments.example", demo.admin),
+    )
+    .await;
+    let mut shown = BTreeSet::new();
+    for row in client
+        .find_all(Locator::Css("table.critical-path tbody tr"))
+        .await
+        .unwrap()
+    {
+        let first = row.find(Locator::Css("td")).await.unwrap();
+        shown.insert(first.text().await.unwrap());
+    }
+    assert_eq!(shown, BTreeSet::from(["gateway: GET /checkout".to_owned()]));
+    screenshot(&client, "service-critical-path").await;
     client.close().await.unwrap();
 }
 
