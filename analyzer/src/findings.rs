@@ -255,7 +255,8 @@ pub fn findings(
     let mut failing_calls_from: HashMap<&str, Vec<&crate::snapshot::Edge>> = HashMap::new();
     let mut callers_of: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for edge in &snapshot.edges {
-        if edge.errors > 0 {
+        // Failures retried away or survived by a fallback do not make their caller fail.
+        if edge.failures_passed_on() > 0 {
             failing_calls_from
                 .entry(edge.from.as_str())
                 .or_default()
@@ -393,11 +394,13 @@ pub fn findings(
                 .map_or(&[][..], Vec::as_slice);
             let origin = match downstream
                 .iter()
-                .max_by_key(|e| (e.errors, std::cmp::Reverse(&e.to)))
+                .max_by_key(|e| (e.failures_passed_on(), std::cmp::Reverse(&e.to)))
             {
                 Some(worst) => format!(
-                    "downstream: {} calls {} with {} errors",
-                    worst.from, worst.to, worst.errors
+                    "downstream: {} calls {} with {} errors it passes on",
+                    worst.from,
+                    worst.to,
+                    worst.failures_passed_on()
                 ),
                 None => format!("at {}: its own calls do not fail", edge.to),
             };
@@ -658,7 +661,7 @@ mod tests {
         };
         assert_eq!(
             origin("web -> cart!"),
-            json!("downstream: cart! calls payments! with 5 errors")
+            json!("downstream: cart! calls payments! with 5 errors it passes on")
         );
         assert_eq!(
             origin("web -> search!"),

@@ -141,6 +141,14 @@ fn observed_timeout(stats: &EdgeStats) -> Option<f64> {
 }
 
 impl Edge {
+    /// Failed calls that reached the caller's own callers: not retried, and not survived by
+    /// the caller (a fallback).
+    pub fn failures_passed_on(&self) -> u64 {
+        self.errors
+            .saturating_sub(self.resilience.retries)
+            .saturating_sub(self.resilience.fallbacks)
+    }
+
     /// The estimated calls: what rates and charts use.
     pub fn estimate(&self) -> f64 {
         self.estimated_calls.unwrap_or(self.calls as f64)

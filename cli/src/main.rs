@@ -108,6 +108,10 @@ enum Command {
     ///   health   = 1 + 10 × error rate of the calls into it
     ///   cycle    = 10 in a synchronous cycle, 3 in a cycle through a queue
     ///   spof     = 5 when every entry path to 2+ other nodes passes through it
+    /// It also lists the critical paths of the busiest entry operations (who their time belongs
+    /// to) and one recommended action per finding. Findings include retry amplification, missing,
+    /// long and inverted timeouts, and entry operations over the latency budgets declared in the
+    /// thresholds file ([latency_budgets_ms] "gateway GET /checkout" = 300).
     /// Examples:
     ///   archtrace hotspots --traces dump.jsonl --top 5
     ///   archtrace hotspots --server http://127.0.0.1:4320 --format markdown
@@ -358,8 +362,9 @@ struct HotspotsArgs {
     top: usize,
     #[arg(long, value_enum, default_value_t = HotspotFormat::Table)]
     format: HotspotFormat,
-    /// TOML file of finding thresholds (hub_min_fan_in, chatty_min_calls_per_trace, ...);
-    /// unset keys keep their defaults.
+    /// TOML file of finding thresholds (hub_min_fan_in, chatty_min_calls_per_trace,
+    /// retry_amplification_min, timeout_wait_ratio, [latency_budgets_ms], ...); unset keys keep
+    /// their defaults.
     #[arg(long, value_name = "FILE")]
     thresholds: Option<PathBuf>,
 }

@@ -369,6 +369,47 @@ fn impact_hotspots_and_the_service_page_data_say_what_the_fallbacks_mean() {
         .collect();
     assert_eq!(outcomes["GET /"], "degrades", "{outcomes:?}");
     assert_eq!(outcomes["GET /product/{id}"], "fails", "{outcomes:?}");
+    // A latency budget declared in the thresholds file: checkout's path is over 1 ms, the
+    // home page's well under an hour.
+    let thresholds = file.with_file_name("thresholds.toml");
+    std::fs::write(
+        &thresholds,
+        "[latency_budgets_ms]\n\"gateway GET /checkout\" = 1\n\"gateway\" = 3600000\n",
+    )
+    .unwrap();
+    let output = succeeded(
+        Command::new(binary())
+            .args(["hotspots", "--format", "json", "--thresholds"])
+            .arg(&thresholds)
+            .arg("--traces")
+            .arg(&file),
+    );
+    let hotspots: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let over: Vec<&Value> = hotspots["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "latency_budget")
+        .collect();
+    assert_eq!(over.len(), 1, "{over:?}");
+    assert_eq!(
+        over[0]["subjects"],
+        serde_json::json!(["gateway GET /checkout"])
+    );
+    let checkout = hotspots["entry_operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["operation"] == "GET /checkout")
+        .unwrap();
+    let added: f64 = checkout["critical_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["time_ms"]["p99"].as_f64().unwrap())
+        .sum();
+    let reported = over[0]["evidence"]["critical_p99_sum_ms"].as_f64().unwrap();
+    assert!((reported - added).abs() < 0.01, "{reported} vs {added}");
     // hotspots lists the critical paths in words.
     let output = succeeded(
         Command::new(binary())
