@@ -408,7 +408,11 @@ fn critical_path(
         let mut own = 0i64;
         let mut cursor = end;
         if let Some(kids) = children.get_mut(&i) {
-            kids.sort_unstable_by_key(|&k| std::cmp::Reverse(spans[k].end_ns));
+            // Ties (coarse clocks) broken by start and id, so any order of input agrees.
+            kids.sort_unstable_by_key(|&k| {
+                let kid = &spans[k];
+                (std::cmp::Reverse(kid.end_ns), kid.start_ns, kid.span_id)
+            });
             for &k in kids.iter() {
                 let child = &spans[k];
                 let child_end = child.end_ns.min(cursor);

@@ -12,7 +12,9 @@ use archtrace_workload::shop::Simulation;
 use prost::Message;
 use serde_json::Value;
 
-use crate::support::{binary, succeeded};
+use archtrace_formats::import::OnBadInput;
+
+use crate::support::{binary, json_files, read_file, snapshot_from_files, succeeded};
 
 /// (caller service, caller endpoint, callee, callee operation).
 pub(crate) type CallKey = (String, String, String, String);
@@ -171,6 +173,69 @@ fn critical_paths(spans: &[Span]) -> Paths {
         }
     }
     paths
+}
+
+/// The critical path as Jaeger defines it, written the other way round from the library: a
+/// recursion that, within what is left of a span's window, takes the child that ends last
+/// (clamped to the window; ties to the one that really ends last, then the earlier start, then
+/// the smaller id), gives the span the time after it, and goes on before that child's start.
+/// Children may overlap here. Returns node → time, for one trace.
+fn critical_path_recursive(trace: &[&Span]) -> BTreeMap<String, i64> {
+    fn walk(trace: &[&Span], span: &Span, from: i64, to: i64, out: &mut BTreeMap<String, i64>) {
+        let mut children: Vec<&Span> = trace
+            .iter()
+            .copied()
+            .filter(|s| s.parent_span_id == Some(span.span_id) && s.kind != SpanKind::Consumer)
+            .collect();
+        let answered = trace.iter().any(|s| {
+            s.parent_span_id == Some(span.span_id)
+                && matches!(s.kind, SpanKind::Server | SpanKind::Consumer)
+        });
+        let mut cursor = to;
+        let mut own = 0;
+        loop {
+            let next = children
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.start_ns.max(from) < c.end_ns.min(cursor))
+                .max_by(|(_, a), (_, b)| {
+                    (
+                        a.end_ns.min(cursor),
+                        a.end_ns,
+                        std::cmp::Reverse(a.start_ns),
+                    )
+                        .cmp(&(
+                            b.end_ns.min(cursor),
+                            b.end_ns,
+                            std::cmp::Reverse(b.start_ns),
+                        ))
+                        .then_with(|| b.span_id.cmp(&a.span_id))
+                })
+                .map(|(i, _)| i);
+            let Some(i) = next else { break };
+            let child = children.remove(i);
+            let (start, end) = (child.start_ns.max(from), child.end_ns.min(cursor));
+            own += cursor - end;
+            walk(trace, child, start, end, out);
+            cursor = start;
+        }
+        own += cursor - from;
+        let node = match uninstrumented_peer(&span.peer) {
+            Some((peer, _)) if span.kind == SpanKind::Client && !answered => peer,
+            _ => span.service.to_string(),
+        };
+        *out.entry(node).or_default() += own;
+    }
+    let root = trace
+        .iter()
+        .filter(|s| s.parent_span_id.is_none())
+        .min_by_key(|s| s.start_ns)
+        .unwrap();
+    let mut out = BTreeMap::new();
+    if root.end_ns > root.start_ns {
+        walk(trace, root, root.start_ns, root.end_ns, &mut out);
+    }
+    out
 }
 
 fn shop_file(seed: u64, traces: usize) -> (Vec<Span>, tempfile::TempDir, std::path::PathBuf) {
@@ -337,6 +402,77 @@ fn critical_paths_match_the_traces_walked_one_by_one() {
         checkout["critical_path"][0]["service"],
         "api.payments.example"
     );
+}
+
+#[test]
+fn critical_paths_of_recorded_traces_match_a_recursive_walk() {
+    // Jaeger's hotel-reservation recordings (gRPC services, MongoDB, memcached) and Zipkin's
+    // (Yelp, SmartThings, Envoy, Kafka...): microsecond clocks, some calls run in parallel.
+    let mut files = json_files("jaeger-hotel-reservation");
+    files.extend(json_files("zipkin"));
+    let mut spans = Vec::new();
+    for file in &files {
+        spans.extend(read_file(file, None, OnBadInput::Stop).unwrap().1);
+    }
+    let mut expected: Paths = Paths::new();
+    let mut overlapping = 0;
+    for trace in traces(&spans).values() {
+        let Some(root) = trace
+            .iter()
+            .filter(|s| s.parent_span_id.is_none())
+            .min_by_key(|s| s.start_ns)
+        else {
+            continue;
+        };
+        overlapping += trace
+            .iter()
+            .filter(|a| {
+                trace.iter().any(|b| {
+                    a.span_id != b.span_id
+                        && a.parent_span_id.is_some()
+                        && a.parent_span_id == b.parent_span_id
+                        && a.start_ns < b.end_ns
+                        && b.start_ns < a.end_ns
+                })
+            })
+            .count();
+        let entry = (root.service.to_string(), operation_name(root).to_string());
+        let path = expected.entry(entry).or_default();
+        for (node, time) in critical_path_recursive(trace) {
+            let (total, traces) = path.entry(node).or_default();
+            *total += time;
+            *traces += 1;
+        }
+    }
+    assert!(
+        overlapping > 0,
+        "the recordings have calls running in parallel"
+    );
+    let (snapshot, _) = snapshot_from_files(&files);
+    let mut compared = 0;
+    for entry in &snapshot.entry_operations {
+        let want = &expected[&(entry.service.clone(), entry.operation.clone())];
+        let total: i64 = want.values().map(|(time, _)| time).sum();
+        let want: BTreeMap<String, (f64, u64)> = want
+            .iter()
+            .map(|(node, (time, traces))| {
+                let share = if total > 0 {
+                    (*time as f64 / total as f64 * 1_000.0).round() / 1_000.0
+                } else {
+                    0.0
+                };
+                (node.clone(), (share, *traces))
+            })
+            .collect();
+        let got: BTreeMap<String, (f64, u64)> = entry
+            .critical_path
+            .iter()
+            .map(|p| (p.service.clone(), (p.share, p.traces)))
+            .collect();
+        assert_eq!(got, want, "{} {}", entry.service, entry.operation);
+        compared += 1;
+    }
+    assert!(compared >= 3, "{compared} entry operations");
 }
 
 #[test]
