@@ -1,7 +1,9 @@
 //! Impact analysis on a large architecture: 2,000 services with 20,000 edges (a tenth through
 //! queues), four operations each (80,000 operation edges), 200 entry operations. Prints the
 //! time of `impact::impact` for one service, for ten failing together, and for one dependency,
-//! each the best of 5; then of the recommended actions for every finding of the analysis.
+//! each the best of 5; then of the recommended actions for every finding of the analysis, and
+//! of the resilience findings (a tenth of the edges retry, a twentieth time out, a fiftieth
+//! wait 30 s with no timeout).
 //!
 //!   cargo run --release -p archtrace-analyzer --example impact_bench
 
@@ -13,8 +15,10 @@ use archtrace_analyzer::actions::recommend;
 use archtrace_analyzer::aggregate::{Aggregate, EdgeKey, EntryKey, OperationKey};
 use archtrace_analyzer::analysis::{Analyzed, Settings};
 use archtrace_analyzer::derive::EdgeKind;
+use archtrace_analyzer::findings::Thresholds;
 use archtrace_analyzer::impact::{impact, Impact, Target};
-use archtrace_analyzer::snapshot::Snapshot;
+use archtrace_analyzer::resilience::findings;
+use archtrace_analyzer::snapshot::{FindingKind, Snapshot};
 
 const SERVICES: usize = 2_000;
 const EDGES: usize = 20_000;
@@ -67,6 +71,25 @@ fn main() {
         let stats = aggregate.edges.entry(key).or_default();
         stats.calls = 100;
         stats.estimated_calls = 100.0;
+        for ms in [5, 10, 20, 40] {
+            stats.latency.add(ms * 1_000_000);
+            stats.server_latency.add(ms * 1_000_000);
+        }
+        if next(10) == 0 {
+            stats.retries = 5;
+            stats.max_attempts = 2 + next(2) as u64;
+        }
+        match next(50) {
+            0..=1 => {
+                for _ in 0..5 {
+                    stats.errors += 1;
+                    stats.latency.add(2_000_000_000);
+                    stats.error_latency.add(2_000_000_000);
+                }
+            }
+            2 => stats.latency.add(30_000_000_000),
+            _ => {}
+        }
         // Each operation of the caller calls one operation of the callee.
         for (caller_op, callee_op) in [(0, next(OPERATIONS)), (next(OPERATIONS), next(OPERATIONS))]
         {
@@ -144,6 +167,21 @@ fn main() {
         "recommended actions for {} findings: {:.0} ms",
         actions.len(),
         started.elapsed().as_secs_f64() * 1e3
+    );
+    let mut best = f64::MAX;
+    let mut found = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        found = findings(&snapshot, &Thresholds::default());
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    println!(
+        "resilience findings: {:.1} ms (best of 5): {} retry amplification, {} missing timeout, {} long timeout, {} inverted timeouts",
+        best * 1e3,
+        found.iter().filter(|f| f.kind == FindingKind::RetryAmplification).count(),
+        found.iter().filter(|f| f.kind == FindingKind::MissingTimeout).count(),
+        found.iter().filter(|f| f.kind == FindingKind::LongTimeout).count(),
+        found.iter().filter(|f| f.kind == FindingKind::InvertedTimeouts).count(),
     );
     let edge = &snapshot.edges[snapshot.edges.len() / 2];
     measure(
