@@ -80,6 +80,9 @@ pub(crate) async fn open(client: &Client, url: &str) {
 
 /// Clicks what leads to another page and waits until that page's script has run.
 async fn click_through(client: &Client, locator: Locator<'_>) {
+    // The page being left is ready too: unmark it, or the wait could end before the next page
+    // has even loaded.
+    script(client, "document.body.removeAttribute('data-ready')").await;
     client.find(locator).await.unwrap().click().await.unwrap();
     wait_until_ready(client, &format!("{locator:?}")).await;
 }
