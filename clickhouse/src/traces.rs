@@ -64,6 +64,7 @@ struct SpanRow {
     sampler_type: Option<String>,
     sampler_param: Option<String>,
     sampling_priority: Option<String>,
+    resend_count: Option<String>,
 }
 
 /// The span attributes the contract reads, by field of [`SpanRow`]; as `otlp::convert`.
@@ -149,6 +150,11 @@ fn select_sql(read: &WindowRead) -> String {
     ] {
         columns.push(format!("{} AS {field}", attribute("SpanAttributes", key)));
     }
+    columns.push(format!(
+        "coalesce({}, {}) AS resend_count",
+        attribute("SpanAttributes", "http.request.resend_count"),
+        attribute("SpanAttributes", "http.resend_count")
+    ));
     let (since, until) = (read.since_ns, read.until_ns);
     let Shard { index, count } = read.shard;
     format!(
@@ -296,6 +302,11 @@ fn span_of(row: SpanRow, services: &mut HashSet<Arc<str>>) -> Option<Span> {
         jaeger_param: number(row.sampler_param),
         priority: number(row.sampling_priority),
     });
+    // As `otlp::resend_count_of`: negative or unreadable counts are none.
+    span.resend_count = row
+        .resend_count
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .unwrap_or(0);
     span.peer = PeerAttributes {
         peer_service: row.peer_service,
         server_address: row.server_address,

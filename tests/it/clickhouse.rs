@@ -180,7 +180,7 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
     // and after, 15 s apart; Zipkin's in the exporter's older spelling of kinds and statuses.
     let minute = 60_000_000_000;
     let base = now_ns() - 40 * minute;
-    let hotel = recorded_spans(
+    let mut hotel = recorded_spans(
         &json_files("jaeger-hotel-reservation"),
         base,
         15_000_000_000,
@@ -191,6 +191,16 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
     for span in zipkin.iter_mut().flatten() {
         span.detail.trace_state = "ot=th:8".to_owned();
         span.adjusted_count = Some(2.0);
+    }
+    // Every fifth client span of the hotel says it resent its request once: a retry that only
+    // the attribute tells, read from the exporter's SpanAttributes.
+    for span in hotel
+        .iter_mut()
+        .flatten()
+        .filter(|s| s.kind == archtrace_analyzer::SpanKind::Client)
+        .step_by(5)
+    {
+        span.resend_count = 1;
     }
     runtime.block_on(async {
         let mut insert = otel
@@ -236,6 +246,10 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
         "every edge is weighted by its traces' sampling: {weights:?}"
     );
     assert_eq!(expected.diagnostics.spans, span_count as u64);
+    assert!(
+        expected.edges.iter().any(|e| e.resilience.retries > 0),
+        "the resent requests count as retries"
+    );
     let from = clickhouse.address("otel");
     let bounds = ["--since", &rfc3339(since), "--until", &rfc3339(until)];
     let reads = [&bounds[..], &["--window", "5m", "--slack", "10m"]].concat();

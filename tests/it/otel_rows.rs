@@ -134,6 +134,12 @@ pub fn otel_row(span: &Span, legacy: bool) -> OtelSpan {
             attributes.push((key.to_owned(), value));
         }
     }
+    if span.resend_count > 0 {
+        attributes.push((
+            "http.request.resend_count".to_owned(),
+            span.resend_count.to_string(),
+        ));
+    }
     let kind = match span.kind {
         SpanKind::Unspecified => "Unspecified",
         SpanKind::Internal => "Internal",
