@@ -317,7 +317,8 @@ pub struct EntryStats {
     /// The entry span's duration.
     #[serde(default)]
     pub latency: LatencySketch,
-    /// Per service, its time on the entry's critical path.
+    /// Per node (a service, or the database or API a call waited for), its time on the entry's
+    /// critical path.
     #[serde(default)]
     pub critical_path: BTreeMap<Arc<str>, PathStats>,
 }
@@ -337,10 +338,10 @@ impl EntryStats {
     }
 }
 
-/// One service's time on an entry operation's critical path.
+/// One node's time on an entry operation's critical path.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PathStats {
-    /// Traces in which the service was on the path.
+    /// Traces in which the node was on the path.
     pub traces: u64,
     pub total_ns: i64,
     /// Its time on the path per trace (in the traces it was on it).

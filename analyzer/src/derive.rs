@@ -129,8 +129,9 @@ pub struct TraceDiagnostics {
     pub adjusted_count: Option<f64>,
     /// The entry span's duration, when the trace has an entry.
     pub entry_latency_ns: Option<i64>,
-    /// The entry span's critical path: the time each service spent on it (its own work, not
-    /// waiting for a child), adding up to the entry span's duration.
+    /// The entry span's critical path: the time each node spent on it (a service's own work,
+    /// not waiting for a child; a database's or API's answer to a call), adding up to the entry
+    /// span's duration.
     pub critical_path: Vec<(Arc<str>, i64)>,
 }
 
@@ -341,7 +342,7 @@ fn mark_retries_and_fallbacks(
     order.sort_unstable();
     let mut retried = vec![false; observations.len()];
     let mut attempts = vec![1u32; observations.len()];
-    let mut endpoint_of = Vec::with_capacity(order.len());
+    let mut assigned = Vec::with_capacity(order.len());
     for &(start, o, caller_side) in &order {
         let endpoint = endpoints.endpoint[caller_side];
         let resent = spans[caller_side].resend_count;
@@ -361,9 +362,9 @@ fn mark_retries_and_fallbacks(
         let attempt = attempt.max(resent.saturating_add(1));
         attempts[o] = attempt;
         latest.insert(group, (o, start.saturating_add(observation.latency_ns)));
-        endpoint_of.push((o, endpoint, attempt));
+        assigned.push((o, endpoint, attempt));
     }
-    for (o, endpoint, attempt) in endpoint_of {
+    for (o, endpoint, attempt) in assigned {
         let caller = &spans[endpoint];
         let observation = &mut observations[o];
         observation.attempt = attempt;
