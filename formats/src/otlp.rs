@@ -508,6 +508,27 @@ mod tests {
     }
 
     #[test]
+    fn a_client_span_says_how_often_it_resent_its_request() {
+        let spans = vec![
+            otlp_span(1, "", vec![int_attribute("http.request.resend_count", 2)]),
+            otlp_span(2, "", vec![string_attribute("http.resend_count", "1")]),
+            otlp_span(3, "", vec![int_attribute("http.request.resend_count", -4)]),
+            otlp_span(4, "", Vec::new()),
+        ];
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![resource_spans(Vec::new(), spans)],
+        };
+        let converted = convert_with(request, &Conversion::new(Detail::Keep));
+        let counts: Vec<u32> = converted.spans.iter().map(|s| s.resend_count).collect();
+        assert_eq!(counts, [2, 1, 0, 0], "a negative count is none");
+        // The attribute stays with the span's other attributes.
+        assert!(converted.spans[0]
+            .detail
+            .attributes_json
+            .contains("\"http.request.resend_count\":2"));
+    }
+
+    #[test]
     fn spans_get_the_adjusted_count_their_sampling_information_gives() {
         let double = |key: &str, value: f64| KeyValue {
             key: key.to_owned(),
