@@ -62,7 +62,7 @@ impl Default for Thresholds {
     }
 }
 
-fn evidence(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Evidence {
+pub(crate) fn evidence(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Evidence {
     Evidence {
         values: pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         ..Evidence::default()

@@ -10,10 +10,8 @@ use petgraph::Direction;
 use serde_json::json;
 
 use crate::derive::{EdgeKind, NodeType};
-use crate::findings::Thresholds;
-use crate::snapshot::{
-    Edge, EntryOperation, Evidence, Finding, FindingKind, Resilience, Severity, Snapshot,
-};
+use crate::findings::{evidence, Thresholds};
+use crate::snapshot::{Edge, EntryOperation, Finding, FindingKind, Resilience, Severity, Snapshot};
 
 /// A duration as a person reads it: "850 ms", "2.5 s".
 pub fn duration(ms: f64) -> String {
@@ -23,13 +21,6 @@ pub fn duration(ms: f64) -> String {
         format!("{ms:.0} ms")
     } else {
         format!("{ms:.1} ms")
-    }
-}
-
-fn evidence(pairs: impl IntoIterator<Item = (&'static str, serde_json::Value)>) -> Evidence {
-    Evidence {
-        values: pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        ..Evidence::default()
     }
 }
 

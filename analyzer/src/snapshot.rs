@@ -144,15 +144,23 @@ impl Edge {
     /// Failed calls that reached the caller's own callers: not retried, and not survived by
     /// the caller (a fallback).
     pub fn failures_passed_on(&self) -> u64 {
-        self.errors
-            .saturating_sub(self.resilience.retries)
-            .saturating_sub(self.resilience.fallbacks)
+        failures_passed_on(
+            self.errors,
+            self.resilience.retries,
+            self.resilience.fallbacks,
+        )
     }
 
     /// The estimated calls: what rates and charts use.
     pub fn estimate(&self) -> f64 {
         self.estimated_calls.unwrap_or(self.calls as f64)
     }
+}
+
+/// Failed calls that reached the caller's own callers: each retry follows one failed call
+/// that was retried, and a fallback is a failure the caller survived.
+fn failures_passed_on(errors: u64, retries: u64, fallbacks: u64) -> u64 {
+    errors.saturating_sub(retries).saturating_sub(fallbacks)
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -185,10 +193,7 @@ impl Operation {
     /// succeeded, and no more failures reached the endpoint's callers than it survived
     /// (failures retried are neither). Failing it degrades the caller instead of failing it.
     pub fn optional(&self) -> bool {
-        let passed_on = self
-            .errors
-            .saturating_sub(self.retries)
-            .saturating_sub(self.fallbacks);
+        let passed_on = failures_passed_on(self.errors, self.retries, self.fallbacks);
         self.fallbacks > 0 && self.fallbacks >= passed_on
     }
 }

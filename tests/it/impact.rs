@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use archtrace_analyzer::derive::{operation_name, uninstrumented_peer};
-use archtrace_analyzer::{Span, SpanKind, TraceId};
+use archtrace_analyzer::{Span, SpanKind};
 use archtrace_formats::otlp;
 use archtrace_workload::shop::Simulation;
 use prost::Message;
 use serde_json::Value;
 
-use crate::resilience::{calls_of, CallKey};
+use crate::resilience::{calls_of, traces, CallKey};
 use crate::support::{binary, succeeded};
 
 /// (entry service, entry operation) → (traces, the nodes its traces reach synchronously, the
@@ -27,10 +27,7 @@ fn reach_per_entry(spans: &[Span]) -> Reach {
         .filter(|(_, calls)| calls.optional())
         .map(|(key, _)| key)
         .collect();
-    let mut traces: BTreeMap<TraceId, Vec<&Span>> = BTreeMap::new();
-    for span in spans {
-        traces.entry(span.trace_id).or_default().push(span);
-    }
+    let traces = traces(spans);
     let mut reach = Reach::new();
     for trace in traces.values() {
         let root = trace.iter().find(|s| s.parent_span_id.is_none()).unwrap();

@@ -41,7 +41,8 @@ impl Calls {
     }
 }
 
-fn traces(spans: &[Span]) -> BTreeMap<TraceId, Vec<&Span>> {
+/// Spans grouped by trace.
+pub(crate) fn traces(spans: &[Span]) -> BTreeMap<TraceId, Vec<&Span>> {
     let mut traces: BTreeMap<TraceId, Vec<&Span>> = BTreeMap::new();
     for span in spans {
         traces.entry(span.trace_id).or_default().push(span);
