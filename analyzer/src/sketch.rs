@@ -160,6 +160,32 @@ impl LatencySketch {
         Some((bucket_value(self.offset + first as i32), in_range))
     }
 
+    /// The values of `self` that are not in `part` (a sketch of some of the same values):
+    /// counts subtracted bucket by bucket; the maximum stays `self`'s.
+    pub fn without(&self, part: &LatencySketch) -> LatencySketch {
+        let mut rest = LatencySketch {
+            max_ns: self.max_ns,
+            ..LatencySketch::default()
+        };
+        rest.zeros = self.zeros.saturating_sub(part.zeros);
+        rest.count = rest.zeros;
+        for (i, n) in self.counts.iter().enumerate() {
+            let index = self.offset + i as i32;
+            let removed = index
+                .checked_sub(part.offset)
+                .and_then(|j| usize::try_from(j).ok())
+                .and_then(|j| part.counts.get(j))
+                .copied()
+                .unwrap_or(0);
+            let left = n.saturating_sub(removed);
+            if left > 0 {
+                rest.count += left;
+                rest.add_to_bucket(index, left);
+            }
+        }
+        rest
+    }
+
     /// Values under 1 ns.
     pub fn zeros(&self) -> u64 {
         self.zeros

@@ -131,13 +131,20 @@ impl Resilience {
 }
 
 /// Failed calls that end at one duration, with no call of the edge waiting notably longer, were
-/// cut by a timeout: at least 3 of them, and at least half the failures, within about 6%.
+/// cut by a timeout: at least 3 of them, and at least half the failures, within about 6%, and
+/// clearly longer than the calls that succeeded take (calls that all last as long, failed or
+/// not, are no timeout).
 fn observed_timeout(stats: &EdgeStats) -> Option<f64> {
     const MIN_TIMED_OUT: u64 = 3;
     let failed = stats.error_latency.count();
     let (value, piled) = stats.error_latency.pile_up(3)?;
     let longest = stats.latency.max_ns() as f64;
-    (piled >= MIN_TIMED_OUT && piled * 2 >= failed && longest <= value * 1.08).then_some(value)
+    let succeeded = stats.latency.without(&stats.error_latency);
+    let above_successes = succeeded
+        .quantile_ns(0.99)
+        .is_none_or(|p99| value > p99 * 1.1);
+    (piled >= MIN_TIMED_OUT && piled * 2 >= failed && longest <= value * 1.08 && above_successes)
+        .then_some(value)
 }
 
 impl Edge {
@@ -633,6 +640,12 @@ mod tests {
             .map(|ms| (*ms, true))
             .collect();
         assert_eq!(Resilience::of(&stats(&spread)).timeout_ms, None);
+        // Calls that all take 20 ms, the failed ones too: no timeout cut them.
+        let same: Vec<(f64, bool)> = (0..40).map(|i| (20.0, i % 4 == 0)).collect();
+        assert_eq!(Resilience::of(&stats(&same)).timeout_ms, None);
+        // Only failures, all at 2 s: every call was cut.
+        let all_cut: Vec<(f64, bool)> = (0..5).map(|_| (2_000.0, true)).collect();
+        assert!(Resilience::of(&stats(&all_cut)).timeout_ms.is_some());
         // Two failures are too few to call it a timeout.
         assert_eq!(
             Resilience::of(&stats(&[(2_000.0, true), (2_001.0, true)])).timeout_ms,
