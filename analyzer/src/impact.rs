@@ -650,7 +650,8 @@ fn share(part: f64, total: f64) -> f64 {
 }
 
 fn round(value: f64) -> f64 {
-    (value * 1_000.0).round() / 1_000.0
+    // + 0.0 turns the -0.0 of an empty float sum into 0.0, which prints without a sign.
+    (value * 1_000.0).round() / 1_000.0 + 0.0
 }
 
 #[cfg(test)]
@@ -773,6 +774,11 @@ pub(crate) mod tests {
             )]
         );
         assert_eq!((impact.failing_share, impact.degraded_share), (0.0, 0.25));
+        assert!(
+            summary(&impact).contains("0 entry operations fail (0.0% of traffic)"),
+            "{}",
+            summary(&impact)
+        );
         // The same through the edge alone.
         assert_eq!(outcomes(&of(&["mailer -> smtp"])), outcomes(&impact));
     }
