@@ -54,6 +54,9 @@ fn main() {
                 entry_point: false,
                 spans_without_sampling: 0,
                 metrics: None,
+                first_seen: String::new(),
+                last_seen: String::new(),
+                versions: Vec::new(),
             })
             .collect(),
         edges: pairs
@@ -72,6 +75,7 @@ fn main() {
                 first_seen: String::new(),
                 last_seen: String::new(),
                 resilience: Default::default(),
+                versions: Vec::new(),
             })
             .collect(),
         operations: Vec::new(),

@@ -34,6 +34,9 @@ fn generate(services: usize, edges: usize) -> Snapshot {
             entry_point: i % 50 == 0,
             spans_without_sampling: 0,
             metrics: None,
+            first_seen: String::new(),
+            last_seen: String::new(),
+            versions: Vec::new(),
         })
         .collect();
     let mut pairs = std::collections::BTreeSet::new();
@@ -75,6 +78,7 @@ fn generate(services: usize, edges: usize) -> Snapshot {
                 first_seen: String::new(),
                 last_seen: String::new(),
                 resilience: Default::default(),
+                versions: Vec::new(),
             }
         })
         .collect();

@@ -32,6 +32,62 @@ pub struct OperationKey {
     pub to_operation: Arc<str>,
 }
 
+/// When something was seen first and last, and how often.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Seen {
+    pub first_ns: i64,
+    pub last_ns: i64,
+    pub count: u64,
+}
+
+impl Seen {
+    pub fn at(time_ns: i64) -> Seen {
+        Seen {
+            first_ns: time_ns,
+            last_ns: time_ns,
+            count: 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: &Seen) {
+        self.first_ns = self.first_ns.min(other.first_ns);
+        self.last_ns = self.last_ns.max(other.last_ns);
+        self.count += other.count;
+    }
+}
+
+/// The `service.version` of a call's caller and callee; empty when a side reports none.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct VersionPair {
+    pub from: Arc<str>,
+    pub to: Arc<str>,
+}
+
+/// Releases remembered per edge or node: a service deploying every hour must not grow its
+/// buckets without bound; the newest are kept.
+pub const MAX_VERSIONS: usize = 8;
+
+/// Adds `seen` under `key` and, beyond [`MAX_VERSIONS`], forgets the release seen last longest
+/// ago.
+pub fn note_version<K: Ord + Clone>(versions: &mut BTreeMap<K, Seen>, key: K, seen: &Seen) {
+    match versions.get_mut(&key) {
+        Some(known) => known.merge(seen),
+        None => {
+            versions.insert(key, *seen);
+            if versions.len() > MAX_VERSIONS {
+                let oldest = versions
+                    .iter()
+                    .min_by_key(|(_, seen)| (seen.last_ns, seen.first_ns))
+                    .map(|(key, _)| key.clone())
+                    .expect("more than MAX_VERSIONS entries");
+                versions.remove(&oldest);
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EdgeStats {
     pub calls: u64,
@@ -58,6 +114,10 @@ pub struct EdgeStats {
     /// What callers waited on failed calls: a pile-up at one duration is a timeout.
     #[serde(default)]
     pub error_latency: LatencySketch,
+    /// The releases of caller and callee its calls came from (only calls where some side
+    /// reports a `service.version`).
+    #[serde(default)]
+    pub versions: BTreeMap<VersionPair, Seen>,
 }
 
 impl EdgeStats {
@@ -81,6 +141,14 @@ impl EdgeStats {
         }
         self.first_seen_ns = self.first_seen_ns.min(observation.start_ns);
         self.last_seen_ns = self.last_seen_ns.max(observation.start_ns);
+        if observation.from_version.is_some() || observation.to_version.is_some() {
+            let empty = || Arc::from("");
+            let pair = VersionPair {
+                from: observation.from_version.clone().unwrap_or_else(empty),
+                to: observation.to_version.clone().unwrap_or_else(empty),
+            };
+            note_version(&mut self.versions, pair, &Seen::at(observation.start_ns));
+        }
     }
 
     pub fn merge(&mut self, other: &EdgeStats) {
@@ -104,6 +172,9 @@ impl EdgeStats {
         self.max_attempts = self.max_attempts.max(other.max_attempts);
         self.fallbacks += other.fallbacks;
         self.error_latency.merge(&other.error_latency);
+        for (pair, seen) in &other.versions {
+            note_version(&mut self.versions, pair.clone(), seen);
+        }
     }
 }
 
@@ -118,10 +189,36 @@ pub struct OperationStats {
     pub retries: u64,
     #[serde(default)]
     pub fallbacks: u64,
+    /// Start of the first and the last call (meaningless while `calls` is 0).
+    #[serde(default)]
+    pub first_seen_ns: i64,
+    #[serde(default)]
+    pub last_seen_ns: i64,
 }
 
 impl OperationStats {
+    fn observe(&mut self, observation: &Observation) {
+        if self.calls == 0 {
+            (self.first_seen_ns, self.last_seen_ns) = (observation.start_ns, observation.start_ns);
+        }
+        self.calls += 1;
+        self.errors += u64::from(observation.error);
+        self.latency.add(observation.latency_ns);
+        self.retries += u64::from(observation.attempt > 1);
+        self.fallbacks += u64::from(observation.fallback);
+        self.first_seen_ns = self.first_seen_ns.min(observation.start_ns);
+        self.last_seen_ns = self.last_seen_ns.max(observation.start_ns);
+    }
+
     pub fn merge(&mut self, other: &OperationStats) {
+        if other.calls == 0 {
+            return;
+        }
+        if self.calls == 0 {
+            (self.first_seen_ns, self.last_seen_ns) = (other.first_seen_ns, other.last_seen_ns);
+        }
+        self.first_seen_ns = self.first_seen_ns.min(other.first_seen_ns);
+        self.last_seen_ns = self.last_seen_ns.max(other.last_seen_ns);
         self.calls += other.calls;
         self.errors += other.errors;
         self.latency.merge(&other.latency);
@@ -171,6 +268,12 @@ pub struct NodeFacts {
     pub entry_point: bool,
     /// Spans it reported whose trace told nothing of its sampling.
     pub spans_without_sampling: u64,
+    /// The first and last start of a span it reported or a call to or from it.
+    #[serde(default)]
+    pub seen: Option<Seen>,
+    /// The `service.version`s of the spans it reported.
+    #[serde(default)]
+    pub versions: BTreeMap<Arc<str>, Seen>,
 }
 
 impl NodeFacts {
@@ -179,6 +282,19 @@ impl NodeFacts {
         self.peer_types.extend(other.peer_types.iter().copied());
         self.entry_point |= other.entry_point;
         self.spans_without_sampling += other.spans_without_sampling;
+        if let Some(seen) = &other.seen {
+            self.note_seen(seen);
+        }
+        for (version, seen) in &other.versions {
+            note_version(&mut self.versions, version.clone(), seen);
+        }
+    }
+
+    pub fn note_seen(&mut self, seen: &Seen) {
+        match &mut self.seen {
+            Some(known) => known.merge(seen),
+            None => self.seen = Some(*seen),
+        }
     }
 
     /// A node is a service whenever some span reports it; otherwise the type a rule gave it.
@@ -412,21 +528,16 @@ impl Aggregate {
         for span in spans {
             let unsampled = u64::from(span.adjusted_count.or(trace_count).is_none());
             self.diagnostics.spans_without_sampling += unsampled;
-            match self.nodes.get_mut(&span.service) {
-                Some(facts) => {
-                    facts.reports_spans = true;
-                    facts.spans_without_sampling += unsampled;
-                }
-                None => {
-                    self.nodes.insert(
-                        span.service.clone(),
-                        NodeFacts {
-                            reports_spans: true,
-                            spans_without_sampling: unsampled,
-                            ..NodeFacts::default()
-                        },
-                    );
-                }
+            let facts = match self.nodes.get_mut(&span.service) {
+                Some(facts) => facts,
+                None => self.nodes.entry(span.service.clone()).or_default(),
+            };
+            facts.reports_spans = true;
+            facts.spans_without_sampling += unsampled;
+            let seen = Seen::at(span.start_ns);
+            facts.note_seen(&seen);
+            if let Some(version) = &span.version {
+                note_version(&mut facts.versions, version.clone(), &seen);
             }
             let range = self.span_range.get_or_insert((span.start_ns, span.end_ns));
             range.0 = range.0.min(span.start_ns);
@@ -449,6 +560,7 @@ impl Aggregate {
                 (&observation.to, observation.to_type),
             ] {
                 let facts = self.nodes.entry(name.clone()).or_default();
+                facts.note_seen(&Seen::at(observation.start_ns));
                 if node_type != NodeType::Service {
                     facts.peer_types.insert(node_type);
                 }
@@ -468,11 +580,7 @@ impl Aggregate {
                     to_operation: observation.callee_operation.clone(),
                 })
                 .or_default();
-            operation.calls += 1;
-            operation.errors += u64::from(observation.error);
-            operation.latency.add(observation.latency_ns);
-            operation.retries += u64::from(observation.attempt > 1);
-            operation.fallbacks += u64::from(observation.fallback);
+            operation.observe(observation);
         }
         for (key, observation) in keys.iter().zip(observations) {
             self.edges

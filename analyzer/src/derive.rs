@@ -105,6 +105,9 @@ pub struct Observation {
     /// A failed synchronous call (after any retries) whose calling endpoint still succeeded:
     /// the caller fell back, so the dependency is optional for it.
     pub fallback: bool,
+    /// The `service.version` of the caller's and the callee's spans, where they report one.
+    pub from_version: Option<Arc<str>>,
+    pub to_version: Option<Arc<str>>,
 }
 
 /// What derivation counted about one trace's inputs.
@@ -140,6 +143,7 @@ pub struct TraceDiagnostics {
 pub struct LinkedSpan {
     pub service: Arc<str>,
     pub operation: Arc<str>,
+    pub version: Option<Arc<str>>,
 }
 
 /// Looks up spans outside the trace (recently processed ones, online), for links.
@@ -581,6 +585,8 @@ fn rule_1_server_pairing(
         adjusted_count: None,
         attempt: 1,
         fallback: false,
+        from_version: parent.version.clone(),
+        to_version: span.version.clone(),
     });
 }
 
@@ -617,6 +623,8 @@ fn rule_2_uninstrumented_callee(
         adjusted_count: None,
         attempt: 1,
         fallback: false,
+        from_version: span.version.clone(),
+        to_version: None,
     });
     true
 }
@@ -660,6 +668,8 @@ fn rule_3_uninstrumented_caller(span: &Span, out: &mut Vec<Observation>) {
         adjusted_count: None,
         attempt: 1,
         fallback: false,
+        from_version: None,
+        to_version: span.version.clone(),
     });
 }
 
@@ -686,6 +696,8 @@ fn rule_4_boundary(span: &Span, parent: &Span, caller_op: Arc<str>, out: &mut Ve
         adjusted_count: None,
         attempt: 1,
         fallback: false,
+        from_version: parent.version.clone(),
+        to_version: span.version.clone(),
     });
 }
 
@@ -705,6 +717,7 @@ fn rule_5_links(
             index.get(&link.span_id).map(|&i| LinkedSpan {
                 service: spans[i].service.clone(),
                 operation: operation_name(&spans[i]),
+                version: spans[i].version.clone(),
             })
         } else {
             None
@@ -730,6 +743,8 @@ fn rule_5_links(
             adjusted_count: None,
             attempt: 1,
             fallback: false,
+            from_version: linked.version,
+            to_version: span.version.clone(),
         });
     }
     resolved
@@ -1024,6 +1039,40 @@ mod tests {
     }
 
     #[test]
+    fn calls_carry_the_releases_of_caller_and_callee() {
+        let mut spans = [
+            span(1, None, "web", Server),
+            span(2, Some(1), "web", Client),
+            span(3, Some(2), "cart", Server),
+            span(4, Some(3), "cart", Client),
+        ];
+        for (span, version) in spans.iter_mut().zip(["1.0", "1.0", "2.0", "2.0"]) {
+            span.version = Some(Arc::from(version));
+        }
+        spans[3].peer.db_system = Some("postgresql".into());
+        let (out, _) = derive(&spans);
+        let versions: Vec<_> = out
+            .iter()
+            .map(|o| {
+                (
+                    &*o.from,
+                    &*o.to,
+                    o.from_version.as_deref(),
+                    o.to_version.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                ("user", "web", None, Some("1.0")),
+                ("web", "cart", Some("1.0"), Some("2.0")),
+                ("cart", "postgresql", Some("2.0"), None),
+            ]
+        );
+    }
+
+    #[test]
     fn r1_a_missing_client_span_does_not_hide_the_call() {
         let spans = [
             span(1, None, "web", Server),
@@ -1307,10 +1356,12 @@ mod tests {
                 (*trace_id == [9; 16] && *span_id == [9; 8]).then(|| LinkedSpan {
                     service: Arc::from("producer"),
                     operation: Arc::from("publish"),
+                    version: Some(Arc::from("3.1")),
                 })
             }
         }
         let mut consumer = span(1, None, "worker", Consumer);
+        consumer.version = Some(Arc::from("1.0"));
         for (trace, id) in [([9; 16], [9; 8]), ([8; 16], [8; 8])] {
             consumer.links.push(Link {
                 trace_id: trace,
@@ -1321,6 +1372,11 @@ mod tests {
         let mut out = Vec::new();
         derive_trace(&[consumer.clone()], &Known, &mut out);
         assert_eq!(edges(&out), [e("producer", "worker", Async, false)]);
+        assert_eq!(
+            (out[0].from_version.as_deref(), out[0].to_version.as_deref()),
+            (Some("3.1"), Some("1.0")),
+            "the linked span's release calls the consumer's"
+        );
         let (unlinked, _) = derive(&[consumer]);
         assert_eq!(
             edges(&unlinked),

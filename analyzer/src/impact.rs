@@ -700,6 +700,8 @@ pub(crate) mod tests {
             latency_ms: None,
             retries: 0,
             fallbacks: 0,
+            first_seen: String::new(),
+            last_seen: String::new(),
         })
         .collect();
         let spread = Spread {

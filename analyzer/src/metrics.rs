@@ -358,6 +358,9 @@ pub(crate) mod tests {
                     entry_point: entries.contains(name),
                     spans_without_sampling: 0,
                     metrics: None,
+                    first_seen: String::new(),
+                    last_seen: String::new(),
+                    versions: Vec::new(),
                 })
                 .collect(),
             edges: edges
@@ -379,6 +382,7 @@ pub(crate) mod tests {
                     first_seen: String::new(),
                     last_seen: String::new(),
                     resilience: Default::default(),
+                    versions: Vec::new(),
                 })
                 .collect(),
             operations: Vec::new(),

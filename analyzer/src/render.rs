@@ -529,6 +529,9 @@ mod tests {
                     entry_point: true,
                     spans_without_sampling: 0,
                     metrics: None,
+                    first_seen: String::new(),
+                    last_seen: String::new(),
+                    versions: Vec::new(),
                 },
                 Node {
                     id: names[1].into(),
@@ -536,6 +539,9 @@ mod tests {
                     entry_point: false,
                     spans_without_sampling: 0,
                     metrics: None,
+                    first_seen: String::new(),
+                    last_seen: String::new(),
+                    versions: Vec::new(),
                 },
             ],
             edges: vec![Edge {
@@ -552,6 +558,7 @@ mod tests {
                 first_seen: String::new(),
                 last_seen: String::new(),
                 resilience: Default::default(),
+                versions: Vec::new(),
             }],
             operations: Vec::new(),
             entry_operations: Vec::new(),

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Aggregate, Diagnostics, EdgeStats, EntryStats};
+use std::sync::Arc;
+
+use crate::aggregate::{Aggregate, Diagnostics, EdgeStats, EntryStats, Seen, VersionPair};
 use crate::derive::{EdgeKind, NodeType};
 use crate::sketch::LatencySketch;
 use crate::time::rfc3339;
@@ -54,6 +56,34 @@ pub struct Node {
     /// Coupling, reach and health (absent for client nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<NodeMetrics>,
+    /// The first and last span or call of the node in the window (RFC 3339).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub first_seen: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_seen: String,
+    /// The `service.version`s its spans reported, first seen first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<Release>,
+}
+
+/// One release of a service and when it reported spans.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub version: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub spans: u64,
+}
+
+/// The releases of caller and callee an edge's calls came from; a version is empty when
+/// that side reports none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleasePair {
+    pub from_version: String,
+    pub to_version: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub calls: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +117,9 @@ pub struct Edge {
     /// Retries, fallbacks and timeouts seen on its calls.
     #[serde(default, skip_serializing_if = "Resilience::is_empty")]
     pub resilience: Resilience,
+    /// The releases its calls came from, first seen first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<ReleasePair>,
 }
 
 /// How an edge's callers cope with its failures, as its calls show.
@@ -193,6 +226,10 @@ pub struct Operation {
     /// Failed calls after which the calling endpoint still succeeded.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub fallbacks: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub first_seen: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_seen: String,
 }
 
 impl Operation {
@@ -435,6 +472,41 @@ fn millis(nanos: f64) -> f64 {
     (nanos / 1_000.0).round() / 1_000.0
 }
 
+fn releases(versions: &BTreeMap<Arc<str>, Seen>) -> Vec<Release> {
+    let mut releases: Vec<Release> = versions
+        .iter()
+        .map(|(version, seen)| Release {
+            version: version.to_string(),
+            first_seen: rfc3339(seen.first_ns),
+            last_seen: rfc3339(seen.last_ns),
+            spans: seen.count,
+        })
+        .collect();
+    releases.sort_by(|a, b| (&a.first_seen, &a.version).cmp(&(&b.first_seen, &b.version)));
+    releases
+}
+
+fn release_pairs(versions: &BTreeMap<VersionPair, Seen>) -> Vec<ReleasePair> {
+    let mut pairs: Vec<ReleasePair> = versions
+        .iter()
+        .map(|(pair, seen)| ReleasePair {
+            from_version: pair.from.to_string(),
+            to_version: pair.to.to_string(),
+            first_seen: rfc3339(seen.first_ns),
+            last_seen: rfc3339(seen.last_ns),
+            calls: seen.count,
+        })
+        .collect();
+    pairs.sort_by(|a, b| {
+        (&a.first_seen, &a.from_version, &a.to_version).cmp(&(
+            &b.first_seen,
+            &b.from_version,
+            &b.to_version,
+        ))
+    });
+    pairs
+}
+
 fn quantiles(sketch: &LatencySketch) -> Option<Quantiles> {
     Some(Quantiles {
         p50: millis(sketch.quantile_ns(0.50)?),
@@ -468,6 +540,9 @@ impl Snapshot {
                 entry_point: facts.entry_point,
                 spans_without_sampling: facts.spans_without_sampling,
                 metrics: None,
+                first_seen: facts.seen.map(|s| rfc3339(s.first_ns)).unwrap_or_default(),
+                last_seen: facts.seen.map(|s| rfc3339(s.last_ns)).unwrap_or_default(),
+                versions: releases(&facts.versions),
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -491,6 +566,7 @@ impl Snapshot {
                 first_seen: rfc3339(stats.first_seen_ns),
                 last_seen: rfc3339(stats.last_seen_ns),
                 resilience: Resilience::of(stats),
+                versions: release_pairs(&stats.versions),
             })
             .collect();
         edges.sort_by(|a, b| (&a.from, &a.to, a.kind).cmp(&(&b.from, &b.to, b.kind)));
@@ -511,6 +587,8 @@ impl Snapshot {
                 latency_ms: quantiles(&stats.latency),
                 retries: stats.retries,
                 fallbacks: stats.fallbacks,
+                first_seen: rfc3339(stats.first_seen_ns),
+                last_seen: rfc3339(stats.last_seen_ns),
             })
             .collect();
         operations.sort_by(|a, b| {

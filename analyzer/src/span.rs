@@ -159,6 +159,9 @@ pub struct Span {
     pub peer: PeerAttributes,
     /// `deployment.environment.name` (or the legacy `deployment.environment`) of the resource.
     pub environment: Option<Arc<str>>,
+    /// `service.version` of the resource: the release that reported the span.
+    #[serde(default)]
+    pub version: Option<Arc<str>>,
     /// How many spans this one stands for, when its sampling is known
     /// ([`crate::sampling::adjusted_count`]).
     pub adjusted_count: Option<f64>,
@@ -186,6 +189,7 @@ impl Span {
             links: Vec::new(),
             peer: PeerAttributes::default(),
             environment: None,
+            version: None,
             adjusted_count: None,
             resend_count: 0,
             detail: SpanDetail::default(),

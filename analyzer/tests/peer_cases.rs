@@ -69,6 +69,7 @@ impl S {
                 ..PeerAttributes::default()
             },
             environment: None,
+            version: None,
             adjusted_count: None,
             resend_count: 0,
             detail: Default::default(),

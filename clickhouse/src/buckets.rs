@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use archtrace_analyzer::aggregate::{
-    Aggregate, Buckets, Diagnostics, EdgeKey, EdgeStats, EntryKey, EntryStats, Histogram,
-    NodeFacts, OperationKey, OperationStats, PathStats,
+    note_version, Aggregate, Buckets, Diagnostics, EdgeKey, EdgeStats, EntryKey, EntryStats,
+    Histogram, NodeFacts, OperationKey, OperationStats, PathStats, Seen, VersionPair,
 };
 use archtrace_analyzer::derive::EdgeKind;
 use archtrace_analyzer::sketch::LatencySketch;
@@ -77,6 +77,8 @@ struct OperationRow<'a> {
     latency_counts: Vec<u64>,
     retries: u64,
     fallbacks: u64,
+    first_seen_ns: i64,
+    last_seen_ns: i64,
 }
 
 #[derive(Row, Serialize)]
@@ -91,6 +93,40 @@ struct NodeRow<'a> {
     peer_types: Vec<&'static str>,
     entry_point: u8,
     spans_without_sampling: u64,
+    first_seen_ns: Option<i64>,
+    last_seen_ns: Option<i64>,
+}
+
+#[derive(Row, Serialize)]
+struct VersionRow<'a> {
+    bucket_ns: i64,
+    width_s: u32,
+    worker: &'a str,
+    window_ns: i64,
+    version: u64,
+    node: &'a str,
+    /// The node's `service.version` (`version` is the row's, as in every bucket table).
+    release: &'a str,
+    first_seen_ns: i64,
+    last_seen_ns: i64,
+    spans: u64,
+}
+
+#[derive(Row, Serialize)]
+struct EdgeVersionRow<'a> {
+    bucket_ns: i64,
+    width_s: u32,
+    worker: &'a str,
+    window_ns: i64,
+    version: u64,
+    source: &'a str,
+    target: &'a str,
+    kind: &'a str,
+    from_release: &'a str,
+    to_release: &'a str,
+    first_seen_ns: i64,
+    last_seen_ns: i64,
+    calls: u64,
 }
 
 #[derive(Row, Serialize)]
@@ -262,6 +298,8 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
                     latency_counts: latency.3,
                     retries: stats.retries,
                     fallbacks: stats.fallbacks,
+                    first_seen_ns: stats.first_seen_ns,
+                    last_seen_ns: stats.last_seen_ns,
                 }
             })
         })
@@ -280,10 +318,59 @@ pub fn write(conn: &Connection, all: &[&Buckets], provenance: Provenance) -> Res
                 peer_types: facts.peer_types.iter().map(|t| t.as_str()).collect(),
                 entry_point: facts.entry_point.into(),
                 spans_without_sampling: facts.spans_without_sampling,
+                first_seen_ns: facts.seen.map(|s| s.first_ns),
+                last_seen_ns: facts.seen.map(|s| s.last_ns),
             })
         })
         .collect();
     insert_all::<NodeRow>(conn, "node_buckets", &nodes)?;
+    let releases: Vec<VersionRow> = each_bucket(all)
+        .flat_map(|(width_s, bucket_ns, aggregate)| {
+            aggregate.nodes.iter().flat_map(move |(node, facts)| {
+                facts
+                    .versions
+                    .iter()
+                    .map(move |(release, seen)| VersionRow {
+                        bucket_ns,
+                        width_s,
+                        worker,
+                        window_ns,
+                        version,
+                        node,
+                        release,
+                        first_seen_ns: seen.first_ns,
+                        last_seen_ns: seen.last_ns,
+                        spans: seen.count,
+                    })
+            })
+        })
+        .collect();
+    insert_all::<VersionRow>(conn, "release_buckets", &releases)?;
+    let edge_releases: Vec<EdgeVersionRow> = each_bucket(all)
+        .flat_map(|(width_s, bucket_ns, aggregate)| {
+            aggregate.edges.iter().flat_map(move |(key, stats)| {
+                stats
+                    .versions
+                    .iter()
+                    .map(move |(pair, seen)| EdgeVersionRow {
+                        bucket_ns,
+                        width_s,
+                        worker,
+                        window_ns,
+                        version,
+                        source: &key.from,
+                        target: &key.to,
+                        kind: key.kind.as_str(),
+                        from_release: &pair.from,
+                        to_release: &pair.to,
+                        first_seen_ns: seen.first_ns,
+                        last_seen_ns: seen.last_ns,
+                        calls: seen.count,
+                    })
+            })
+        })
+        .collect();
+    insert_all::<EdgeVersionRow>(conn, "edge_release_buckets", &edge_releases)?;
     let entries: Vec<EntryRow> = each_bucket(all)
         .flat_map(|(width_s, bucket_ns, aggregate)| {
             aggregate.entries.iter().map(move |(key, stats)| {
@@ -439,6 +526,8 @@ struct OperationSum {
     latency_sum: (Vec<i32>, Vec<u64>),
     total_retries: u64,
     total_fallbacks: u64,
+    first_seen: i64,
+    last_seen: i64,
 }
 
 #[derive(Row, Deserialize)]
@@ -448,6 +537,30 @@ struct NodeSum {
     all_peer_types: Vec<String>,
     any_entry_point: u8,
     all_spans_without_sampling: u64,
+    first_seen: Option<i64>,
+    last_seen: Option<i64>,
+    seen_rows: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct ReleaseSum {
+    node: String,
+    release: String,
+    first_seen: i64,
+    last_seen: i64,
+    total_spans: u64,
+}
+
+#[derive(Row, Deserialize)]
+struct EdgeReleaseSum {
+    source: String,
+    target: String,
+    kind: String,
+    from_release: String,
+    to_release: String,
+    first_seen: i64,
+    last_seen: i64,
+    total_calls: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -553,6 +666,7 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
             max_attempts: row.most_attempts,
             fallbacks: row.total_fallbacks,
             error_latency: sketch(row.all_error_zeros, row.most_error_ns, row.error_sum),
+            versions: Default::default(),
         };
         aggregate.edges.entry(key).or_default().merge(&stats);
     }
@@ -562,7 +676,8 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
         client
             .query(&format!(
                 "SELECT from_service, from_operation, to_service, to_operation, {EDGE_SUMS},
-                    sum(retries) AS total_retries, sum(fallbacks) AS total_fallbacks
+                    sum(retries) AS total_retries, sum(fallbacks) AS total_fallbacks,
+                    min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen
                  FROM operation_buckets FINAL WHERE {filter}
                  GROUP BY from_service, from_operation, to_service, to_operation"
             ))
@@ -581,6 +696,8 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
             latency: sketch(row.all_latency_zeros, row.most_latency_ns, row.latency_sum),
             retries: row.total_retries,
             fallbacks: row.total_fallbacks,
+            first_seen_ns: row.first_seen,
+            last_seen_ns: row.last_seen,
         };
         aggregate.operations.entry(key).or_default().merge(&stats);
     }
@@ -592,7 +709,9 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
                 "SELECT node, max(reports_spans) AS any_reports_spans,
                     arrayMap(t -> toString(t), groupUniqArrayArray(peer_types)) AS all_peer_types,
                     max(entry_point) AS any_entry_point,
-                    sum(spans_without_sampling) AS all_spans_without_sampling
+                    sum(spans_without_sampling) AS all_spans_without_sampling,
+                    min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen,
+                    count(first_seen_ns) AS seen_rows
                  FROM node_buckets FINAL WHERE {filter} GROUP BY node"
             ))
             .fetch_all(),
@@ -607,12 +726,72 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
                 .collect(),
             entry_point: row.any_entry_point > 0,
             spans_without_sampling: row.all_spans_without_sampling,
+            seen: row
+                .first_seen
+                .zip(row.last_seen)
+                .map(|(first_ns, last_ns)| Seen {
+                    first_ns,
+                    last_ns,
+                    count: row.seen_rows,
+                }),
+            versions: Default::default(),
         };
         aggregate
             .nodes
             .entry(intern(row.node))
             .or_default()
             .merge(&facts);
+    }
+
+    let releases: Vec<ReleaseSum> = conn.run(
+        "read release buckets",
+        client
+            .query(&format!(
+                "SELECT node, release, min(first_seen_ns) AS first_seen,
+                    max(last_seen_ns) AS last_seen, sum(spans) AS total_spans
+                 FROM release_buckets FINAL WHERE {filter} GROUP BY node, release"
+            ))
+            .fetch_all(),
+    )?;
+    for row in releases {
+        let seen = Seen {
+            first_ns: row.first_seen,
+            last_ns: row.last_seen,
+            count: row.total_spans,
+        };
+        let facts = aggregate.nodes.entry(intern(row.node)).or_default();
+        note_version(&mut facts.versions, intern(row.release), &seen);
+    }
+    let edge_releases: Vec<EdgeReleaseSum> = conn.run(
+        "read edge release buckets",
+        client
+            .query(&format!(
+                "SELECT source, target, kind, from_release, to_release,
+                    min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen,
+                    sum(calls) AS total_calls
+                 FROM edge_release_buckets FINAL WHERE {filter}
+                 GROUP BY source, target, kind, from_release, to_release"
+            ))
+            .fetch_all(),
+    )?;
+    for row in edge_releases {
+        let key = EdgeKey {
+            from: intern(row.source),
+            to: intern(row.target),
+            kind: EdgeKind::from_name(&row.kind),
+        };
+        let pair = VersionPair {
+            from: intern(row.from_release),
+            to: intern(row.to_release),
+        };
+        let seen = Seen {
+            first_ns: row.first_seen,
+            last_ns: row.last_seen,
+            count: row.total_calls,
+        };
+        if let Some(stats) = aggregate.edges.get_mut(&key) {
+            note_version(&mut stats.versions, pair, &seen);
+        }
     }
 
     let entries: Vec<EntrySum> = conn.run(

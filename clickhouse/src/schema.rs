@@ -10,13 +10,15 @@
 
 use crate::{Connection, Error};
 
-const BUCKET_TABLES: [&str; 6] = [
+const BUCKET_TABLES: [&str; 8] = [
     "edge_buckets",
     "operation_buckets",
     "node_buckets",
     "entry_buckets",
     "diagnostic_buckets",
     "critical_path_buckets",
+    "release_buckets",
+    "edge_release_buckets",
 ];
 
 /// Columns every bucket table starts with, and those its key ends with.
@@ -40,6 +42,16 @@ const EDGE_RESILIENCE: [&str; 7] = [
     "error_counts Array(UInt64) DEFAULT []",
 ];
 const OPERATION_RESILIENCE: [&str; 2] = ["retries UInt64 DEFAULT 0", "fallbacks UInt64 DEFAULT 0"];
+/// When operation pairs and nodes were seen first and last; older rows read as their
+/// bucket's start (operations) or unknown (nodes).
+const OPERATION_SEEN: [&str; 2] = [
+    "first_seen_ns Int64 DEFAULT bucket_ns",
+    "last_seen_ns Int64 DEFAULT bucket_ns",
+];
+const NODE_SEEN: [&str; 2] = [
+    "first_seen_ns Nullable(Int64) DEFAULT NULL",
+    "last_seen_ns Nullable(Int64) DEFAULT NULL",
+];
 const ENTRY_LATENCY: [&str; 4] = [
     "latency_zeros UInt64 DEFAULT 0",
     "latency_max_ns Int64 DEFAULT 0",
@@ -82,9 +94,10 @@ fn statements(retention_days: u32) -> Vec<String> {
             "operation_buckets",
             &format!(
                 "from_service String, from_operation String, to_service String, \
-                 to_operation String, calls UInt64, errors UInt64, {}, {}",
+                 to_operation String, calls UInt64, errors UInt64, {}, {}, {}",
                 sketch("latency"),
-                OPERATION_RESILIENCE.join(", ")
+                OPERATION_RESILIENCE.join(", "),
+                OPERATION_SEEN.join(", ")
             ),
             "from_service, from_operation, to_service, to_operation,",
             retention_days,
@@ -93,7 +106,8 @@ fn statements(retention_days: u32) -> Vec<String> {
             "node_buckets",
             &format!(
                 "node String, reports_spans UInt8, peer_types Array(LowCardinality(String)), \
-                 entry_point UInt8, {NODE_SPANS_WITHOUT_SAMPLING}"
+                 entry_point UInt8, {NODE_SPANS_WITHOUT_SAMPLING}, {}",
+                NODE_SEEN.join(", ")
             ),
             "node,",
             retention_days,
@@ -131,6 +145,19 @@ fn statements(retention_days: u32) -> Vec<String> {
             "",
             retention_days,
         ),
+        bucket_table(
+            "release_buckets",
+            "node String, release String, first_seen_ns Int64, last_seen_ns Int64, spans UInt64",
+            "node, release,",
+            retention_days,
+        ),
+        bucket_table(
+            "edge_release_buckets",
+            "source String, target String, kind LowCardinality(String), from_release String, \
+             to_release String, first_seen_ns Int64, last_seen_ns Int64, calls UInt64",
+            "source, target, kind, from_release, to_release,",
+            retention_days,
+        ),
         // Tables made before archtrace estimated sampled calls gain the columns; their rows
         // read as unsampled through the defaults.
         format!("ALTER TABLE edge_buckets ADD COLUMN IF NOT EXISTS {ESTIMATED_CALLS}"),
@@ -150,6 +177,19 @@ fn statements(retention_days: u32) -> Vec<String> {
         ENTRY_LATENCY
             .iter()
             .map(|column| format!("ALTER TABLE entry_buckets ADD COLUMN IF NOT EXISTS {column}")),
+    )
+    .chain(
+        OPERATION_RESILIENCE
+            .iter()
+            .chain(&OPERATION_SEEN)
+            .map(|column| {
+                format!("ALTER TABLE operation_buckets ADD COLUMN IF NOT EXISTS {column}")
+            }),
+    )
+    .chain(
+        NODE_SEEN
+            .iter()
+            .map(|column| format!("ALTER TABLE node_buckets ADD COLUMN IF NOT EXISTS {column}")),
     )
     .chain([
         // Each worker's watermark: every window before it is derived.

@@ -36,6 +36,7 @@ struct SpanRow {
     service_name: String,
     service_namespace: Option<String>,
     environment: Option<String>,
+    service_version: Option<String>,
     span_name: String,
     span_kind: String,
     start_ns: i64,
@@ -112,6 +113,10 @@ fn select_sql(read: &WindowRead) -> String {
             "coalesce({}, {}) AS environment",
             attribute("ResourceAttributes", "deployment.environment.name"),
             attribute("ResourceAttributes", "deployment.environment")
+        ),
+        format!(
+            "{} AS service_version",
+            attribute("ResourceAttributes", "service.version")
         ),
         "toString(SpanName) AS span_name".to_owned(),
         "toString(SpanKind) AS span_kind".to_owned(),
@@ -294,6 +299,7 @@ fn span_of(row: SpanRow, services: &mut HashSet<Arc<str>>) -> Option<Span> {
     span.status = status_code(&row.status_code);
     span.links = links;
     span.environment = row.environment.map(Arc::from);
+    span.version = row.service_version.map(|v| intern(services, v));
     let number = |text: Option<String>| text.as_deref().and_then(sampling::parse_number);
     span.adjusted_count = sampling::adjusted_count(&sampling::Evidence {
         multiplier: number(row.multiplier),

@@ -83,6 +83,7 @@ impl SpanLookup for Remembered<'_> {
         Some(LinkedSpan {
             service: span.service.clone(),
             operation: operation_name(span),
+            version: span.version.clone(),
         })
     }
 }

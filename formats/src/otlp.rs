@@ -197,6 +197,7 @@ pub fn convert_with(request: ExportTraceServiceRequest, conversion: &Conversion)
 struct ResourceInfo {
     service: Arc<str>,
     environment: Option<Arc<str>>,
+    version: Option<Arc<str>>,
     attributes_json: Arc<str>,
     id: u64,
     /// The multiplier attribute's value on the resource.
@@ -223,6 +224,7 @@ impl ResourceInfo {
         let environment = find("deployment.environment.name")
             .or_else(|| find("deployment.environment"))
             .map(Arc::from);
+        let version = find("service.version").map(Arc::from);
         let mut json = String::new();
         if detail == Detail::Keep {
             write_attributes(&mut json, attributes.iter());
@@ -236,6 +238,7 @@ impl ResourceInfo {
         ResourceInfo {
             service: Arc::from(service),
             environment,
+            version,
             multiplier,
             id: archtrace_analyzer::span::stable_hash(json.as_bytes()),
             attributes_json: Arc::from(json),
@@ -305,6 +308,7 @@ fn convert_span(
         links,
         peer,
         environment: resource.environment.clone(),
+        version: resource.version.clone(),
         adjusted_count: sampling::adjusted_count(&evidence),
         resend_count,
         detail: if !keep {

@@ -49,6 +49,7 @@ struct Columns {
     links: StringBuilder,
     adjusted_count: Float64Builder,
     resend_count: Int32Builder,
+    service_version: StringBuilder,
 }
 
 fn strings(rows: usize) -> StringBuilder {
@@ -98,6 +99,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         links: strings(rows),
         adjusted_count: Float64Builder::with_capacity(rows),
         resend_count: Int32Builder::with_capacity(rows),
+        service_version: strings(rows),
     };
     for span in spans {
         c.trace_id.append_value(span.trace_id)?;
@@ -155,6 +157,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         c.resend_count.append_option(
             (span.resend_count > 0).then(|| i32::try_from(span.resend_count).unwrap_or(i32::MAX)),
         );
+        c.service_version.append_option(span.version.as_deref());
     }
 
     let columns: Vec<(&str, ArrayRef)> = vec![
@@ -203,6 +206,7 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         ("links", Arc::new(c.links.finish())),
         ("adjusted_count", Arc::new(c.adjusted_count.finish())),
         ("resend_count", Arc::new(c.resend_count.finish())),
+        ("service_version", Arc::new(c.service_version.finish())),
     ];
     let fields: Vec<Field> = columns
         .iter()

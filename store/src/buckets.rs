@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use archtrace_analyzer::aggregate::{
-    Aggregate, Buckets, EdgeKey, EdgeStats, EntryKey, EntryStats, Histogram, NodeFacts,
-    OperationKey, OperationStats, PathStats,
+    note_version, Aggregate, Buckets, EdgeKey, EdgeStats, EntryKey, EntryStats, Histogram,
+    NodeFacts, OperationKey, OperationStats, PathStats, Seen, VersionPair,
 };
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::sketch::LatencySketch;
@@ -109,6 +109,8 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
         let mut diagnostics = conn.appender("diagnostic_buckets")?;
         let mut entries = conn.appender("entry_buckets")?;
         let mut paths = conn.appender("critical_path_buckets")?;
+        let mut versions = conn.appender("release_buckets")?;
+        let mut edge_versions = conn.appender("edge_release_buckets")?;
         for (&bucket, aggregate) in buckets {
             for (key, stats) in &aggregate.edges {
                 edges.append_row(params![
@@ -131,6 +133,20 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                     stats.fallbacks,
                     stats.error_latency.to_bytes()
                 ])?;
+                for (pair, seen) in &stats.versions {
+                    edge_versions.append_row(params![
+                        bucket,
+                        width,
+                        &*key.from,
+                        &*key.to,
+                        key.kind.as_str(),
+                        &*pair.from,
+                        &*pair.to,
+                        seen.first_ns,
+                        seen.last_ns,
+                        seen.count
+                    ])?;
+                }
             }
             for (key, stats) in &aggregate.operations {
                 operations.append_row(params![
@@ -144,7 +160,9 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                     stats.errors,
                     stats.latency.to_bytes(),
                     stats.retries,
-                    stats.fallbacks
+                    stats.fallbacks,
+                    stats.first_seen_ns,
+                    stats.last_seen_ns
                 ])?;
             }
             for (name, facts) in &aggregate.nodes {
@@ -160,8 +178,21 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                     facts.reports_spans,
                     types.join(","),
                     facts.entry_point,
-                    facts.spans_without_sampling
+                    facts.spans_without_sampling,
+                    facts.seen.map(|s| s.first_ns),
+                    facts.seen.map(|s| s.last_ns)
                 ])?;
+                for (version, seen) in &facts.versions {
+                    versions.append_row(params![
+                        bucket,
+                        width,
+                        &**name,
+                        &**version,
+                        seen.first_ns,
+                        seen.last_ns,
+                        seen.count
+                    ])?;
+                }
             }
             for (key, stats) in &aggregate.entries {
                 entries.append_row(params![
@@ -213,18 +244,22 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
         diagnostics.flush()?;
         entries.flush()?;
         paths.flush()?;
+        versions.flush()?;
+        edge_versions.flush()?;
         Ok(())
     }
 }
 
 /// Every table of derived buckets.
-pub(crate) const BUCKET_TABLES: [&str; 6] = [
+pub(crate) const BUCKET_TABLES: [&str; 8] = [
     "edge_buckets",
     "operation_buckets",
     "node_buckets",
     "diagnostic_buckets",
     "entry_buckets",
     "critical_path_buckets",
+    "release_buckets",
+    "edge_release_buckets",
 ];
 
 /// Removes the buckets of every width that start in `[since, until)`.
@@ -340,7 +375,9 @@ fn read(
 
     let mut statement = conn.prepare(&format!(
         "SELECT from_service, from_operation, to_service, to_operation, calls, errors, latency,
-                coalesce(retries, 0), coalesce(fallbacks, 0)
+                coalesce(retries, 0), coalesce(fallbacks, 0),
+                -- Rows from before v8 tell no times: the bucket's start stands for them.
+                coalesce(first_seen_ns, bucket_ns), coalesce(last_seen_ns, bucket_ns)
          FROM operation_buckets WHERE {filter}"
     ))?;
     let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
@@ -357,13 +394,16 @@ fn read(
             latency: sketch(&row.get::<_, Vec<u8>>(6)?),
             retries: row.get(7)?,
             fallbacks: row.get(8)?,
+            first_seen_ns: row.get(9)?,
+            last_seen_ns: row.get(10)?,
         };
         into.operations.entry(key).or_default().merge(&stats);
     }
 
     let mut statement = conn.prepare(&format!(
         "SELECT node, bool_or(reports_spans), string_agg(peer_types, ','), bool_or(entry_point),
-                sum(coalesce(spans_without_sampling, 0))::UBIGINT
+                sum(coalesce(spans_without_sampling, 0))::UBIGINT, min(first_seen_ns),
+                max(last_seen_ns), count(first_seen_ns)::UBIGINT
          FROM node_buckets WHERE {filter} GROUP BY node"
     ))?;
     let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
@@ -378,6 +418,15 @@ fn read(
                 .collect(),
             entry_point: row.get(3)?,
             spans_without_sampling: row.get(4)?,
+            seen: row
+                .get::<_, Option<i64>>(5)?
+                .zip(row.get::<_, Option<i64>>(6)?)
+                .map(|(first_ns, last_ns)| Seen {
+                    first_ns,
+                    last_ns,
+                    count: row.get(7).unwrap_or(0),
+                }),
+            versions: BTreeMap::new(),
         };
         into.nodes
             .entry(intern(row.get(0)?))
@@ -426,6 +475,47 @@ fn read(
             .entry(intern(row.get(2)?))
             .or_default()
             .merge(&path);
+    }
+
+    let mut statement = conn.prepare(&format!(
+        "SELECT node, release, min(first_seen_ns), max(last_seen_ns), sum(spans)::UBIGINT
+         FROM release_buckets WHERE {filter} GROUP BY node, release"
+    ))?;
+    let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
+    while let Some(row) = rows.next()? {
+        let seen = Seen {
+            first_ns: row.get(2)?,
+            last_ns: row.get(3)?,
+            count: row.get(4)?,
+        };
+        let facts = into.nodes.entry(intern(row.get(0)?)).or_default();
+        note_version(&mut facts.versions, intern(row.get(1)?), &seen);
+    }
+    let mut statement = conn.prepare(&format!(
+        "SELECT source, target, kind, from_release, to_release, min(first_seen_ns),
+                max(last_seen_ns), sum(calls)::UBIGINT
+         FROM edge_release_buckets WHERE {filter}
+         GROUP BY source, target, kind, from_release, to_release"
+    ))?;
+    let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
+    while let Some(row) = rows.next()? {
+        let key = EdgeKey {
+            from: intern(row.get(0)?),
+            to: intern(row.get(1)?),
+            kind: EdgeKind::from_name(&row.get::<_, String>(2)?),
+        };
+        let pair = VersionPair {
+            from: intern(row.get(3)?),
+            to: intern(row.get(4)?),
+        };
+        let seen = Seen {
+            first_ns: row.get(5)?,
+            last_ns: row.get(6)?,
+            count: row.get(7)?,
+        };
+        if let Some(stats) = into.edges.get_mut(&key) {
+            note_version(&mut stats.versions, pair, &seen);
+        }
     }
 
     let totals = conn.query_row(
@@ -616,6 +706,18 @@ mod tests {
             for n in 0..stats.errors as i64 {
                 stats.error_latency.add(2_000_000_000 + n);
             }
+            // A release of the caller at minute 90, and a callee that never says its own.
+            let release = if minute < 90 { "1.0" } else { "1.1" };
+            let pair = VersionPair {
+                from: Arc::from(release),
+                to: Arc::from(""),
+            };
+            let seen = Seen {
+                first_ns: start + 7,
+                last_ns: start + 9,
+                count: calls,
+            };
+            stats.versions.insert(pair, seen);
             let key = EdgeKey {
                 from: Arc::from(from),
                 to: Arc::from(to),
@@ -644,11 +746,29 @@ mod tests {
         }
         aggregate.diagnostics.spans = minute as u64;
         aggregate.diagnostics.spans_without_sampling = minute as u64 % 3;
-        aggregate
-            .nodes
-            .entry(Arc::from("gateway"))
-            .or_default()
-            .spans_without_sampling = minute as u64 % 5;
+        let gateway = aggregate.nodes.entry(Arc::from("gateway")).or_default();
+        gateway.spans_without_sampling = minute as u64 % 5;
+        gateway.seen = Some(Seen {
+            first_ns: start + 1,
+            last_ns: start + 2,
+            count: 2,
+        });
+        let release = if minute < 90 { "1.0" } else { "1.1" };
+        gateway
+            .versions
+            .insert(Arc::from(release), Seen::at(start + 1));
+        let operation = aggregate
+            .operations
+            .entry(OperationKey {
+                from_service: Arc::from("gateway"),
+                from_operation: Arc::from("GET /orders"),
+                to_service: Arc::from("orders"),
+                to_operation: Arc::from("list"),
+            })
+            .or_default();
+        operation.calls = 2;
+        operation.first_seen_ns = start + 3;
+        operation.last_seen_ns = start + 4;
         aggregate
     }
 
@@ -721,6 +841,26 @@ mod tests {
         assert_eq!(
             read.nodes["gateway"].spans_without_sampling,
             (17..157).map(|m| m % 5).sum::<u64>()
+        );
+        // History: when things were seen, and in which releases.
+        for (key, want) in &expected.edges {
+            assert_eq!(read.edges[key].versions, want.versions, "{key:?}");
+            assert_eq!(want.versions.len(), 2, "both releases of the caller");
+        }
+        let (gateway, want) = (&read.nodes["gateway"], &expected.nodes["gateway"]);
+        assert_eq!(gateway.versions, want.versions);
+        assert_eq!(
+            gateway.seen.map(|s| (s.first_ns, s.last_ns)),
+            Some((17 * MINUTE_NS + 1, 156 * MINUTE_NS + 2))
+        );
+        let operation = read.operations.values().next().unwrap();
+        assert_eq!(
+            (
+                operation.first_seen_ns,
+                operation.last_seen_ns,
+                operation.calls
+            ),
+            (17 * MINUTE_NS + 3, 156 * MINUTE_NS + 4, 2 * 140)
         );
     }
 

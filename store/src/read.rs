@@ -112,7 +112,7 @@ fn for_each_trace(
                             network_peer_address, network_peer_port, net_peer_name, net_sock_peer_addr,
                             db_system, db_system_name, db_namespace, db_name, messaging_system,
                             messaging_destination_name, rpc_service, http_route, http_method, environment, links,
-                            adjusted_count, resend_count::BIGINT
+                            adjusted_count, resend_count::BIGINT, service_version
                      FROM spans
                      WHERE hash(trace_id) % ? = ?
                        AND trace_id IN (SELECT DISTINCT trace_id FROM spans
@@ -210,6 +210,7 @@ fn derive_slices(
                         http_method: owned(24),
                     },
                     environment: columns.text(25, row).map(&mut intern),
+                    version: columns.text(29, row).map(&mut intern),
                     adjusted_count: columns.real(27, row),
                     resend_count: columns
                         .number(28, row)

@@ -209,6 +209,35 @@ const MIGRATIONS: &[&str] = &[
         total_ns BIGINT NOT NULL,
         time BLOB NOT NULL                  -- latency sketch of its time on the path per trace
     );",
+    // v8: history. A span's `service.version`; when each node and operation pair was seen
+    // first and last; the releases each node reported and each edge's calls came from (at most
+    // analyzer::aggregate::MAX_VERSIONS per bucket). Older rows read as unversioned.
+    "ALTER TABLE spans ADD COLUMN service_version VARCHAR;
+    ALTER TABLE operation_buckets ADD COLUMN first_seen_ns BIGINT;
+    ALTER TABLE operation_buckets ADD COLUMN last_seen_ns BIGINT;
+    ALTER TABLE node_buckets ADD COLUMN first_seen_ns BIGINT;
+    ALTER TABLE node_buckets ADD COLUMN last_seen_ns BIGINT;
+    CREATE TABLE release_buckets (
+        bucket_ns BIGINT NOT NULL,
+        width_s INTEGER NOT NULL,
+        node VARCHAR NOT NULL,
+        release VARCHAR NOT NULL,           -- service.version of the spans it reported
+        first_seen_ns BIGINT NOT NULL,
+        last_seen_ns BIGINT NOT NULL,
+        spans UBIGINT NOT NULL
+    );
+    CREATE TABLE edge_release_buckets (
+        bucket_ns BIGINT NOT NULL,
+        width_s INTEGER NOT NULL,
+        source VARCHAR NOT NULL,
+        target VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        from_release VARCHAR NOT NULL,      -- '' when that side reports none
+        to_release VARCHAR NOT NULL,
+        first_seen_ns BIGINT NOT NULL,
+        last_seen_ns BIGINT NOT NULL,
+        calls UBIGINT NOT NULL
+    );",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
