@@ -747,6 +747,16 @@ impl TraceGroups {
 
     /// Like [`TraceGroups::aggregate`], only the traces with a span of `environment` when one
     /// is named, and each trace's observations also added to `buckets` (derived once for both).
+    /// Every trace derived into buckets of `width_ns` (for history over files).
+    pub fn buckets(&self, width_ns: i64) -> Buckets {
+        let mut buckets = Buckets::new(width_ns);
+        let mut scratch = Vec::new();
+        for spans in self.order.iter().filter_map(|id| self.traces.get(id)) {
+            buckets.add_trace(spans, &NoLookup, &mut scratch);
+        }
+        buckets
+    }
+
     pub fn derive(
         &self,
         window: Option<(i64, i64)>,

@@ -17,6 +17,7 @@ pub mod domains;
 pub mod drift;
 pub mod export;
 pub mod findings;
+pub mod history;
 pub mod impact;
 pub mod metrics;
 pub mod render;

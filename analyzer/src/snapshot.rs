@@ -431,6 +431,12 @@ impl Severity {
             Severity::Error => "error",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Severity> {
+        [Severity::Info, Severity::Warning, Severity::Error]
+            .into_iter()
+            .find(|s| s.as_str() == text.trim())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ mod scale_out;
 mod serve;
 mod source;
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,13 +15,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use archtrace_analyzer::analysis::{Analyzed, Settings};
+use archtrace_analyzer::findings::Thresholds;
+use archtrace_analyzer::history::{self, EventFilter, EventKind, HistorySettings};
 use archtrace_analyzer::rules::Rules;
-use archtrace_analyzer::snapshot::{Level, Snapshot};
+use archtrace_analyzer::snapshot::{Level, Severity, Snapshot};
 use archtrace_analyzer::{check_output, drift, render};
 use archtrace_formats::import::{self, OnBadInput};
 use archtrace_query::files::{read_snapshot, ReadOptions};
 use archtrace_query::store::StoreSource;
-use archtrace_query::SnapshotSource;
+use archtrace_query::{HistoryQuery, SnapshotSource};
 use archtrace_store::{Location, Store};
 use archtrace_workload::loadgen::{self, LoadgenOptions, Protocol};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -117,6 +120,21 @@ enum Command {
     ///   archtrace hotspots --server http://127.0.0.1:4320 --format markdown
     #[command(verbatim_doc_comment)]
     Hotspots(HotspotsArgs),
+    /// What changed in the architecture, when, and in which release.
+    ///
+    /// Replays the derived buckets one step at a time (an hour; a minute with --step 1m): new
+    /// and gone services and edges (with the caller and callee `service.version`s that
+    /// introduced them and their share of traffic), new database uses and queue consumers, new
+    /// and broken cycles, fan-in/out crossing the hub thresholds, error rates and p99s of an
+    /// edge regressing against the step before, and findings appearing or resolved between
+    /// slices of the window (steps, days or weeks). A node or edge not seen for --gone-after is
+    /// gone. Also the trend of services, edges, cycles, coupling and p99 per step (json).
+    ///   archtrace events                                  (the store, last 7 days)
+    ///   archtrace events --since 30d --format markdown --min-severity warning
+    ///   archtrace events --server http://127.0.0.1:4320 --kind new_edge,edge_gone
+    ///   archtrace events --traces before.jsonl after.jsonl --step 1m --gone-after 10m
+    #[command(verbatim_doc_comment)]
+    Events(EventsArgs),
     /// Cluster services into candidate domains by how much they call each other.
     ///
     /// Louvain modularity optimisation on the call graph weighted by calls (deterministic:
@@ -367,6 +385,57 @@ struct HotspotsArgs {
     /// their defaults.
     #[arg(long, value_name = "FILE")]
     thresholds: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EventsArgs {
+    /// Window as for every reading command; without --since or --at the last 7 days.
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The step buckets are replayed in: a whole number of minutes, hours for long windows.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    step: std::time::Duration,
+    /// A node or edge not seen for this long is gone.
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    gone_after: std::time::Duration,
+    /// Only these kinds (comma-separated): new_service, service_gone, new_edge,
+    /// new_database_use, new_queue_consumer, edge_gone, new_cycle, cycle_broken, fan_in_crossed,
+    /// fan_out_crossed, error_rate_regressed, p99_regressed, finding_appeared, finding_resolved.
+    #[arg(long, value_name = "KINDS", value_parser = parse_event_kinds)]
+    kind: Option<BTreeSet<EventKind>>,
+    /// Only events at or above this severity.
+    #[arg(long, value_enum, default_value_t = SeverityArg::Info)]
+    min_severity: SeverityArg,
+    /// Only events about this service (as a subject, or an end of an edge).
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+    /// text for a terminal, json (events and the trend per step), markdown for comments.
+    #[arg(long, value_enum, default_value_t = HotspotFormat::Table)]
+    format: HotspotFormat,
+    /// TOML file of finding thresholds, as for hotspots (fan-in/out events use the hub ones).
+    #[arg(long, value_name = "FILE")]
+    thresholds: Option<PathBuf>,
+}
+
+fn parse_event_kinds(text: &str) -> Result<BTreeSet<EventKind>, String> {
+    history::parse_kinds(text)
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SeverityArg {
+    Info,
+    Warning,
+    Error,
+}
+
+impl From<SeverityArg> for Severity {
+    fn from(severity: SeverityArg) -> Severity {
+        match severity {
+            SeverityArg::Info => Severity::Info,
+            SeverityArg::Warning => Severity::Warning,
+            SeverityArg::Error => Severity::Error,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -652,6 +721,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => stats(args).map(|()| 0),
         Command::Graph(args) => graph(args).map(|()| 0),
         Command::Hotspots(args) => hotspots(args).map(|()| 0),
+        Command::Events(args) => events(args).map(|()| 0),
         Command::Migrate(args) => migrate(args).map(|()| 0),
         Command::Rebuild(args) => rebuild(args).map(|()| 0),
         Command::Snapshot(args) => write_snapshot(args).map(|()| 0),
@@ -788,22 +858,62 @@ fn graph(args: GraphArgs) -> anyhow::Result<()> {
     emit(&text, None)
 }
 
-fn hotspots(args: HotspotsArgs) -> anyhow::Result<()> {
-    let thresholds = match &args.thresholds {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("could not read {}", path.display()))?;
-            toml::from_str(&text).map_err(|err| {
-                anyhow::anyhow!("invalid thresholds file {}: {err}", path.display())
-            })?
-        }
-        None => Default::default(),
+/// The thresholds file given, or the defaults.
+fn load_thresholds(path: Option<&Path>) -> anyhow::Result<Thresholds> {
+    let Some(path) = path else {
+        return Ok(Thresholds::default());
     };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("invalid thresholds file {}: {err}", path.display()))
+}
+
+fn hotspots(args: HotspotsArgs) -> anyhow::Result<()> {
+    let thresholds = load_thresholds(args.thresholds.as_deref())?;
     let analyzed = source::analyzed(&args.source, &Settings::with_thresholds(thresholds))?;
     let text = match args.format {
         HotspotFormat::Table => render::hotspots_table(&analyzed, args.top),
         HotspotFormat::Markdown => render::hotspots_markdown(&analyzed, args.top),
         HotspotFormat::Json => render::hotspots_json(&analyzed, args.top),
+    };
+    emit(&text, None)
+}
+
+fn events(mut args: EventsArgs) -> anyhow::Result<()> {
+    let source_args = &mut args.source;
+    if source_args.since.is_none() && source_args.at.is_none() && source_args.traces.is_empty() {
+        source_args.since = Some("7d".to_owned());
+    }
+    let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let step = nanos(args.step);
+    if step < 60_000_000_000 || step % 60_000_000_000 != 0 {
+        anyhow::bail!(
+            "--step {} is not a whole number of minutes: buckets are kept per minute and hour",
+            humantime::format_duration(args.step)
+        );
+    }
+    let thresholds = load_thresholds(args.thresholds.as_deref())?;
+    let query = HistoryQuery::new(
+        HistorySettings {
+            step_ns: step,
+            gone_after_ns: nanos(args.gone_after).max(step),
+            ..HistorySettings::default()
+        },
+        Settings::with_thresholds(thresholds),
+    );
+    let (source, window) = source::open(&args.source)?;
+    let mut history = source.history(&window, &query)?;
+    EventFilter {
+        kinds: args.kind.unwrap_or_default(),
+        min_severity: args.min_severity.into(),
+        service: args.service,
+    }
+    .apply(&mut history);
+    let text = match args.format {
+        HotspotFormat::Table => history::text(&history),
+        HotspotFormat::Markdown => history::markdown(&history),
+        HotspotFormat::Json => serde_json::to_string_pretty(&history)? + "\n",
     };
     emit(&text, None)
 }

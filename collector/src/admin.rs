@@ -7,6 +7,7 @@ use std::sync::Arc;
 use archtrace_analyzer::analysis::{Analyzed, Settings};
 use archtrace_analyzer::snapshot::Level;
 use archtrace_analyzer::time::now_ns;
+use archtrace_query::history::EventsRequest;
 use archtrace_query::store::StoreSource;
 use archtrace_query::{error_chain, SnapshotSource, Window};
 
@@ -95,6 +96,7 @@ pub fn read_only_router(
 fn query_api(source: Arc<dyn SnapshotSource>) -> Router {
     Router::new()
         .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/v1/events", get(events))
         .route("/api/dependencies", get(jaeger_dependencies))
         .with_state(source)
 }
@@ -176,6 +178,34 @@ async fn snapshot(
             "snapshot query panicked\n",
         )
             .into_response(),
+    }
+}
+
+/// `GET /api/v1/events?since=7d&until=...&step=1h&gone_after=24h&kind=new_edge,edge_gone&
+/// severity=warning&service=cart` (or `at=WHEN`): the architecture's events and trend points
+/// over the window, as `archtrace events --format json`.
+async fn events(
+    State(source): State<Arc<dyn SnapshotSource>>,
+    Query(request): Query<EventsRequest>,
+) -> Response {
+    let resolved = match request.resolve(now_ns(), &Settings::default()) {
+        Ok(resolved) => resolved,
+        Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut history = source.history(&resolved.window, &resolved.query)?;
+        resolved.filter.apply(&mut history);
+        Ok::<_, archtrace_query::QueryError>(history)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(history)) => axum::Json(history).into_response(),
+        Ok(Err(err)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}\n", error_chain(&err)),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "events query panicked\n").into_response(),
     }
 }
 

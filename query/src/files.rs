@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use archtrace_analyzer::aggregate::{Aggregate, Buckets, TraceGroups};
+use archtrace_analyzer::history::Period;
 use archtrace_analyzer::snapshot::{Snapshot, SNAPSHOT_SCHEMA};
 use archtrace_formats::import::{
     self, Conversion, Detail, Format, ImportError, OnBadInput, Source, Summary,
@@ -124,6 +125,20 @@ impl SnapshotSource for FilesSource {
             self.bounds(window)
         };
         Ok(Snapshot::from_aggregate(&derived.0, bounds))
+    }
+
+    fn periods(
+        &self,
+        since_ns: i64,
+        until_ns: i64,
+        step_ns: i64,
+    ) -> Result<Vec<Period>, QueryError> {
+        let buckets = self.groups.buckets(step_ns);
+        Ok(buckets
+            .buckets
+            .range(since_ns..until_ns.max(since_ns))
+            .map(|(start, aggregate)| Period::of_aggregate(*start, aggregate))
+            .collect())
     }
 
     fn series(&self, service: &str, window: &Window) -> Result<Vec<Point>, QueryError> {

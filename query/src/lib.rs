@@ -5,6 +5,7 @@
 
 pub mod declared;
 pub mod files;
+pub mod history;
 pub mod load;
 #[cfg(feature = "remote")]
 pub mod remote;
@@ -14,7 +15,10 @@ pub mod unwritten;
 pub mod window;
 
 use archtrace_analyzer::analysis::{Analyzed, Settings};
+use archtrace_analyzer::history::{History, Period};
 use archtrace_analyzer::snapshot::Snapshot;
+
+pub use history::HistoryQuery;
 
 pub use series::Point;
 pub use unwritten::Unwritten;
@@ -42,9 +46,11 @@ pub enum QueryError {
         status: u16,
         body: String,
     },
-    #[error("{url} did not answer with a snapshot")]
-    NotASnapshot {
+    #[error("{url} did not answer with {what}")]
+    NotUnderstood {
         url: String,
+        /// What was asked for: "a snapshot", "events".
+        what: &'static str,
         #[source]
         source: serde_json::Error,
     },
@@ -73,6 +79,20 @@ pub trait SnapshotSource: Send + Sync {
 
     /// Where the data comes from, in words, for reports.
     fn describe(&self) -> String;
+
+    /// What was derived in each step of `step_ns` from `since_ns` (a step boundary) to
+    /// `until_ns`, oldest first; steps with nothing derived may be left out.
+    fn periods(
+        &self,
+        since_ns: i64,
+        until_ns: i64,
+        step_ns: i64,
+    ) -> Result<Vec<Period>, QueryError>;
+
+    /// The events and trends of `window` ([`history::history`]).
+    fn history(&self, window: &Window, query: &HistoryQuery) -> Result<History, QueryError> {
+        history::history(self, window, query)
+    }
 
     /// The snapshot of `window` with its analysis.
     fn analyzed(&self, window: &Window, settings: &Settings) -> Result<Analyzed, QueryError> {

@@ -1,11 +1,12 @@
 //! Snapshots from a running `archtrace serve`, which holds its store's lock: asked over its
 //! admin listener's snapshot API.
 
+use archtrace_analyzer::history::{History, Period};
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::time::rfc3339;
 
 use crate::series::Point;
-use crate::{QueryError, SnapshotSource, Window};
+use crate::{HistoryQuery, QueryError, SnapshotSource, Window};
 
 pub struct RemoteSource {
     /// The admin address, e.g. `http://127.0.0.1:4320`.
@@ -64,8 +65,34 @@ impl SnapshotSource for RemoteSource {
             query.push(("env", environment.clone()));
         }
         let body = self.get("/api/v1/snapshot", &query)?;
-        serde_json::from_slice(&body).map_err(|source| QueryError::NotASnapshot {
+        serde_json::from_slice(&body).map_err(|source| QueryError::NotUnderstood {
             url: format!("{}/api/v1/snapshot", self.server),
+            what: "a snapshot",
+            source,
+        })
+    }
+
+    fn periods(&self, _: i64, _: i64, _: i64) -> Result<Vec<Period>, QueryError> {
+        Err(QueryError::Unsupported(
+            "a running server's API gives events, not steps: ask it for history",
+        ))
+    }
+
+    /// The server replays its own store; the window, step and gone-after time are passed on,
+    /// the thresholds are the server's.
+    fn history(&self, window: &Window, query: &HistoryQuery) -> Result<History, QueryError> {
+        let settings = &query.history;
+        let seconds = |ns: i64| format!("{}s", ns / 1_000_000_000);
+        let query = [
+            ("since", rfc3339(window.since_ns)),
+            ("until", rfc3339(window.until_ns)),
+            ("step", seconds(settings.step_ns)),
+            ("gone_after", seconds(settings.gone_after_ns)),
+        ];
+        let body = self.get("/api/v1/events", &query)?;
+        serde_json::from_slice(&body).map_err(|source| QueryError::NotUnderstood {
+            url: format!("{}/api/v1/events", self.server),
+            what: "events",
             source,
         })
     }

@@ -557,6 +557,164 @@ fn read(
     Ok(())
 }
 
+/// Steps read per round of queries: a month of hours is read a day at a time, so that only a
+/// day's sketches are held at once.
+const STEPS_PER_READ: i64 = 24;
+
+/// What was derived in each step of `step_ns` (a whole number of minutes; hours are read when
+/// it is a whole number of hours) from `since` (a step boundary) to `until`, oldest first:
+/// edges (with the callers' latency only), nodes and releases. Steps with nothing derived are
+/// left out.
+pub fn read_steps(
+    conn: &Connection,
+    step_ns: i64,
+    since_ns: i64,
+    until_ns: i64,
+    each: &mut dyn FnMut(i64, Aggregate),
+) -> Result<(), QueryError> {
+    let width = if step_ns % HOUR_NS == 0 {
+        HOUR_NS
+    } else {
+        MINUTE_NS
+    };
+    let step_ns = step_ns.max(width) / width * width;
+    let mut names: std::collections::HashMap<String, Arc<str>> = std::collections::HashMap::new();
+    let mut intern = |text: &str| -> Arc<str> {
+        match names.get(text) {
+            Some(name) => name.clone(),
+            None => names
+                .entry(text.to_owned())
+                .or_insert_with(|| Arc::from(text))
+                .clone(),
+        }
+    };
+    let mut chunk_start = since_ns;
+    while chunk_start < until_ns {
+        let chunk_end = chunk_start
+            .saturating_add(step_ns.saturating_mul(STEPS_PER_READ))
+            .min(until_ns);
+        let range = params![width_seconds(width), chunk_start, chunk_end];
+        let step_of = |bucket: i64| since_ns + (bucket - since_ns).div_euclid(step_ns) * step_ns;
+        let mut steps: BTreeMap<i64, Aggregate> = BTreeMap::new();
+
+        let mut statement = conn.prepare(
+            "SELECT source, target, kind, calls, errors, traces, max_calls_per_trace, latency,
+                    ''::BLOB, first_seen_ns, last_seen_ns, coalesce(estimated_calls, calls::DOUBLE),
+                    0::UBIGINT, 0::UBIGINT, 0::UBIGINT, ''::BLOB, bucket_ns
+             FROM edge_buckets
+             WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ? AND calls > 0",
+        )?;
+        for batch in statement.query_arrow(range)? {
+            let edges = EdgeColumns::of(&batch)?;
+            for row in 0..batch.num_rows() {
+                let key = EdgeKey {
+                    from: intern(edges.text(0, row)),
+                    to: intern(edges.text(1, row)),
+                    kind: EdgeKind::from_name(edges.text(2, row)),
+                };
+                let mut stats = EdgeStats {
+                    calls: edges.number(3, row),
+                    estimated_calls: edges.real(11, row),
+                    errors: edges.number(4, row),
+                    traces: edges.number(5, row),
+                    max_calls_per_trace: edges.number(6, row),
+                    first_seen_ns: edges.signed(9, row),
+                    last_seen_ns: edges.signed(10, row),
+                    ..EdgeStats::default()
+                };
+                stats.latency.merge_bytes(edges.bytes(7, row));
+                let step = steps.entry(step_of(edges.signed(16, row))).or_default();
+                step.edges.entry(key).or_default().merge(&stats);
+            }
+        }
+
+        let mut statement = conn.prepare(
+            "SELECT bucket_ns, node, reports_spans, peer_types, entry_point, first_seen_ns,
+                    last_seen_ns
+             FROM node_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
+        )?;
+        let mut rows = statement.query(range)?;
+        while let Some(row) = rows.next()? {
+            let types: String = row.get(3)?;
+            let facts = NodeFacts {
+                reports_spans: row.get(2)?,
+                peer_types: types.split(',').filter_map(parse_node_type).collect(),
+                entry_point: row.get(4)?,
+                seen: row
+                    .get::<_, Option<i64>>(5)?
+                    .zip(row.get::<_, Option<i64>>(6)?)
+                    .map(|(first_ns, last_ns)| Seen {
+                        first_ns,
+                        last_ns,
+                        count: 1,
+                    }),
+                ..NodeFacts::default()
+            };
+            let step = steps.entry(step_of(row.get(0)?)).or_default();
+            step.nodes
+                .entry(intern(&row.get::<_, String>(1)?))
+                .or_default()
+                .merge(&facts);
+        }
+
+        let mut statement = conn.prepare(
+            "SELECT bucket_ns, node, release, first_seen_ns, last_seen_ns, spans
+             FROM release_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
+        )?;
+        let mut rows = statement.query(range)?;
+        while let Some(row) = rows.next()? {
+            let seen = Seen {
+                first_ns: row.get(3)?,
+                last_ns: row.get(4)?,
+                count: row.get(5)?,
+            };
+            let step = steps.entry(step_of(row.get(0)?)).or_default();
+            let facts = step
+                .nodes
+                .entry(intern(&row.get::<_, String>(1)?))
+                .or_default();
+            note_version(
+                &mut facts.versions,
+                intern(&row.get::<_, String>(2)?),
+                &seen,
+            );
+        }
+
+        let mut statement = conn.prepare(
+            "SELECT bucket_ns, source, target, kind, from_release, to_release, first_seen_ns,
+                    last_seen_ns, calls
+             FROM edge_release_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
+        )?;
+        let mut rows = statement.query(range)?;
+        while let Some(row) = rows.next()? {
+            let key = EdgeKey {
+                from: intern(&row.get::<_, String>(1)?),
+                to: intern(&row.get::<_, String>(2)?),
+                kind: EdgeKind::from_name(&row.get::<_, String>(3)?),
+            };
+            let pair = VersionPair {
+                from: intern(&row.get::<_, String>(4)?),
+                to: intern(&row.get::<_, String>(5)?),
+            };
+            let seen = Seen {
+                first_ns: row.get(6)?,
+                last_ns: row.get(7)?,
+                count: row.get(8)?,
+            };
+            let step = steps.entry(step_of(row.get(0)?)).or_default();
+            if let Some(stats) = step.edges.get_mut(&key) {
+                note_version(&mut stats.versions, pair, &seen);
+            }
+        }
+
+        for (start, aggregate) in steps {
+            each(start, aggregate);
+        }
+        chunk_start = chunk_end;
+    }
+    Ok(())
+}
+
 /// The edges into or out of `node` in each bucket of `width` starting in `[since, until)`, for
 /// charts over time. Rows come ordered by bucket.
 pub fn node_edges(
@@ -610,7 +768,7 @@ impl EdgeColumns {
             match i {
                 0..=2 => cast(column, &DataType::Utf8),
                 3..=6 | 12..=14 => cast(column, &DataType::UInt64),
-                9 | 10 => cast(column, &DataType::Int64),
+                9 | 10 | 16 => cast(column, &DataType::Int64),
                 11 => cast(column, &DataType::Float64),
                 _ => Ok(column.clone()),
             }
@@ -623,7 +781,8 @@ impl EdgeColumns {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| QueryError::Arrow(err.to_string()))?;
         let blob = |i: usize| columns[i].as_any().downcast_ref::<BinaryArray>().is_some();
-        if columns.len() != 16 || !blob(7) || !blob(8) || !blob(15) {
+        // A 17th column, when asked for, is the bucket's start.
+        if !(16..=17).contains(&columns.len()) || !blob(7) || !blob(8) || !blob(15) {
             return Err(QueryError::Arrow(
                 "unexpected columns in the edge bucket query".to_owned(),
             ));

@@ -45,6 +45,18 @@ impl Reader {
         crate::buckets::read_window(&self.conn, since_ns, until_ns)
     }
 
+    /// What was derived in each step of `[since, until)`, for history
+    /// ([`crate::buckets::read_steps`]).
+    pub fn read_steps(
+        &self,
+        step_ns: i64,
+        since_ns: i64,
+        until_ns: i64,
+        each: &mut dyn FnMut(i64, archtrace_analyzer::aggregate::Aggregate),
+    ) -> Result<(), QueryError> {
+        crate::buckets::read_steps(&self.conn, step_ns, since_ns, until_ns, each)
+    }
+
     /// The edges into or out of `node` per bucket of `width` in `[since, until)`.
     pub fn node_edges(
         &self,

@@ -1,0 +1,188 @@
+//! Architecture history of a window from any source: the steps it derived, replayed by
+//! [`archtrace_analyzer::history`], plus the findings that appeared or were resolved between
+//! consecutive slices of the window.
+
+use archtrace_analyzer::analysis::Settings;
+use archtrace_analyzer::history::{
+    self, finding_events, parse_kinds, EventFilter, History, HistorySettings, HOUR_NS,
+};
+use archtrace_analyzer::snapshot::Severity;
+
+use crate::{QueryError, SnapshotSource, Window};
+
+const DAY_NS: i64 = 24 * HOUR_NS;
+/// Findings are compared between at most about this many slices (one analysis each).
+const MAX_FINDING_SLICES: i64 = 48;
+
+/// What a history is asked for with.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryQuery {
+    pub history: HistorySettings,
+    /// For the findings compared between slices.
+    pub analysis: Settings,
+}
+
+impl HistoryQuery {
+    /// The history settings, with fan-in and fan-out thresholds taken from the analysis'.
+    pub fn new(history: HistorySettings, analysis: Settings) -> HistoryQuery {
+        HistoryQuery {
+            history: HistorySettings {
+                fan_in: analysis.thresholds.hub_min_fan_in,
+                fan_out: analysis.thresholds.hub_min_fan_out,
+                ..history
+            },
+            analysis,
+        }
+    }
+}
+
+/// The slice findings are compared over: the step, or a day (a week) when the window holds
+/// more than [`MAX_FINDING_SLICES`] of them.
+pub fn finding_slice(step_ns: i64, window_ns: i64) -> i64 {
+    [step_ns, DAY_NS, 7 * DAY_NS]
+        .into_iter()
+        .find(|slice| window_ns / slice <= MAX_FINDING_SLICES)
+        .unwrap_or(7 * DAY_NS)
+        .max(step_ns)
+}
+
+/// The history of `window` from `source`: events (structural ones from the steps, finding
+/// ones from an analysis per slice) and trend points.
+pub fn history<S: SnapshotSource + ?Sized>(
+    source: &S,
+    window: &Window,
+    query: &HistoryQuery,
+) -> Result<History, QueryError> {
+    let bounded;
+    let window = if window.since_ns == i64::MIN || window.until_ns == i64::MAX {
+        // An open window (all of some trace files) is where the data is.
+        let seen = source.snapshot(window)?.window;
+        let parse = archtrace_analyzer::time::parse_rfc3339;
+        let (Some(since), Some(until)) = (parse(&seen.start), parse(&seen.end)) else {
+            return Err(QueryError::Unsupported(
+                "history needs a bounded window: give --since (e.g. --since 7d)",
+            ));
+        };
+        bounded = Window::new(since, until.max(since + 1))?;
+        &bounded
+    } else {
+        window
+    };
+    if window.environment.is_some() {
+        return Err(QueryError::Unsupported(
+            "history is kept for all environments together: leave out the environment",
+        ));
+    }
+    let settings = &query.history;
+    let step = settings.step_ns.max(1);
+    let since = window.since_ns.div_euclid(step) * step;
+    // What existed before the window must be known to tell what is new in it.
+    let lookback = since.saturating_sub(settings.gone_after_ns.div_euclid(step) * step + step);
+    let periods = source.periods(lookback, window.until_ns, step)?;
+    let mut history = history::replay(&periods, window.since_ns, window.until_ns, settings);
+
+    // Slices on whole multiples of their length, so that runs over overlapping windows (the
+    // notifier's) judge the same slices at the same times; the slice holding `since` is
+    // compared with the one before it.
+    let slice = finding_slice(step, window.until_ns - since);
+    let first = since.div_euclid(slice) * slice;
+    let mut start = first - slice;
+    let mut slices = Vec::new();
+    while start < window.until_ns {
+        let end = (start + slice).min(window.until_ns);
+        let analyzed = source.analyzed(&Window::new(start, end)?, &query.analysis)?;
+        slices.push((start, analyzed.snapshot.findings));
+        start = end;
+    }
+    history.events.extend(finding_events(&slices));
+    history::sort_events(&mut history.events);
+    Ok(history)
+}
+
+/// The parameters of `GET /api/v1/events` and the History page, as given.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+pub struct EventsRequest {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub at: Option<String>,
+    pub step: Option<String>,
+    pub gone_after: Option<String>,
+    /// Comma-separated event kinds.
+    pub kind: Option<String>,
+    /// The lowest severity shown.
+    pub severity: Option<String>,
+    pub service: Option<String>,
+}
+
+/// What [`EventsRequest::resolve`] makes of a request.
+pub struct ResolvedEvents {
+    pub window: Window,
+    pub query: HistoryQuery,
+    pub filter: EventFilter,
+}
+
+impl EventsRequest {
+    /// The window (the last 7 days unless given), the history settings and the filter; an
+    /// error names the parameter at fault.
+    pub fn resolve(&self, now_ns: i64, analysis: &Settings) -> Result<ResolvedEvents, String> {
+        fn given(value: &Option<String>) -> Option<&str> {
+            value.as_deref().filter(|v| !v.trim().is_empty())
+        }
+        let window = match given(&self.at) {
+            Some(at) => Window::at(at, now_ns),
+            None => Window::parse(
+                Some(given(&self.since).unwrap_or("7d")),
+                given(&self.until),
+                now_ns,
+            ),
+        }
+        .map_err(|err| err.to_string())?;
+        let duration = |name: &str, value: Option<&str>, default_ns: i64| match value {
+            None => Ok(default_ns),
+            Some(text) => humantime::parse_duration(text.trim())
+                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                .map_err(|err| format!("{name}={text:?}: {err} (e.g. 1h, 30m, 2d)")),
+        };
+        let defaults = HistorySettings::default();
+        let step_ns = duration("step", given(&self.step), defaults.step_ns)?;
+        if step_ns < MINUTE_NS || step_ns % MINUTE_NS != 0 {
+            return Err(format!(
+                "step: {}s is not a whole number of minutes (buckets are kept per minute and hour)",
+                step_ns / 1_000_000_000
+            ));
+        }
+        let gone_after_ns = duration(
+            "gone_after",
+            given(&self.gone_after),
+            defaults.gone_after_ns,
+        )?
+        .max(step_ns);
+        let kinds = match given(&self.kind) {
+            Some(text) => parse_kinds(text)?,
+            None => Default::default(),
+        };
+        let min_severity = match given(&self.severity) {
+            Some(text) => Severity::parse(text)
+                .ok_or_else(|| format!("severity={text:?}: expected info, warning or error"))?,
+            None => Severity::Info,
+        };
+        Ok(ResolvedEvents {
+            window,
+            query: HistoryQuery::new(
+                HistorySettings {
+                    step_ns,
+                    gone_after_ns,
+                    ..defaults
+                },
+                analysis.clone(),
+            ),
+            filter: EventFilter {
+                kinds,
+                min_severity,
+                service: given(&self.service).map(str::to_owned),
+            },
+        })
+    }
+}
+
+const MINUTE_NS: i64 = 60_000_000_000;
