@@ -7,14 +7,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use archtrace_analyzer::history::HistorySettings;
+use archtrace_analyzer::snapshot::Severity;
 use archtrace_collector::assembly::AssemblySettings;
 use archtrace_collector::journal::LogLimits;
+use archtrace_collector::notify::NotifySettings;
 use archtrace_collector::retention::RetentionSettings;
 use archtrace_collector::server::{
     KeepSpans, DEFAULT_ADMIN_ADDR, DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_REQUESTS_IN_FLIGHT,
 };
 use archtrace_collector::ServerSettings;
+use archtrace_query::HistoryQuery;
 use clap::Args;
 use serde::Deserialize;
 
@@ -92,6 +96,57 @@ pub struct ServeOptions {
     /// (Tempo's span_multiplier_key), used before any other sampling information.
     #[arg(long, env = "ARCHTRACE_SPAN_MULTIPLIER_KEY", value_name = "ATTRIBUTE")]
     pub span_multiplier_key: Option<String>,
+    /// Post architecture events (new and gone services and edges, cycles, regressions,
+    /// findings; see `archtrace events`) to this URL as JSON; a Slack-style incoming webhook
+    /// (hooks.slack.com, or a path starting /services/) gets a `text` message. Repeatable, or
+    /// comma-separated in the environment. Retried with backoff; never slows ingest.
+    #[arg(
+        long = "notify-webhook",
+        env = "ARCHTRACE_NOTIFY_WEBHOOK",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub notify_webhook: Vec<String>,
+    /// The lowest severity posted: info, warning or error. [default: warning]
+    #[arg(long, env = "ARCHTRACE_NOTIFY_MIN_SEVERITY", value_name = "SEVERITY")]
+    pub notify_min_severity: Option<SeverityOption>,
+    /// How often events are looked for. [default: 1m]
+    #[arg(long, env = "ARCHTRACE_NOTIFY_EVERY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub notify_every: Option<Duration>,
+    /// Only events this recent are posted (a server started on old data does not post it
+    /// all). [default: 2h]
+    #[arg(long, env = "ARCHTRACE_NOTIFY_LOOKBACK", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub notify_lookback: Option<Duration>,
+    /// The step events are judged in, as `archtrace events --step`. [default: 1h]
+    #[arg(long, env = "ARCHTRACE_NOTIFY_STEP", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub notify_step: Option<Duration>,
+    /// A service or edge not seen for this long is gone, as `archtrace events --gone-after`.
+    /// [default: 24h]
+    #[arg(long, env = "ARCHTRACE_NOTIFY_GONE_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, deserialize_with = "duration")]
+    pub notify_gone_after: Option<Duration>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SeverityOption {
+    Info,
+    Warning,
+    Error,
+}
+
+impl From<SeverityOption> for Severity {
+    fn from(option: SeverityOption) -> Severity {
+        match option {
+            SeverityOption::Info => Severity::Info,
+            SeverityOption::Warning => Severity::Warning,
+            SeverityOption::Error => Severity::Error,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -152,6 +207,12 @@ impl ServeOptions {
             baseline,
             declared,
             span_multiplier_key,
+            notify_webhook,
+            notify_min_severity,
+            notify_every,
+            notify_lookback,
+            notify_step,
+            notify_gone_after,
         } = self;
         ServeOptions {
             db: db.or(file.db),
@@ -172,6 +233,16 @@ impl ServeOptions {
             baseline: baseline.or(file.baseline),
             declared: declared.or(file.declared),
             span_multiplier_key: span_multiplier_key.or(file.span_multiplier_key),
+            notify_webhook: if notify_webhook.is_empty() {
+                file.notify_webhook
+            } else {
+                notify_webhook
+            },
+            notify_min_severity: notify_min_severity.or(file.notify_min_severity),
+            notify_every: notify_every.or(file.notify_every),
+            notify_lookback: notify_lookback.or(file.notify_lookback),
+            notify_step: notify_step.or(file.notify_step),
+            notify_gone_after: notify_gone_after.or(file.notify_gone_after),
         }
     }
 }
@@ -214,6 +285,7 @@ pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
     if max_requests_in_flight == 0 {
         bail!("max_requests_in_flight must be at least 1");
     }
+    let notify = notify_settings(&options)?;
     let address = |given: Option<SocketAddr>, default: &str| {
         given.unwrap_or_else(|| default.parse().expect("valid default"))
     };
@@ -244,6 +316,7 @@ pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
             derive_edges: !options.no_derive,
             span_multiplier_key: options.span_multiplier_key.map(Into::into),
             references: Default::default(),
+            notify,
             assembly: AssemblySettings {
                 trace_idle: options.trace_idle.unwrap_or(assembly_defaults.trace_idle),
                 late_window: options.late_window.unwrap_or(assembly_defaults.late_window),
@@ -251,6 +324,43 @@ pub fn resolve(options: ServeOptions) -> anyhow::Result<ServeConfig> {
             },
         },
     })
+}
+
+/// The webhooks and how events are judged for them, checked.
+fn notify_settings(options: &ServeOptions) -> anyhow::Result<NotifySettings> {
+    for url in &options.notify_webhook {
+        archtrace_collector::notify::check_webhook(url)
+            .map_err(|why| anyhow::anyhow!("--notify-webhook {url:?}: {why}"))?;
+    }
+    let mut settings = NotifySettings::new(options.notify_webhook.clone());
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let defaults = HistorySettings::default();
+    let step = options.notify_step.map_or(defaults.step_ns, nanos);
+    if step < 60_000_000_000 || step % 60_000_000_000 != 0 {
+        bail!(
+            "--notify-step must be a whole number of minutes: buckets are kept per minute and hour"
+        );
+    }
+    settings.history = HistoryQuery::new(
+        HistorySettings {
+            step_ns: step,
+            gone_after_ns: options
+                .notify_gone_after
+                .map_or(defaults.gone_after_ns, nanos)
+                .max(step),
+            ..defaults
+        },
+        Default::default(),
+    );
+    settings.filter.min_severity = options
+        .notify_min_severity
+        .map_or(Severity::Warning, Severity::from);
+    settings.every = options
+        .notify_every
+        .unwrap_or(settings.every)
+        .max(Duration::from_secs(1));
+    settings.lookback = options.notify_lookback.unwrap_or(settings.lookback);
+    Ok(settings)
 }
 
 pub fn read_token(path: &Path) -> anyhow::Result<String> {

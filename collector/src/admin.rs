@@ -26,6 +26,7 @@ use crate::ingest::IngestMetrics;
 use crate::journal::LogState;
 use crate::live::DeriverMetrics;
 use crate::loader::LoaderMetrics;
+use crate::notify::NotifyMetrics;
 use crate::retention::RetentionMetrics;
 
 #[derive(Clone)]
@@ -35,6 +36,7 @@ pub struct AdminState {
     pub loader: Arc<LoaderMetrics>,
     pub deriver: Arc<DeriverMetrics>,
     pub retention: Arc<RetentionMetrics>,
+    pub notify: Arc<NotifyMetrics>,
     /// False once shutdown has begun, so load balancers stop sending.
     pub ready: Arc<AtomicBool>,
     pub auth: Auth,
@@ -64,6 +66,7 @@ pub fn router(state: AdminState) -> Router {
             loader: state.loader.clone(),
             deriver: state.deriver.clone(),
             retention: state.retention.clone(),
+            notify: state.notify.clone(),
         })),
         source: state.source.clone(),
     };

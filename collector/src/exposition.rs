@@ -21,6 +21,7 @@ use crate::ingest::{IngestMetrics, Outcome, Transport};
 use crate::journal::LogState;
 use crate::live::DeriverMetrics;
 use crate::loader::LoaderMetrics;
+use crate::notify::NotifyMetrics;
 use crate::retention::RetentionMetrics;
 use crate::service_graph::{connection_type, EdgeLabels};
 
@@ -35,13 +36,19 @@ pub struct ServerSeries {
     pub loader: Arc<LoaderMetrics>,
     pub deriver: Arc<DeriverMetrics>,
     pub retention: Arc<RetentionMetrics>,
+    pub notify: Arc<NotifyMetrics>,
 }
 
 impl Collector for ServerSeries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let (ingest, loader, deriver, retention) =
-            (&self.ingest, &self.loader, &self.deriver, &self.retention);
+        let (ingest, loader, deriver, retention, notify) = (
+            &self.ingest,
+            &self.loader,
+            &self.deriver,
+            &self.retention,
+            &self.notify,
+        );
         // Names without `_total`: the OpenMetrics encoder adds it to counters.
         for (name, help, value) in [
             ("archtrace_spans_received", "Spans received in export requests.", load(&ingest.spans_received)),
@@ -57,6 +64,12 @@ impl Collector for ServerSeries {
             ("archtrace_retention_bucket_rows_deleted", "Derived bucket rows deleted as older than --bucket-retention.", load(&retention.bucket_rows_deleted)),
             ("archtrace_retention_transactions", "Transactions retention deleted in (an hour of spans or a day of buckets each).", load(&retention.transactions)),
             ("archtrace_retention_failures", "Prunings that failed (and are tried again later).", load(&retention.failures)),
+            ("archtrace_notify_events", "Architecture events found for the webhooks (each sent to every webhook).", load(&notify.events)),
+            ("archtrace_notify_delivered", "Webhook posts of an event that succeeded.", load(&notify.delivered)),
+            ("archtrace_notify_failed", "Events a webhook never accepted after every retry.", load(&notify.failed)),
+            ("archtrace_notify_retries", "Webhook posts retried after a failure.", load(&notify.retries)),
+            ("archtrace_notify_dropped", "Events not posted because a webhook's queue was full, or at shutdown.", load(&notify.dropped)),
+            ("archtrace_notify_runs_failed", "Looks for events that failed (and are tried again later).", load(&notify.runs_failed)),
         ] {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod journal;
 pub mod live;
 pub mod loader;
+pub mod notify;
 pub mod retention;
 pub mod server;
 pub mod service_graph;

@@ -26,6 +26,7 @@ use crate::ingest::{Ingest, IngestMetrics};
 use crate::journal::{Journal, LogLimits, LogState};
 use crate::live::DeriverMetrics;
 use crate::loader::{Loader, LoaderMetrics};
+use crate::notify::{NotifyMetrics, NotifySettings};
 use crate::retention::{RetentionMetrics, RetentionSettings};
 
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:4317";
@@ -76,6 +77,8 @@ pub struct ServerSettings {
     pub assembly: AssemblySettings,
     /// What the viewer's drift and conformance pages compare with.
     pub references: archtrace_web::server::References,
+    /// Webhooks told of architecture events (none by default).
+    pub notify: NotifySettings,
 }
 
 impl Default for ServerSettings {
@@ -91,6 +94,7 @@ impl Default for ServerSettings {
             span_multiplier_key: None,
             assembly: AssemblySettings::default(),
             references: Default::default(),
+            notify: NotifySettings::new(Vec::new()),
         }
     }
 }
@@ -328,15 +332,24 @@ pub async fn serve(
     });
     let http = axum::serve(listeners.http, http_router).with_graceful_shutdown(stopped());
 
+    let source = Arc::new(StoreSource::live(reader, unwritten));
+    let notify_metrics = Arc::new(NotifyMetrics::default());
+    let notifier = crate::notify::start(
+        source.clone(),
+        store.notified()?,
+        settings.notify.clone(),
+        notify_metrics.clone(),
+    );
     let admin_router = admin::router(AdminState {
         ingest: ingest_metrics,
         log: log_state,
         loader: loader_metrics,
         deriver: deriver_metrics,
         retention: retention_metrics,
+        notify: notify_metrics,
         ready,
         auth,
-        source: Arc::new(StoreSource::live(reader, unwritten)),
+        source,
         references: settings.references.clone(),
     });
     let admin = axum::serve(listeners.admin, admin_router).with_graceful_shutdown(stopped());
@@ -360,6 +373,9 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || {
         if let Some(retention) = retention {
             retention.join();
+        }
+        if let Some(notifier) = notifier {
+            notifier.join();
         }
         let _ = journal_thread.join();
         loader.join();

@@ -83,7 +83,7 @@ pub fn history<S: SnapshotSource + ?Sized>(
 
     // Slices on whole multiples of their length, so that runs over overlapping windows (the
     // notifier's) judge the same slices at the same times; the slice holding `since` is
-    // compared with the one before it.
+    // compared with the one before it, and each slice with the last one that had traffic.
     let slice = finding_slice(step, window.until_ns - since);
     let first = since.div_euclid(slice) * slice;
     let mut start = first - slice;
@@ -91,7 +91,10 @@ pub fn history<S: SnapshotSource + ?Sized>(
     while start < window.until_ns {
         let end = (start + slice).min(window.until_ns);
         let analyzed = source.analyzed(&Window::new(start, end)?, &query.analysis)?;
-        slices.push((start, analyzed.snapshot.findings));
+        // A slice without traffic tells nothing: its findings are not resolved, only unseen.
+        if !analyzed.snapshot.edges.is_empty() {
+            slices.push((start, analyzed.snapshot.findings));
+        }
         start = end;
     }
     history.events.extend(finding_events(&slices));

@@ -6,6 +6,7 @@ mod batch;
 pub mod buckets;
 pub mod bulk;
 pub mod log;
+pub mod notified;
 pub mod read;
 pub mod retention;
 mod schema;
@@ -349,6 +350,11 @@ impl Store {
     /// A connection of its own for deleting what is past retention.
     pub fn pruner(&self) -> Result<retention::Pruner, QueryError> {
         Ok(retention::Pruner::new(self.conn.try_clone()?))
+    }
+
+    /// A connection of its own for the notifier's record of events sent.
+    pub fn notified(&self) -> Result<notified::NotifiedLog, QueryError> {
+        Ok(notified::NotifiedLog::new(self.conn.try_clone()?))
     }
 
     /// A connection of its own for writing derived buckets.

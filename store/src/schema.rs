@@ -211,7 +211,8 @@ const MIGRATIONS: &[&str] = &[
     );",
     // v8: history. A span's `service.version`; when each node and operation pair was seen
     // first and last; the releases each node reported and each edge's calls came from (at most
-    // analyzer::aggregate::MAX_VERSIONS per bucket). Older rows read as unversioned.
+    // analyzer::aggregate::MAX_VERSIONS per bucket); the events already notified. Older rows
+    // read as unversioned.
     "ALTER TABLE spans ADD COLUMN service_version VARCHAR;
     ALTER TABLE operation_buckets ADD COLUMN first_seen_ns BIGINT;
     ALTER TABLE operation_buckets ADD COLUMN last_seen_ns BIGINT;
@@ -237,6 +238,12 @@ const MIGRATIONS: &[&str] = &[
         first_seen_ns BIGINT NOT NULL,
         last_seen_ns BIGINT NOT NULL,
         calls UBIGINT NOT NULL
+    );
+    -- Architecture events a running server has notified its webhooks of, so that a restart
+    -- does not send them again.
+    CREATE TABLE notified_events (
+        event_key VARCHAR PRIMARY KEY,
+        time_ns BIGINT NOT NULL              -- when the event happened
     );",
 ];
 

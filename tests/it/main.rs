@@ -13,6 +13,7 @@ mod durability;
 mod export;
 mod fixtures;
 mod graph;
+mod history;
 mod hotspots;
 mod impact;
 mod import;

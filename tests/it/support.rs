@@ -47,6 +47,15 @@ impl InProcessServer {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("spans.duckdb");
         let store = Store::open(&Location::File(db.clone())).unwrap();
+        InProcessServer::serve(store, dir, settings).await
+    }
+
+    /// Serves a stopped server's store again, with other settings.
+    pub async fn restart(stopped: Stopped, settings: ServerSettings) -> InProcessServer {
+        InProcessServer::serve(stopped.store, stopped._dir, settings).await
+    }
+
+    async fn serve(store: Store, dir: TempDir, settings: ServerSettings) -> InProcessServer {
         let any = "127.0.0.1:0".parse().unwrap();
         let listeners = Listeners::bind(any, any, any).await.unwrap();
         let addrs = listeners.addrs().unwrap();
