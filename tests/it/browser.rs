@@ -79,7 +79,7 @@ pub(crate) async fn open(client: &Client, url: &str) {
 }
 
 /// Clicks what leads to another page and waits until that page's script has run.
-async fn click_through(client: &Client, locator: Locator<'_>) {
+pub(crate) async fn click_through(client: &Client, locator: Locator<'_>) {
     // The page being left is ready too: unmark it, or the wait could end before the next page
     // has even loaded.
     script(client, "document.body.removeAttribute('data-ready')").await;
@@ -104,7 +104,7 @@ pub(crate) async fn count(client: &Client, css: &str) -> usize {
     client.find_all(Locator::Css(css)).await.unwrap().len()
 }
 
-async fn text(client: &Client, css: &str) -> String {
+pub(crate) async fn text(client: &Client, css: &str) -> String {
     client
         .find(Locator::Css(css))
         .await

@@ -19,9 +19,11 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
+use fantoccini::Locator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
+use crate::browser::{click_through, count, open, start_browser, text};
 use crate::instrument::{
     call_at, database_call_at, get_ok, provider_of_release, serve, server_span_at, shutdown, Clock,
 };
@@ -309,6 +311,70 @@ async fn a_release_that_adds_calls_and_drops_one_is_told_with_its_versions() {
         .await
         .unwrap()
         .contains("whole number of minutes"));
+
+    // The History page in a real browser: the trends, the same events, and each event's
+    // drift view.
+    let (_driver, client) = start_browser().await;
+    open(&client, &archtrace.admin_url(&format!("/history?{window}"))).await;
+    assert_eq!(text(&client, "h1").await, "History");
+    assert_eq!(
+        count(&client, "div.charts svg").await,
+        5,
+        "services, edges, cycles, coupling, p99"
+    );
+    let mut rows = Vec::new();
+    for row in client
+        .find_all(Locator::Css("table.events tr.event"))
+        .await
+        .unwrap()
+    {
+        let kind = row.attr("data-kind").await.unwrap().unwrap();
+        let cells = row.find_all(Locator::Css("td")).await.unwrap();
+        let mut texts = Vec::new();
+        for cell in &cells {
+            texts.push(cell.text().await.unwrap());
+        }
+        rows.push((kind, texts[3].clone(), texts[4].clone()));
+    }
+    let mut expected_rows: Vec<(String, String, String)> = events
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.kind.as_str().to_owned(),
+                e.subjects.join(", "),
+                e.versions.join(", "),
+            )
+        })
+        .collect();
+    expected_rows.sort();
+    rows.sort();
+    assert_eq!(rows, expected_rows);
+    // Only warnings and worse: ads gone, and cart's new single point of failure.
+    open(
+        &client,
+        &archtrace.admin_url(&format!("/history?{window}&severity=warning")),
+    )
+    .await;
+    assert_eq!(count(&client, "table.events tr.event").await, 2);
+    open(
+        &client,
+        &archtrace.admin_url(&format!("/history?{window}&kind=new_edge")),
+    )
+    .await;
+    click_through(
+        &client,
+        Locator::Css("tr[data-kind='new_edge'] a.before-after"),
+    )
+    .await;
+    assert_eq!(text(&client, "h1").await, "Drift");
+    let added = text(&client, "ul.added").await;
+    assert!(
+        added.contains("cart → payment") && added.contains("cart → orders"),
+        "{added}"
+    );
+    assert!(text(&client, "ul.removed").await.contains("frontend → ads"));
+    client.close().await.unwrap();
 
     let stopped = archtrace.stop().await;
 

@@ -1,5 +1,7 @@
 //! Charts of one service over the window (calls, errors, p99 latency), drawn by plotters as SVG.
 
+use archtrace_analyzer::history::TrendPoint;
+use archtrace_analyzer::time::parse_rfc3339;
 use archtrace_query::series::Point;
 use plotters::prelude::*;
 
@@ -150,6 +152,45 @@ pub fn service_charts(points: &[Point], window: (i64, i64)) -> [String; 3] {
             Style::Line,
             MAGENTA,
         ),
+    ]
+}
+
+/// The trend charts of the History page: services, edges, cycles and coupling as the
+/// architecture stood at each step, and the p99 of all calls per step.
+pub fn history_charts(trends: &[TrendPoint], window: (i64, i64), step_ns: i64) -> [String; 5] {
+    let series = |value: &dyn Fn(&TrendPoint) -> Option<f64>| -> Vec<(i64, f64)> {
+        trends
+            .iter()
+            .filter_map(|t| Some((parse_rfc3339(&t.start)?, value(t)?)))
+            .collect()
+    };
+    let line = |title: &str, unit: &str, values: Vec<(i64, f64)>, colour: RGBColor| {
+        chart(title, unit, &values, window, step_ns, Style::Line, colour)
+    };
+    [
+        line(
+            "services",
+            "services",
+            series(&|t| Some(t.services as f64)),
+            BLUE,
+        ),
+        line("edges", "edges", series(&|t| Some(t.edges as f64)), CYAN),
+        chart(
+            "cycles",
+            "cycles",
+            &series(&|t| Some(t.cycles as f64)),
+            window,
+            step_ns,
+            Style::Bars,
+            RED,
+        ),
+        line(
+            "average coupling (callers + callees per service)",
+            "services",
+            series(&|t| Some(t.coupling)),
+            GREEN,
+        ),
+        line("p99 of all calls", "ms", series(&|t| t.p99_ms), MAGENTA),
     ]
 }
 

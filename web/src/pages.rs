@@ -8,16 +8,18 @@ use archtrace_analyzer::analysis::Analyzed;
 use archtrace_analyzer::declared::{self, Conformance};
 use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::drift::SnapshotDiff;
+use archtrace_analyzer::history::{Event, History};
 use archtrace_analyzer::impact::{self, Target};
 use archtrace_analyzer::resilience;
 use archtrace_analyzer::risk::Hotspot;
 use archtrace_analyzer::snapshot::{Edge, EntryOperation, Finding, PathShare, Severity, Snapshot};
-use archtrace_analyzer::time::parse_rfc3339;
+use archtrace_analyzer::time::{parse_rfc3339, rfc3339};
 use archtrace_query::Point;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::charts;
 use crate::svg;
+use crate::timefmt;
 use crate::view::{Change, GraphView, Level, ViewEdge, ViewNode};
 
 /// Where links go: to live pages with the window in the URL, or to anchors in the report.
@@ -537,6 +539,63 @@ pub fn conformance_body(result: &Conformance, graph_svg: &str, links: &dyn Links
         p.legend { "Purple: observed but not declared. Grey dashed: declared but not observed." }
         div.graph-frame { (PreEscaped(graph_svg)) }
         p.hint { "Services: " @for (i, n) in result.undeclared_nodes.iter().enumerate() { @if i > 0 { ", " } a href=(links.service(&n.id)) { (n.id) } } @if result.undeclared_nodes.is_empty() { "every observed node is in the catalog." } @else { " are not in the catalog." } }
+    }
+}
+
+/// Where the drift page shows an event: the step it happened in, against the architecture as
+/// known just before it (what was seen within `gone_after`).
+fn before_and_after(event: &Event, step_ns: i64, gone_after_ns: i64) -> String {
+    let step = event.time_ns.div_euclid(step_ns) * step_ns;
+    let query = [
+        ("since", rfc3339(step)),
+        ("until", rfc3339(step + step_ns)),
+        ("compare", "window".to_owned()),
+        ("base_since", rfc3339(step - gone_after_ns.max(step_ns))),
+        ("base_until", rfc3339(step)),
+    ];
+    format!(
+        "/drift?{}",
+        serde_urlencoded::to_string(query).unwrap_or_default()
+    )
+}
+
+/// The History page: trend charts and the timeline of events, each linked to the drift page
+/// between the architecture known before it and its own step.
+pub fn history_body(history: &History, window: (i64, i64)) -> Markup {
+    let step_ns = history.step_s.max(60) * 1_000_000_000;
+    let charts = charts::history_charts(&history.trends, window, step_ns);
+    html! {
+        p.window-note {
+            (history.events.len()) " events · steps of " (timefmt::length(history.step_s * 1_000_000_000))
+            " · a service or edge not seen for " (timefmt::length(history.gone_after_s * 1_000_000_000)) " is gone"
+        }
+        section {
+            h2 { "Trends" }
+            div.charts { @for chart in &charts { div.chart { (PreEscaped(chart)) } } }
+        }
+        section {
+            h2 { "Events" }
+            @if history.events.is_empty() {
+                p.empty { "No events in this window." }
+            } @else {
+                table.events {
+                    thead { tr { th { "time (UTC)" } th { "severity" } th { "event" } th { "about" } th { "releases" } th { "what" } th {} } }
+                    tbody {
+                        @for event in &history.events {
+                            tr.event data-kind=(event.kind.as_str()) data-severity=(event.severity.as_str()) {
+                                td { (event.time.get(..19).unwrap_or(&event.time).replace('T', " ")) }
+                                td class={ "sev-" (event.severity.as_str()) } { (event.severity.as_str()) }
+                                td { (event.kind.as_str().replace('_', " ")) }
+                                td { (event.subjects.join(", ")) }
+                                td.versions { (event.versions.join(", ")) }
+                                td { (event.message) }
+                                td { a.before-after href=(before_and_after(event, step_ns, history.gone_after_s * 1_000_000_000)) { "before / after" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use archtrace_analyzer::analysis::{Analyzed, Settings};
 use archtrace_analyzer::declared::{self, Declared};
 use archtrace_analyzer::drift;
+use archtrace_analyzer::history::EventKind;
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::time::now_ns;
+use archtrace_query::history::EventsRequest;
 use archtrace_query::{error_chain, QueryError, SnapshotSource, Window};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -186,6 +188,7 @@ pub fn router(source: Arc<dyn SnapshotSource>, references: References) -> Router
         .route("/graph", get(graph_page))
         .route("/service/{name}", get(service_page))
         .route("/drift", get(drift_page))
+        .route("/history", get(history_page))
         .route("/conformance", get(conformance_page))
         .route(
             "/static/app.js",
@@ -303,6 +306,7 @@ fn chrome<'a>(
         ("Overview", format!("/{query}"), active == "overview"),
         ("Graph", format!("/graph{query}"), active == "graph"),
         ("Drift", format!("/drift{query}"), active == "drift"),
+        ("History", "/history".to_owned(), active == "history"),
         (
             "Conformance",
             format!("/conformance{query}"),
@@ -537,6 +541,82 @@ async fn service_page(
     let mut nav = Vec::new();
     let form = window_form(&params, &environments, &[]);
     Html(pages::page(chrome(&name, "", &params, &mut nav, form), body).into_string())
+        .into_response()
+}
+
+const STEPS: [(&str, &str); 2] = [("1h", "hourly"), ("1m", "by the minute")];
+
+/// The History page's form: window, step, severity, kind and service.
+fn history_form(request: &EventsRequest) -> Markup {
+    let since = request.since.clone().unwrap_or_else(|| "7d".to_owned());
+    let step = request.step.clone().unwrap_or_else(|| "1h".to_owned());
+    let kinds = request.kind.clone().unwrap_or_default();
+    html! {
+        form.window method="get" {
+            label { "Window "
+                select name="since" {
+                    @for (value, label) in WINDOWS {
+                        option value=(value) selected[since == value] { (label) }
+                    }
+                    @if !WINDOWS.iter().any(|(v, _)| *v == since) { option value=(since) selected { (since) } }
+                }
+            }
+            label { " steps "
+                select name="step" {
+                    @for (value, label) in STEPS { option value=(value) selected[step == value] { (label) } }
+                    @if !STEPS.iter().any(|(v, _)| *v == step) { option value=(step) selected { (step) } }
+                }
+            }
+            label { " at least "
+                select name="severity" {
+                    @for severity in ["info", "warning", "error"] {
+                        option value=(severity) selected[request.severity.as_deref() == Some(severity)] { (severity) }
+                    }
+                }
+            }
+            label { " event "
+                select name="kind" {
+                    option value="" { "any" }
+                    @for kind in EventKind::ALL {
+                        option value=(kind.as_str()) selected[kinds == kind.as_str()] { (kind.as_str().replace('_', " ")) }
+                    }
+                }
+            }
+            label { " service " input type="text" name="service" value=[request.service.as_deref()] size="14"; }
+            @if let Some(gone_after) = &request.gone_after { input type="hidden" name="gone_after" value=(gone_after); }
+            button type="submit" { "Apply" }
+        }
+    }
+}
+
+async fn history_page(
+    State(state): State<ViewerState>,
+    Query(request): Query<EventsRequest>,
+) -> Response {
+    let resolved = match request.resolve(now_ns(), &state.settings) {
+        Ok(resolved) => resolved,
+        Err(message) => return error_page(StatusCode::BAD_REQUEST, &message),
+    };
+    let window = (resolved.window.since_ns, resolved.window.until_ns);
+    let source = state.source.clone();
+    let history = match blocking(move || {
+        let mut history = source.history(&resolved.window, &resolved.query)?;
+        resolved.filter.apply(&mut history);
+        Ok(history)
+    })
+    .await
+    {
+        Ok(history) => history,
+        Err(response) => return response,
+    };
+    let body = html! {
+        p.window-note { (timefmt::window(window.0, window.1, now_ns())) }
+        (pages::history_body(&history, window))
+    };
+    let mut nav = Vec::new();
+    let params = Params::default();
+    let form = history_form(&request);
+    Html(pages::page(chrome("History", "history", &params, &mut nav, form), body).into_string())
         .into_response()
 }
 
