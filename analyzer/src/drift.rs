@@ -13,7 +13,7 @@ use crate::declared::{conform, Declared};
 use crate::derive::{EdgeKind, NodeType};
 use crate::findings::longest_sync_chain;
 use crate::rules::{CheckSettings, CyclePolicy, DomainTable, Policy, Rules, Selector};
-use crate::snapshot::{Finding, FindingKind, Severity, Snapshot, Window};
+use crate::snapshot::{Edge, Finding, FindingKind, Severity, Snapshot, Window};
 
 /// An edge as drift sees it: its identity and its traffic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -22,6 +22,10 @@ pub struct EdgeRef {
     pub to: String,
     pub kind: EdgeKind,
     pub calls: u64,
+    /// The releases its calls came from (`caller version -> callee version`), first seen
+    /// first: for a new edge, the first is the release that introduced it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -58,11 +62,11 @@ fn finding_key(finding: &Finding) -> (FindingKind, &[String]) {
     (finding.kind, &finding.subjects)
 }
 
-fn edge_refs(snapshot: &Snapshot) -> BTreeMap<(&str, &str, EdgeKind), u64> {
+fn edge_refs(snapshot: &Snapshot) -> BTreeMap<(&str, &str, EdgeKind), &Edge> {
     snapshot
         .edges
         .iter()
-        .map(|e| ((e.from.as_str(), e.to.as_str(), e.kind), e.calls))
+        .map(|e| ((e.from.as_str(), e.to.as_str(), e.kind), e))
         .collect()
 }
 
@@ -84,15 +88,16 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> SnapshotDiff {
             .collect()
     };
     let (old_edges, new_edges) = (edge_refs(old), edge_refs(new));
-    let edges_only_in = |a: &BTreeMap<(&str, &str, EdgeKind), u64>,
-                         b: &BTreeMap<(&str, &str, EdgeKind), u64>| {
+    let edges_only_in = |a: &BTreeMap<(&str, &str, EdgeKind), &Edge>,
+                         b: &BTreeMap<(&str, &str, EdgeKind), &Edge>| {
         a.iter()
             .filter(|(key, _)| !b.contains_key(*key))
-            .map(|((from, to, kind), calls)| EdgeRef {
+            .map(|((from, to, kind), edge)| EdgeRef {
                 from: from.to_string(),
                 to: to.to_string(),
                 kind: *kind,
-                calls: *calls,
+                calls: edge.calls,
+                versions: edge.release_words(),
             })
             .collect()
     };
@@ -712,20 +717,70 @@ fn edge_items(edges: &[EdgeRef], rule: &str, level: Policy, verb: &str) -> Vec<I
     };
     edges
         .iter()
-        .map(|e| Item {
-            rule: rule.to_owned(),
-            severity,
-            status: Status::New,
-            subject: edge_subject(&e.from, &e.to),
-            message: format!(
-                "{verb} {} dependency: {} → {} ({} call{})",
-                e.kind.as_str(),
-                e.from,
-                e.to,
-                e.calls,
-                if e.calls == 1 { "" } else { "s" }
-            ),
-            edges: vec![(e.from.clone(), e.to.clone())],
+        .map(|e| {
+            // Which release brought a new edge; which one last made a removed edge's calls.
+            let release = match verb {
+                "new" => e.versions.first().map(|v| format!("; introduced by {v}")),
+                _ => e.versions.last().map(|v| format!("; last from {v}")),
+            };
+            Item {
+                rule: rule.to_owned(),
+                severity,
+                status: Status::New,
+                subject: edge_subject(&e.from, &e.to),
+                message: format!(
+                    "{verb} {} dependency: {} → {} ({} call{}{})",
+                    e.kind.as_str(),
+                    e.from,
+                    e.to,
+                    e.calls,
+                    if e.calls == 1 { "" } else { "s" },
+                    release.unwrap_or_default()
+                ),
+                edges: vec![(e.from.clone(), e.to.clone())],
+            }
+        })
+        .collect()
+}
+
+/// Releases of services the baseline knows that it never saw: which versions the observed
+/// architecture comes from (information, never a failure; only when both snapshots tell
+/// versions).
+fn release_items(baseline: &Snapshot, observed: &Snapshot) -> Vec<Item> {
+    let releases = |snapshot: &Snapshot| -> BTreeMap<String, Vec<String>> {
+        snapshot
+            .nodes
+            .iter()
+            .filter(|n| !n.versions.is_empty())
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    n.versions.iter().map(|r| r.version.clone()).collect(),
+                )
+            })
+            .collect()
+    };
+    let (before, now) = (releases(baseline), releases(observed));
+    now.iter()
+        .filter_map(|(node, versions)| {
+            let known = before.get(node)?;
+            let fresh: Vec<&String> = versions.iter().filter(|v| !known.contains(v)).collect();
+            (!fresh.is_empty()).then(|| Item {
+                rule: "releases".to_owned(),
+                severity: Severity::Info,
+                status: Status::New,
+                subject: node.clone(),
+                message: format!(
+                    "{node} runs {} here; the baseline saw {}",
+                    fresh
+                        .iter()
+                        .map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    known.join(", ")
+                ),
+                edges: Vec::new(),
+            })
         })
         .collect()
 }
@@ -809,6 +864,10 @@ pub fn check(
                     }),
             );
         }
+    }
+
+    if let Some(baseline) = &baseline {
+        items.extend(release_items(baseline, &observed));
     }
 
     if c.cycles != CyclePolicy::Allow {
@@ -966,6 +1025,76 @@ mod tests {
         denied.sort();
         // cart is in the data domain by name, db:orders by type.
         assert_eq!(denied, ["gateway -> cart", "gateway -> db:orders"]);
+    }
+
+    #[test]
+    fn a_new_edge_names_the_release_that_introduced_it() {
+        use crate::snapshot::{Release, ReleasePair};
+        let release = |version: &str| Release {
+            version: version.to_owned(),
+            first_seen: String::new(),
+            last_seen: String::new(),
+            spans: 1,
+        };
+        let mut baseline = shop_with(&[]);
+        let mut observed = shop_with(&[("cart", "payment")]);
+        for (snapshot, versions) in [
+            (&mut baseline, vec!["1.0"]),
+            (&mut observed, vec!["1.0", "1.1"]),
+        ] {
+            let cart = snapshot.nodes.iter_mut().find(|n| n.id == "cart").unwrap();
+            cart.versions = versions.into_iter().map(release).collect();
+        }
+        let edge = observed
+            .edges
+            .iter_mut()
+            .find(|e| e.to == "payment")
+            .unwrap();
+        edge.versions = ["1.1", "1.2"]
+            .map(|cart| ReleasePair {
+                from_version: cart.to_owned(),
+                to_version: "2.0".to_owned(),
+                first_seen: String::new(),
+                last_seen: String::new(),
+                calls: 1,
+            })
+            .to_vec();
+        let report = check(&observed, Some(&baseline), None, &Rules::default());
+        let message = |rule: &str| {
+            report
+                .items
+                .iter()
+                .find(|i| i.rule == rule)
+                .map(|i| i.message.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            message("new-edges").ends_with("; introduced by cart 1.1 -> payment 2.0)"),
+            "{}",
+            message("new-edges")
+        );
+        assert_eq!(
+            message("releases"),
+            "cart runs 1.1 here; the baseline saw 1.0"
+        );
+        let releases = report.items.iter().find(|i| i.rule == "releases").unwrap();
+        assert_eq!(
+            releases.severity,
+            Severity::Info,
+            "a new release alone never fails"
+        );
+        // Without versions in the snapshots, nothing about releases.
+        let plain = check(
+            &shop_with(&[("cart", "payment")]),
+            Some(&shop_with(&[])),
+            None,
+            &Rules::default(),
+        );
+        assert!(plain.items.iter().all(|i| i.rule != "releases"));
+        assert!(!plain
+            .items
+            .iter()
+            .any(|i| i.message.contains("introduced by")));
     }
 
     #[test]

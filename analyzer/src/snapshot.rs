@@ -191,6 +191,28 @@ impl Edge {
         )
     }
 
+    /// Its releases as `caller version -> callee version` (a side without one is its name
+    /// alone), first seen first.
+    pub fn release_words(&self) -> Vec<String> {
+        let side = |node: &str, version: &str| {
+            if version.is_empty() {
+                node.to_owned()
+            } else {
+                format!("{node} {version}")
+            }
+        };
+        self.versions
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} -> {}",
+                    side(&self.from, &p.from_version),
+                    side(&self.to, &p.to_version)
+                )
+            })
+            .collect()
+    }
+
     /// The estimated calls: what rates and charts use.
     pub fn estimate(&self) -> f64 {
         self.estimated_calls.unwrap_or(self.calls as f64)
