@@ -287,12 +287,6 @@ fn release_words(node: &str, versions: &BTreeMap<Arc<str>, Seen>) -> Vec<String>
         .collect()
 }
 
-struct EdgeMemory {
-    last_step: usize,
-    last_seen_ns: i64,
-    versions: BTreeMap<VersionPair, Seen>,
-}
-
 /// The cycles among services of the present edges, as (synchronous?, sorted members): a cycle
 /// that is exactly a synchronous one counts once, as synchronous, as in the findings.
 fn cycles_of(
@@ -404,7 +398,8 @@ pub fn replay(
     let mut events = Vec::new();
     let mut trends = Vec::new();
 
-    let mut edge_memory: HashMap<EdgeKey, EdgeMemory> = HashMap::new();
+    // While an edge is present: the step it was last seen in (its figures are that step's).
+    let mut edge_memory: HashMap<EdgeKey, usize> = HashMap::new();
     let mut service_memory: HashMap<Arc<str>, (usize, i64)> = HashMap::new();
     let mut present_edges: BTreeSet<EdgeKey> = BTreeSet::new();
     let mut present_services: BTreeSet<Arc<str>> = BTreeSet::new();
@@ -450,14 +445,7 @@ pub fn replay(
                     events.push(new_edge_event(key, edge, period));
                 }
             }
-            edge_memory.insert(
-                key.clone(),
-                EdgeMemory {
-                    last_step: index,
-                    last_seen_ns: edge.last_seen_ns,
-                    versions: edge.versions.clone(),
-                },
-            );
+            edge_memory.insert(key.clone(), index);
             edges_due
                 .entry(index + gone_steps)
                 .or_default()
@@ -483,17 +471,18 @@ pub fn replay(
         }
         // Departures: what was last seen `gone_steps` ago.
         for key in edges_due.remove(&index).unwrap_or_default() {
-            let Some(memory) = edge_memory.get(&key) else {
+            let Some(&last_step) = edge_memory.get(&key) else {
                 continue;
             };
-            if memory.last_step + gone_steps != index {
+            if last_step + gone_steps != index {
                 continue;
             }
             changed = true;
             present_edges.remove(&key);
-            let memory = edge_memory.remove(&key).expect("looked up above");
+            edge_memory.remove(&key);
             previous.remove(&key);
-            if reported {
+            let last = by_step.get(&last_step).and_then(|p| p.edges.get(&key));
+            if let (true, Some(memory)) = (reported, last) {
                 events.push(Event {
                     time: rfc3339(start_ns),
                     time_ns: start_ns,

@@ -88,8 +88,10 @@ pub fn history<S: SnapshotSource + ?Sized>(
     let first = since.div_euclid(slice) * slice;
     let mut start = first - slice;
     let mut slices = Vec::new();
-    while start < window.until_ns {
-        let end = (start + slice).min(window.until_ns);
+    // Whole slices only: a slice cut short by the window's end has less traffic, and its
+    // thresholds on counts would "resolve" findings that are still there.
+    while start + slice <= window.until_ns {
+        let end = start + slice;
         let analyzed = source.analyzed(&Window::new(start, end)?, &query.analysis)?;
         // A slice without traffic tells nothing: its findings are not resolved, only unseen.
         if !analyzed.snapshot.edges.is_empty() {

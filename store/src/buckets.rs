@@ -612,19 +612,20 @@ pub fn read_steps(
                     to: intern(edges.text(1, row)),
                     kind: EdgeKind::from_name(edges.text(2, row)),
                 };
-                let mut stats = EdgeStats {
-                    calls: edges.number(3, row),
-                    estimated_calls: edges.real(11, row),
-                    errors: edges.number(4, row),
-                    traces: edges.number(5, row),
-                    max_calls_per_trace: edges.number(6, row),
-                    first_seen_ns: edges.signed(9, row),
-                    last_seen_ns: edges.signed(10, row),
-                    ..EdgeStats::default()
-                };
-                stats.latency.merge_bytes(edges.bytes(7, row));
                 let step = steps.entry(step_of(edges.signed(16, row))).or_default();
-                step.edges.entry(key).or_default().merge(&stats);
+                // Summed in place: no sketch is copied.
+                let stats = step.edges.entry(key).or_default();
+                let (first, last) = (edges.signed(9, row), edges.signed(10, row));
+                if stats.calls == 0 {
+                    (stats.first_seen_ns, stats.last_seen_ns) = (first, last);
+                }
+                stats.calls += edges.number(3, row);
+                stats.estimated_calls += edges.real(11, row);
+                stats.errors += edges.number(4, row);
+                stats.traces += edges.number(5, row);
+                stats.first_seen_ns = stats.first_seen_ns.min(first);
+                stats.last_seen_ns = stats.last_seen_ns.max(last);
+                stats.latency.merge_bytes(edges.bytes(7, row));
             }
         }
 

@@ -202,6 +202,12 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
     {
         span.resend_count = 1;
     }
+    // Two releases of the hotel, trace by trace, read from the exporter's ResourceAttributes.
+    for (n, trace) in hotel.iter_mut().enumerate() {
+        for span in trace {
+            span.version = Some(std::sync::Arc::from(if n % 2 == 0 { "1.0" } else { "1.1" }));
+        }
+    }
     runtime.block_on(async {
         let mut insert = otel
             .clone()
@@ -249,6 +255,11 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
     assert!(
         expected.edges.iter().any(|e| e.resilience.retries > 0),
         "the resent requests count as retries"
+    );
+    assert!(
+        expected.edges.iter().any(|e| e.versions.len() == 2)
+            && expected.nodes.iter().any(|n| n.versions.len() == 2),
+        "both releases are kept per edge and node"
     );
     let from = clickhouse.address("otel");
     let bounds = ["--since", &rfc3339(since), "--until", &rfc3339(until)];

@@ -101,7 +101,11 @@ fn attribute_map(json: &str) -> Vec<(String, String)> {
 /// The exporter's row for a span; `legacy` spells kinds and statuses as exporters before
 /// v0.100 did (`SPAN_KIND_SERVER`, `STATUS_CODE_ERROR`).
 pub fn otel_row(span: &Span, legacy: bool) -> OtelSpan {
-    let resource = attribute_map(&span.detail.resource_attributes_json);
+    let mut resource = attribute_map(&span.detail.resource_attributes_json);
+    if let Some(version) = &span.version {
+        resource.retain(|(key, _)| key != "service.version");
+        resource.push(("service.version".to_owned(), version.to_string()));
+    }
     let service_name = resource
         .iter()
         .find(|(key, _)| key == "service.name")
