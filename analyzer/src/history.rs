@@ -925,8 +925,15 @@ fn finding_event(kind: EventKind, finding: &Finding, start_ns: i64) -> Event {
     }
 }
 
+/// "1 day", "3 days", "1 h", "30 min", "45 s".
 fn seconds_words(seconds: i64) -> String {
-    humantime::format_duration(std::time::Duration::from_secs(seconds.max(0) as u64)).to_string()
+    let plural = |n: i64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    match seconds {
+        s if s >= 86_400 && s % 86_400 == 0 => plural(s / 86_400, "day"),
+        s if s >= 3_600 && s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
 }
 
 /// Events as a table for the terminal, oldest first.
@@ -1460,6 +1467,10 @@ mod tests {
         let history = replay_hours(&periods, 1, 2, 24);
         let text = text(&history);
         assert!(text.starts_with("2 events from"), "{text}");
+        assert!(
+            text.contains("(steps of 1 h, gone after 1 day without a call)"),
+            "{text}"
+        );
         assert!(
             text.contains("new_edge") && text.contains("web → a|b"),
             "{text}"

@@ -440,6 +440,8 @@ impl From<SeverityArg> for Severity {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum HotspotFormat {
+    /// For a terminal (also `text`).
+    #[value(alias = "text")]
     Table,
     Json,
     Markdown,
