@@ -20,7 +20,7 @@ use crate::aggregate::{Aggregate, EdgeKey, NodeFacts, Seen, VersionPair};
 use crate::derive::{EdgeKind, NodeType};
 use crate::render::markdown_cell;
 use crate::sketch::LatencySketch;
-use crate::snapshot::{Finding, Severity};
+use crate::snapshot::{release_pair_words, Finding, Severity};
 use crate::time::rfc3339;
 
 pub const HOUR_NS: i64 = 3_600_000_000_000;
@@ -84,6 +84,19 @@ impl Period {
         self.nodes
             .get(name)
             .map_or(NodeType::Service, NodeFacts::node_type)
+    }
+}
+
+/// Steps are whole minutes, since buckets are kept per minute and per hour.
+pub fn check_step(step_ns: i64) -> Result<(), String> {
+    const MINUTE_NS: i64 = 60_000_000_000;
+    if step_ns >= MINUTE_NS && step_ns % MINUTE_NS == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "a step of {} s is not a whole number of minutes (buckets are kept per minute and hour)",
+            step_ns as f64 / 1e9
+        ))
     }
 }
 
@@ -259,22 +272,9 @@ fn kind_word(kind: EdgeKind) -> &'static str {
 fn pair_words(key: &EdgeKey, versions: &BTreeMap<VersionPair, Seen>) -> Vec<String> {
     let mut pairs: Vec<(&VersionPair, &Seen)> = versions.iter().collect();
     pairs.sort_by_key(|(pair, seen)| (seen.first_ns, (*pair).clone()));
-    let side = |node: &str, version: &str| {
-        if version.is_empty() {
-            node.to_owned()
-        } else {
-            format!("{node} {version}")
-        }
-    };
     pairs
         .into_iter()
-        .map(|(pair, _)| {
-            format!(
-                "{} -> {}",
-                side(&key.from, &pair.from),
-                side(&key.to, &pair.to)
-            )
-        })
+        .map(|(pair, _)| release_pair_words(&key.from, &pair.from, &key.to, &pair.to))
         .collect()
 }
 

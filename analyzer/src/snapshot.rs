@@ -194,22 +194,9 @@ impl Edge {
     /// Its releases as `caller version -> callee version` (a side without one is its name
     /// alone), first seen first.
     pub fn release_words(&self) -> Vec<String> {
-        let side = |node: &str, version: &str| {
-            if version.is_empty() {
-                node.to_owned()
-            } else {
-                format!("{node} {version}")
-            }
-        };
         self.versions
             .iter()
-            .map(|p| {
-                format!(
-                    "{} -> {}",
-                    side(&self.from, &p.from_version),
-                    side(&self.to, &p.to_version)
-                )
-            })
+            .map(|p| release_pair_words(&self.from, &p.from_version, &self.to, &p.to_version))
             .collect()
     }
 
@@ -498,6 +485,19 @@ impl std::ops::Index<&str> for Evidence {
 /// Milliseconds rounded to microseconds, so that snapshots do not churn in the last digits.
 fn millis(nanos: f64) -> f64 {
     (nanos / 1_000.0).round() / 1_000.0
+}
+
+/// A call's releases in words: `cart 1.1 -> payment 2.0`, a side without a version by its
+/// name alone.
+pub fn release_pair_words(from: &str, from_version: &str, to: &str, to_version: &str) -> String {
+    let side = |node: &str, version: &str| {
+        if version.is_empty() {
+            node.to_owned()
+        } else {
+            format!("{node} {version}")
+        }
+    };
+    format!("{} -> {}", side(from, from_version), side(to, to_version))
 }
 
 fn releases(versions: &BTreeMap<Arc<str>, Seen>) -> Vec<Release> {

@@ -336,11 +336,8 @@ fn notify_settings(options: &ServeOptions) -> anyhow::Result<NotifySettings> {
     let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     let defaults = HistorySettings::default();
     let step = options.notify_step.map_or(defaults.step_ns, nanos);
-    if step < 60_000_000_000 || step % 60_000_000_000 != 0 {
-        bail!(
-            "--notify-step must be a whole number of minutes: buckets are kept per minute and hour"
-        );
-    }
+    archtrace_analyzer::history::check_step(step)
+        .map_err(|why| anyhow::anyhow!("--notify-step: {why}"))?;
     settings.history = HistoryQuery::new(
         HistorySettings {
             step_ns: step,

@@ -18,7 +18,7 @@ use archtrace_analyzer::analysis::{Analyzed, Settings};
 use archtrace_analyzer::findings::Thresholds;
 use archtrace_analyzer::history::{self, EventFilter, EventKind, HistorySettings};
 use archtrace_analyzer::rules::Rules;
-use archtrace_analyzer::snapshot::{Level, Severity, Snapshot};
+use archtrace_analyzer::snapshot::{Level, Snapshot};
 use archtrace_analyzer::{check_output, drift, render};
 use archtrace_formats::import::{self, OnBadInput};
 use archtrace_query::files::{read_snapshot, ReadOptions};
@@ -27,6 +27,7 @@ use archtrace_query::{HistoryQuery, SnapshotSource};
 use archtrace_store::{Location, Store};
 use archtrace_workload::loadgen::{self, LoadgenOptions, Protocol};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use config::SeverityOption;
 
 const ABOUT: &str = "Learns the runtime architecture of a distributed system from its \
 OpenTelemetry traces, and tells where it is coupled and risky.";
@@ -404,8 +405,8 @@ struct EventsArgs {
     #[arg(long, value_name = "KINDS", value_parser = parse_event_kinds)]
     kind: Option<BTreeSet<EventKind>>,
     /// Only events at or above this severity.
-    #[arg(long, value_enum, default_value_t = SeverityArg::Info)]
-    min_severity: SeverityArg,
+    #[arg(long, value_enum, default_value_t = SeverityOption::Info)]
+    min_severity: SeverityOption,
     /// Only events about this service (as a subject, or an end of an edge).
     #[arg(long, value_name = "NAME")]
     service: Option<String>,
@@ -419,23 +420,6 @@ struct EventsArgs {
 
 fn parse_event_kinds(text: &str) -> Result<BTreeSet<EventKind>, String> {
     history::parse_kinds(text)
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SeverityArg {
-    Info,
-    Warning,
-    Error,
-}
-
-impl From<SeverityArg> for Severity {
-    fn from(severity: SeverityArg) -> Severity {
-        match severity {
-            SeverityArg::Info => Severity::Info,
-            SeverityArg::Warning => Severity::Warning,
-            SeverityArg::Error => Severity::Error,
-        }
-    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -889,12 +873,7 @@ fn events(mut args: EventsArgs) -> anyhow::Result<()> {
     }
     let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     let step = nanos(args.step);
-    if step < 60_000_000_000 || step % 60_000_000_000 != 0 {
-        anyhow::bail!(
-            "--step {} is not a whole number of minutes: buckets are kept per minute and hour",
-            humantime::format_duration(args.step)
-        );
-    }
+    history::check_step(step).map_err(|why| anyhow::anyhow!("--step: {why}"))?;
     let thresholds = load_thresholds(args.thresholds.as_deref())?;
     let query = HistoryQuery::new(
         HistorySettings {

@@ -4,7 +4,7 @@
 
 use archtrace_analyzer::analysis::Settings;
 use archtrace_analyzer::history::{
-    self, finding_events, parse_kinds, EventFilter, History, HistorySettings, HOUR_NS,
+    self, check_step, finding_events, parse_kinds, EventFilter, History, HistorySettings, HOUR_NS,
 };
 use archtrace_analyzer::snapshot::Severity;
 
@@ -150,12 +150,7 @@ impl EventsRequest {
         };
         let defaults = HistorySettings::default();
         let step_ns = duration("step", given(&self.step), defaults.step_ns)?;
-        if step_ns < MINUTE_NS || step_ns % MINUTE_NS != 0 {
-            return Err(format!(
-                "step: {}s is not a whole number of minutes (buckets are kept per minute and hour)",
-                step_ns / 1_000_000_000
-            ));
-        }
+        check_step(step_ns).map_err(|why| format!("step: {why}"))?;
         let gone_after_ns = duration(
             "gone_after",
             given(&self.gone_after),
@@ -189,5 +184,3 @@ impl EventsRequest {
         })
     }
 }
-
-const MINUTE_NS: i64 = 60_000_000_000;

@@ -340,24 +340,7 @@ fn read(
                 Some(stats) => stats,
                 None => edge_index.entry(key_text.clone()).or_default(),
             };
-            let (first, last) = (edges.signed(9, row), edges.signed(10, row));
-            if stats.calls == 0 {
-                (stats.first_seen_ns, stats.last_seen_ns) = (first, last);
-            }
-            stats.calls += edges.number(3, row);
-            stats.estimated_calls += edges.real(11, row);
-            stats.errors += edges.number(4, row);
-            stats.traces += edges.number(5, row);
-            stats.max_calls_per_trace = stats.max_calls_per_trace.max(edges.number(6, row));
-            stats.first_seen_ns = stats.first_seen_ns.min(first);
-            stats.last_seen_ns = stats.last_seen_ns.max(last);
-            // A sketch that does not decode (a damaged file) counts as empty.
-            stats.latency.merge_bytes(edges.bytes(7, row));
-            stats.server_latency.merge_bytes(edges.bytes(8, row));
-            stats.retries += edges.number(12, row);
-            stats.max_attempts = stats.max_attempts.max(edges.number(13, row));
-            stats.fallbacks += edges.number(14, row);
-            stats.error_latency.merge_bytes(edges.bytes(15, row));
+            edges.add_row(row, stats);
         }
     }
     for (key_text, stats) in edge_index {
@@ -614,18 +597,7 @@ pub fn read_steps(
                 };
                 let step = steps.entry(step_of(edges.signed(16, row))).or_default();
                 // Summed in place: no sketch is copied.
-                let stats = step.edges.entry(key).or_default();
-                let (first, last) = (edges.signed(9, row), edges.signed(10, row));
-                if stats.calls == 0 {
-                    (stats.first_seen_ns, stats.last_seen_ns) = (first, last);
-                }
-                stats.calls += edges.number(3, row);
-                stats.estimated_calls += edges.real(11, row);
-                stats.errors += edges.number(4, row);
-                stats.traces += edges.number(5, row);
-                stats.first_seen_ns = stats.first_seen_ns.min(first);
-                stats.last_seen_ns = stats.last_seen_ns.max(last);
-                stats.latency.merge_bytes(edges.bytes(7, row));
+                edges.add_row(row, step.edges.entry(key).or_default());
             }
         }
 
@@ -789,6 +761,28 @@ impl EdgeColumns {
             ));
         }
         Ok(EdgeColumns { columns })
+    }
+
+    /// Adds one row of the edge bucket query to `stats`.
+    fn add_row(&self, row: usize, stats: &mut EdgeStats) {
+        let (first, last) = (self.signed(9, row), self.signed(10, row));
+        if stats.calls == 0 {
+            (stats.first_seen_ns, stats.last_seen_ns) = (first, last);
+        }
+        stats.calls += self.number(3, row);
+        stats.estimated_calls += self.real(11, row);
+        stats.errors += self.number(4, row);
+        stats.traces += self.number(5, row);
+        stats.max_calls_per_trace = stats.max_calls_per_trace.max(self.number(6, row));
+        stats.first_seen_ns = stats.first_seen_ns.min(first);
+        stats.last_seen_ns = stats.last_seen_ns.max(last);
+        // A sketch that does not decode (a damaged file, or left out as empty) adds nothing.
+        stats.latency.merge_bytes(self.bytes(7, row));
+        stats.server_latency.merge_bytes(self.bytes(8, row));
+        stats.retries += self.number(12, row);
+        stats.max_attempts = stats.max_attempts.max(self.number(13, row));
+        stats.fallbacks += self.number(14, row);
+        stats.error_latency.merge_bytes(self.bytes(15, row));
     }
 
     fn text(&self, index: usize, row: usize) -> &str {

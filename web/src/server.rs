@@ -260,23 +260,30 @@ const WINDOWS: [(&str, &str); 6] = [
     ("30d", "last 30 days"),
 ];
 
+/// The window picker: the usual windows, and the one given when it is none of them.
+fn since_select(since: &str) -> Markup {
+    let custom = !WINDOWS.iter().any(|(value, _)| *value == since);
+    html! {
+        label { "Window "
+            select name="since" {
+                @for (value, label) in WINDOWS {
+                    option value=(value) selected[since == value] { (label) }
+                }
+                @if custom { option value=(since) selected { (since) } }
+            }
+        }
+    }
+}
+
 fn window_form(
     params: &Params,
     environments: &[String],
     keep: &[(&str, Option<String>)],
 ) -> Markup {
     let since = params.since.clone().unwrap_or_else(|| "1h".to_owned());
-    let custom = !WINDOWS.iter().any(|(value, _)| *value == since);
     html! {
         form.window method="get" {
-            label { "Window "
-                select name="since" {
-                    @for (value, label) in WINDOWS {
-                        option value=(value) selected[since == value] { (label) }
-                    }
-                    @if custom { option value=(since) selected { (since) } }
-                }
-            }
+            (since_select(&since))
             label { " until " input type="text" name="until" placeholder="now" value=[params.until.as_deref()] size="22"; }
             label { " environment "
                 select name="env" {
@@ -553,14 +560,7 @@ fn history_form(request: &EventsRequest) -> Markup {
     let kinds = request.kind.clone().unwrap_or_default();
     html! {
         form.window method="get" {
-            label { "Window "
-                select name="since" {
-                    @for (value, label) in WINDOWS {
-                        option value=(value) selected[since == value] { (label) }
-                    }
-                    @if !WINDOWS.iter().any(|(v, _)| *v == since) { option value=(since) selected { (since) } }
-                }
-            }
+            (since_select(&since))
             label { " steps "
                 select name="step" {
                     @for (value, label) in STEPS { option value=(value) selected[step == value] { (label) } }
