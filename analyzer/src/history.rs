@@ -25,65 +25,242 @@ use crate::time::rfc3339;
 
 pub const HOUR_NS: i64 = 3_600_000_000_000;
 
+/// A node's or an edge's number in [`Periods`]: the replay compares numbers, not names.
+pub type Id = u32;
+
+/// An edge by the numbers of its ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeIds {
+    pub from: Id,
+    pub to: Id,
+    pub kind: EdgeKind,
+}
+
+/// The steps of a window, as [`replay`] reads them: names and edges are numbered once, and
+/// each step holds numbers and figures only.
+#[derive(Clone, Debug, Default)]
+pub struct Periods {
+    names: Vec<Arc<str>>,
+    name_ids: HashMap<Arc<str>, Id>,
+    edges: Vec<EdgeIds>,
+    edge_ids: HashMap<EdgeIds, Id>,
+    /// By start.
+    pub steps: BTreeMap<i64, Period>,
+}
+
 /// What one step of time showed: the edges and nodes seen in it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Period {
     pub start_ns: i64,
-    pub edges: BTreeMap<EdgeKey, PeriodEdge>,
-    pub nodes: BTreeMap<Arc<str>, NodeFacts>,
+    /// One per edge, ordered by id.
+    pub edges: Vec<PeriodEdge>,
+    /// One per node, ordered by id.
+    pub nodes: Vec<PeriodNode>,
     /// Every call of the step.
     pub calls: u64,
     pub errors: u64,
     pub p99_ns: Option<f64>,
+    /// The releases of edges and nodes; when not `versions_known`, only those read so far
+    /// (a store reads them for the few steps an event needs, see [`MissingVersions`]).
+    pub edge_versions: HashMap<Id, BTreeMap<VersionPair, Seen>>,
+    pub node_versions: HashMap<Id, BTreeMap<Arc<str>, Seen>>,
+    pub versions_known: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PeriodEdge {
+    pub id: Id,
     pub calls: u64,
     pub errors: u64,
     pub p99_ns: Option<f64>,
     pub first_seen_ns: i64,
     pub last_seen_ns: i64,
-    pub versions: BTreeMap<VersionPair, Seen>,
 }
 
-impl Period {
-    /// The step starting at `start_ns` from everything derived in it. Latency sketches are
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeriodNode {
+    pub id: Id,
+    pub reports_spans: bool,
+    pub node_type: NodeType,
+    pub seen: Option<Seen>,
+}
+
+impl PeriodNode {
+    pub fn of(id: Id, facts: &NodeFacts) -> PeriodNode {
+        PeriodNode {
+            id,
+            reports_spans: facts.reports_spans,
+            node_type: facts.node_type(),
+            seen: facts.seen,
+        }
+    }
+}
+
+/// The steps and numbers whose releases a replay needed but its periods did not hold.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MissingVersions {
+    /// (step start, edge id)
+    pub edges: BTreeSet<(i64, Id)>,
+    /// (step start, node id)
+    pub nodes: BTreeSet<(i64, Id)>,
+}
+
+impl MissingVersions {
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty() && self.nodes.is_empty()
+    }
+}
+
+impl Periods {
+    pub fn name_id(&mut self, name: &str) -> Id {
+        if let Some(&id) = self.name_ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as Id;
+        let name: Arc<str> = Arc::from(name);
+        self.names.push(name.clone());
+        self.name_ids.insert(name, id);
+        id
+    }
+
+    pub fn edge_id(&mut self, from: &str, to: &str, kind: EdgeKind) -> Id {
+        let ends = EdgeIds {
+            from: self.name_id(from),
+            to: self.name_id(to),
+            kind,
+        };
+        if let Some(&id) = self.edge_ids.get(&ends) {
+            return id;
+        }
+        let id = self.edges.len() as Id;
+        self.edges.push(ends);
+        self.edge_ids.insert(ends, id);
+        id
+    }
+
+    /// The id of a name already numbered.
+    pub fn find_name(&self, name: &str) -> Option<Id> {
+        self.name_ids.get(name).copied()
+    }
+
+    /// The id of an edge already numbered.
+    pub fn find_edge(&self, from: &str, to: &str, kind: EdgeKind) -> Option<Id> {
+        let ends = EdgeIds {
+            from: self.find_name(from)?,
+            to: self.find_name(to)?,
+            kind,
+        };
+        self.edge_ids.get(&ends).copied()
+    }
+
+    pub fn name(&self, id: Id) -> &Arc<str> {
+        &self.names[id as usize]
+    }
+
+    pub fn edge(&self, id: Id) -> EdgeIds {
+        self.edges[id as usize]
+    }
+
+    pub fn edge_key(&self, id: Id) -> EdgeKey {
+        let ends = self.edge(id);
+        EdgeKey {
+            from: self.name(ends.from).clone(),
+            to: self.name(ends.to).clone(),
+            kind: ends.kind,
+        }
+    }
+
+    /// Sets the step starting at `start_ns` to everything derived in it. Latency sketches are
     /// reduced to p99s here, so that a month of steps stays small.
-    pub fn of_aggregate(start_ns: i64, aggregate: &Aggregate) -> Period {
+    pub fn add_aggregate(&mut self, start_ns: i64, aggregate: &Aggregate) {
         let mut all = LatencySketch::default();
         let mut period = Period {
             start_ns,
-            nodes: aggregate.nodes.clone(),
+            versions_known: true,
             ..Period::default()
         };
         for (key, stats) in &aggregate.edges {
             if stats.calls == 0 {
                 continue;
             }
+            let id = self.edge_id(&key.from, &key.to, key.kind);
             all.merge(&stats.latency);
             period.calls += stats.calls;
             period.errors += stats.errors;
-            period.edges.insert(
-                key.clone(),
-                PeriodEdge {
-                    calls: stats.calls,
-                    errors: stats.errors,
-                    p99_ns: stats.latency.quantile_ns(0.99),
-                    first_seen_ns: stats.first_seen_ns,
-                    last_seen_ns: stats.last_seen_ns,
-                    versions: stats.versions.clone(),
-                },
-            );
+            period.edges.push(PeriodEdge {
+                id,
+                calls: stats.calls,
+                errors: stats.errors,
+                p99_ns: stats.latency.quantile_ns(0.99),
+                first_seen_ns: stats.first_seen_ns,
+                last_seen_ns: stats.last_seen_ns,
+            });
+            if !stats.versions.is_empty() {
+                period.edge_versions.insert(id, stats.versions.clone());
+            }
         }
+        for (name, facts) in &aggregate.nodes {
+            let id = self.name_id(name);
+            period.nodes.push(PeriodNode::of(id, facts));
+            if !facts.versions.is_empty() {
+                period.node_versions.insert(id, facts.versions.clone());
+            }
+        }
+        period.edges.sort_by_key(|e| e.id);
+        period.nodes.sort_by_key(|n| n.id);
         period.p99_ns = all.quantile_ns(0.99);
-        period
+        self.steps.insert(start_ns, period);
     }
 
-    fn node_type(&self, name: &str) -> NodeType {
+    /// The steps of `aggregates` (by start).
+    pub fn of_aggregates<'a>(
+        aggregates: impl IntoIterator<Item = (i64, &'a Aggregate)>,
+    ) -> Periods {
+        let mut periods = Periods::default();
+        for (start, aggregate) in aggregates {
+            periods.add_aggregate(start, aggregate);
+        }
+        periods
+    }
+}
+
+impl Period {
+    pub fn edge(&self, id: Id) -> Option<&PeriodEdge> {
+        self.edges
+            .binary_search_by_key(&id, |e| e.id)
+            .ok()
+            .map(|i| &self.edges[i])
+    }
+
+    fn node_type(&self, id: Id) -> NodeType {
         self.nodes
-            .get(name)
-            .map_or(NodeType::Service, NodeFacts::node_type)
+            .binary_search_by_key(&id, |n| n.id)
+            .map_or(NodeType::Service, |i| self.nodes[i].node_type)
+    }
+
+    /// The releases of an edge in this step; noted as missing when not read.
+    fn edge_versions(&self, id: Id, missing: &mut MissingVersions) -> BTreeMap<VersionPair, Seen> {
+        match self.edge_versions.get(&id) {
+            Some(versions) => versions.clone(),
+            None => {
+                if !self.versions_known {
+                    missing.edges.insert((self.start_ns, id));
+                }
+                BTreeMap::new()
+            }
+        }
+    }
+
+    fn node_versions(&self, id: Id, missing: &mut MissingVersions) -> BTreeMap<Arc<str>, Seen> {
+        match self.node_versions.get(&id) {
+            Some(versions) => versions.clone(),
+            None => {
+                if !self.versions_known {
+                    missing.nodes.insert((self.start_ns, id));
+                }
+                BTreeMap::new()
+            }
+        }
     }
 }
 
@@ -290,33 +467,36 @@ fn release_words(node: &str, versions: &BTreeMap<Arc<str>, Seen>) -> Vec<String>
 /// The cycles among services of the present edges, as (synchronous?, sorted members): a cycle
 /// that is exactly a synchronous one counts once, as synchronous, as in the findings.
 fn cycles_of(
-    edges: &BTreeSet<EdgeKey>,
-    services: &BTreeSet<Arc<str>>,
+    periods: &Periods,
+    edges: &BTreeSet<Id>,
+    services: &[bool],
 ) -> BTreeSet<(bool, Vec<String>)> {
+    let between_services = |ends: &EdgeIds| {
+        ends.from != ends.to && services[ends.from as usize] && services[ends.to as usize]
+    };
     let components = |only_sync: bool| {
-        let mut graph: DiGraph<&str, ()> = DiGraph::new();
-        let mut index: HashMap<&str, NodeIndex> = HashMap::new();
-        for edge in edges {
-            if (only_sync && edge.kind != EdgeKind::Sync)
-                || edge.from == edge.to
-                || !services.contains(&edge.from)
-                || !services.contains(&edge.to)
-            {
+        let mut graph: DiGraph<Id, ()> = DiGraph::new();
+        let mut index: HashMap<Id, NodeIndex> = HashMap::new();
+        for ends in edges.iter().map(|id| periods.edge(*id)) {
+            if (only_sync && ends.kind != EdgeKind::Sync) || !between_services(&ends) {
                 continue;
             }
             let from = *index
-                .entry(&edge.from)
-                .or_insert_with(|| graph.add_node(&edge.from));
+                .entry(ends.from)
+                .or_insert_with(|| graph.add_node(ends.from));
             let to = *index
-                .entry(&edge.to)
-                .or_insert_with(|| graph.add_node(&edge.to));
+                .entry(ends.to)
+                .or_insert_with(|| graph.add_node(ends.to));
             graph.add_edge(from, to, ());
         }
         tarjan_scc(&graph)
             .into_iter()
             .filter(|c| c.len() > 1)
             .map(|c| {
-                let mut names: Vec<String> = c.iter().map(|n| graph[*n].to_owned()).collect();
+                let mut names: Vec<String> = c
+                    .iter()
+                    .map(|n| periods.name(graph[*n]).to_string())
+                    .collect();
                 names.sort();
                 names
             })
@@ -333,94 +513,96 @@ fn cycles_of(
     out
 }
 
-/// Distinct callers and callees of each service over the present edges.
-fn fans(
-    edges: &BTreeSet<EdgeKey>,
-    services: &BTreeSet<Arc<str>>,
-) -> BTreeMap<Arc<str>, (usize, usize)> {
-    let mut callers: BTreeMap<Arc<str>, BTreeSet<&str>> = BTreeMap::new();
-    let mut callees: BTreeMap<Arc<str>, BTreeSet<&str>> = BTreeMap::new();
-    for edge in edges.iter().filter(|e| e.from != e.to) {
-        if services.contains(&edge.to) {
-            callers
-                .entry(edge.to.clone())
-                .or_default()
-                .insert(&edge.from);
+/// Distinct callers and callees of each service (by id) over the present edges.
+fn fans(periods: &Periods, edges: &BTreeSet<Id>, services: &[bool]) -> Vec<(usize, usize)> {
+    let pairs: BTreeSet<(Id, Id)> = edges
+        .iter()
+        .map(|id| periods.edge(*id))
+        .filter(|e| e.from != e.to)
+        .map(|e| (e.from, e.to))
+        .collect();
+    let mut out = vec![(0, 0); services.len()];
+    for (from, to) in pairs {
+        if services[to as usize] {
+            out[to as usize].0 += 1;
         }
-        if services.contains(&edge.from) {
-            callees
-                .entry(edge.from.clone())
-                .or_default()
-                .insert(&edge.to);
+        if services[from as usize] {
+            out[from as usize].1 += 1;
         }
     }
-    services
-        .iter()
-        .map(|s| {
-            let fan_in = callers.get(s).map_or(0, BTreeSet::len);
-            let fan_out = callees.get(s).map_or(0, BTreeSet::len);
-            (s.clone(), (fan_in, fan_out))
-        })
-        .collect()
+    out
 }
 
 /// The coupling trend: average distinct neighbours per service among services.
-fn coupling(edges: &BTreeSet<EdgeKey>, services: &BTreeSet<Arc<str>>) -> f64 {
-    if services.is_empty() {
+fn coupling(periods: &Periods, edges: &BTreeSet<Id>, services: &[bool]) -> f64 {
+    let count = services.iter().filter(|s| **s).count();
+    if count == 0 {
         return 0.0;
     }
-    let pairs: BTreeSet<(&str, &str)> = edges
+    let pairs: BTreeSet<(Id, Id)> = edges
         .iter()
-        .filter(|e| e.from != e.to && services.contains(&e.from) && services.contains(&e.to))
-        .map(|e| (&*e.from, &*e.to))
+        .map(|id| periods.edge(*id))
+        .filter(|e| e.from != e.to && services[e.from as usize] && services[e.to as usize])
+        .map(|e| (e.from, e.to))
         .collect();
-    (2.0 * pairs.len() as f64 / services.len() as f64 * 100.0).round() / 100.0
+    (2.0 * pairs.len() as f64 / count as f64 * 100.0).round() / 100.0
 }
 
 fn millis(nanos: f64) -> f64 {
     (nanos / 1_000.0).round() / 1_000.0
 }
 
-/// Replays `periods` (consecutive steps of `settings.step_ns`, oldest first, starting at least
-/// `gone_after` before `since_ns` so that what already existed is known) and returns the
-/// events and trend points of `[since_ns, until_ns)`. Missing steps count as steps with no
-/// traffic.
+/// An edge's figures in a step: (step, calls, errors, p99).
+type StepFigures = (usize, u64, u64, Option<f64>);
+
+/// What a replay found, and the releases it needed but was not given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replay {
+    pub history: History,
+    pub missing: MissingVersions,
+}
+
+/// Replays `periods` (steps of `settings.step_ns`, starting at least `gone_after` before
+/// `since_ns` so that what already existed is known) and returns the events and trend points
+/// of `[since_ns, until_ns)`. Missing steps count as steps with no traffic.
 pub fn replay(
-    periods: &[Period],
+    periods: &Periods,
     since_ns: i64,
     until_ns: i64,
     settings: &HistorySettings,
-) -> History {
+) -> Replay {
     let step = settings.step_ns.max(1);
     let gone_steps = (settings.gone_after_ns / step).max(1) as usize;
-    let first_start = periods.first().map_or(since_ns, |p| p.start_ns);
+    let first_start = periods.steps.keys().next().copied().unwrap_or(since_ns);
     let step_of = |start_ns: i64| ((start_ns - first_start) / step) as usize;
     let mut events = Vec::new();
     let mut trends = Vec::new();
+    let mut missing = MissingVersions::default();
 
     // While an edge is present: the step it was last seen in (its figures are that step's).
-    let mut edge_memory: HashMap<EdgeKey, usize> = HashMap::new();
-    let mut service_memory: HashMap<Arc<str>, (usize, i64)> = HashMap::new();
-    let mut present_edges: BTreeSet<EdgeKey> = BTreeSet::new();
-    let mut present_services: BTreeSet<Arc<str>> = BTreeSet::new();
-    // Keys due to leave at a step, unless seen again by then.
-    let mut edges_due: BTreeMap<usize, Vec<EdgeKey>> = BTreeMap::new();
-    let mut services_due: BTreeMap<usize, Vec<Arc<str>>> = BTreeMap::new();
+    let mut edge_last: Vec<Option<usize>> = vec![None; periods.edges.len()];
+    // While a service is present: the step it was last seen in, and when.
+    let mut service_last: Vec<Option<(usize, i64)>> = vec![None; periods.names.len()];
+    let mut present_edges: BTreeSet<Id> = BTreeSet::new();
+    let mut present_services: Vec<bool> = vec![false; periods.names.len()];
+    let mut services_present = 0;
+    // Ids due to leave at a step, unless seen again by then.
+    let mut edges_due: BTreeMap<usize, Vec<Id>> = BTreeMap::new();
+    let mut services_due: BTreeMap<usize, Vec<Id>> = BTreeMap::new();
     let mut cycles: BTreeSet<(bool, Vec<String>)> = BTreeSet::new();
-    let mut fan: BTreeMap<Arc<str>, (usize, usize)> = BTreeMap::new();
+    let mut fan: Vec<(usize, usize)> = vec![(0, 0); periods.names.len()];
     let mut coupling_now = 0.0;
-    // The step before, per edge: (step, calls, errors, p99).
-    let mut previous: HashMap<EdgeKey, (usize, u64, u64, Option<f64>)> = HashMap::new();
+    let mut previous: Vec<Option<StepFigures>> = vec![None; periods.edges.len()];
 
-    let last_step = periods.last().map_or(0, |p| step_of(p.start_ns));
+    let last_step = periods.steps.keys().next_back().map_or(0, |s| step_of(*s));
     let until_step = if until_ns > first_start {
         (((until_ns - first_start) + step - 1) / step) as usize
     } else {
         0
     };
-    let mut by_step: BTreeMap<usize, &Period> = BTreeMap::new();
-    for period in periods {
-        by_step.insert(step_of(period.start_ns), period);
+    let mut by_step: Vec<Option<&Period>> = vec![None; last_step + 1];
+    for period in periods.steps.values() {
+        by_step[step_of(period.start_ns)] = Some(period);
     }
     let empty = Period::default();
     for index in 0..until_step.max(last_step + 1) {
@@ -428,68 +610,73 @@ pub fn replay(
         if start_ns >= until_ns {
             break;
         }
-        let period = by_step.get(&index).copied().unwrap_or(&empty);
+        let period = by_step.get(index).copied().flatten().unwrap_or(&empty);
         // Steps overlapping the window; events before `since` are dropped at the end.
         let reported = start_ns + step > since_ns;
         let mut changed = false;
         // The first time within this step an edge of a new cycle appeared.
-        let mut arrivals: Vec<(EdgeKey, i64)> = Vec::new();
+        let mut arrivals: Vec<(Id, i64)> = Vec::new();
 
-        for (key, edge) in &period.edges {
+        for edge in &period.edges {
+            let last = &mut edge_last[edge.id as usize];
             // Memory is kept while present: departures below forget.
-            if !edge_memory.contains_key(key) {
+            if last.is_none() {
                 changed = true;
-                present_edges.insert(key.clone());
-                arrivals.push((key.clone(), edge.first_seen_ns));
+                present_edges.insert(edge.id);
+                arrivals.push((edge.id, edge.first_seen_ns));
                 if reported {
-                    events.push(new_edge_event(key, edge, period));
+                    events.push(new_edge_event(periods, edge, period, &mut missing));
                 }
             }
-            edge_memory.insert(key.clone(), index);
+            *last = Some(index);
             edges_due
                 .entry(index + gone_steps)
                 .or_default()
-                .push(key.clone());
+                .push(edge.id);
         }
-        for (name, facts) in &period.nodes {
-            if !facts.reports_spans {
+        for node in &period.nodes {
+            if !node.reports_spans {
                 continue;
             }
-            if !service_memory.contains_key(name) {
+            let id = node.id as usize;
+            if service_last[id].is_none() {
                 changed = true;
-                present_services.insert(name.clone());
+                present_services[id] = true;
+                services_present += 1;
                 if reported {
-                    events.push(new_service_event(name, facts, start_ns));
+                    events.push(new_service_event(periods, node, period, &mut missing));
                 }
             }
-            let last_seen = facts.seen.map_or(start_ns, |s| s.last_ns);
-            service_memory.insert(name.clone(), (index, last_seen));
+            let last_seen = node.seen.map_or(start_ns, |s| s.last_ns);
+            service_last[id] = Some((index, last_seen));
             services_due
                 .entry(index + gone_steps)
                 .or_default()
-                .push(name.clone());
+                .push(node.id);
         }
         // Departures: what was last seen `gone_steps` ago.
-        for key in edges_due.remove(&index).unwrap_or_default() {
-            let Some(&last_step) = edge_memory.get(&key) else {
+        for id in edges_due.remove(&index).unwrap_or_default() {
+            let Some(last_step) = edge_last[id as usize] else {
                 continue;
             };
             if last_step + gone_steps != index {
                 continue;
             }
             changed = true;
-            present_edges.remove(&key);
-            edge_memory.remove(&key);
-            previous.remove(&key);
-            let last = by_step.get(&last_step).and_then(|p| p.edges.get(&key));
-            if let (true, Some(memory)) = (reported, last) {
+            present_edges.remove(&id);
+            edge_last[id as usize] = None;
+            previous[id as usize] = None;
+            let last = by_step[last_step].and_then(|p| Some((p, p.edge(id)?)));
+            if let (true, Some((last_period, memory))) = (reported, last) {
+                let key = periods.edge_key(id);
+                let versions = last_period.edge_versions(id, &mut missing);
                 events.push(Event {
                     time: rfc3339(start_ns),
                     time_ns: start_ns,
                     kind: EventKind::EdgeGone,
                     severity: Severity::Info,
                     subjects: vec![edge_name(&key)],
-                    versions: pair_words(&key, &memory.versions),
+                    versions: pair_words(&key, &versions),
                     evidence: BTreeMap::from([
                         ("last_seen".to_owned(), json!(rfc3339(memory.last_seen_ns))),
                         ("kind".to_owned(), json!(key.kind.as_str())),
@@ -504,17 +691,19 @@ pub fn replay(
                 });
             }
         }
-        for name in services_due.remove(&index).unwrap_or_default() {
-            let Some(&(last_step, last_seen_ns)) = service_memory.get(&name) else {
+        for id in services_due.remove(&index).unwrap_or_default() {
+            let Some((last_step, last_seen_ns)) = service_last[id as usize] else {
                 continue;
             };
             if last_step + gone_steps != index {
                 continue;
             }
             changed = true;
-            present_services.remove(&name);
-            service_memory.remove(&name);
+            present_services[id as usize] = false;
+            services_present -= 1;
+            service_last[id as usize] = None;
             if reported {
+                let name = periods.name(id);
                 events.push(Event {
                     time: rfc3339(start_ns),
                     time_ns: start_ns,
@@ -535,15 +724,17 @@ pub fn replay(
         }
 
         if changed {
-            let now = cycles_of(&present_edges, &present_services);
+            let now = cycles_of(periods, &present_edges, &present_services);
             if reported {
                 for (sync, members) in now.difference(&cycles) {
                     // When the edge closing it arrived, if it arrived in this step.
                     let closed_at = arrivals
                         .iter()
-                        .filter(|(key, _)| {
-                            members.iter().any(|m| **m == *key.from)
-                                && members.iter().any(|m| **m == *key.to)
+                        .filter(|(id, _)| {
+                            let ends = periods.edge(*id);
+                            let member =
+                                |end: Id| members.iter().any(|m| **m == **periods.name(end));
+                            member(ends.from) && member(ends.to)
                         })
                         .map(|(_, at)| *at)
                         .max()
@@ -588,10 +779,14 @@ pub fn replay(
                 }
             }
             cycles = now;
-            let fans_now = fans(&present_edges, &present_services);
+            let fans_now = fans(periods, &present_edges, &present_services);
             if reported {
-                for (service, &(fan_in, fan_out)) in &fans_now {
-                    let (was_in, was_out) = fan.get(service).copied().unwrap_or((0, 0));
+                for (id, &(fan_in, fan_out)) in fans_now.iter().enumerate() {
+                    if !present_services[id] {
+                        continue;
+                    }
+                    let service = periods.name(id as Id);
+                    let (was_in, was_out) = fan[id];
                     for (kind, was, now, threshold, word) in [
                         (
                             EventKind::FanInCrossed,
@@ -629,32 +824,39 @@ pub fn replay(
                     }
                 }
             }
-            fan = fans_now;
-            coupling_now = coupling(&present_edges, &present_services);
+            // Services not present count as 0 the next time they are judged.
+            fan = fans_now
+                .into_iter()
+                .zip(&present_services)
+                .map(|(f, present)| if *present { f } else { (0, 0) })
+                .collect();
+            coupling_now = coupling(periods, &present_edges, &present_services);
         }
 
-        for (key, edge) in &period.edges {
+        for edge in &period.edges {
             if edge.calls < settings.min_calls {
                 continue;
             }
-            if let Some(&(step_before, calls, errors, p99)) = previous.get(key) {
+            let before = &mut previous[edge.id as usize];
+            if let Some((step_before, calls, errors, p99)) = *before {
                 if reported && step_before + 1 == index {
                     events.extend(regressions(
-                        key,
+                        periods,
+                        period,
                         (calls, errors, p99),
                         edge,
-                        start_ns,
                         settings,
+                        &mut missing,
                     ));
                 }
             }
-            previous.insert(key.clone(), (index, edge.calls, edge.errors, edge.p99_ns));
+            *before = Some((index, edge.calls, edge.errors, edge.p99_ns));
         }
 
         if reported {
             trends.push(TrendPoint {
                 start: rfc3339(start_ns),
-                services: present_services.len(),
+                services: services_present,
                 edges: present_edges.len(),
                 cycles: cycles.len(),
                 coupling: coupling_now,
@@ -666,13 +868,16 @@ pub fn replay(
     }
     events.retain(|e| e.time_ns >= since_ns && e.time_ns < until_ns);
     sort_events(&mut events);
-    History {
-        start: rfc3339(since_ns),
-        end: rfc3339(until_ns),
-        step_s: step / 1_000_000_000,
-        gone_after_s: settings.gone_after_ns / 1_000_000_000,
-        events,
-        trends,
+    Replay {
+        history: History {
+            start: rfc3339(since_ns),
+            end: rfc3339(until_ns),
+            step_s: step / 1_000_000_000,
+            gone_after_s: settings.gone_after_ns / 1_000_000_000,
+            events,
+            trends,
+        },
+        missing,
     }
 }
 
@@ -733,9 +938,16 @@ pub fn sort_events(events: &mut [Event]) {
     events.sort_by(|a, b| (a.time_ns, a.kind, &a.subjects).cmp(&(b.time_ns, b.kind, &b.subjects)));
 }
 
-fn new_edge_event(key: &EdgeKey, edge: &PeriodEdge, period: &Period) -> Event {
-    let target = period.node_type(&key.to);
-    let source = period.node_type(&key.from);
+fn new_edge_event(
+    periods: &Periods,
+    edge: &PeriodEdge,
+    period: &Period,
+    missing: &mut MissingVersions,
+) -> Event {
+    let ends = periods.edge(edge.id);
+    let key = &periods.edge_key(edge.id);
+    let target = period.node_type(ends.to);
+    let source = period.node_type(ends.from);
     let (kind, what) = if target == NodeType::Database {
         (
             EventKind::NewDatabaseUse,
@@ -760,7 +972,7 @@ fn new_edge_event(key: &EdgeKey, edge: &PeriodEdge, period: &Period) -> Event {
     } else {
         0.0
     };
-    let versions = pair_words(key, &edge.versions);
+    let versions = pair_words(key, &period.edge_versions(edge.id, missing));
     let introduced = versions
         .first()
         .map(|v| format!("; first from {v}"))
@@ -787,9 +999,15 @@ fn new_edge_event(key: &EdgeKey, edge: &PeriodEdge, period: &Period) -> Event {
     }
 }
 
-fn new_service_event(name: &Arc<str>, facts: &NodeFacts, start_ns: i64) -> Event {
-    let time_ns = facts.seen.map_or(start_ns, |s| s.first_ns);
-    let versions = release_words(name, &facts.versions);
+fn new_service_event(
+    periods: &Periods,
+    node: &PeriodNode,
+    period: &Period,
+    missing: &mut MissingVersions,
+) -> Event {
+    let name = periods.name(node.id);
+    let time_ns = node.seen.map_or(period.start_ns, |s| s.first_ns);
+    let versions = release_words(name, &period.node_versions(node.id, missing));
     Event {
         time: rfc3339(time_ns),
         time_ns,
@@ -806,17 +1024,33 @@ fn new_service_event(name: &Arc<str>, facts: &NodeFacts, start_ns: i64) -> Event
 }
 
 fn regressions(
-    key: &EdgeKey,
+    periods: &Periods,
+    period: &Period,
     (calls_before, errors_before, p99_before): (u64, u64, Option<f64>),
     edge: &PeriodEdge,
-    start_ns: i64,
     settings: &HistorySettings,
+    missing: &mut MissingVersions,
 ) -> Vec<Event> {
     let mut out = Vec::new();
     let rate_before = errors_before as f64 / calls_before.max(1) as f64;
     let rate = edge.errors as f64 / edge.calls.max(1) as f64;
-    let versions = pair_words(key, &edge.versions);
-    if rate - rate_before >= settings.error_rate_increase && rate >= 2.0 * rate_before {
+    let error_regressed =
+        rate - rate_before >= settings.error_rate_increase && rate >= 2.0 * rate_before;
+    let p99_regressed = match (edge.p99_ns, p99_before) {
+        (Some(now), Some(before)) => {
+            let (now_ms, before_ms) = (millis(now), millis(before));
+            now_ms >= before_ms * settings.p99_ratio
+                && now_ms - before_ms >= settings.p99_min_increase_ms
+        }
+        _ => false,
+    };
+    if !error_regressed && !p99_regressed {
+        return out;
+    }
+    let key = &periods.edge_key(edge.id);
+    let start_ns = period.start_ns;
+    let versions = pair_words(key, &period.edge_versions(edge.id, missing));
+    if error_regressed {
         out.push(Event {
             time: rfc3339(start_ns),
             time_ns: start_ns,
@@ -844,29 +1078,25 @@ fn regressions(
             ),
         });
     }
-    if let (Some(now), Some(before)) = (edge.p99_ns, p99_before) {
+    if let (true, Some(now), Some(before)) = (p99_regressed, edge.p99_ns, p99_before) {
         let (now_ms, before_ms) = (millis(now), millis(before));
-        if now_ms >= before_ms * settings.p99_ratio
-            && now_ms - before_ms >= settings.p99_min_increase_ms
-        {
-            out.push(Event {
-                time: rfc3339(start_ns),
-                time_ns: start_ns,
-                kind: EventKind::P99Regressed,
-                severity: Severity::Warning,
-                subjects: vec![edge_name(key)],
-                versions,
-                evidence: BTreeMap::from([
-                    ("p99_ms".to_owned(), json!(now_ms)),
-                    ("p99_ms_before".to_owned(), json!(before_ms)),
-                    ("calls".to_owned(), json!(edge.calls)),
-                ]),
-                message: format!(
-                    "{} → {} p99 {now_ms:.1} ms, up from {before_ms:.1} ms the step before",
-                    key.from, key.to
-                ),
-            });
-        }
+        out.push(Event {
+            time: rfc3339(start_ns),
+            time_ns: start_ns,
+            kind: EventKind::P99Regressed,
+            severity: Severity::Warning,
+            subjects: vec![edge_name(key)],
+            versions,
+            evidence: BTreeMap::from([
+                ("p99_ms".to_owned(), json!(now_ms)),
+                ("p99_ms_before".to_owned(), json!(before_ms)),
+                ("calls".to_owned(), json!(edge.calls)),
+            ]),
+            message: format!(
+                "{} → {} p99 {now_ms:.1} ms, up from {before_ms:.1} ms the step before",
+                key.from, key.to
+            ),
+        });
     }
     out
 }
@@ -1073,8 +1303,8 @@ mod tests {
         aggregate
     }
 
-    fn period(hour: i64, calls: &[Call]) -> Period {
-        Period::of_aggregate(T0 + hour * H, &aggregate(hour, calls, &["orders-db"]))
+    fn period(hour: i64, calls: &[Call]) -> (i64, Aggregate) {
+        (T0 + hour * H, aggregate(hour, calls, &["orders-db"]))
     }
 
     fn settings(gone_hours: i64) -> HistorySettings {
@@ -1086,8 +1316,11 @@ mod tests {
     }
 
     /// Replays `periods` reporting from hour `since` to hour `until`.
-    fn replay_hours(periods: &[Period], since: i64, until: i64, gone: i64) -> History {
-        replay(periods, T0 + since * H, T0 + until * H, &settings(gone))
+    fn replay_hours(steps: &[(i64, Aggregate)], since: i64, until: i64, gone: i64) -> History {
+        let periods = Periods::of_aggregates(steps.iter().map(|(start, a)| (*start, a)));
+        let replayed = replay(&periods, T0 + since * H, T0 + until * H, &settings(gone));
+        assert!(replayed.missing.is_empty(), "aggregates hold every release");
+        replayed.history
     }
 
     fn kinds(history: &History) -> Vec<(EventKind, String, i64)> {
@@ -1100,7 +1333,8 @@ mod tests {
 
     #[test]
     fn new_services_and_edges_carry_their_releases_and_the_kind_of_dependency() {
-        let mut periods: Vec<Period> = (0..4).map(|h| period(h, &[call("web", "cart")])).collect();
+        let mut periods: Vec<(i64, Aggregate)> =
+            (0..4).map(|h| period(h, &[call("web", "cart")])).collect();
         periods.push(period(
             4,
             &[
@@ -1187,7 +1421,7 @@ mod tests {
     #[test]
     fn cycles_are_new_when_closed_and_broken_when_an_edge_is_gone() {
         let base = [call("a", "b"), call("b", "c")];
-        let mut periods: Vec<Period> = (0..3).map(|h| period(h, &base)).collect();
+        let mut periods: Vec<(i64, Aggregate)> = (0..3).map(|h| period(h, &base)).collect();
         let closing = [call("a", "b"), call("b", "c"), call("c", "a")];
         periods.push(period(3, &closing));
         periods.extend((4..6).map(|h| period(h, &base)));
@@ -1210,7 +1444,7 @@ mod tests {
         let trend: Vec<usize> = history.trends.iter().map(|t| t.cycles).collect();
         assert_eq!(trend, [0, 0, 1, 1, 0]);
         // Through a queue the cycle is asynchronous and a warning.
-        let mut periods: Vec<Period> = (0..2).map(|h| period(h, &base)).collect();
+        let mut periods: Vec<(i64, Aggregate)> = (0..2).map(|h| period(h, &base)).collect();
         periods.push(period(
             2,
             &[
@@ -1362,7 +1596,7 @@ mod tests {
         let periods = vec![
             period(0, &[call("web", "cart")]),
             period(1, &[call("web", "cart")]),
-            Period::of_aggregate(T0 + 2 * H, &early),
+            (T0 + 2 * H, early),
             period(3, &[call("web", "cart"), call("cart", "payment")]),
         ];
         let history = replay_hours(&periods, 1, 4, 2);

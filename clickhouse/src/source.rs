@@ -1,7 +1,7 @@
 //! Snapshots and series from the buckets derive workers wrote to ClickHouse: the same windows,
 //! merged the same way as from DuckDB, summed by the engine.
 
-use archtrace_analyzer::history::Period;
+use archtrace_analyzer::history::Periods;
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_query::series::{self, Point};
 use archtrace_query::{QueryError, SnapshotSource, Window};
@@ -37,20 +37,15 @@ impl SnapshotSource for ClickHouseSource {
         ))
     }
 
-    fn periods(
-        &self,
-        since_ns: i64,
-        until_ns: i64,
-        step_ns: i64,
-    ) -> Result<Vec<Period>, QueryError> {
+    fn periods(&self, since_ns: i64, until_ns: i64, step_ns: i64) -> Result<Periods, QueryError> {
         // One summed read per step: fine for days of hours; a month is 720 reads.
-        let mut periods = Vec::new();
+        let mut periods = Periods::default();
         let mut start = since_ns;
         while start < until_ns {
             let end = start.saturating_add(step_ns).min(until_ns);
             let aggregate = buckets::read_window(&self.conn, start, end)?;
             if !aggregate.edges.is_empty() || !aggregate.nodes.is_empty() {
-                periods.push(Period::of_aggregate(start, &aggregate));
+                periods.add_aggregate(start, &aggregate);
             }
             start = end;
         }

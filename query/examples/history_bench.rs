@@ -174,7 +174,7 @@ fn main() {
         println!(
             "run {run}: events of 30 days of hours, 500 services: {:.0} ms ({} steps read alone: {:.0} ms); {} events {:?}; {} trend points",
             total.as_secs_f64() * 1e3,
-            periods.len(),
+            periods.steps.len(),
             read.as_secs_f64() * 1e3,
             history.events.len(),
             kinds,

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use archtrace_analyzer::aggregate::{Aggregate, Buckets, TraceGroups};
-use archtrace_analyzer::history::Period;
+use archtrace_analyzer::history::Periods;
 use archtrace_analyzer::snapshot::{Snapshot, SNAPSHOT_SCHEMA};
 use archtrace_formats::import::{
     self, Conversion, Detail, Format, ImportError, OnBadInput, Source, Summary,
@@ -127,18 +127,14 @@ impl SnapshotSource for FilesSource {
         Ok(Snapshot::from_aggregate(&derived.0, bounds))
     }
 
-    fn periods(
-        &self,
-        since_ns: i64,
-        until_ns: i64,
-        step_ns: i64,
-    ) -> Result<Vec<Period>, QueryError> {
+    fn periods(&self, since_ns: i64, until_ns: i64, step_ns: i64) -> Result<Periods, QueryError> {
         let buckets = self.groups.buckets(step_ns);
-        Ok(buckets
-            .buckets
-            .range(since_ns..until_ns.max(since_ns))
-            .map(|(start, aggregate)| Period::of_aggregate(*start, aggregate))
-            .collect())
+        Ok(Periods::of_aggregates(
+            buckets
+                .buckets
+                .range(since_ns..until_ns.max(since_ns))
+                .map(|(start, aggregate)| (*start, aggregate)),
+        ))
     }
 
     fn series(&self, service: &str, window: &Window) -> Result<Vec<Point>, QueryError> {

@@ -78,8 +78,15 @@ pub fn history<S: SnapshotSource + ?Sized>(
     let since = window.since_ns.div_euclid(step) * step;
     // What existed before the window must be known to tell what is new in it.
     let lookback = since.saturating_sub(settings.gone_after_ns.div_euclid(step) * step + step);
-    let periods = source.periods(lookback, window.until_ns, step)?;
-    let mut history = history::replay(&periods, window.since_ns, window.until_ns, settings);
+    let mut periods = source.periods(lookback, window.until_ns, step)?;
+    let mut replayed = history::replay(&periods, window.since_ns, window.until_ns, settings);
+    if !replayed.missing.is_empty() {
+        // The releases of the few steps whose events name them; the set of events is the same
+        // without them, so a second replay words them.
+        source.fill_versions(step, &mut periods, &replayed.missing)?;
+        replayed = history::replay(&periods, window.since_ns, window.until_ns, settings);
+    }
+    let mut history = replayed.history;
 
     // Slices on whole multiples of their length, so that runs over overlapping windows (the
     // notifier's) judge the same slices at the same times; the slice holding `since` is

@@ -15,7 +15,7 @@ pub mod unwritten;
 pub mod window;
 
 use archtrace_analyzer::analysis::{Analyzed, Settings};
-use archtrace_analyzer::history::{History, Period};
+use archtrace_analyzer::history::{History, MissingVersions, Periods};
 use archtrace_analyzer::snapshot::Snapshot;
 
 pub use history::HistoryQuery;
@@ -81,13 +81,20 @@ pub trait SnapshotSource: Send + Sync {
     fn describe(&self) -> String;
 
     /// What was derived in each step of `step_ns` from `since_ns` (a step boundary) to
-    /// `until_ns`, oldest first; steps with nothing derived may be left out.
-    fn periods(
+    /// `until_ns`; steps with nothing derived may be left out. Releases may be left out too
+    /// (see [`SnapshotSource::fill_versions`]).
+    fn periods(&self, since_ns: i64, until_ns: i64, step_ns: i64) -> Result<Periods, QueryError>;
+
+    /// Reads the releases a replay of `periods` found missing. Sources whose periods hold
+    /// every release have nothing to do.
+    fn fill_versions(
         &self,
-        since_ns: i64,
-        until_ns: i64,
-        step_ns: i64,
-    ) -> Result<Vec<Period>, QueryError>;
+        _step_ns: i64,
+        _periods: &mut Periods,
+        _missing: &MissingVersions,
+    ) -> Result<(), QueryError> {
+        Ok(())
+    }
 
     /// The events and trends of `window` ([`history::history`]).
     fn history(&self, window: &Window, query: &HistoryQuery) -> Result<History, QueryError> {

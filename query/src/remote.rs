@@ -1,7 +1,7 @@
 //! Snapshots from a running `archtrace serve`, which holds its store's lock: asked over its
 //! admin listener's snapshot API.
 
-use archtrace_analyzer::history::{History, Period};
+use archtrace_analyzer::history::{History, Periods};
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::time::rfc3339;
 
@@ -72,7 +72,7 @@ impl SnapshotSource for RemoteSource {
         })
     }
 
-    fn periods(&self, _: i64, _: i64, _: i64) -> Result<Vec<Period>, QueryError> {
+    fn periods(&self, _: i64, _: i64, _: i64) -> Result<Periods, QueryError> {
         Err(QueryError::Unsupported(
             "a running server's API gives events, not steps: ask it for history",
         ))

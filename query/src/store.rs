@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use archtrace_analyzer::aggregate::{Aggregate, Buckets};
 use archtrace_analyzer::derive::NoLookup;
-use archtrace_analyzer::history::Period;
+use archtrace_analyzer::history::{MissingVersions, Periods};
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::Span;
-use archtrace_store::buckets::{BucketWriter, HOUR_NS, MINUTE_NS};
+use archtrace_store::buckets::{step_width, BucketWriter, HOUR_NS, MINUTE_NS};
 use archtrace_store::read::Reader;
 use archtrace_store::Store;
 
@@ -102,49 +102,54 @@ impl SnapshotSource for StoreSource {
         ))
     }
 
-    fn periods(
-        &self,
-        since_ns: i64,
-        until_ns: i64,
-        step_ns: i64,
-    ) -> Result<Vec<Period>, QueryError> {
+    fn periods(&self, since_ns: i64, until_ns: i64, step_ns: i64) -> Result<Periods, QueryError> {
         // As in `snapshot`: memory and store are read under one lock. The buckets held are the
         // last minutes and hours only, summed per step before the store's are read.
         let held = self.unwritten.as_deref().map(lock);
-        let width = if step_ns % HOUR_NS == 0 {
-            HOUR_NS
-        } else {
-            MINUTE_NS
-        };
         let step_of = |start: i64| since_ns + (start - since_ns).div_euclid(step_ns) * step_ns;
         let mut unwritten: BTreeMap<i64, Aggregate> = BTreeMap::new();
         if let Some(held) = &held {
-            for (start, aggregate) in held.buckets_of_width(width, since_ns, until_ns) {
+            for (start, aggregate) in held.buckets_of_width(step_width(step_ns), since_ns, until_ns)
+            {
                 unwritten
                     .entry(step_of(start))
                     .or_default()
                     .merge(aggregate);
             }
         }
-        let mut periods = Vec::new();
-        lock(&self.reader).read_steps(
+        // Steps with buckets held are read whole, to be summed with them; those before as
+        // figures.
+        let first_held = unwritten
+            .keys()
+            .next()
+            .map_or(until_ns, |start| (*start).max(since_ns));
+        let reader = lock(&self.reader);
+        let mut periods = Periods::default();
+        reader.read_periods(step_ns, since_ns, first_held, &mut periods)?;
+        reader.read_steps(
             step_ns,
-            since_ns,
+            first_held,
             until_ns,
             &mut |start, mut aggregate| {
                 if let Some(held) = unwritten.remove(&start) {
                     aggregate.merge(&held);
                 }
-                periods.push(Period::of_aggregate(start, &aggregate));
+                periods.add_aggregate(start, &aggregate);
             },
         )?;
-        periods.extend(
-            unwritten
-                .iter()
-                .map(|(start, aggregate)| Period::of_aggregate(*start, aggregate)),
-        );
-        periods.sort_by_key(|p| p.start_ns);
+        for (start, aggregate) in &unwritten {
+            periods.add_aggregate(*start, aggregate);
+        }
         Ok(periods)
+    }
+
+    fn fill_versions(
+        &self,
+        step_ns: i64,
+        periods: &mut Periods,
+        missing: &MissingVersions,
+    ) -> Result<(), QueryError> {
+        Ok(lock(&self.reader).read_period_versions(step_ns, periods, missing)?)
     }
 
     fn series(&self, service: &str, window: &Window) -> Result<Vec<Point>, QueryError> {

@@ -25,7 +25,7 @@ pub const HOUR_NS: i64 = 60 * MINUTE_NS;
 /// Every bucket is kept at two widths: minutes for the edges of a window, hours for its middle.
 pub const WIDTHS_NS: [i64; 2] = [MINUTE_NS, HOUR_NS];
 
-fn width_seconds(width_ns: i64) -> i64 {
+pub(crate) fn width_seconds(width_ns: i64) -> i64 {
     width_ns / 1_000_000_000
 }
 
@@ -84,7 +84,7 @@ impl BucketWriter {
     }
 }
 
-fn in_transaction(
+pub(crate) fn in_transaction(
     conn: &Connection,
     work: impl FnOnce() -> Result<(), QueryError>,
 ) -> Result<(), QueryError> {
@@ -131,7 +131,8 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                     stats.retries,
                     stats.max_attempts,
                     stats.fallbacks,
-                    stats.error_latency.to_bytes()
+                    stats.error_latency.to_bytes(),
+                    stats.latency.quantile_ns(0.99)
                 ])?;
                 for (pair, seen) in &stats.versions {
                     edge_versions.append_row(params![
@@ -218,6 +219,10 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                     ])?;
                 }
             }
+            let mut all_calls = LatencySketch::default();
+            for stats in aggregate.edges.values().filter(|s| s.calls > 0) {
+                all_calls.merge(&stats.latency);
+            }
             let d = &aggregate.diagnostics;
             let (min, max) = aggregate
                 .span_range
@@ -235,7 +240,8 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
                 d.traces_cut_short,
                 min,
                 max,
-                d.spans_without_sampling
+                d.spans_without_sampling,
+                all_calls.to_bytes()
             ])?;
         }
         edges.flush()?;
@@ -540,6 +546,16 @@ fn read(
     Ok(())
 }
 
+/// The width of the buckets steps of `step_ns` are read from: hours when it is a whole
+/// number of hours, else minutes.
+pub fn step_width(step_ns: i64) -> i64 {
+    if step_ns % HOUR_NS == 0 {
+        HOUR_NS
+    } else {
+        MINUTE_NS
+    }
+}
+
 /// Steps read per round of queries: a month of hours is read a day at a time, so that only a
 /// day's sketches are held at once.
 const STEPS_PER_READ: i64 = 24;
@@ -555,11 +571,7 @@ pub fn read_steps(
     until_ns: i64,
     each: &mut dyn FnMut(i64, Aggregate),
 ) -> Result<(), QueryError> {
-    let width = if step_ns % HOUR_NS == 0 {
-        HOUR_NS
-    } else {
-        MINUTE_NS
-    };
+    let width = step_width(step_ns);
     let step_ns = step_ns.max(width) / width * width;
     let mut names: std::collections::HashMap<String, Arc<str>> = std::collections::HashMap::new();
     let mut intern = |text: &str| -> Arc<str> {

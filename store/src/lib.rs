@@ -5,6 +5,7 @@
 mod batch;
 pub mod buckets;
 pub mod bulk;
+pub mod history;
 pub mod log;
 pub mod notified;
 pub mod read;

@@ -57,6 +57,27 @@ impl Reader {
         crate::buckets::read_steps(&self.conn, step_ns, since_ns, until_ns, each)
     }
 
+    /// The steps of `[since, until)` for history ([`crate::history::read_periods`]).
+    pub fn read_periods(
+        &self,
+        step_ns: i64,
+        since_ns: i64,
+        until_ns: i64,
+        periods: &mut archtrace_analyzer::history::Periods,
+    ) -> Result<(), QueryError> {
+        crate::history::read_periods(&self.conn, step_ns, since_ns, until_ns, periods)
+    }
+
+    /// The releases a replay of `periods` missed ([`crate::history::read_period_versions`]).
+    pub fn read_period_versions(
+        &self,
+        step_ns: i64,
+        periods: &mut archtrace_analyzer::history::Periods,
+        missing: &archtrace_analyzer::history::MissingVersions,
+    ) -> Result<(), QueryError> {
+        crate::history::read_period_versions(&self.conn, step_ns, periods, missing)
+    }
+
     /// The edges into or out of `node` per bucket of `width` in `[since, until)`.
     pub fn node_edges(
         &self,

@@ -245,6 +245,10 @@ const MIGRATIONS: &[&str] = &[
         event_key VARCHAR PRIMARY KEY,
         time_ns BIGINT NOT NULL              -- when the event happened
     );",
+    // v9: history reads figures, not sketches: each edge row's p99, and per bucket row the
+    // sketch of all its calls (the trend's p99). Older rows read their sketches instead.
+    "ALTER TABLE edge_buckets ADD COLUMN p99_ns DOUBLE;
+    ALTER TABLE diagnostic_buckets ADD COLUMN latency BLOB;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
