@@ -41,30 +41,38 @@ impl LatencySketch {
     }
 
     fn add_to_bucket(&mut self, index: i32, n: u64) {
+        self.cover(index, index);
+        self.counts[(index - self.offset) as usize] += n;
+    }
+
+    /// Grows the buckets, at most once at each end, to hold indexes `low..=high`: merging a
+    /// sketch then adds in place instead of shifting the buckets for each lower one.
+    fn cover(&mut self, low: i32, high: i32) {
         if self.counts.is_empty() {
-            self.offset = index;
-            self.counts.push(0);
+            self.offset = low;
         }
-        if index < self.offset {
-            let grow = (self.offset - index) as usize;
+        if low < self.offset {
+            let grow = (self.offset - low) as usize;
             self.counts.splice(0..0, std::iter::repeat_n(0, grow));
-            self.offset = index;
+            self.offset = low;
         }
-        let position = (index - self.offset) as usize;
-        if position >= self.counts.len() {
-            self.counts.resize(position + 1, 0);
+        let end = (high - self.offset) as usize + 1;
+        if end > self.counts.len() {
+            self.counts.resize(end, 0);
         }
-        self.counts[position] += n;
     }
 
     pub fn merge(&mut self, other: &LatencySketch) {
         self.count += other.count;
         self.zeros += other.zeros;
         self.max_ns = self.max_ns.max(other.max_ns);
-        for (i, n) in other.counts.iter().enumerate() {
-            if *n > 0 {
-                self.add_to_bucket(other.offset + i as i32, *n);
-            }
+        if other.counts.is_empty() {
+            return;
+        }
+        self.cover(other.offset, other.offset + other.counts.len() as i32 - 1);
+        let start = (other.offset - self.offset) as usize;
+        for (mine, n) in self.counts[start..].iter_mut().zip(&other.counts) {
+            *mine += n;
         }
     }
 
@@ -118,6 +126,13 @@ impl LatencySketch {
         let Some((offset, zeros, count, max_ns, len)) = header else {
             return false;
         };
+        if i32::try_from(len)
+            .ok()
+            .and_then(|len| offset.checked_add(len))
+            .is_none()
+        {
+            return false;
+        }
         // Validate the counts before changing anything.
         let mut counts = input;
         for _ in 0..len {
@@ -131,11 +146,13 @@ impl LatencySketch {
         self.count += count;
         self.zeros += zeros;
         self.max_ns = self.max_ns.max(max_ns);
-        for i in 0..len {
-            let n = read_varint(&mut input).expect("validated above");
-            if n > 0 {
-                self.add_to_bucket(offset + i as i32, n);
-            }
+        if len == 0 {
+            return true;
+        }
+        self.cover(offset, offset + len as i32 - 1);
+        let start = (offset - self.offset) as usize;
+        for mine in &mut self.counts[start..start + len] {
+            *mine += read_varint(&mut input).expect("validated above");
         }
         true
     }

@@ -32,6 +32,8 @@ const HANDOFF_BATCHES: usize = 4;
 
 /// How often the deriver commits; a crash replays at most about this much of the log.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// How often the deriver looks for days to roll up (summed into one bucket a day).
+const ROLL_UP_EVERY: Duration = Duration::from_secs(600);
 
 /// Spans of consecutive log records, up to `end`.
 pub struct Derivable {
@@ -195,6 +197,7 @@ impl Deriving {
             .saturating_add(5_000_000_000);
         let mut last_tick = Instant::now();
         let mut last_checkpoint = Instant::now();
+        let mut last_roll_up: Option<Instant> = None;
         loop {
             let open = match receiver.recv_timeout(tick) {
                 Ok(derivable) => {
@@ -237,6 +240,19 @@ impl Deriving {
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = ?err, "could not commit derived edges; retrying");
                 std::thread::sleep(Duration::from_secs(1));
+            }
+            // At the start, every ten minutes and at the end (a store left behind is rolled up).
+            if !open || last_roll_up.is_none_or(|at| at.elapsed() >= ROLL_UP_EVERY) {
+                last_roll_up = Some(Instant::now());
+                // Days over before `before` (now, at the end): all they held is written.
+                let over = before.min(archtrace_analyzer::time::now_ns());
+                match self.store.roll_up_days(over) {
+                    Ok(0) => {}
+                    Ok(days) => tracing::info!(days, "rolled up days of derived buckets"),
+                    Err(err) => {
+                        tracing::warn!(error = ?err, "could not roll up days; trying again later")
+                    }
+                }
             }
             if !open {
                 return;

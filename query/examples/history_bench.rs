@@ -2,7 +2,8 @@
 //! 1 s). A store file is filled with 720 hour buckets: each service calls four others and
 //! uses a database, with latency sketches of a spread of durations; every day a few services
 //! release a new version, gain a call and drop one; every week one service stops and one
-//! starts. Then the events of the 30 days are read back from the store, three times.
+//! starts. The days are rolled up, as a server's deriver does once a day is over. Then the
+//! events of the 30 days are read back from the store, three times.
 //!
 //!   cargo run --release -p archtrace-query --example history_bench
 
@@ -117,7 +118,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.duckdb");
     let store = Store::open(&Location::File(path.clone())).unwrap();
-    let now = archtrace_analyzer::time::now_ns().div_euclid(HOUR) * HOUR;
+    // Whole days, so that the days findings are compared over cut the weekly and daily
+    // changes the same way at any time of day.
+    let now = archtrace_analyzer::time::now_ns().div_euclid(24 * HOUR) * 24 * HOUR;
     let start = now - DAYS * 24 * HOUR;
     let writer = store.bucket_writer().unwrap();
     let filling = Instant::now();
@@ -136,12 +139,19 @@ fn main() {
         DAYS * 24,
         filling.elapsed().as_secs_f64()
     );
+    // As a server's deriver does, once a day is over.
+    let rolling = Instant::now();
+    let days = writer.roll_up_days(now).unwrap();
+    println!(
+        "rolled up {days} days in {:.1} s",
+        rolling.elapsed().as_secs_f64()
+    );
     store.checkpoint().unwrap();
     let source = StoreSource::open(&store).unwrap();
     let window = Window::new(start, now).unwrap();
     let query = HistoryQuery::default();
     {
-        let day = Window::new(now - 24 * HOUR, now).unwrap();
+        let day = Window::new(now - 48 * HOUR, now - 24 * HOUR).unwrap();
         let started = Instant::now();
         let snapshot = source.snapshot(&day).unwrap();
         let read = started.elapsed();

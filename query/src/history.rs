@@ -6,7 +6,9 @@ use archtrace_analyzer::analysis::Settings;
 use archtrace_analyzer::history::{
     self, check_step, finding_events, parse_kinds, EventFilter, History, HistorySettings, HOUR_NS,
 };
-use archtrace_analyzer::snapshot::Severity;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use archtrace_analyzer::snapshot::{Finding, Severity};
 
 use crate::{QueryError, SnapshotSource, Window};
 
@@ -93,22 +95,68 @@ pub fn history<S: SnapshotSource + ?Sized>(
     // compared with the one before it, and each slice with the last one that had traffic.
     let slice = finding_slice(step, window.until_ns - since);
     let first = since.div_euclid(slice) * slice;
-    let mut start = first - slice;
-    let mut slices = Vec::new();
     // Whole slices only: a slice cut short by the window's end has less traffic, and its
     // thresholds on counts would "resolve" findings that are still there.
-    while start + slice <= window.until_ns {
-        let end = start + slice;
-        let analyzed = source.analyzed(&Window::new(start, end)?, &query.analysis)?;
+    let starts: Vec<i64> = (0..)
+        .map(|n| first - slice + n * slice)
+        .take_while(|start| start + slice <= window.until_ns)
+        .collect();
+    let mut slices = Vec::new();
+    for (start, findings) in starts
+        .iter()
+        .zip(slice_findings(source, &starts, slice, query)?)
+    {
         // A slice without traffic tells nothing: its findings are not resolved, only unseen.
-        if !analyzed.snapshot.edges.is_empty() {
-            slices.push((start, analyzed.snapshot.findings));
+        if let Some(findings) = findings {
+            slices.push((*start, findings));
         }
-        start = end;
     }
     history.events.extend(finding_events(&slices));
     history::sort_events(&mut history.events);
     Ok(history)
+}
+
+/// A slice's findings; `None` when it had no traffic.
+type SliceFindings = Option<Vec<Finding>>;
+
+/// The findings of the slices starting at `starts`, `None` for one without traffic. Analysed
+/// on every core: the source reads one slice at a time, the analyses run side by side.
+fn slice_findings<S: SnapshotSource + ?Sized>(
+    source: &S,
+    starts: &[i64],
+    slice: i64,
+    query: &HistoryQuery,
+) -> Result<Vec<SliceFindings>, QueryError> {
+    let next = AtomicUsize::new(0);
+    let analyse = || -> Result<Vec<(usize, SliceFindings)>, QueryError> {
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(start) = starts.get(index) else {
+                return Ok(done);
+            };
+            let analyzed =
+                source.analyzed(&Window::new(*start, start + slice)?, &query.analysis)?;
+            let traffic = !analyzed.snapshot.edges.is_empty();
+            done.push((index, traffic.then_some(analyzed.snapshot.findings)));
+        }
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(starts.len());
+    let mut out = vec![None; starts.len()];
+    std::thread::scope(|scope| {
+        let running: Vec<_> = (0..workers).map(|_| scope.spawn(analyse)).collect();
+        for worker in running {
+            let done = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            for (index, findings) in done {
+                out[index] = findings;
+            }
+        }
+        Ok(out)
+    })
 }
 
 /// The parameters of `GET /api/v1/events` and the History page, as given.

@@ -1,7 +1,7 @@
 //! Derived edges in time buckets: written by live assembly, imports and rebuilds; read back
 //! and merged into one aggregate for any window.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use archtrace_analyzer::aggregate::{
@@ -24,6 +24,10 @@ pub const HOUR_NS: i64 = 60 * MINUTE_NS;
 
 /// Every bucket is kept at two widths: minutes for the edges of a window, hours for its middle.
 pub const WIDTHS_NS: [i64; 2] = [MINUTE_NS, HOUR_NS];
+/// Days that are over are also kept whole, "rolled up" from their hours ([`roll_up_days`]), so
+/// that whole days of long windows read one row per edge. A write into a rolled-up day
+/// deletes its day rows in the same transaction; the day is rolled up again later.
+pub const DAY_NS: i64 = 24 * HOUR_NS;
 
 pub(crate) fn width_seconds(width_ns: i64) -> i64 {
     width_ns / 1_000_000_000
@@ -59,6 +63,11 @@ impl BucketWriter {
     /// Appends buckets (of one width) in one transaction.
     pub fn write(&self, buckets: &Buckets) -> Result<(), QueryError> {
         in_transaction(&self.conn, || append(&self.conn, buckets))
+    }
+
+    /// Rolls up the days over before `before_ns` ([`roll_up_days`]).
+    pub fn roll_up_days(&self, before_ns: i64) -> Result<usize, QueryError> {
+        roll_up_days(&self.conn, before_ns)
     }
 
     /// Replaces every bucket, of every width, that starts in `[since, until)` with `fresh`, in
@@ -100,6 +109,13 @@ pub(crate) fn in_transaction(
 
 /// Appends buckets of one width inside the caller's transaction.
 pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryError> {
+    if buckets.width_ns < DAY_NS {
+        let days = buckets
+            .buckets
+            .keys()
+            .map(|start| start.div_euclid(DAY_NS) * DAY_NS);
+        unroll_days(conn, &days.collect())?;
+    }
     let width = width_seconds(buckets.width_ns);
     let buckets = &buckets.buckets;
     {
@@ -256,6 +272,77 @@ pub(crate) fn append(conn: &Connection, buckets: &Buckets) -> Result<(), QueryEr
     }
 }
 
+/// Deletes the day rows of those of `days` that were rolled up: a write changes them.
+fn unroll_days(conn: &Connection, days: &BTreeSet<i64>) -> Result<(), QueryError> {
+    if days.is_empty() {
+        return Ok(());
+    }
+    // Our own numbers: safe to write into the query.
+    let list = days
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let day = width_seconds(DAY_NS);
+    let rolled: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM diagnostic_buckets WHERE width_s = {day} AND bucket_ns IN ({list})"),
+        [],
+        |row| row.get(0),
+    )?;
+    if rolled > 0 {
+        for table in BUCKET_TABLES {
+            conn.execute(
+                &format!("DELETE FROM {table} WHERE width_s = {day} AND bucket_ns IN ({list})"),
+                [],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Rolls up each day that is over before `before_ns`, has hour buckets and is not rolled up
+/// yet: its hours summed into one bucket a day, one transaction per day. Returns how many
+/// days were rolled up.
+pub fn roll_up_days(conn: &Connection, before_ns: i64) -> Result<usize, QueryError> {
+    let (hour, day) = (width_seconds(HOUR_NS), width_seconds(DAY_NS));
+    let mut statement = conn.prepare(&format!(
+        "SELECT DISTINCT bucket_ns // {DAY_NS} * {DAY_NS} AS day FROM diagnostic_buckets
+         WHERE width_s = {hour} AND bucket_ns < ?
+         EXCEPT SELECT bucket_ns FROM diagnostic_buckets WHERE width_s = {day}
+         ORDER BY day"
+    ))?;
+    let days: Vec<i64> = statement
+        .query_map([before_ns.div_euclid(DAY_NS) * DAY_NS], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for &start in &days {
+        in_transaction(conn, || {
+            let mut whole = Aggregate::default();
+            read(conn, &[(HOUR_NS, start, start + DAY_NS)], &mut whole)?;
+            let mut rolled = Buckets::new(DAY_NS);
+            rolled.buckets.insert(start, whole);
+            append(conn, &rolled)
+        })?;
+    }
+    Ok(days.len())
+}
+
+/// The rolled-up days that start in `[since, until)`.
+fn rolled_up_days(
+    conn: &Connection,
+    since_ns: i64,
+    until_ns: i64,
+) -> Result<BTreeSet<i64>, QueryError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT bucket_ns FROM diagnostic_buckets WHERE width_s = ? AND bucket_ns >= ? AND bucket_ns < ?",
+    )?;
+    let days = statement
+        .query_map(params![width_seconds(DAY_NS), since_ns, until_ns], |row| {
+            row.get(0)
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(days)
+}
+
 /// Every table of derived buckets.
 pub(crate) const BUCKET_TABLES: [&str; 8] = [
     "edge_buckets",
@@ -268,15 +355,43 @@ pub(crate) const BUCKET_TABLES: [&str; 8] = [
     "edge_release_buckets",
 ];
 
-/// Removes the buckets of every width that start in `[since, until)`.
+/// Removes the buckets of every width that start in `[since, until)`, and the rolled-up days
+/// that overlap it.
 fn delete(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<(), QueryError> {
+    let first_day = since_ns.div_euclid(DAY_NS) * DAY_NS;
     for table in BUCKET_TABLES {
         conn.execute(
-            &format!("DELETE FROM {table} WHERE bucket_ns >= ? AND bucket_ns < ?"),
-            params![since_ns, until_ns],
+            &format!(
+                "DELETE FROM {table} WHERE bucket_ns < ?
+                 AND (bucket_ns >= ? OR (width_s = ? AND bucket_ns >= ?))"
+            ),
+            params![until_ns, since_ns, width_seconds(DAY_NS), first_day],
         )?;
     }
     Ok(())
+}
+
+/// [`plan`], with the rolled-up days among its hours read as days.
+pub fn plan_with_days(since_ns: i64, until_ns: i64, days: &BTreeSet<i64>) -> Vec<(i64, i64, i64)> {
+    let mut out = Vec::new();
+    for (width, from, to) in plan(since_ns, until_ns) {
+        if width != HOUR_NS {
+            out.push((width, from, to));
+            continue;
+        }
+        let mut at = from;
+        for &day in days.range(from..to) {
+            if day + DAY_NS > to {
+                break;
+            }
+            out.push((HOUR_NS, at, day));
+            out.push((DAY_NS, day, day + DAY_NS));
+            at = day + DAY_NS;
+        }
+        out.push((HOUR_NS, at, to));
+    }
+    out.retain(|(_, from, to)| from < to);
+    out
 }
 
 /// The `[since, until)` window as ranges of whole buckets: hours for the middle, minutes for
@@ -324,7 +439,7 @@ fn read(
 
     // Rows come as Arrow batches and are summed here, keyed without allocating per row: a week
     // is about a hundred thousand rows, and their sketches merge from the stored bytes.
-    let mut statement = conn.prepare(&format!(
+    let mut statement = conn.prepare_cached(&format!(
         "SELECT source, target, kind, calls, errors, traces, max_calls_per_trace, latency,
                 server_latency, first_seen_ns, last_seen_ns,
                 coalesce(estimated_calls, calls::DOUBLE), coalesce(retries, 0),
@@ -359,10 +474,15 @@ fn read(
             to: intern(to.to_owned()),
             kind: EdgeKind::from_name(kind),
         };
-        into.edges.entry(key).or_default().merge(&stats);
+        match into.edges.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut known) => known.get_mut().merge(&stats),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                new.insert(stats);
+            }
+        }
     }
 
-    let mut statement = conn.prepare(&format!(
+    let mut statement = conn.prepare_cached(&format!(
         "SELECT from_service, from_operation, to_service, to_operation, calls, errors, latency,
                 coalesce(retries, 0), coalesce(fallbacks, 0),
                 -- Rows from before v8 tell no times: the bucket's start stands for them.
@@ -389,10 +509,12 @@ fn read(
         into.operations.entry(key).or_default().merge(&stats);
     }
 
-    let mut statement = conn.prepare(&format!(
+    // Of when a node was seen, first and last are kept; a count of rows would depend on the
+    // widths read (minutes, hours or days), so it counts as one.
+    let mut statement = conn.prepare_cached(&format!(
         "SELECT node, bool_or(reports_spans), string_agg(peer_types, ','), bool_or(entry_point),
                 sum(coalesce(spans_without_sampling, 0))::UBIGINT, min(first_seen_ns),
-                max(last_seen_ns), count(first_seen_ns)::UBIGINT
+                max(last_seen_ns), least(count(first_seen_ns), 1)::UBIGINT
          FROM node_buckets WHERE {filter} GROUP BY node"
     ))?;
     let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
@@ -423,7 +545,7 @@ fn read(
             .merge(&facts);
     }
 
-    let mut statement = conn.prepare(&format!(
+    let mut statement = conn.prepare_cached(&format!(
         "SELECT service, operation, traces, sync_depth, services_touched, latency
          FROM entry_buckets WHERE {filter}"
     ))?;
@@ -442,7 +564,7 @@ fn read(
         };
         into.entries.entry(key).or_default().merge(&stats);
     }
-    let mut statement = conn.prepare(&format!(
+    let mut statement = conn.prepare_cached(&format!(
         "SELECT service, operation, path_service, traces, total_ns, time
          FROM critical_path_buckets WHERE {filter}"
     ))?;
@@ -466,7 +588,7 @@ fn read(
             .merge(&path);
     }
 
-    let mut statement = conn.prepare(&format!(
+    let mut statement = conn.prepare_cached(&format!(
         "SELECT node, release, min(first_seen_ns), max(last_seen_ns), sum(spans)::UBIGINT
          FROM release_buckets WHERE {filter} GROUP BY node, release"
     ))?;
@@ -480,7 +602,7 @@ fn read(
         let facts = into.nodes.entry(intern(row.get(0)?)).or_default();
         note_version(&mut facts.versions, intern(row.get(1)?), &seen);
     }
-    let mut statement = conn.prepare(&format!(
+    let mut statement = conn.prepare_cached(&format!(
         "SELECT source, target, kind, from_release, to_release, min(first_seen_ns),
                 max(last_seen_ns), sum(calls)::UBIGINT
          FROM edge_release_buckets WHERE {filter}
@@ -507,16 +629,15 @@ fn read(
         }
     }
 
-    let totals = conn.query_row(
-        &format!(
+    let totals = conn
+        .prepare_cached(&format!(
             "SELECT sum(spans), sum(traces), sum(observations), sum(orphaned_spans),
                 sum(unresolved_client_spans), sum(late_spans_paired), sum(late_spans_dropped),
                 sum(traces_cut_short), min(span_min_ns), max(span_max_ns),
                 sum(coalesce(spans_without_sampling, spans))
          FROM diagnostic_buckets WHERE {filter}"
-        ),
-        duckdb::params_from_iter(values.iter()),
-        |row| {
+        ))?
+        .query_row(duckdb::params_from_iter(values.iter()), |row| {
             let n = |i: usize| -> duckdb::Result<u64> {
                 Ok(row.get::<_, Option<i128>>(i)?.unwrap_or(0) as u64)
             };
@@ -535,8 +656,7 @@ fn read(
                 row.get::<_, Option<i64>>(8)?
                     .zip(row.get::<_, Option<i64>>(9)?),
             ))
-        },
-    )?;
+        })?;
     into.diagnostics.merge(&totals.0);
     if let Some((min, max)) = totals.1 {
         let range = into.span_range.get_or_insert((min, max));
@@ -839,7 +959,12 @@ pub fn read_window(
     until_ns: i64,
 ) -> Result<Aggregate, QueryError> {
     let mut aggregate = Aggregate::default();
-    read(conn, &plan(since_ns, until_ns), &mut aggregate)?;
+    let days = rolled_up_days(conn, since_ns, until_ns)?;
+    read(
+        conn,
+        &plan_with_days(since_ns, until_ns, &days),
+        &mut aggregate,
+    )?;
     Ok(aggregate)
 }
 
@@ -938,6 +1063,72 @@ mod tests {
         aggregate
     }
 
+    /// A day rolled up reads as its hours did; a later write into it undoes the roll-up
+    /// until the day is rolled up again.
+    #[test]
+    fn rolled_up_days_read_as_their_hours_until_written_again() {
+        let store = crate::Store::open(&crate::Location::Memory).unwrap();
+        let conn = store.connection();
+        let writer = store.bucket_writer().unwrap();
+        let (minutes, hours) = minutes_and_hours((0..51 * 60).step_by(7), minute_bucket);
+        writer.write(&minutes).unwrap();
+        writer.write(&hours).unwrap();
+        let (since, until) = (30 * MINUTE_NS, 50 * HOUR_NS + 30 * MINUTE_NS);
+        let before = read_window(conn, since, until).unwrap();
+
+        // Days 0 and 1 are over by hour 50; day 2 is not.
+        assert_eq!(writer.roll_up_days(50 * HOUR_NS).unwrap(), 2);
+        assert_eq!(writer.roll_up_days(50 * HOUR_NS).unwrap(), 0);
+        assert_eq!(
+            rolled_up_days(conn, 0, 3 * DAY_NS).unwrap(),
+            BTreeSet::from([0, DAY_NS])
+        );
+        // Only day 1 lies whole in the window.
+        assert!(
+            plan_with_days(since, until, &BTreeSet::from([0, DAY_NS])).contains(&(
+                DAY_NS,
+                DAY_NS,
+                2 * DAY_NS
+            ))
+        );
+        assert_eq!(read_window(conn, since, until).unwrap(), before);
+
+        // A late minute of day 1 (and its hour): the day is read from hours again, with it.
+        let late = 30 * 60 + 1;
+        let mut one = Buckets::new(MINUTE_NS);
+        one.buckets.insert(late * MINUTE_NS, minute_bucket(late));
+        let mut its_hour = Buckets::new(HOUR_NS);
+        its_hour.buckets.insert(30 * HOUR_NS, minute_bucket(late));
+        writer.write(&one).unwrap();
+        writer.write(&its_hour).unwrap();
+        assert_eq!(
+            rolled_up_days(conn, 0, 3 * DAY_NS).unwrap(),
+            BTreeSet::from([0])
+        );
+        let mut expected = before.clone();
+        expected.merge(&minute_bucket(late));
+        let calls = |a: &Aggregate| a.edges.values().map(|e| e.calls).sum::<u64>();
+        let with_late = read_window(conn, since, until).unwrap();
+        assert_eq!(calls(&with_late), calls(&expected));
+        assert_eq!(writer.roll_up_days(50 * HOUR_NS).unwrap(), 1);
+        assert_eq!(read_window(conn, since, until).unwrap(), with_late);
+
+        // Replacing an hour of day 1 (a rebuild that found nothing) undoes its roll-up too.
+        writer.replace(30 * HOUR_NS, 31 * HOUR_NS, &[]).unwrap();
+        assert_eq!(
+            rolled_up_days(conn, 0, 3 * DAY_NS).unwrap(),
+            BTreeSet::from([0])
+        );
+        let mut hour_30 = Aggregate::default();
+        for m in (30 * 60..31 * 60).filter(|m| m % 7 == 0).chain([late]) {
+            hour_30.merge(&minute_bucket(m));
+        }
+        let replaced = read_window(conn, since, until).unwrap();
+        assert_eq!(calls(&replaced), calls(&with_late) - calls(&hour_30));
+        assert_eq!(writer.roll_up_days(50 * HOUR_NS).unwrap(), 1);
+        assert_eq!(read_window(conn, since, until).unwrap(), replaced);
+    }
+
     /// Reading a window that starts and ends inside hours takes the minutes at the ends and
     /// the hours between; what comes out must be exactly the merge of its minutes.
     #[test]
@@ -1032,9 +1223,17 @@ mod tests {
 
     /// Three hours of minute buckets made by `bucket`, and the hour buckets that sum them.
     fn three_hours_of(bucket: impl Fn(i64) -> Aggregate) -> (Buckets, Buckets) {
+        minutes_and_hours(0..180, bucket)
+    }
+
+    /// The buckets of `minutes` made by `bucket`, and the hour buckets that sum them.
+    fn minutes_and_hours(
+        minutes_numbered: impl Iterator<Item = i64>,
+        bucket: impl Fn(i64) -> Aggregate,
+    ) -> (Buckets, Buckets) {
         let mut minutes = Buckets::new(MINUTE_NS);
         let mut hours = Buckets::new(HOUR_NS);
-        for m in 0..180 {
+        for m in minutes_numbered {
             let bucket = bucket(m);
             hours
                 .buckets

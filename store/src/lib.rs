@@ -217,6 +217,11 @@ impl Store {
         outcome
     }
 
+    /// Rolls up the days over before `before_ns` ([`buckets::roll_up_days`]).
+    pub fn roll_up_days(&self, before_ns: i64) -> Result<usize, QueryError> {
+        buckets::roll_up_days(&self.conn, before_ns)
+    }
+
     /// Forgets a consumer's offset and state: it no longer holds the log back.
     pub fn forget_consumer(&self, consumer: &str) -> Result<(), QueryError> {
         self.conn

@@ -22,6 +22,9 @@ pub struct StoreStats {
     /// Derived edges: rows of 1-minute and of 1-hour buckets.
     pub minute_bucket_rows: u64,
     pub hour_bucket_rows: u64,
+    /// Rows of days rolled up from their hours.
+    #[serde(default)]
+    pub day_bucket_rows: u64,
     /// Start of the earliest and the latest derived bucket.
     pub first_bucket: Option<String>,
     pub last_bucket: Option<String>,
@@ -58,6 +61,7 @@ pub fn collect(conn: &Connection, location: &Location) -> Result<StoreStats, Que
                 schema_version,
                 minute_bucket_rows: 0,
                 hour_bucket_rows: 0,
+                day_bucket_rows: 0,
                 first_bucket: None,
                 last_bucket: None,
                 log_bytes: 0,
@@ -68,12 +72,14 @@ pub fn collect(conn: &Connection, location: &Location) -> Result<StoreStats, Que
     (
         stats.minute_bucket_rows,
         stats.hour_bucket_rows,
+        stats.day_bucket_rows,
         stats.first_bucket,
         stats.last_bucket,
     ) = conn.query_row(
         &format!(
             "SELECT count(*) FILTER (WHERE width_s = 60),
                     count(*) FILTER (WHERE width_s = 3600),
+                    count(*) FILTER (WHERE width_s = 86400),
                     strftime(make_timestamp(min(bucket_ns) // 1000), {RFC3339}),
                     strftime(make_timestamp(max(bucket_ns) // 1000), {RFC3339})
              FROM edge_buckets"
@@ -83,8 +89,9 @@ pub fn collect(conn: &Connection, location: &Location) -> Result<StoreStats, Que
             Ok((
                 row.get::<_, i64>(0)? as u64,
                 row.get::<_, i64>(1)? as u64,
-                row.get(2)?,
+                row.get::<_, i64>(2)? as u64,
                 row.get(3)?,
+                row.get(4)?,
             ))
         },
     )?;
@@ -125,9 +132,10 @@ impl std::fmt::Display for StoreStats {
         )?;
         writeln!(
             f,
-            "buckets      {} minute rows, {} hour rows, {} .. {}",
+            "buckets      {} minute rows, {} hour rows, {} day rows, {} .. {}",
             self.minute_bucket_rows,
             self.hour_bucket_rows,
+            self.day_bucket_rows,
             self.first_bucket.as_ref().unwrap_or(&none),
             self.last_bucket.as_ref().unwrap_or(&none)
         )?;

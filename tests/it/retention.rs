@@ -96,3 +96,46 @@ async fn retention_deletes_only_what_is_older_than_its_bounds_while_serving() {
         0
     );
 }
+
+/// A server rolls up the days that are over (here at its end, after the last checkpoint): a
+/// day of a backfill is then read from one row per edge, and says what its spans said.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_rolls_up_the_days_that_are_over() {
+    const DAY_NS: u64 = 24 * 60 * MINUTE_NS;
+    let server = InProcessServer::start(quick_assembly()).await;
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let now = archtrace_analyzer::time::now_ns() as u64;
+    let day = (now / DAY_NS - 2) * DAY_NS;
+    let request = Simulation::starting_at(5, day + 6 * 60 * MINUTE_NS).request_of_spans(200);
+    let sent = archtrace_formats::otlp::span_count(&request) as u64;
+    client.export(request).await.unwrap();
+    let (since, until) = (
+        archtrace_analyzer::time::rfc3339(day as i64),
+        archtrace_analyzer::time::rfc3339((day + DAY_NS) as i64),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let served = loop {
+        let served = snapshot(&server, &since, &until).await;
+        if served.diagnostics.spans == sent {
+            break served;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {sent} spans",
+            served.diagnostics.spans
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!served.edges.is_empty());
+
+    let stopped = server.stop().await;
+    let stats = stopped.store.stats().unwrap();
+    assert!(stats.day_bucket_rows > 0, "{stats:?}");
+    let source = archtrace_query::store::StoreSource::open(&stopped.store).unwrap();
+    let window = archtrace_query::Window::new(day as i64, (day + DAY_NS) as i64).unwrap();
+    let read = archtrace_query::SnapshotSource::snapshot(&source, &window).unwrap();
+    assert_eq!(read.diagnostics.spans, sent);
+    assert_eq!(read.edges, served.edges);
+}
