@@ -9,12 +9,23 @@ pub fn rfc3339(unix_nanos: i64) -> String {
     let days = seconds.div_euclid(86_400);
     let time = seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:06}Z",
-        time / 3_600,
-        time % 3_600 / 60,
-        time % 60
-    )
+    // Written digit by digit: snapshots and events format hundreds of thousands of these.
+    // Nanoseconds in an i64 are years 1677 to 2262: always four digits.
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |end: usize, digits: usize, mut value: i64| {
+        for at in (end - digits..end).rev() {
+            text[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(4, 4, year);
+    put(7, 2, i64::from(month));
+    put(10, 2, i64::from(day));
+    put(13, 2, time / 3_600);
+    put(16, 2, time % 3_600 / 60);
+    put(19, 2, time % 60);
+    put(26, 6, fraction);
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -119,6 +130,27 @@ mod tests {
             "2024-02-29T12:34:56.789012Z"
         );
         assert_eq!(rfc3339(-1_000), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(rfc3339(i64::MIN), "1677-09-21T00:12:43.145224Z");
+        assert_eq!(rfc3339(i64::MAX), "2262-04-11T23:47:16.854775Z");
+    }
+
+    #[test]
+    fn digits_written_one_by_one_read_as_formatted_ones() {
+        for nanos in (0..2_000).map(|i| i * 1_234_567_890_123_457 - 40_000_000_000_000_000) {
+            let written = rfc3339(nanos);
+            let micros = nanos.div_euclid(1_000);
+            let seconds = micros.div_euclid(1_000_000);
+            let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+            let time = seconds.rem_euclid(86_400);
+            let formatted = format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+                time / 3_600,
+                time % 3_600 / 60,
+                time % 60,
+                micros.rem_euclid(1_000_000)
+            );
+            assert_eq!(written, formatted);
+        }
     }
 }
 
