@@ -240,23 +240,24 @@ impl Period {
 
     /// The releases of an edge in this step; noted as missing when not read.
     fn edge_versions(&self, id: Id, missing: &mut MissingVersions) -> BTreeMap<VersionPair, Seen> {
-        match self.edge_versions.get(&id) {
-            Some(versions) => versions.clone(),
-            None => {
-                if !self.versions_known {
-                    missing.edges.insert((self.start_ns, id));
-                }
-                BTreeMap::new()
-            }
-        }
+        self.versions_of(&self.edge_versions, id, &mut missing.edges)
     }
 
     fn node_versions(&self, id: Id, missing: &mut MissingVersions) -> BTreeMap<Arc<str>, Seen> {
-        match self.node_versions.get(&id) {
+        self.versions_of(&self.node_versions, id, &mut missing.nodes)
+    }
+
+    fn versions_of<K: Clone + Ord>(
+        &self,
+        known: &HashMap<Id, BTreeMap<K, Seen>>,
+        id: Id,
+        missing: &mut BTreeSet<(i64, Id)>,
+    ) -> BTreeMap<K, Seen> {
+        match known.get(&id) {
             Some(versions) => versions.clone(),
             None => {
                 if !self.versions_known {
-                    missing.nodes.insert((self.start_ns, id));
+                    missing.insert((self.start_ns, id));
                 }
                 BTreeMap::new()
             }

@@ -13,7 +13,6 @@ use archtrace_analyzer::sketch::LatencySketch;
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
-use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use duckdb::{params, Connection};
 
@@ -863,36 +862,20 @@ pub fn node_edges(
 }
 
 /// The columns of the grouped edge query.
-struct EdgeColumns {
-    columns: Vec<ArrayRef>,
-}
+struct EdgeColumns(Columns);
 
 impl EdgeColumns {
     fn of(batch: &RecordBatch) -> Result<EdgeColumns, QueryError> {
-        let wanted = |i: usize, column: &ArrayRef| -> Result<ArrayRef, ArrowError> {
-            match i {
-                0..=2 => cast(column, &DataType::Utf8),
-                3..=6 | 12..=14 => cast(column, &DataType::UInt64),
-                9 | 10 | 16 => cast(column, &DataType::Int64),
-                11 => cast(column, &DataType::Float64),
-                _ => Ok(column.clone()),
-            }
-        };
-        let columns = batch
-            .columns()
-            .iter()
-            .enumerate()
-            .map(|(i, column)| wanted(i, column))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| QueryError::Arrow(err.to_string()))?;
-        let blob = |i: usize| columns[i].as_any().downcast_ref::<BinaryArray>().is_some();
+        use DataType::{Binary, Float64, Int64, UInt64, Utf8};
+        let mut types = vec![
+            Utf8, Utf8, Utf8, UInt64, UInt64, UInt64, UInt64, Binary, Binary, Int64, Int64,
+            Float64, UInt64, UInt64, UInt64, Binary,
+        ];
         // A 17th column, when asked for, is the bucket's start.
-        if !(16..=17).contains(&columns.len()) || !blob(7) || !blob(8) || !blob(15) {
-            return Err(QueryError::Arrow(
-                "unexpected columns in the edge bucket query".to_owned(),
-            ));
+        if batch.num_columns() == 17 {
+            types.push(Int64);
         }
-        Ok(EdgeColumns { columns })
+        Columns::of(batch, &types).map(EdgeColumns)
     }
 
     /// Adds one row of the edge bucket query to `stats`.
@@ -901,49 +884,83 @@ impl EdgeColumns {
         if stats.calls == 0 {
             (stats.first_seen_ns, stats.last_seen_ns) = (first, last);
         }
-        stats.calls += self.number(3, row);
-        stats.estimated_calls += self.real(11, row);
-        stats.errors += self.number(4, row);
-        stats.traces += self.number(5, row);
-        stats.max_calls_per_trace = stats.max_calls_per_trace.max(self.number(6, row));
+        let c = &self.0;
+        stats.calls += c.number(3, row);
+        stats.estimated_calls += c.real(11, row).unwrap_or(0.0);
+        stats.errors += c.number(4, row);
+        stats.traces += c.number(5, row);
+        stats.max_calls_per_trace = stats.max_calls_per_trace.max(c.number(6, row));
         stats.first_seen_ns = stats.first_seen_ns.min(first);
         stats.last_seen_ns = stats.last_seen_ns.max(last);
         // A sketch that does not decode (a damaged file, or left out as empty) adds nothing.
         stats.latency.merge_bytes(self.bytes(7, row));
         stats.server_latency.merge_bytes(self.bytes(8, row));
-        stats.retries += self.number(12, row);
-        stats.max_attempts = stats.max_attempts.max(self.number(13, row));
-        stats.fallbacks += self.number(14, row);
+        stats.retries += c.number(12, row);
+        stats.max_attempts = stats.max_attempts.max(c.number(13, row));
+        stats.fallbacks += c.number(14, row);
         stats.error_latency.merge_bytes(self.bytes(15, row));
     }
 
     fn text(&self, index: usize, row: usize) -> &str {
-        self.columns[index].as_string::<i32>().value(row)
+        self.0.text(index, row)
     }
 
-    fn number(&self, index: usize, row: usize) -> u64 {
-        self.columns[index].as_primitive::<UInt64Type>().value(row)
-    }
-
+    /// The query's times are never NULL.
     fn signed(&self, index: usize, row: usize) -> i64 {
-        self.columns[index].as_primitive::<Int64Type>().value(row)
-    }
-
-    fn real(&self, index: usize, row: usize) -> f64 {
-        self.columns[index].as_primitive::<Float64Type>().value(row)
+        self.0.signed(index, row).unwrap_or(0)
     }
 
     /// A stored sketch; empty when NULL.
     fn bytes(&self, index: usize, row: usize) -> &[u8] {
-        let blobs = self.columns[index]
-            .as_any()
-            .downcast_ref::<BinaryArray>()
-            .expect("checked in of()");
-        if blobs.is_null(row) {
-            &[]
-        } else {
-            blobs.value(row)
+        self.0.bytes(index, row).unwrap_or(&[])
+    }
+}
+
+/// Columns of an Arrow batch, cast to the types read.
+pub(crate) struct Columns(Vec<ArrayRef>);
+
+impl Columns {
+    pub(crate) fn of(batch: &RecordBatch, types: &[DataType]) -> Result<Columns, QueryError> {
+        if batch.num_columns() != types.len() {
+            return Err(QueryError::Arrow(
+                "unexpected columns in a bucket query".to_owned(),
+            ));
         }
+        batch
+            .columns()
+            .iter()
+            .zip(types)
+            .map(|(column, to)| cast(column, to))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Columns)
+            .map_err(|err| QueryError::Arrow(err.to_string()))
+    }
+
+    pub(crate) fn text(&self, i: usize, row: usize) -> &str {
+        self.0[i].as_string::<i32>().value(row)
+    }
+
+    pub(crate) fn number(&self, i: usize, row: usize) -> u64 {
+        self.0[i].as_primitive::<UInt64Type>().value(row)
+    }
+
+    pub(crate) fn signed(&self, i: usize, row: usize) -> Option<i64> {
+        let column = self.0[i].as_primitive::<Int64Type>();
+        (!column.is_null(row)).then(|| column.value(row))
+    }
+
+    pub(crate) fn real(&self, i: usize, row: usize) -> Option<f64> {
+        let column = self.0[i].as_primitive::<Float64Type>();
+        (!column.is_null(row)).then(|| column.value(row))
+    }
+
+    pub(crate) fn flag(&self, i: usize, row: usize) -> bool {
+        self.0[i].as_boolean().value(row)
+    }
+
+    pub(crate) fn bytes(&self, i: usize, row: usize) -> Option<&[u8]> {
+        let column = self.0[i].as_any().downcast_ref::<BinaryArray>()?;
+        (!column.is_null(row)).then(|| column.value(row))
     }
 }
 

@@ -12,64 +12,15 @@ use archtrace_analyzer::aggregate::{note_version, NodeFacts, Seen, VersionPair};
 use archtrace_analyzer::derive::EdgeKind;
 use archtrace_analyzer::history::{Id, MissingVersions, Period, PeriodEdge, PeriodNode, Periods};
 use archtrace_analyzer::sketch::LatencySketch;
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
-use arrow::record_batch::RecordBatch;
+use arrow::datatypes::DataType;
 use duckdb::{params, Connection};
 
-use crate::buckets::{in_transaction, parse_node_type, read_steps, step_width, width_seconds};
+use crate::buckets::{
+    in_transaction, parse_node_type, read_steps, step_width, width_seconds, Columns,
+};
 use crate::QueryError;
 
 const RANGE: &str = "width_s = ? AND bucket_ns >= ? AND bucket_ns < ?";
-
-/// Columns of an Arrow batch, cast to the types read.
-struct Columns(Vec<ArrayRef>);
-
-impl Columns {
-    fn of(batch: &RecordBatch, types: &[DataType]) -> Result<Columns, QueryError> {
-        if batch.num_columns() != types.len() {
-            return Err(QueryError::Arrow(
-                "unexpected columns in a history query".to_owned(),
-            ));
-        }
-        batch
-            .columns()
-            .iter()
-            .zip(types)
-            .map(|(column, to)| cast(column, to))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Columns)
-            .map_err(|err| QueryError::Arrow(err.to_string()))
-    }
-
-    fn text(&self, i: usize, row: usize) -> &str {
-        self.0[i].as_string::<i32>().value(row)
-    }
-
-    fn number(&self, i: usize, row: usize) -> u64 {
-        self.0[i].as_primitive::<UInt64Type>().value(row)
-    }
-
-    fn signed(&self, i: usize, row: usize) -> Option<i64> {
-        let column = self.0[i].as_primitive::<Int64Type>();
-        (!column.is_null(row)).then(|| column.value(row))
-    }
-
-    fn real(&self, i: usize, row: usize) -> Option<f64> {
-        let column = self.0[i].as_primitive::<Float64Type>();
-        (!column.is_null(row)).then(|| column.value(row))
-    }
-
-    fn flag(&self, i: usize, row: usize) -> bool {
-        self.0[i].as_boolean().value(row)
-    }
-
-    fn bytes(&self, i: usize, row: usize) -> Option<&[u8]> {
-        let column = self.0[i].as_any().downcast_ref::<BinaryArray>()?;
-        (!column.is_null(row)).then(|| column.value(row))
-    }
-}
 
 use DataType::{Binary, Boolean, Float64, Int64, UInt64, Utf8};
 
