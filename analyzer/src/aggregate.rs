@@ -297,18 +297,9 @@ impl NodeFacts {
         }
     }
 
-    /// A node is a service whenever some span reports it; otherwise the type a rule gave it.
     pub fn node_type(&self) -> NodeType {
-        if self.reports_spans {
-            NodeType::Service
-        } else {
-            // Deterministic when rules disagree: the most specific type wins.
-            self.peer_types
-                .iter()
-                .next()
-                .copied()
-                .unwrap_or(NodeType::External)
-        }
+        // The first of the set is the most specific.
+        NodeType::of(self.reports_spans, self.peer_types.iter().next().copied())
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actions::{recommend, Action};
 use crate::findings::{findings, Thresholds};
-use crate::metrics::{node_metrics, MetricSettings};
+use crate::metrics::{metrics_for_findings, node_metrics, MetricSettings};
 use crate::risk::{hotspots, Hotspot};
 use crate::snapshot::{Finding, MetricNotes, NodeMetrics, Snapshot};
 
@@ -49,6 +49,16 @@ pub fn analyze(snapshot: &Snapshot, settings: &Settings) -> Analysis {
         findings,
         hotspots,
     }
+}
+
+/// The findings [`analyze`] finds in `snapshot`, without the metrics and the ranking only views
+/// read: what history compares between many slices of a window.
+pub fn findings_only(snapshot: &Snapshot, settings: &Settings) -> Vec<Finding> {
+    findings(
+        snapshot,
+        &metrics_for_findings(snapshot),
+        &settings.thresholds,
+    )
 }
 
 /// A snapshot with its analysis written into it (node metrics, findings, notes), and the

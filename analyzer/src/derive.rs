@@ -22,6 +22,17 @@ pub enum NodeType {
 }
 
 impl NodeType {
+    /// A node is a service whenever some span reports it; otherwise the type a rule gave it,
+    /// the most specific one when rules disagree (the least in this order), so that the
+    /// result does not depend on the order rules ran in.
+    pub fn of(reports_spans: bool, most_specific_peer_type: Option<NodeType>) -> NodeType {
+        if reports_spans {
+            NodeType::Service
+        } else {
+            most_specific_peer_type.unwrap_or(NodeType::External)
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             NodeType::Service => "service",

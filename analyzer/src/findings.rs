@@ -471,9 +471,16 @@ mod tests {
     use crate::metrics::tests::graph;
     use crate::metrics::{node_metrics, MetricSettings};
 
+    /// The findings of `snapshot`, found alike with every metric and with only those findings
+    /// read.
     fn run(snapshot: &Snapshot) -> Vec<Finding> {
         let (metrics, _) = node_metrics(snapshot, &MetricSettings::default());
-        findings(snapshot, &metrics, &Thresholds::default())
+        let found = findings(snapshot, &metrics, &Thresholds::default());
+        assert_eq!(
+            crate::analysis::findings_only(snapshot, &Default::default()),
+            found
+        );
+        found
     }
 
     fn of(findings: &[Finding], kind: FindingKind) -> Vec<&Finding> {

@@ -3,7 +3,7 @@
 //! Client nodes (the virtual `user` and named external callers) are where calls come from, not
 //! parts of the architecture: they are left out of fan-in, reach and centrality.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use petgraph::algo::articulation_points::articulation_points;
 use petgraph::algo::{dominators, tarjan_scc};
@@ -134,48 +134,76 @@ fn count(bits: &[u64], mask: &[u64]) -> usize {
         .sum()
 }
 
-/// Brandes' algorithm from the given sources; unweighted, directed.
+/// Brandes' algorithm from the given sources; unweighted, directed. Two calls between the
+/// same services (say one synchronous, one through a queue) are one step of a path.
 fn betweenness(graph: &DiGraph<&str, usize>, sources: impl Iterator<Item = NodeIndex>) -> Vec<f64> {
     let n = graph.node_count();
+    // The distinct successors of every node in one array: each source's search walks all of
+    // them, and a flat array is what keeps that walk cheap.
+    let mut offsets = Vec::with_capacity(n + 1);
+    let mut successors: Vec<u32> = Vec::with_capacity(graph.edge_count());
+    offsets.push(0);
+    let mut distinct = Vec::new();
+    for v in 0..n {
+        distinct.clear();
+        distinct.extend(
+            graph
+                .neighbors(NodeIndex::new(v))
+                .map(|w| w.index() as u32)
+                .filter(|w| *w as usize != v),
+        );
+        distinct.sort_unstable();
+        distinct.dedup();
+        successors.extend_from_slice(&distinct);
+        offsets.push(successors.len());
+    }
+    let successors_of = |v: usize| &successors[offsets[v]..offsets[v + 1]];
+
     let mut centrality = vec![0.0; n];
-    let mut sigma = vec![0.0f64; n];
-    let mut distance = vec![-1i64; n];
-    let mut delta = vec![0.0f64; n];
-    let mut predecessors: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut stack = Vec::with_capacity(n);
-    let mut queue = VecDeque::with_capacity(n);
+    let mut paths = vec![0.0f64; n];
+    let mut distance = vec![u32::MAX; n];
+    let mut dependency = vec![0.0f64; n];
+    // Nodes in the order the search reached them, so by distance.
+    let mut order: Vec<usize> = Vec::with_capacity(n);
     for source in sources {
         let s = source.index();
-        for v in 0..n {
-            predecessors[v].clear();
-            sigma[v] = 0.0;
-            distance[v] = -1;
-            delta[v] = 0.0;
+        for &v in &order {
+            paths[v] = 0.0;
+            distance[v] = u32::MAX;
         }
-        sigma[s] = 1.0;
+        order.clear();
+        paths[s] = 1.0;
         distance[s] = 0;
-        queue.push_back(s);
-        while let Some(v) = queue.pop_front() {
-            stack.push(v);
-            for w in graph.neighbors(NodeIndex::new(v)).map(|w| w.index()) {
-                if distance[w] < 0 {
-                    distance[w] = distance[v] + 1;
-                    queue.push_back(w);
+        order.push(s);
+        let mut next = 0;
+        while let Some(&v) = order.get(next) {
+            next += 1;
+            let one_further = distance[v] + 1;
+            for &w in successors_of(v) {
+                let w = w as usize;
+                if distance[w] == u32::MAX {
+                    distance[w] = one_further;
+                    order.push(w);
                 }
-                if distance[w] == distance[v] + 1 {
-                    sigma[w] += sigma[v];
-                    if !predecessors[w].contains(&v) {
-                        predecessors[w].push(v);
-                    }
+                if distance[w] == one_further {
+                    paths[w] += paths[v];
                 }
             }
         }
-        while let Some(w) = stack.pop() {
-            for &v in &predecessors[w] {
-                delta[v] += sigma[v] / sigma[w] * (1.0 + delta[w]);
+        // Farthest first: a node's dependency is summed from its successors on shortest paths,
+        // which the search reached after it.
+        for &v in order.iter().rev() {
+            let one_further = distance[v] + 1;
+            let mut sum = 0.0;
+            for &w in successors_of(v) {
+                let w = w as usize;
+                if distance[w] == one_further {
+                    sum += paths[v] / paths[w] * (1.0 + dependency[w]);
+                }
             }
-            if w != s {
-                centrality[w] += delta[w];
+            dependency[v] = sum;
+            if v != s {
+                centrality[v] += sum;
             }
         }
     }
@@ -186,6 +214,20 @@ pub fn node_metrics(
     snapshot: &Snapshot,
     settings: &MetricSettings,
 ) -> (BTreeMap<String, NodeMetrics>, MetricNotes) {
+    measure(snapshot, Some(settings))
+}
+
+/// The metrics findings read, with betweenness left at 0: it costs more than all the others
+/// together, and only rankings and views read it.
+pub(crate) fn metrics_for_findings(snapshot: &Snapshot) -> BTreeMap<String, NodeMetrics> {
+    measure(snapshot, None).0
+}
+
+/// Every metric; betweenness only with the settings to compute it with.
+fn measure(
+    snapshot: &Snapshot,
+    centrality: Option<&MetricSettings>,
+) -> (BTreeMap<String, NodeMetrics>, MetricNotes) {
     let g = build(snapshot);
     let n = g.graph.node_count();
     let mut notes = MetricNotes::default();
@@ -193,21 +235,23 @@ pub fn node_metrics(
     let backward = reach(&g.graph, Direction::Incoming);
     let entries = g.is_entry.iter().filter(|e| **e).count();
 
-    let raw_betweenness = if n > settings.exact_betweenness_max_nodes {
-        let samples = settings.betweenness_samples.min(n).max(1);
-        notes.betweenness_sampled_sources = Some(samples);
-        // Evenly spread sources, deterministic so that results are repeatable.
-        let step = n as f64 / samples as f64;
-        let scale = n as f64 / samples as f64;
-        betweenness(
-            &g.graph,
-            (0..samples).map(|i| NodeIndex::new((i as f64 * step) as usize)),
-        )
-        .into_iter()
-        .map(|c| c * scale)
-        .collect()
-    } else {
-        betweenness(&g.graph, g.graph.node_indices())
+    let raw_betweenness = match centrality {
+        None => vec![0.0; n],
+        Some(settings) if n > settings.exact_betweenness_max_nodes => {
+            let samples = settings.betweenness_samples.min(n).max(1);
+            notes.betweenness_sampled_sources = Some(samples);
+            // Evenly spread sources, deterministic so that results are repeatable.
+            let step = n as f64 / samples as f64;
+            let scale = n as f64 / samples as f64;
+            betweenness(
+                &g.graph,
+                (0..samples).map(|i| NodeIndex::new((i as f64 * step) as usize)),
+            )
+            .into_iter()
+            .map(|c| c * scale)
+            .collect()
+        }
+        Some(_) => betweenness(&g.graph, g.graph.node_indices()),
     };
     let pairs = ((n.saturating_sub(1)) * (n.saturating_sub(2))).max(1) as f64;
 
@@ -473,6 +517,112 @@ pub(crate) mod tests {
             "one of the two ordered pairs (a, c) passes b"
         );
         assert_eq!(m["a"].betweenness, 0.0);
+    }
+
+    #[test]
+    fn two_calls_between_the_same_services_are_one_step_of_a_path() {
+        // a reaches c through b and through d; a calls b both directly and through a queue.
+        let mut snapshot = graph(
+            &[("a", "b"), ("a", "b"), ("b", "c"), ("a", "d"), ("d", "c")],
+            &[],
+            &[],
+        );
+        snapshot.edges[1].kind = EdgeKind::Async;
+        let m = metrics(&snapshot);
+        // Half of the pair (a, c)'s shortest paths pass each, out of 4 × 3 ordered pairs.
+        assert_eq!(m["b"].betweenness, round(0.5 / 6.0));
+        assert_eq!(m["d"].betweenness, m["b"].betweenness);
+    }
+
+    /// Betweenness by its definition: for every ordered pair (s, t), the share of shortest
+    /// paths from s to t through v, counted from distances and path counts of every pair.
+    fn betweenness_by_definition(n: usize, edges: &[(usize, usize)]) -> Vec<f64> {
+        let mut next = vec![Vec::new(); n];
+        for &(a, b) in edges {
+            if a != b && !next[a].contains(&b) {
+                next[a].push(b);
+            }
+        }
+        let searches: Vec<(Vec<Option<usize>>, Vec<f64>)> = (0..n)
+            .map(|s| {
+                let mut distance = vec![None; n];
+                let mut paths = vec![0.0; n];
+                distance[s] = Some(0);
+                paths[s] = 1.0;
+                let mut frontier = vec![s];
+                let mut d = 0;
+                while !frontier.is_empty() {
+                    d += 1;
+                    let mut reached = Vec::new();
+                    for &v in &frontier {
+                        for &w in &next[v] {
+                            if distance[w].is_none() {
+                                distance[w] = Some(d);
+                                reached.push(w);
+                            }
+                            if distance[w] == Some(d) {
+                                paths[w] += paths[v];
+                            }
+                        }
+                    }
+                    frontier = reached;
+                }
+                (distance, paths)
+            })
+            .collect();
+        let mut centrality = vec![0.0; n];
+        for s in 0..n {
+            for t in (0..n).filter(|t| *t != s) {
+                let Some(total) = searches[s].0[t] else {
+                    continue;
+                };
+                for v in (0..n).filter(|v| *v != s && *v != t) {
+                    if let (Some(to_v), Some(from_v)) = (searches[s].0[v], searches[v].0[t]) {
+                        if to_v + from_v == total {
+                            centrality[v] += searches[s].1[v] * searches[v].1[t] / searches[s].1[t];
+                        }
+                    }
+                }
+            }
+        }
+        centrality
+    }
+
+    #[test]
+    fn betweenness_equals_its_definition_on_graphs_with_repeated_calls_and_cycles() {
+        for seed in 1..=20u64 {
+            // A small deterministic pseudo-random graph: repeated pairs, self-calls, cycles.
+            let mut state = seed;
+            let mut random = |below: usize| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 33) as usize % below
+            };
+            let n = 4 + random(9);
+            let edges: Vec<(usize, usize)> = (0..n * 2).map(|_| (random(n), random(n))).collect();
+            let mut graph: DiGraph<&str, usize> = DiGraph::new();
+            for _ in 0..n {
+                graph.add_node("");
+            }
+            for &(a, b) in &edges {
+                graph.add_edge(NodeIndex::new(a), NodeIndex::new(b), 0);
+            }
+            let brandes = betweenness(&graph, graph.node_indices());
+            let expected = betweenness_by_definition(n, &edges);
+            for v in 0..n {
+                assert!(
+                    (brandes[v] - expected[v]).abs() < 1e-9,
+                    "seed {seed}, node {v}: {} vs {} in {edges:?}",
+                    brandes[v],
+                    expected[v]
+                );
+            }
+            assert!(
+                expected.iter().any(|c| *c > 0.0) || edges.len() < 3,
+                "seed {seed}"
+            );
+        }
     }
 
     #[test]
