@@ -2,7 +2,7 @@
 //! [`archtrace_analyzer::history`], plus the findings that appeared or were resolved between
 //! consecutive slices of the window.
 
-use archtrace_analyzer::analysis::Settings;
+use archtrace_analyzer::analysis::{findings_only, Settings};
 use archtrace_analyzer::history::{
     self, check_step, finding_events, parse_kinds, EventFilter, History, HistorySettings, HOUR_NS,
 };
@@ -78,17 +78,6 @@ pub fn history<S: SnapshotSource + ?Sized>(
     let settings = &query.history;
     let step = settings.step_ns.max(1);
     let since = window.since_ns.div_euclid(step) * step;
-    // What existed before the window must be known to tell what is new in it.
-    let lookback = since.saturating_sub(settings.gone_after_ns.div_euclid(step) * step + step);
-    let mut periods = source.periods(lookback, window.until_ns, step)?;
-    let mut replayed = history::replay(&periods, window.since_ns, window.until_ns, settings);
-    if !replayed.missing.is_empty() {
-        // The releases of the few steps whose events name them; the set of events is the same
-        // without them, so a second replay words them.
-        source.fill_versions(step, &mut periods, &replayed.missing)?;
-        replayed = history::replay(&periods, window.since_ns, window.until_ns, settings);
-    }
-    let mut history = replayed.history;
 
     // Slices on whole multiples of their length, so that runs over overlapping windows (the
     // notifier's) judge the same slices at the same times; the slice holding `since` is
@@ -101,11 +90,18 @@ pub fn history<S: SnapshotSource + ?Sized>(
         .map(|n| first - slice + n * slice)
         .take_while(|start| start + slice <= window.until_ns)
         .collect();
+    // The steps are read and replayed while the slices are analysed: neither needs the other.
+    let (history, findings) = std::thread::scope(|scope| {
+        let findings = scope.spawn(|| slice_findings(source, &starts, slice, query));
+        let history = replay(source, window, since, settings);
+        let findings = findings
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (history, findings)
+    });
+    let mut history = history?;
     let mut slices = Vec::new();
-    for (start, findings) in starts
-        .iter()
-        .zip(slice_findings(source, &starts, slice, query)?)
-    {
+    for (start, findings) in starts.iter().zip(findings?) {
         // A slice without traffic tells nothing: its findings are not resolved, only unseen.
         if let Some(findings) = findings {
             slices.push((*start, findings));
@@ -114,6 +110,28 @@ pub fn history<S: SnapshotSource + ?Sized>(
     history.events.extend(finding_events(&slices));
     history::sort_events(&mut history.events);
     Ok(history)
+}
+
+/// The structural events and trends of `window`, replayed from its steps and those before it
+/// that tell what existed already.
+fn replay<S: SnapshotSource + ?Sized>(
+    source: &S,
+    window: &Window,
+    since: i64,
+    settings: &HistorySettings,
+) -> Result<History, QueryError> {
+    let step = settings.step_ns.max(1);
+    // What existed before the window must be known to tell what is new in it.
+    let lookback = since.saturating_sub(settings.gone_after_ns.div_euclid(step) * step + step);
+    let mut periods = source.periods(lookback, window.until_ns, step)?;
+    let mut replayed = history::replay(&periods, window.since_ns, window.until_ns, settings);
+    if !replayed.missing.is_empty() {
+        // The releases of the few steps whose events name them; the set of events is the same
+        // without them, so a second replay words them.
+        source.fill_versions(step, &mut periods, &replayed.missing)?;
+        replayed = history::replay(&periods, window.since_ns, window.until_ns, settings);
+    }
+    Ok(replayed.history)
 }
 
 /// A slice's findings; `None` when it had no traffic.
@@ -135,10 +153,13 @@ fn slice_findings<S: SnapshotSource + ?Sized>(
             let Some(start) = starts.get(index) else {
                 return Ok(done);
             };
-            let analyzed =
-                source.analyzed(&Window::new(*start, start + slice)?, &query.analysis)?;
-            let traffic = !analyzed.snapshot.edges.is_empty();
-            done.push((index, traffic.then_some(analyzed.snapshot.findings)));
+            let snapshot =
+                source.snapshot_without_releases(&Window::new(*start, start + slice)?)?;
+            let traffic = !snapshot.edges.is_empty();
+            done.push((
+                index,
+                traffic.then(|| findings_only(&snapshot, &query.analysis)),
+            ));
         }
     };
     let workers = std::thread::available_parallelism()

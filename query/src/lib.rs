@@ -67,6 +67,12 @@ pub trait SnapshotSource: Send + Sync {
     /// The architecture of `window`, not yet analysed.
     fn snapshot(&self, window: &Window) -> Result<Snapshot, QueryError>;
 
+    /// The snapshot of `window`, where releases may be left out of nodes and edges: findings
+    /// do not read them, and a store reads faster without.
+    fn snapshot_without_releases(&self, window: &Window) -> Result<Snapshot, QueryError> {
+        self.snapshot(window)
+    }
+
     /// A service's traffic per time bucket over `window`.
     fn series(&self, service: &str, window: &Window) -> Result<Vec<Point>, QueryError>;
 

@@ -10,7 +10,7 @@ use archtrace_analyzer::derive::NoLookup;
 use archtrace_analyzer::history::{MissingVersions, Periods};
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::Span;
-use archtrace_store::buckets::{step_width, BucketWriter, HOUR_NS, MINUTE_NS};
+use archtrace_store::buckets::{step_width, BucketWriter, Releases, HOUR_NS, MINUTE_NS};
 use archtrace_store::read::Reader;
 use archtrace_store::Store;
 
@@ -76,8 +76,8 @@ impl StoreSource {
     }
 }
 
-impl SnapshotSource for StoreSource {
-    fn snapshot(&self, window: &Window) -> Result<Snapshot, QueryError> {
+impl StoreSource {
+    fn snapshot_with(&self, window: &Window, releases: Releases) -> Result<Snapshot, QueryError> {
         let aggregate = if window.environment.is_some() {
             // Buckets are not kept per environment: the environment's traces are derived again.
             let mut aggregate = Aggregate::default();
@@ -90,7 +90,8 @@ impl SnapshotSource for StoreSource {
             // Held across the store's read: the server moves closed buckets from memory to the
             // store under this lock, so each is read from exactly one of them.
             let held = self.unwritten.as_deref().map(lock);
-            let mut aggregate = lock(&self.reader).read_window(window.since_ns, window.until_ns)?;
+            let mut aggregate =
+                lock(&self.reader).read_window(window.since_ns, window.until_ns, releases)?;
             if let Some(held) = &held {
                 held.merge_window(window.since_ns, window.until_ns, &mut aggregate);
             }
@@ -100,6 +101,16 @@ impl SnapshotSource for StoreSource {
             &aggregate,
             (window.since_ns, window.until_ns),
         ))
+    }
+}
+
+impl SnapshotSource for StoreSource {
+    fn snapshot(&self, window: &Window) -> Result<Snapshot, QueryError> {
+        self.snapshot_with(window, Releases::Read)
+    }
+
+    fn snapshot_without_releases(&self, window: &Window) -> Result<Snapshot, QueryError> {
+        self.snapshot_with(window, Releases::Skipped)
     }
 
     fn periods(&self, since_ns: i64, until_ns: i64, step_ns: i64) -> Result<Periods, QueryError> {
@@ -123,7 +134,9 @@ impl SnapshotSource for StoreSource {
             .keys()
             .next()
             .map_or(until_ns, |start| (*start).max(since_ns));
-        let reader = lock(&self.reader);
+        // On a connection of its own: history analyses slices of the window on the shared one
+        // meanwhile.
+        let reader = lock(&self.reader).try_clone()?;
         let mut periods = Periods::default();
         reader.read_periods(step_ns, since_ns, first_held, &mut periods)?;
         reader.read_steps(

@@ -316,7 +316,12 @@ pub fn roll_up_days(conn: &Connection, before_ns: i64) -> Result<usize, QueryErr
     for &start in &days {
         in_transaction(conn, || {
             let mut whole = Aggregate::default();
-            read(conn, &[(HOUR_NS, start, start + DAY_NS)], &mut whole)?;
+            read(
+                conn,
+                &[(HOUR_NS, start, start + DAY_NS)],
+                Releases::Read,
+                &mut whole,
+            )?;
             let mut rolled = Buckets::new(DAY_NS);
             rolled.buckets.insert(start, whole);
             append(conn, &rolled)
@@ -416,6 +421,7 @@ pub fn plan(since_ns: i64, until_ns: i64) -> Vec<(i64, i64, i64)> {
 fn read(
     conn: &Connection,
     ranges: &[(i64, i64, i64)],
+    releases: Releases,
     into: &mut Aggregate,
 ) -> Result<(), QueryError> {
     let ranges: Vec<_> = ranges.iter().filter(|(_, from, to)| from < to).collect();
@@ -587,44 +593,46 @@ fn read(
             .merge(&path);
     }
 
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT node, release, min(first_seen_ns), max(last_seen_ns), sum(spans)::UBIGINT
-         FROM release_buckets WHERE {filter} GROUP BY node, release"
-    ))?;
-    let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
-    while let Some(row) = rows.next()? {
-        let seen = Seen {
-            first_ns: row.get(2)?,
-            last_ns: row.get(3)?,
-            count: row.get(4)?,
-        };
-        let facts = into.nodes.entry(intern(row.get(0)?)).or_default();
-        note_version(&mut facts.versions, intern(row.get(1)?), &seen);
-    }
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT source, target, kind, from_release, to_release, min(first_seen_ns),
-                max(last_seen_ns), sum(calls)::UBIGINT
-         FROM edge_release_buckets WHERE {filter}
-         GROUP BY source, target, kind, from_release, to_release"
-    ))?;
-    let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
-    while let Some(row) = rows.next()? {
-        let key = EdgeKey {
-            from: intern(row.get(0)?),
-            to: intern(row.get(1)?),
-            kind: EdgeKind::from_name(&row.get::<_, String>(2)?),
-        };
-        let pair = VersionPair {
-            from: intern(row.get(3)?),
-            to: intern(row.get(4)?),
-        };
-        let seen = Seen {
-            first_ns: row.get(5)?,
-            last_ns: row.get(6)?,
-            count: row.get(7)?,
-        };
-        if let Some(stats) = into.edges.get_mut(&key) {
-            note_version(&mut stats.versions, pair, &seen);
+    if releases == Releases::Read {
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT node, release, min(first_seen_ns), max(last_seen_ns), sum(spans)::UBIGINT
+             FROM release_buckets WHERE {filter} GROUP BY node, release"
+        ))?;
+        let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
+        while let Some(row) = rows.next()? {
+            let seen = Seen {
+                first_ns: row.get(2)?,
+                last_ns: row.get(3)?,
+                count: row.get(4)?,
+            };
+            let facts = into.nodes.entry(intern(row.get(0)?)).or_default();
+            note_version(&mut facts.versions, intern(row.get(1)?), &seen);
+        }
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT source, target, kind, from_release, to_release, min(first_seen_ns),
+                    max(last_seen_ns), sum(calls)::UBIGINT
+             FROM edge_release_buckets WHERE {filter}
+             GROUP BY source, target, kind, from_release, to_release"
+        ))?;
+        let mut rows = statement.query(duckdb::params_from_iter(values.iter()))?;
+        while let Some(row) = rows.next()? {
+            let key = EdgeKey {
+                from: intern(row.get(0)?),
+                to: intern(row.get(1)?),
+                kind: EdgeKind::from_name(&row.get::<_, String>(2)?),
+            };
+            let pair = VersionPair {
+                from: intern(row.get(3)?),
+                to: intern(row.get(4)?),
+            };
+            let seen = Seen {
+                first_ns: row.get(5)?,
+                last_ns: row.get(6)?,
+                count: row.get(7)?,
+            };
+            if let Some(stats) = into.edges.get_mut(&key) {
+                note_version(&mut stats.versions, pair, &seen);
+            }
         }
     }
 
@@ -969,17 +977,28 @@ fn sketch(bytes: &[u8]) -> LatencySketch {
     LatencySketch::from_bytes(bytes).unwrap_or_default()
 }
 
+/// What a read of buckets includes of the releases nodes and edges were seen with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Releases {
+    Read,
+    /// Left out, for readers that do not show them (history's findings): they are a good
+    /// part of a read's rows.
+    Skipped,
+}
+
 /// Reads a window from whatever widths cover it best.
 pub fn read_window(
     conn: &Connection,
     since_ns: i64,
     until_ns: i64,
+    releases: Releases,
 ) -> Result<Aggregate, QueryError> {
     let mut aggregate = Aggregate::default();
     let days = rolled_up_days(conn, since_ns, until_ns)?;
     read(
         conn,
         &plan_with_days(since_ns, until_ns, &days),
+        releases,
         &mut aggregate,
     )?;
     Ok(aggregate)
@@ -1091,7 +1110,7 @@ mod tests {
         writer.write(&minutes).unwrap();
         writer.write(&hours).unwrap();
         let (since, until) = (30 * MINUTE_NS, 50 * HOUR_NS + 30 * MINUTE_NS);
-        let before = read_window(conn, since, until).unwrap();
+        let before = read_window(conn, since, until, Releases::Read).unwrap();
 
         // Days 0 and 1 are over by hour 50; day 2 is not.
         assert_eq!(writer.roll_up_days(50 * HOUR_NS).unwrap(), 2);
@@ -1108,7 +1127,10 @@ mod tests {
                 2 * DAY_NS
             ))
         );
-        assert_eq!(read_window(conn, since, until).unwrap(), before);
+        assert_eq!(
+            read_window(conn, since, until, Releases::Read).unwrap(),
+            before
+        );
 
         // A late minute of day 1 (and its hour): the day is read from hours again, with it.
         let late = 30 * 60 + 1;
@@ -1125,10 +1147,13 @@ mod tests {
         let mut expected = before.clone();
         expected.merge(&minute_bucket(late));
         let calls = |a: &Aggregate| a.edges.values().map(|e| e.calls).sum::<u64>();
-        let with_late = read_window(conn, since, until).unwrap();
+        let with_late = read_window(conn, since, until, Releases::Read).unwrap();
         assert_eq!(calls(&with_late), calls(&expected));
         assert_eq!(writer.roll_up_days(50 * HOUR_NS).unwrap(), 1);
-        assert_eq!(read_window(conn, since, until).unwrap(), with_late);
+        assert_eq!(
+            read_window(conn, since, until, Releases::Read).unwrap(),
+            with_late
+        );
 
         // Replacing an hour of day 1 (a rebuild that found nothing) undoes its roll-up too.
         writer.replace(30 * HOUR_NS, 31 * HOUR_NS, &[]).unwrap();
@@ -1140,10 +1165,13 @@ mod tests {
         for m in (30 * 60..31 * 60).filter(|m| m % 7 == 0).chain([late]) {
             hour_30.merge(&minute_bucket(m));
         }
-        let replaced = read_window(conn, since, until).unwrap();
+        let replaced = read_window(conn, since, until, Releases::Read).unwrap();
         assert_eq!(calls(&replaced), calls(&with_late) - calls(&hour_30));
         assert_eq!(writer.roll_up_days(50 * HOUR_NS).unwrap(), 1);
-        assert_eq!(read_window(conn, since, until).unwrap(), replaced);
+        assert_eq!(
+            read_window(conn, since, until, Releases::Read).unwrap(),
+            replaced
+        );
     }
 
     /// Reading a window that starts and ends inside hours takes the minutes at the ends and
@@ -1163,7 +1191,7 @@ mod tests {
         for bucket in minutes.range(since..until).map(|(_, b)| b) {
             expected.merge(bucket);
         }
-        let read = read_window(conn, since, until).unwrap();
+        let read = read_window(conn, since, until, Releases::Read).unwrap();
         assert_eq!(read.edges.len(), 2);
         for (key, want) in &expected.edges {
             let got = &read.edges[key];
@@ -1267,7 +1295,7 @@ mod tests {
     }
 
     fn calls_in(conn: &Connection, since: i64, until: i64) -> u64 {
-        read_window(conn, since, until)
+        read_window(conn, since, until, Releases::Read)
             .unwrap()
             .edges
             .values()

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use archtrace_analyzer::aggregate::{note_version, NodeFacts, Seen, VersionPair};
-use archtrace_analyzer::derive::EdgeKind;
+use archtrace_analyzer::aggregate::{note_version, Seen, VersionPair};
+use archtrace_analyzer::derive::{EdgeKind, NodeType};
 use archtrace_analyzer::history::{Id, MissingVersions, Period, PeriodEdge, PeriodNode, Periods};
 use archtrace_analyzer::sketch::LatencySketch;
 use arrow::datatypes::DataType;
@@ -63,12 +63,54 @@ fn numbered(table: &str, key: &str, columns: &str, filter: &str) -> (String, Str
 
 #[derive(Default)]
 struct StepRows {
-    edges: Vec<(Id, PeriodEdge)>,
-    nodes: Vec<(Id, NodeFacts)>,
+    edges: Vec<PeriodEdge>,
+    nodes: Vec<NodeRow>,
     all_calls: LatencySketch,
     bucket_rows: usize,
     /// Rows the figures alone do not sum: read the step whole.
     whole: bool,
+}
+
+impl StepRows {
+    fn is_empty(&self) -> bool {
+        self.edges.is_empty() && self.nodes.is_empty() && self.bucket_rows == 0 && !self.whole
+    }
+}
+
+/// What history reads of a node's bucket row.
+#[derive(Clone, Copy)]
+struct NodeRow {
+    id: Id,
+    reports_spans: bool,
+    /// The most specific type rules gave it.
+    peer_type: Option<NodeType>,
+    seen: Option<Seen>,
+}
+
+impl NodeRow {
+    fn merge(&mut self, other: &NodeRow) {
+        self.reports_spans |= other.reports_spans;
+        self.peer_type = match (self.peer_type, other.peer_type) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.seen = match (self.seen, other.seen) {
+            (Some(mut a), Some(b)) => {
+                a.merge(&b);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn period_node(&self) -> PeriodNode {
+        PeriodNode {
+            id: self.id,
+            reports_spans: self.reports_spans,
+            node_type: NodeType::of(self.reports_spans, self.peer_type),
+            seen: self.seen,
+        }
+    }
 }
 
 /// Adds the steps of `step_ns` (a whole number of minutes) from `since` (a step boundary) to
@@ -82,9 +124,12 @@ pub fn read_periods(
 ) -> Result<(), QueryError> {
     let width = step_width(step_ns);
     let step_ns = step_ns.max(width) / width * width;
-    let step_of = |bucket: i64| since_ns + (bucket - since_ns).div_euclid(step_ns) * step_ns;
     let range = (width_seconds(width), since_ns, until_ns);
-    let mut steps: BTreeMap<i64, StepRows> = BTreeMap::new();
+    // By number from `since`: rows come in no order, and a month of hours has millions.
+    let count =
+        usize::try_from((until_ns - since_ns + step_ns - 1).div_euclid(step_ns)).unwrap_or(0);
+    let mut steps: Vec<StepRows> = (0..count).map(|_| StepRows::default()).collect();
+    let step_index = |bucket: i64| usize::try_from((bucket - since_ns).div_euclid(step_ns)).ok();
     // One transaction: the numbering and the numbered rows see the same data.
     in_transaction(conn, || {
         let (names, rows) = numbered(
@@ -112,26 +157,28 @@ pub fn read_periods(
             else {
                 return;
             };
-            let step = steps.entry(step_of(bucket)).or_default();
-            step.edges.push((
+            let Some(step) = step_index(bucket).and_then(|i| steps.get_mut(i)) else {
+                return;
+            };
+            step.edges.push(PeriodEdge {
                 id,
-                PeriodEdge {
-                    id,
-                    calls: c.number(2, row),
-                    errors: c.number(3, row),
-                    p99_ns: c.real(6, row),
-                    first_seen_ns: c.signed(4, row).unwrap_or(bucket),
-                    last_seen_ns: c.signed(5, row).unwrap_or(bucket),
-                },
-            ));
+                calls: c.number(2, row),
+                errors: c.number(3, row),
+                p99_ns: c.real(6, row),
+                first_seen_ns: c.signed(4, row).unwrap_or(bucket),
+                last_seen_ns: c.signed(5, row).unwrap_or(bucket),
+            });
         })?;
 
         let sql = format!("SELECT bucket_ns, latency FROM diagnostic_buckets WHERE {RANGE}");
         each_batch(conn, &sql, range, 1, &[Int64, Binary], &mut |c, row| {
-            let Some(bucket) = c.signed(0, row) else {
+            let Some(step) = c
+                .signed(0, row)
+                .and_then(step_index)
+                .and_then(|i| steps.get_mut(i))
+            else {
                 return;
             };
-            let step = steps.entry(step_of(bucket)).or_default();
             step.bucket_rows += 1;
             // Written before schema v9: the step's p99 needs its edges' sketches.
             match c.bytes(1, row) {
@@ -150,7 +197,7 @@ pub fn read_periods(
         each_batch(conn, &names, range, 1, &[Utf8], &mut |c, row| {
             name_ids.push(periods.name_id(c.text(0, row)));
         })?;
-        let mut types_of: HashMap<String, NodeFacts> = HashMap::new();
+        let mut types_of: HashMap<String, Option<NodeType>> = HashMap::new();
         let types = [UInt64, Int64, Boolean, Utf8, Int64, Int64];
         each_batch(conn, &rows, range, 2, &types, &mut |c, row| {
             let (Some(bucket), Some(&id)) =
@@ -158,38 +205,41 @@ pub fn read_periods(
             else {
                 return;
             };
+            let Some(step) = step_index(bucket).and_then(|i| steps.get_mut(i)) else {
+                return;
+            };
             let peer_types = c.text(3, row);
-            let mut facts = match types_of.get(peer_types) {
-                Some(facts) => facts.clone(),
+            let peer_type = match types_of.get(peer_types) {
+                Some(peer_type) => *peer_type,
                 None => {
-                    let facts = NodeFacts {
-                        peer_types: peer_types.split(',').filter_map(parse_node_type).collect(),
-                        ..NodeFacts::default()
-                    };
-                    types_of.insert(peer_types.to_owned(), facts.clone());
-                    facts
+                    let peer_type = peer_types.split(',').filter_map(parse_node_type).min();
+                    types_of.insert(peer_types.to_owned(), peer_type);
+                    peer_type
                 }
             };
-            facts.reports_spans = c.flag(2, row);
-            facts.seen = c
-                .signed(4, row)
-                .zip(c.signed(5, row))
-                .map(|(first_ns, last_ns)| Seen {
-                    first_ns,
-                    last_ns,
-                    count: 1,
-                });
-            steps
-                .entry(step_of(bucket))
-                .or_default()
-                .nodes
-                .push((id, facts));
+            step.nodes.push(NodeRow {
+                id,
+                reports_spans: c.flag(2, row),
+                peer_type,
+                seen: c
+                    .signed(4, row)
+                    .zip(c.signed(5, row))
+                    .map(|(first_ns, last_ns)| Seen {
+                        first_ns,
+                        last_ns,
+                        count: 1,
+                    }),
+            });
         })?;
         Ok(())
     })?;
 
     let mut whole_steps = Vec::new();
-    for (start, mut rows) in steps {
+    for (start, mut rows) in (since_ns..)
+        .step_by(step_ns as usize)
+        .zip(steps)
+        .filter(|(_, rows)| !rows.is_empty())
+    {
         match period_of(start, &mut rows) {
             Some(period) => {
                 periods.steps.insert(start, period);
@@ -222,14 +272,14 @@ fn period_of(start_ns: i64, rows: &mut StepRows) -> Option<Period> {
     if rows.whole || (rows.bucket_rows == 0 && !rows.edges.is_empty()) {
         return None;
     }
-    rows.edges.sort_by_key(|(id, _)| *id);
+    rows.edges.sort_unstable_by_key(|edge| edge.id);
     let mut period = Period {
         start_ns,
         p99_ns: rows.all_calls.quantile_ns(0.99),
         ..Period::default()
     };
-    for (id, edge) in rows.edges.drain(..) {
-        if period.edges.last().is_some_and(|last| last.id == id) {
+    for edge in rows.edges.drain(..) {
+        if period.edges.last().is_some_and(|last| last.id == edge.id) {
             // Two rows of one edge: their p99s do not add up.
             return None;
         }
@@ -237,18 +287,15 @@ fn period_of(start_ns: i64, rows: &mut StepRows) -> Option<Period> {
         period.errors += edge.errors;
         period.edges.push(edge);
     }
-    rows.nodes.sort_by_key(|(id, _)| *id);
-    let mut merged: Vec<(Id, NodeFacts)> = Vec::with_capacity(rows.nodes.len());
-    for (id, facts) in rows.nodes.drain(..) {
+    rows.nodes.sort_unstable_by_key(|node| node.id);
+    let mut merged: Vec<NodeRow> = Vec::with_capacity(rows.nodes.len());
+    for node in rows.nodes.drain(..) {
         match merged.last_mut() {
-            Some((last, known)) if *last == id => known.merge(&facts),
-            _ => merged.push((id, facts)),
+            Some(last) if last.id == node.id => last.merge(&node),
+            _ => merged.push(node),
         }
     }
-    period.nodes = merged
-        .iter()
-        .map(|(id, facts)| PeriodNode::of(*id, facts))
-        .collect();
+    period.nodes = merged.iter().map(NodeRow::period_node).collect();
     Some(period)
 }
 

@@ -28,6 +28,12 @@ impl Reader {
         Reader { conn }
     }
 
+    /// Another reader of the same store, on a connection of its own: reads on the two run
+    /// side by side.
+    pub fn try_clone(&self) -> Result<Reader, QueryError> {
+        Ok(Reader::new(self.conn.try_clone()?))
+    }
+
     /// Calls `each` with the spans of every trace that has a span starting in `[since, until)`
     /// (Unix nanoseconds). Whole traces are read, so a trace crossing the window's edge is not cut.
     pub fn for_each_trace(
@@ -44,8 +50,9 @@ impl Reader {
         &self,
         since_ns: i64,
         until_ns: i64,
+        releases: crate::buckets::Releases,
     ) -> Result<archtrace_analyzer::aggregate::Aggregate, QueryError> {
-        crate::buckets::read_window(&self.conn, since_ns, until_ns)
+        crate::buckets::read_window(&self.conn, since_ns, until_ns, releases)
     }
 
     /// What was derived in each step of `[since, until)`, for history

@@ -426,6 +426,7 @@ mod tests {
                     conn,
                     1_699_999_980_000_000_000,
                     1_700_000_040_000_000_000,
+                    crate::buckets::Releases::Read,
                 )
                 .unwrap();
                 let stats = read.edges.values().next().unwrap();
