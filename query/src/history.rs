@@ -138,7 +138,8 @@ fn replay<S: SnapshotSource + ?Sized>(
 type SliceFindings = Option<Vec<Finding>>;
 
 /// The findings of the slices starting at `starts`, `None` for one without traffic. Analysed
-/// on every core: the source reads one slice at a time, the analyses run side by side.
+/// on every core but one, which reads the steps meanwhile ([`history`]): the source reads one
+/// slice at a time, the analyses run side by side.
 fn slice_findings<S: SnapshotSource + ?Sized>(
     source: &S,
     starts: &[i64],
@@ -164,7 +165,8 @@ fn slice_findings<S: SnapshotSource + ?Sized>(
     };
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(starts.len());
+        .saturating_sub(1)
+        .clamp(1, starts.len().max(1));
     let mut out = vec![None; starts.len()];
     std::thread::scope(|scope| {
         let running: Vec<_> = (0..workers).map(|_| scope.spawn(analyse)).collect();

@@ -1111,6 +1111,22 @@ mod tests {
         writer.write(&hours).unwrap();
         let (since, until) = (30 * MINUTE_NS, 50 * HOUR_NS + 30 * MINUTE_NS);
         let before = read_window(conn, since, until, Releases::Read).unwrap();
+        // Without releases, the same read less its releases.
+        let mut unreleased = before.clone();
+        assert!(unreleased.edges.values().any(|s| !s.versions.is_empty()));
+        assert!(unreleased.nodes.values().any(|n| !n.versions.is_empty()));
+        unreleased
+            .edges
+            .values_mut()
+            .for_each(|s| s.versions.clear());
+        unreleased
+            .nodes
+            .values_mut()
+            .for_each(|n| n.versions.clear());
+        assert_eq!(
+            read_window(conn, since, until, Releases::Skipped).unwrap(),
+            unreleased
+        );
 
         // Days 0 and 1 are over by hour 50; day 2 is not.
         assert_eq!(writer.roll_up_days(50 * HOUR_NS).unwrap(), 2);
