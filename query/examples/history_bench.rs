@@ -3,7 +3,8 @@
 //! uses a database, with latency sketches of a spread of durations; every day a few services
 //! release a new version, gain a call and drop one; every week one service stops and one
 //! starts. The days are rolled up, as a server's deriver does once a day is over. Then the
-//! events of the 30 days are read back from the store, three times.
+//! events of the 30 days are read back three times from the store as written, and three times
+//! from the store opened again (as `archtrace events --db` opens it).
 //!
 //!   cargo run --release -p archtrace-query --example history_bench
 
@@ -148,7 +149,6 @@ fn main() {
     );
     store.checkpoint().unwrap();
     let source = StoreSource::open(&store).unwrap();
-    let window = Window::new(start, now).unwrap();
     let query = HistoryQuery::default();
     {
         let day = Window::new(now - 48 * HOUR, now - 24 * HOUR).unwrap();
@@ -170,6 +170,25 @@ fn main() {
         let _ = archtrace_analyzer::history::replay(&periods, start, now, &query.history);
         println!("periods {:?}, replay {:?}", read, started.elapsed());
     }
+    // As the server that wrote them reads them, then as `archtrace events --db` does: a new
+    // process opening the store, whose tables it reads as they were checkpointed.
+    runs(&source, start, now, "right after writing");
+    drop(source);
+    drop(writer);
+    drop(store);
+    let store = Store::open(&Location::File(path)).unwrap();
+    runs(
+        &StoreSource::open(&store).unwrap(),
+        start,
+        now,
+        "store opened again",
+    );
+}
+
+/// Three runs of the events of the 30 days.
+fn runs(source: &StoreSource, start: i64, now: i64, case: &str) {
+    let window = Window::new(start, now).unwrap();
+    let query = HistoryQuery::default();
     for run in 1..=3 {
         let started = Instant::now();
         let periods = source.periods(start - 25 * HOUR, now, HOUR).unwrap();
@@ -182,7 +201,7 @@ fn main() {
             *kinds.entry(event.kind.as_str()).or_insert(0) += 1;
         }
         println!(
-            "run {run}: events of 30 days of hours, 500 services: {:.0} ms ({} steps read alone: {:.0} ms); {} events {:?}; {} trend points",
+            "{case}, run {run}: events of 30 days of hours, 500 services: {:.0} ms ({} steps read alone: {:.0} ms); {} events {:?}; {} trend points",
             total.as_secs_f64() * 1e3,
             periods.steps.len(),
             read.as_secs_f64() * 1e3,
