@@ -73,7 +73,8 @@ struct StepRows {
 
 impl StepRows {
     fn is_empty(&self) -> bool {
-        self.edges.is_empty() && self.nodes.is_empty() && self.bucket_rows == 0 && !self.whole
+        // `whole` is only ever set with a bucket row.
+        self.edges.is_empty() && self.nodes.is_empty() && self.bucket_rows == 0
     }
 }
 
