@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use archtrace_store::log::LogWriter;
 use archtrace_store::{Location, Store};
+use axum::serve::ListenerExt;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 
 use archtrace_query::store::StoreSource;
@@ -323,14 +323,27 @@ pub async fn serve(
         ))
         .layer(crate::grpc::AdmissionLayer::new(ingest.clone()))
         .add_service(grpc_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped());
+        .serve_with_incoming_shutdown(
+            // Without TCP_NODELAY, a small HTTP/2 frame (a window update, an answer) can wait
+            // for the peer's delayed ACK, about 40 ms.
+            tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            stopped(),
+        );
 
     let http_router = http::router(HttpState {
         ingest: ingest.clone(),
         auth: auth.clone(),
         max_body_bytes: settings.max_body_bytes,
     });
-    let http = axum::serve(listeners.http, http_router).with_graceful_shutdown(stopped());
+    let http = axum::serve(
+        listeners.http.tap_io(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY");
+            }
+        }),
+        http_router,
+    )
+    .with_graceful_shutdown(stopped());
 
     let source = Arc::new(StoreSource::live(reader, unwritten));
     let notify_metrics = Arc::new(NotifyMetrics::default());
