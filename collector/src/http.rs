@@ -204,7 +204,9 @@ async fn handle(
     let raw = read_body(body, limit).await?;
     let bytes = decompress(headers, raw, limit)?;
     let request = decode(&bytes, encoding)?;
-    state.ingest.ingest(request).await.map_err(|err| {
+    // A protobuf body is logged as it came when all its spans are valid; JSON is encoded.
+    let encoded = (encoding == Encoding::Protobuf).then_some(bytes);
+    state.ingest.ingest(request, encoded).await.map_err(|err| {
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Outcome::Unavailable,

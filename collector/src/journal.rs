@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use archtrace_store::log::LogWriter;
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::oneshot;
 
@@ -241,7 +242,7 @@ impl LogState {
 
 struct Entry {
     received_ns: i64,
-    payload: Vec<u8>,
+    payload: Bytes,
     request: Option<ExportTraceServiceRequest>,
     reply: oneshot::Sender<Result<(), JournalError>>,
 }
@@ -287,7 +288,7 @@ impl Journal {
     /// `request` is the payload decoded, handed to the log reader if it keeps up.
     pub fn append(
         &self,
-        payload: Vec<u8>,
+        payload: Bytes,
         request: Option<ExportTraceServiceRequest>,
     ) -> Result<oneshot::Receiver<Result<(), JournalError>>, JournalError> {
         let size = payload.len() as u64;

@@ -10,17 +10,15 @@ use std::sync::Arc;
 use archtrace_store::log::LogWriter;
 use archtrace_store::{Location, Store};
 use axum::serve::ListenerExt;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::codec::CompressionEncoding;
 
 use archtrace_query::store::StoreSource;
 
 use crate::admin::{self, AdminState};
 use crate::assembly::AssemblySettings;
 use crate::auth::Auth;
-use crate::grpc::GrpcTraceService;
+use crate::grpc::TraceServer;
 use crate::http::{self, HttpState};
 use crate::ingest::{Ingest, IngestMetrics};
 use crate::journal::{Journal, LogLimits, LogState};
@@ -313,10 +311,7 @@ pub async fn serve(
         }
     };
 
-    let grpc_service = TraceServiceServer::new(GrpcTraceService::new(ingest.clone(), auth.clone()))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(settings.max_body_bytes);
+    let grpc_service = TraceServer::new(ingest.clone(), auth.clone(), settings.max_body_bytes);
     let grpc = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             crate::grpc::otlp_status_codes::<tonic::body::Body>,
