@@ -126,12 +126,11 @@ struct SavedTrace<'a> {
 }
 
 /// Keeps what derivation reads of a span; the rest is already in the store.
-fn slim(mut span: Span) -> Span {
+fn slim(span: &mut Span) {
     span.detail = SpanDetail::default();
     for link in &mut span.links {
         link.attributes_json = String::new();
     }
-    span
 }
 
 impl Assembler {
@@ -265,7 +264,7 @@ impl Assembler {
                 same_trace_ahead[i] = same_trace_ahead[i + 1] + 1;
             }
         }
-        for (span, ahead) in spans.into_iter().zip(same_trace_ahead) {
+        for (mut span, ahead) in spans.into_iter().zip(same_trace_ahead) {
             let trace_id = span.trace_id;
             let pending = self.pending.entry(trace_id).or_insert_with(|| Pending {
                 spans: Vec::new(),
@@ -273,11 +272,10 @@ impl Assembler {
             });
             pending.spans.reserve(ahead);
             // Sampled traces are stored with their detail, so it is kept until the decision.
-            pending.spans.push(if self.settings.sample.is_some() {
-                span
-            } else {
-                slim(span)
-            });
+            if self.settings.sample.is_none() {
+                slim(&mut span);
+            }
+            pending.spans.push(span);
             if pending.last_arrival != now || pending.spans.len() == 1 {
                 pending.last_arrival = now;
                 self.arrivals.push_back((now, trace_id));
@@ -378,7 +376,8 @@ impl Assembler {
             self.kept.extend(new_spans.iter().cloned());
         }
         if self.settings.sample.is_some() {
-            new_spans = new_spans.into_iter().map(slim).collect();
+            // In place: a span is large, and moving each one into a new vector costs a copy.
+            new_spans.iter_mut().for_each(slim);
         }
 
         // Remember the trace (earlier spans included) for spans that arrive later still.

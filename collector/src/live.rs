@@ -154,6 +154,7 @@ pub fn start(
         state,
         dir,
         state_files,
+        state_buffer: Vec::new(),
         metrics,
     };
     let thread = std::thread::Builder::new()
@@ -184,6 +185,8 @@ struct Deriving {
     dir: PathBuf,
     /// The number of the last state file written.
     state_files: u64,
+    /// Where the state is encoded, kept between checkpoints.
+    state_buffer: Vec<u8>,
     metrics: Arc<DeriverMetrics>,
 }
 
@@ -270,38 +273,44 @@ impl Deriving {
             return Ok(());
         }
         let closed = held.take_closed(before);
-        let saved = postcard::to_extend(
-            &Checkpoint {
-                assembler: self.assembler.save(Instant::now()),
-                unwritten: std::borrow::Cow::Borrowed(&*held),
-            },
-            STATE_FORMAT.to_vec(),
-        )
-        .map_err(|err| QueryError::ConsumerState {
-            consumer: CONSUMER.into(),
-            reason: err.to_string(),
-        });
+        // The last checkpoint's buffer, already as large as a state usually is: growing a new
+        // one to tens of MB every checkpoint copied it over and over into fresh pages.
+        let mut buffer = std::mem::take(&mut self.state_buffer);
+        buffer.clear();
+        buffer.extend_from_slice(STATE_FORMAT);
         // The state goes to a file of its own, durable before the transaction names it: tens
         // of MB under load, which DuckDB would hold in memory and write twice (WAL, table).
         self.state_files += 1;
         let name = format!("{CONSUMER}-{:020}.state", self.state_files);
         let kept_refs: Vec<&Span> = kept.iter().collect();
-        let outcome = saved
-            .and_then(|saved| {
-                write_durably(&self.dir, &name, &saved).map_err(|err| QueryError::ConsumerState {
-                    consumer: CONSUMER.into(),
-                    reason: format!("could not write {name}: {err}"),
-                })
+        let outcome = postcard::to_extend(
+            &Checkpoint {
+                assembler: self.assembler.save(Instant::now()),
+                unwritten: std::borrow::Cow::Borrowed(&*held),
+            },
+            buffer,
+        )
+        .map_err(|err| QueryError::ConsumerState {
+            consumer: CONSUMER.into(),
+            reason: err.to_string(),
+        })
+        .and_then(|saved| {
+            let written = write_durably(&self.dir, &name, &saved);
+            self.state_buffer = saved;
+            written.map_err(|err| QueryError::ConsumerState {
+                consumer: CONSUMER.into(),
+                reason: format!("could not write {name}: {err}"),
             })
-            .and_then(|()| {
-                self.store.commit_consumed(&Consumed {
-                    consumer: CONSUMER,
-                    offset: self.position,
-                    spans: &kept_refs,
-                    buckets: &closed,
-                    state_file: Some(&name),
-                })
-            });
+        })
+        .and_then(|()| {
+            self.store.commit_consumed(&Consumed {
+                consumer: CONSUMER,
+                offset: self.position,
+                spans: &kept_refs,
+                buckets: &closed,
+                state_file: Some(&name),
+            })
+        });
         if let Err(err) = outcome {
             let _ = std::fs::remove_file(self.dir.join(&name));
             // Back where they were, for the next attempt.

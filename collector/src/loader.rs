@@ -102,7 +102,9 @@ fn spans_of(records: &[Record], conversion: &Conversion) -> (Vec<Span>, Vec<Reco
     let mut ends = Vec::with_capacity(records.len());
     for record in records {
         match ExportTraceServiceRequest::decode(record.payload.as_slice()) {
-            Ok(request) => spans.extend(otlp::convert_with(request, conversion).spans),
+            Ok(request) => {
+                otlp::convert_into(request, conversion, &mut spans);
+            }
             // The CRC matched, so only a bug could get here; the record is skipped, not retried.
             Err(err) => {
                 tracing::error!(end = record.end, error = %err, "a logged request does not decode; skipped")
@@ -166,10 +168,15 @@ fn read_ahead(
         let fresh = state.take_fresh(position);
         if let Some(last) = fresh.last() {
             let (end, received_ns) = (last.end, last.received_ns);
-            let mut spans = Vec::new();
+            let mut spans = Vec::with_capacity(
+                fresh
+                    .iter()
+                    .map(|fresh| otlp::span_count(&fresh.request))
+                    .sum(),
+            );
             let mut ends = Vec::with_capacity(fresh.len());
             for request in fresh {
-                spans.extend(otlp::convert_with(request.request, conversion).spans);
+                otlp::convert_into(request.request, conversion, &mut spans);
                 ends.push(RecordSpans {
                     end: request.end,
                     spans_end: spans.len(),

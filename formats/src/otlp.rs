@@ -165,10 +165,22 @@ pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
 }
 
 pub fn convert_with(request: ExportTraceServiceRequest, conversion: &Conversion) -> Converted {
+    let mut spans = Vec::new();
+    let rejections = convert_into(request, conversion, &mut spans);
+    Converted { spans, rejections }
+}
+
+/// Converts a request's valid spans onto the end of `spans`: a span is large, and collecting
+/// many requests' spans through vectors of their own would copy each one again.
+pub fn convert_into(
+    request: ExportTraceServiceRequest,
+    conversion: &Conversion,
+    spans: &mut Vec<Span>,
+) -> Rejections {
     let detail = conversion.detail;
     let multiplier_key = conversion.multiplier_key.as_deref();
-    let mut out = Converted::default();
-    out.spans.reserve(span_count(&request));
+    let mut rejections = Rejections::default();
+    spans.reserve(span_count(&request));
     for (resource_index, resource_spans) in request.resource_spans.into_iter().enumerate() {
         let attributes = resource_spans
             .resource
@@ -183,15 +195,15 @@ pub fn convert_with(request: ExportTraceServiceRequest, conversion: &Conversion)
             for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
                 let scope = (scope_name.as_str(), scope_version.as_str());
                 match convert_span(span, &resource, scope, detail, multiplier_key) {
-                    Ok(span) => out.spans.push(span),
-                    Err(problem) => out.rejections.reject(|| {
+                    Ok(span) => spans.push(span),
+                    Err(problem) => rejections.reject(|| {
                         format!("resource_spans[{resource_index}] span {span_index}: {problem}")
                     }),
                 }
             }
         }
     }
-    out
+    rejections
 }
 
 struct ResourceInfo {
