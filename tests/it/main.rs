@@ -11,6 +11,7 @@ mod domains;
 mod drift;
 mod durability;
 mod export;
+mod export_latency;
 mod fixtures;
 mod graph;
 mod history;
