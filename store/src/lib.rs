@@ -183,7 +183,7 @@ impl Store {
     pub fn commit_consumed(&mut self, consumed: &Consumed<'_>) -> Result<(), QueryError> {
         if self.aborted {
             // A failed commit whose rollback failed too (DuckDB out of memory): end it first.
-            self.conn.execute_batch("ROLLBACK")?;
+            end_failed_transaction(&self.conn)?;
             self.aborted = false;
         }
         self.conn.execute_batch("BEGIN TRANSACTION")?;
@@ -208,7 +208,7 @@ impl Store {
             Ok(())
         })();
         if outcome.is_err() {
-            self.aborted = self.conn.execute_batch("ROLLBACK").is_err();
+            self.aborted = end_failed_transaction(&self.conn).is_err();
             // Resources noted as written in the failed transaction are not in the table.
             if !self.aborted {
                 self.known_resources = known_resources(&self.conn)?;
@@ -400,5 +400,16 @@ fn classify_open_error(path: &str, source: duckdb::Error) -> OpenError {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+/// Rolls back a transaction that failed. A COMMIT that failed (its WAL could not be written:
+/// the disk is full) has already ended the transaction, and DuckDB then refuses the ROLLBACK
+/// as having nothing to roll back: that is not an error, or every later commit would first
+/// retry this rollback and fail with it forever.
+fn end_failed_transaction(conn: &duckdb::Connection) -> Result<(), duckdb::Error> {
+    match conn.execute_batch("ROLLBACK") {
+        Err(err) if err.to_string().contains("no transaction is active") => Ok(()),
+        other => other,
     }
 }

@@ -10,7 +10,7 @@ use archtrace_workload::shop::Simulation;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::support::{batch, ids_of, span_ids, ServerProcess};
+use crate::support::{batch, ids_of, span_ids, wait_for_metric, ServerProcess};
 
 /// Four clients send `batch(base + worker * 10_000 + round)` as fast as they can; once
 /// `acked_before_kill` batches are acknowledged, the server is killed with SIGKILL mid-flight.
@@ -242,33 +242,6 @@ fn edges_of_stored_traces(db: &std::path::Path) -> BTreeSet<String> {
         .keys()
         .map(|key| format!("{} -> {}", key.from, key.to))
         .collect()
-}
-
-/// Polls a server's `/metrics` until `name` is at least `at_least`.
-async fn wait_for_metric(server: &ServerProcess, name: &str, at_least: f64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = reqwest::get(format!("{}/metrics", server.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let value: f64 = text
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-            .parse()
-            .unwrap();
-        if value >= at_least {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} stayed at {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn send(server: &ServerProcess, batches: &[ExportTraceServiceRequest]) {

@@ -384,3 +384,30 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Polls a server's `/metrics` until `name` is at least `at_least`.
+pub async fn wait_for_metric(server: &ServerProcess, name: &str, at_least: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = reqwest::get(format!("{}/metrics", server.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .unwrap();
+        if value >= at_least {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed at {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
