@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server, ExportTracePartialSuccess, ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
 };
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -42,7 +43,7 @@ impl TraceServer {
 }
 
 impl tonic::server::NamedService for TraceServer {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const NAME: &'static str = trace_service_server::SERVICE_NAME;
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for TraceServer {
@@ -132,12 +133,8 @@ struct Export {
     auth: Auth,
 }
 
-impl Export {
-    fn count(&self, outcome: Outcome) {
-        self.ingest
-            .metrics()
-            .count_request(Transport::Grpc, outcome);
-    }
+fn count(ingest: &Ingest, outcome: Outcome) {
+    ingest.metrics().count_request(Transport::Grpc, outcome);
 }
 
 impl From<IngestError> for Status {
@@ -170,28 +167,28 @@ impl tonic::server::UnaryService<Received> for Export {
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         if !self.auth.allows(header) {
-            self.count(Outcome::Unauthenticated);
+            count(&self.ingest, Outcome::Unauthenticated);
             return Box::pin(std::future::ready(Err(Status::unauthenticated(
                 "missing or wrong bearer token: send `authorization: Bearer <token>`",
             ))));
         }
         let Received { encoded, request } = request.into_inner();
-        let export = Export {
-            ingest: self.ingest.clone(),
-            auth: self.auth.clone(),
-        };
+        let ingest = self.ingest.clone();
         Box::pin(async move {
-            match export.ingest.ingest(request, Some(encoded)).await {
+            match ingest.ingest(request, Some(encoded)).await {
                 Ok(report) => {
-                    export.count(if report.rejected > 0 {
-                        Outcome::PartialSuccess
-                    } else {
-                        Outcome::Success
-                    });
+                    count(
+                        &ingest,
+                        if report.rejected > 0 {
+                            Outcome::PartialSuccess
+                        } else {
+                            Outcome::Success
+                        },
+                    );
                     Ok(Response::new(response(&report)))
                 }
                 Err(err) => {
-                    export.count(Outcome::Unavailable);
+                    count(&ingest, Outcome::Unavailable);
                     Err(err.into())
                 }
             }
