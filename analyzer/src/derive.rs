@@ -181,49 +181,51 @@ fn is_client(kind: SpanKind) -> bool {
 
 /// The operation a span stands for: for HTTP servers, the method and route when present.
 pub fn operation_name(span: &Span) -> Arc<str> {
-    match (&span.peer.http_route, &span.peer.http_method) {
+    match (span.peer.http_route(), span.peer.http_method()) {
         (Some(route), Some(method)) if span.kind == SpanKind::Server => {
             Arc::from(format!("{method} {route}"))
         }
-        (Some(route), None) if span.kind == SpanKind::Server => Arc::from(route.as_str()),
+        (Some(route), None) if span.kind == SpanKind::Server => Arc::from(route),
         _ => Arc::from(span.name.as_str()),
     }
 }
 
 /// R2's node for an uninstrumented callee: the first naming attribute, and the node type.
 pub fn uninstrumented_peer(peer: &PeerAttributes) -> Option<(String, NodeType)> {
-    let node_type = if peer.db_namespace.is_some()
-        || peer.db_name.is_some()
-        || peer.db_system.is_some()
-        || peer.db_system_name.is_some()
+    let node_type = if peer.db_namespace().is_some()
+        || peer.db_name().is_some()
+        || peer.db_system().is_some()
+        || peer.db_system_name().is_some()
     {
         NodeType::Database
-    } else if peer.messaging_system.is_some() {
+    } else if peer.messaging_system().is_some() {
         NodeType::Messaging
     } else {
         NodeType::External
     };
-    let network_peer =
-        peer.network_peer_address
-            .as_ref()
-            .map(|address| match peer.network_peer_port {
-                Some(port) => format!("{address}:{port}"),
-                None => address.clone(),
-            });
+    let network_peer = peer
+        .network_peer_address()
+        .map(|address| match peer.network_peer_port {
+            Some(port) => format!("{address}:{port}"),
+            None => address.to_owned(),
+        });
     let name = peer
-        .peer_service
-        .clone()
-        .or_else(|| peer.server_address.clone())
+        .peer_service()
+        .or_else(|| peer.server_address())
+        .map(str::to_owned)
         .or(network_peer)
-        .or_else(|| peer.net_peer_name.clone())
-        .or_else(|| peer.net_sock_peer_addr.clone())
-        .or_else(|| peer.db_namespace.clone())
-        .or_else(|| peer.db_name.clone())
-        .or_else(|| peer.db_system.clone())
-        .or_else(|| peer.db_system_name.clone())
-        .or_else(|| peer.messaging_destination_name.clone())
-        .or_else(|| peer.messaging_system.clone())
-        .or_else(|| peer.rpc_service.clone())?;
+        .or_else(|| {
+            peer.net_peer_name()
+                .or_else(|| peer.net_sock_peer_addr())
+                .or_else(|| peer.db_namespace())
+                .or_else(|| peer.db_name())
+                .or_else(|| peer.db_system())
+                .or_else(|| peer.db_system_name())
+                .or_else(|| peer.messaging_destination_name())
+                .or_else(|| peer.messaging_system())
+                .or_else(|| peer.rpc_service())
+                .map(str::to_owned)
+        })?;
     Some((name, node_type))
 }
 
@@ -643,17 +645,16 @@ fn rule_2_uninstrumented_callee(
 /// R3 — a root server or consumer span was called by something that reports no spans.
 fn rule_3_uninstrumented_caller(span: &Span, out: &mut Vec<Observation>) {
     let peer = &span.peer;
-    let (from, from_type) = if let Some(name) = &peer.peer_service {
-        (name.clone(), NodeType::Client)
+    let (from, from_type) = if let Some(name) = peer.peer_service() {
+        (name.to_owned(), NodeType::Client)
     } else if let Some(queue) = (span.kind == SpanKind::Consumer)
         .then(|| {
-            peer.messaging_destination_name
-                .clone()
-                .or_else(|| peer.messaging_system.clone())
+            peer.messaging_destination_name()
+                .or_else(|| peer.messaging_system())
         })
         .flatten()
     {
-        (queue, NodeType::Messaging)
+        (queue.to_owned(), NodeType::Messaging)
     } else {
         (USER_NODE.to_owned(), NodeType::Client)
     };
@@ -764,7 +765,7 @@ fn rule_5_links(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::span::{Link, StatusCode};
+    use crate::span::{Link, PeerKey, StatusCode};
 
     const TRACE: TraceId = [1; 16];
 
@@ -869,7 +870,7 @@ mod tests {
         ];
         let parallel: Vec<Span> = parallel
             .into_iter()
-            .map(|s| with_peer(s, |p| p.peer_service = Some("search".into())))
+            .map(|s| with_peer(s, |p| p.set(PeerKey::PeerService, "search")))
             .collect();
         let seen: Vec<u32> = attempts(&parallel, "web").iter().map(|a| a.1).collect();
         assert_eq!(seen, [1, 1]);
@@ -878,7 +879,7 @@ mod tests {
     #[test]
     fn the_resend_count_a_client_span_carries_numbers_its_attempt() {
         let mut client = with_peer(span(2, Some(1), "web", Client), |p| {
-            p.server_address = Some("api.example.com".into())
+            p.set(PeerKey::ServerAddress, "api.example.com")
         });
         client.resend_count = 2;
         let spans = [span(1, None, "web", Server), client];
@@ -1060,7 +1061,7 @@ mod tests {
         for (span, version) in spans.iter_mut().zip(["1.0", "1.0", "2.0", "2.0"]) {
             span.version = Some(Arc::from(version));
         }
-        spans[3].peer.db_system = Some("postgresql".into());
+        spans[3].peer.set(PeerKey::DbSystem, "postgresql");
         let (out, _) = derive(&spans);
         let versions: Vec<_> = out
             .iter()
@@ -1171,17 +1172,17 @@ mod tests {
         let spans = [
             span(1, None, "web", Server),
             call(2, |p| {
-                p.peer_service = Some("billing".into());
-                p.server_address = Some("billing.internal".into());
+                p.set(PeerKey::PeerService, "billing");
+                p.set(PeerKey::ServerAddress, "billing.internal");
             }),
-            call(3, |p| p.server_address = Some("api.stripe.com".into())),
+            call(3, |p| p.set(PeerKey::ServerAddress, "api.stripe.com")),
             call(4, |p| {
-                p.network_peer_address = Some("10.0.0.7".into());
+                p.set(PeerKey::NetworkPeerAddress, "10.0.0.7");
                 p.network_peer_port = Some(6379);
             }),
-            call(5, |p| p.net_peer_name = Some("legacy-host".into())),
-            call(6, |p| p.net_sock_peer_addr = Some("10.0.0.9".into())),
-            call(7, |p| p.rpc_service = Some("grpc.health.v1.Health".into())),
+            call(5, |p| p.set(PeerKey::NetPeerName, "legacy-host")),
+            call(6, |p| p.set(PeerKey::NetSockPeerAddr, "10.0.0.9")),
+            call(7, |p| p.set(PeerKey::RpcService, "grpc.health.v1.Health")),
         ];
         let (out, diagnostics) = derive(&spans);
         let names: Vec<(&str, NodeType)> = out[1..].iter().map(|o| (&*o.to, o.to_type)).collect();
@@ -1207,15 +1208,15 @@ mod tests {
         let spans = [
             span(1, None, "orders", Server),
             with_peer(span(2, Some(1), "orders", Client), |p| {
-                p.db_system_name = Some("postgresql".into());
-                p.db_namespace = Some("orders_db".into());
+                p.set(PeerKey::DbSystemName, "postgresql");
+                p.set(PeerKey::DbNamespace, "orders_db");
             }),
             with_peer(span(3, Some(1), "orders", Client), |p| {
-                p.db_system = Some("redis".into())
+                p.set(PeerKey::DbSystem, "redis")
             }),
             with_peer(failed(span(4, Some(1), "orders", Producer)), |p| {
-                p.messaging_system = Some("kafka".into());
-                p.messaging_destination_name = Some("order-events".into());
+                p.set(PeerKey::MessagingSystem, "kafka");
+                p.set(PeerKey::MessagingDestinationName, "order-events");
             }),
         ];
         let (out, _) = derive(&spans);
@@ -1254,7 +1255,7 @@ mod tests {
         let spans = [
             span(1, None, "web", Server),
             with_peer(span(2, Some(1), "web", Client), |p| {
-                p.peer_service = Some("cart".into())
+                p.set(PeerKey::PeerService, "cart")
             }),
             span(3, Some(2), "cart", Server),
         ];
@@ -1278,15 +1279,15 @@ mod tests {
     #[test]
     fn r3_peer_service_or_the_queue_names_the_caller() {
         let (out, _) = derive(&[with_peer(span(1, None, "api", Server), |p| {
-            p.peer_service = Some("mobile-app".into())
+            p.set(PeerKey::PeerService, "mobile-app")
         })]);
         assert_eq!(
             (&*out[0].from, out[0].from_type),
             ("mobile-app", NodeType::Client)
         );
         let (out, _) = derive(&[with_peer(span(1, None, "mailer", Consumer), |p| {
-            p.messaging_system = Some("rabbitmq".into());
-            p.messaging_destination_name = Some("emails".into());
+            p.set(PeerKey::MessagingSystem, "rabbitmq");
+            p.set(PeerKey::MessagingDestinationName, "emails");
         })]);
         assert_eq!(edges(&out), [e("emails", "mailer", Async, false)]);
         assert_eq!(out[0].from_type, NodeType::Messaging);
@@ -1412,13 +1413,13 @@ mod tests {
     fn operations_caller_is_the_running_endpoint_and_http_servers_use_the_route() {
         let spans = [
             with_peer(span(1, None, "web", Server), |p| {
-                p.http_route = Some("/orders/{id}".into());
-                p.http_method = Some("GET".into());
+                p.set(PeerKey::HttpRoute, "/orders/{id}");
+                p.set(PeerKey::HttpMethod, "GET");
             }),
             span(2, Some(1), "web", Internal),
             span(3, Some(2), "web", Client),
             with_peer(span(4, Some(3), "cart", Server), |p| {
-                p.http_route = Some("/cart".into())
+                p.set(PeerKey::HttpRoute, "/cart")
             }),
         ];
         let (out, _) = derive(&spans);

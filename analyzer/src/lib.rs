@@ -35,4 +35,6 @@ pub mod time;
 /// still keeps keys chosen by telemetry senders from colliding on purpose.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-pub use span::{Link, PeerAttributes, Span, SpanDetail, SpanId, SpanKind, StatusCode, TraceId};
+pub use span::{
+    Link, PeerAttributes, PeerKey, Span, SpanDetail, SpanId, SpanKind, StatusCode, TraceId,
+};

@@ -104,27 +104,115 @@ pub struct Link {
     pub attributes_json: String,
 }
 
-/// The span and resource attributes the edge derivation reads (see the edge-derivation contract);
-/// each one has its own column in the store so a window can be re-derived without parsing JSON.
+/// A text attribute the edge derivation reads (see the edge-derivation contract); each has its
+/// own column in the store so a window can be re-derived without parsing JSON.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum PeerKey {
+    PeerService,
+    ServerAddress,
+    NetworkPeerAddress,
+    NetPeerName,
+    NetSockPeerAddr,
+    DbSystem,
+    DbSystemName,
+    DbNamespace,
+    DbName,
+    MessagingSystem,
+    MessagingDestinationName,
+    RpcService,
+    HttpRoute,
+    /// `http.request.method`, or the legacy `http.method`.
+    HttpMethod,
+}
+
+/// The span and resource attributes the edge derivation reads. A span carries two or three of
+/// the fourteen texts, so only those present are held (sorted by key): a field for each made
+/// every span some 300 bytes larger, and spans wait in memory by the hundred thousand.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeerAttributes {
-    pub peer_service: Option<String>,
-    pub server_address: Option<String>,
+    texts: Box<[(PeerKey, Box<str>)]>,
     pub server_port: Option<i64>,
-    pub network_peer_address: Option<String>,
     pub network_peer_port: Option<i64>,
-    pub net_peer_name: Option<String>,
-    pub net_sock_peer_addr: Option<String>,
-    pub db_system: Option<String>,
-    pub db_system_name: Option<String>,
-    pub db_namespace: Option<String>,
-    pub db_name: Option<String>,
-    pub messaging_system: Option<String>,
-    pub messaging_destination_name: Option<String>,
-    pub rpc_service: Option<String>,
-    pub http_route: Option<String>,
-    /// `http.request.method`, or the legacy `http.method`.
-    pub http_method: Option<String>,
+}
+
+macro_rules! peer_text_getters {
+    ($($getter:ident => $key:ident),* $(,)?) => {
+        impl PeerAttributes {
+            $(
+                pub fn $getter(&self) -> Option<&str> {
+                    self.get(PeerKey::$key)
+                }
+            )*
+        }
+    };
+}
+
+peer_text_getters! {
+    peer_service => PeerService,
+    server_address => ServerAddress,
+    network_peer_address => NetworkPeerAddress,
+    net_peer_name => NetPeerName,
+    net_sock_peer_addr => NetSockPeerAddr,
+    db_system => DbSystem,
+    db_system_name => DbSystemName,
+    db_namespace => DbNamespace,
+    db_name => DbName,
+    messaging_system => MessagingSystem,
+    messaging_destination_name => MessagingDestinationName,
+    rpc_service => RpcService,
+    http_route => HttpRoute,
+    http_method => HttpMethod,
+}
+
+impl PeerAttributes {
+    pub fn get(&self, key: PeerKey) -> Option<&str> {
+        self.texts
+            .iter()
+            .find(|(held, _)| *held == key)
+            .map(|(_, text)| &**text)
+    }
+
+    /// Sets `key`, replacing what it held.
+    pub fn set(&mut self, key: PeerKey, text: impl Into<Box<str>>) {
+        let mut texts = std::mem::take(&mut self.texts).into_vec();
+        texts.push((key, text.into()));
+        *self = PeerAttributes {
+            server_port: self.server_port,
+            network_peer_port: self.network_peer_port,
+            ..PeerAttributes::from_pairs(&mut texts)
+        };
+    }
+
+    /// The texts of `pairs` (which it empties), and no ports. Of a key given twice, the later
+    /// text is kept, as a later attribute replaces an earlier one.
+    pub fn from_pairs(pairs: &mut Vec<(PeerKey, Box<str>)>) -> Self {
+        // Stable: the texts of one key stay in the order given.
+        pairs.sort_by_key(|(key, _)| *key);
+        pairs.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut earlier.1);
+            }
+            same
+        });
+        PeerAttributes {
+            // Exactly as long as it needs: spans are held by the hundred thousand.
+            texts: pairs.drain(..).collect(),
+            server_port: None,
+            network_peer_port: None,
+        }
+    }
+
+    /// The texts given as `Some`, and no ports.
+    pub fn from_texts(texts: impl IntoIterator<Item = (PeerKey, Option<String>)>) -> Self {
+        let mut pairs = texts
+            .into_iter()
+            .filter_map(|(key, text)| Some((key, text?.into_boxed_str())))
+            .collect();
+        PeerAttributes::from_pairs(&mut pairs)
+    }
 }
 
 /// Everything else a span carried, kept so that nothing a later analysis may want is lost.
@@ -132,8 +220,9 @@ pub struct PeerAttributes {
 pub struct SpanDetail {
     pub trace_state: String,
     pub status_message: String,
-    pub scope_name: String,
-    pub scope_version: String,
+    /// Shared by the spans of one instrumentation scope.
+    pub scope_name: Arc<str>,
+    pub scope_version: Arc<str>,
     /// The span attributes not held in [`PeerAttributes`], as a JSON object.
     pub attributes_json: String,
     /// All resource attributes as a JSON object; shared by the spans of one resource.
@@ -220,26 +309,12 @@ impl Span {
     /// About how many bytes the span holds in memory, its own strings included (the resource
     /// attributes are shared between spans and not counted): what bounds a queue of spans.
     pub fn memory_size(&self) -> usize {
-        let peer = &self.peer;
-        let peer_text = [
-            &peer.peer_service,
-            &peer.server_address,
-            &peer.network_peer_address,
-            &peer.net_peer_name,
-            &peer.net_sock_peer_addr,
-            &peer.db_system,
-            &peer.db_system_name,
-            &peer.db_namespace,
-            &peer.db_name,
-            &peer.messaging_system,
-            &peer.messaging_destination_name,
-            &peer.rpc_service,
-            &peer.http_route,
-            &peer.http_method,
-        ]
-        .iter()
-        .map(|text| text.as_ref().map_or(0, String::len))
-        .sum::<usize>();
+        let peer_text = self
+            .peer
+            .texts
+            .iter()
+            .map(|(_, text)| std::mem::size_of::<(PeerKey, Box<str>)>() + text.len())
+            .sum::<usize>();
         let detail = &self.detail;
         std::mem::size_of::<Span>()
             + self.name.len()
@@ -307,6 +382,45 @@ mod tests {
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn peer_texts_keep_the_later_of_a_repeated_key_and_nothing_absent() {
+        let mut pairs = vec![
+            (PeerKey::HttpRoute, Box::from("/first")),
+            (PeerKey::PeerService, Box::from("cart")),
+            (PeerKey::HttpRoute, Box::from("/second")),
+        ];
+        let mut peer = PeerAttributes::from_pairs(&mut pairs);
+        assert!(pairs.is_empty());
+        assert_eq!(peer.http_route(), Some("/second"));
+        assert_eq!(peer.peer_service(), Some("cart"));
+        assert_eq!(peer.server_address(), None);
+        peer.server_port = Some(443);
+        peer.set(PeerKey::PeerService, "payment");
+        peer.set(PeerKey::DbName, "orders");
+        assert_eq!(peer.peer_service(), Some("payment"));
+        assert_eq!(peer.db_name(), Some("orders"));
+        assert_eq!(peer.http_route(), Some("/second"));
+        assert_eq!(
+            peer.server_port,
+            Some(443),
+            "setting a text keeps the ports"
+        );
+        // The same texts set in another order are the same attributes.
+        let other = PeerAttributes::from_texts([
+            (PeerKey::DbName, Some("orders".to_owned())),
+            (PeerKey::HttpRoute, Some("/second".to_owned())),
+            (PeerKey::ServerAddress, None),
+            (PeerKey::PeerService, Some("payment".to_owned())),
+        ]);
+        assert_eq!(
+            PeerAttributes {
+                server_port: None,
+                ..peer
+            },
+            other
+        );
     }
 
     #[test]

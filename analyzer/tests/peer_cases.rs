@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use archtrace_analyzer::aggregate::Aggregate;
 use archtrace_analyzer::derive::{EdgeKind, NoLookup, NodeType};
-use archtrace_analyzer::{PeerAttributes, Span, SpanKind, StatusCode};
+use archtrace_analyzer::{PeerAttributes, PeerKey, Span, SpanKind, StatusCode};
 
 use EdgeKind::{Async, Sync};
 use SpanKind::{Client, Consumer, Internal, Producer, Server};
@@ -64,10 +64,10 @@ impl S {
                 StatusCode::Unset
             },
             links: Vec::new(),
-            peer: PeerAttributes {
-                peer_service: self.peer_service.map(str::to_owned),
-                ..PeerAttributes::default()
-            },
+            peer: PeerAttributes::from_texts([(
+                PeerKey::PeerService,
+                self.peer_service.map(str::to_owned),
+            )]),
             environment: None,
             version: None,
             adjusted_count: None,

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use archtrace_analyzer::sampling::{self, JaegerSampler};
-use archtrace_analyzer::span::{service_node_name, Link, PeerAttributes, SpanKind, StatusCode};
+use archtrace_analyzer::span::{
+    service_node_name, Link, PeerAttributes, PeerKey, SpanKind, StatusCode,
+};
 use archtrace_analyzer::Span;
 use clickhouse::Row;
 use serde::Deserialize;
@@ -313,24 +315,27 @@ fn span_of(row: SpanRow, services: &mut HashSet<Arc<str>>) -> Option<Span> {
         .resend_count
         .and_then(|text| text.trim().parse::<u32>().ok())
         .unwrap_or(0);
-    span.peer = PeerAttributes {
-        peer_service: row.peer_service,
-        server_address: row.server_address,
-        server_port: port(row.server_port),
-        network_peer_address: row.network_peer_address,
-        network_peer_port: port(row.network_peer_port),
-        net_peer_name: row.net_peer_name,
-        net_sock_peer_addr: row.net_sock_peer_addr,
-        db_system: row.db_system,
-        db_system_name: row.db_system_name,
-        db_namespace: row.db_namespace,
-        db_name: row.db_name,
-        messaging_system: row.messaging_system,
-        messaging_destination_name: row.messaging_destination_name,
-        rpc_service: row.rpc_service,
-        http_route: row.http_route,
-        http_method: row.http_method,
-    };
+    span.peer = PeerAttributes::from_texts([
+        (PeerKey::PeerService, row.peer_service),
+        (PeerKey::ServerAddress, row.server_address),
+        (PeerKey::NetworkPeerAddress, row.network_peer_address),
+        (PeerKey::NetPeerName, row.net_peer_name),
+        (PeerKey::NetSockPeerAddr, row.net_sock_peer_addr),
+        (PeerKey::DbSystem, row.db_system),
+        (PeerKey::DbSystemName, row.db_system_name),
+        (PeerKey::DbNamespace, row.db_namespace),
+        (PeerKey::DbName, row.db_name),
+        (PeerKey::MessagingSystem, row.messaging_system),
+        (
+            PeerKey::MessagingDestinationName,
+            row.messaging_destination_name,
+        ),
+        (PeerKey::RpcService, row.rpc_service),
+        (PeerKey::HttpRoute, row.http_route),
+        (PeerKey::HttpMethod, row.http_method),
+    ]);
+    span.peer.server_port = port(row.server_port);
+    span.peer.network_peer_port = port(row.network_peer_port);
     Some(span)
 }
 

@@ -520,7 +520,7 @@ impl Assembler {
 mod tests {
     use super::*;
     use archtrace_analyzer::aggregate::Aggregate;
-    use archtrace_analyzer::{SpanKind, StatusCode};
+    use archtrace_analyzer::{PeerKey, SpanKind, StatusCode};
 
     fn span(trace: u8, id: u8, parent: Option<u8>, service: &str, kind: SpanKind) -> Span {
         let start = 1_000_000 * i64::from(id);
@@ -590,7 +590,7 @@ mod tests {
         let t0 = Instant::now();
         let mut assembler = Assembler::new(settings());
         let mut client = span(1, 2, Some(1), "web", SpanKind::Client);
-        client.peer.peer_service = Some("cart".into());
+        client.peer.set(PeerKey::PeerService, "cart");
         assembler.add(vec![span(1, 1, None, "web", SpanKind::Server), client], t0);
         assembler.tick(t0 + secs(5));
         assert_eq!(

@@ -61,7 +61,7 @@ pub struct Deriver {
 /// What the deriver saves with its offset.
 /// Starts every state file: postcard is not self-describing, so a file written with other
 /// types must be recognised, not decoded into garbage. Bump it when a saved type changes.
-const STATE_FORMAT: &[u8] = b"archtrace deriver state 4\n";
+const STATE_FORMAT: &[u8] = b"archtrace deriver state 5\n";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Checkpoint<'a> {

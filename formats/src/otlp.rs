@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use archtrace_analyzer::sampling::{self, JaegerSampler};
 use archtrace_analyzer::span::{service_node_name, SpanDetail};
-use archtrace_analyzer::{Link, PeerAttributes, Span, SpanId, SpanKind, StatusCode, TraceId};
+use archtrace_analyzer::{
+    Link, PeerAttributes, PeerKey, Span, SpanId, SpanKind, StatusCode, TraceId,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -180,6 +182,7 @@ pub fn convert_into(
     let detail = conversion.detail;
     let multiplier_key = conversion.multiplier_key.as_deref();
     let mut rejections = Rejections::default();
+    let mut scratch = Scratch::default();
     spans.reserve(span_count(&request));
     for (resource_index, resource_spans) in request.resource_spans.into_iter().enumerate() {
         let attributes = resource_spans
@@ -188,13 +191,13 @@ pub fn convert_into(
             .unwrap_or_default();
         let resource = ResourceInfo::from_attributes(&attributes, detail, multiplier_key);
         for scope_spans in resource_spans.scope_spans {
-            let (scope_name, scope_version) = scope_spans
-                .scope
-                .map(|s| (s.name, s.version))
-                .unwrap_or_default();
+            let (scope_name, scope_version): (Arc<str>, Arc<str>) = match scope_spans.scope {
+                Some(scope) if detail == Detail::Keep => (scope.name.into(), scope.version.into()),
+                _ => Default::default(),
+            };
             for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
-                let scope = (scope_name.as_str(), scope_version.as_str());
-                match convert_span(span, &resource, scope, detail, multiplier_key) {
+                let scope = (&scope_name, &scope_version);
+                match convert_span(span, &resource, scope, detail, multiplier_key, &mut scratch) {
                     Ok(span) => spans.push(span),
                     Err(problem) => rejections.reject(|| {
                         format!("resource_spans[{resource_index}] span {span_index}: {problem}")
@@ -261,12 +264,13 @@ impl ResourceInfo {
 fn convert_span(
     span: OtlpSpan,
     resource: &ResourceInfo,
-    (scope_name, scope_version): (&str, &str),
+    (scope_name, scope_version): (&Arc<str>, &Arc<str>),
     detail: Detail,
     multiplier_key: Option<&str>,
+    scratch: &mut Scratch,
 ) -> Result<Span, String> {
     let (span_trace_id, own_span_id, parent_span_id) = span_ids(&span)?;
-    let mut peer = PeerAttributes::default();
+    let mut ports = (None, None);
     let mut remaining = Vec::with_capacity(span.attributes.len());
     let mut evidence = sampling::Evidence {
         trace_state: sampling::trace_state_count(&span.trace_state),
@@ -274,7 +278,7 @@ fn convert_span(
     };
     let mut resend_count = 0;
     for kv in &span.attributes {
-        if !take_peer_attribute(&mut peer, kv) {
+        if !take_peer_attribute(&mut scratch.peer, &mut ports, kv) {
             note_sampling(&mut evidence, kv, multiplier_key);
             if let Some(count) = resend_count_of(kv) {
                 resend_count = count;
@@ -284,9 +288,15 @@ fn convert_span(
     }
     evidence.multiplier = evidence.multiplier.or(resource.multiplier);
     let keep = detail == Detail::Keep;
+    let mut peer = PeerAttributes::from_pairs(&mut scratch.peer);
+    (peer.server_port, peer.network_peer_port) = ports;
     let mut attributes_json = String::new();
     if keep {
-        write_attributes(&mut attributes_json, remaining.into_iter());
+        // Written where it does not have to grow, then copied once to its exact size: the
+        // spans hold these strings while they wait for their traces to complete.
+        scratch.json.clear();
+        write_attributes(&mut scratch.json, remaining.into_iter());
+        attributes_json = scratch.json.as_str().to_owned();
     }
     let links = span
         .links
@@ -329,8 +339,8 @@ fn convert_span(
             SpanDetail {
                 trace_state: span.trace_state,
                 status_message,
-                scope_name: scope_name.to_owned(),
-                scope_version: scope_version.to_owned(),
+                scope_name: scope_name.clone(),
+                scope_version: scope_version.clone(),
                 attributes_json,
                 resource_attributes_json: resource.attributes_json.clone(),
                 resource_id: resource.id,
@@ -432,34 +442,49 @@ fn int_value(value: &AnyValue) -> Option<i64> {
 }
 
 /// Moves an attribute the edge derivation reads into its own field. Returns false for the rest.
-fn take_peer_attribute(peer: &mut PeerAttributes, kv: &KeyValue) -> bool {
+/// What one conversion reuses from span to span.
+#[derive(Default)]
+struct Scratch {
+    peer: Vec<(PeerKey, Box<str>)>,
+    json: String,
+}
+
+/// Takes an attribute the edge derivation reads into `peer` (its texts) or `ports` (server,
+/// network peer); false when it is not one.
+fn take_peer_attribute(
+    peer: &mut Vec<(PeerKey, Box<str>)>,
+    ports: &mut (Option<i64>, Option<i64>),
+    kv: &KeyValue,
+) -> bool {
     let Some(value) = kv.value.as_ref() else {
         return false;
     };
-    let slot = match kv.key.as_str() {
-        "server.port" => return set_int(&mut peer.server_port, value),
-        "network.peer.port" => return set_int(&mut peer.network_peer_port, value),
-        "peer.service" => &mut peer.peer_service,
-        "server.address" => &mut peer.server_address,
-        "network.peer.address" => &mut peer.network_peer_address,
-        "net.peer.name" => &mut peer.net_peer_name,
-        "net.sock.peer.addr" => &mut peer.net_sock_peer_addr,
-        "db.system" => &mut peer.db_system,
-        "db.system.name" => &mut peer.db_system_name,
-        "db.namespace" => &mut peer.db_namespace,
-        "db.name" => &mut peer.db_name,
-        "messaging.system" => &mut peer.messaging_system,
-        "messaging.destination.name" => &mut peer.messaging_destination_name,
-        "rpc.service" => &mut peer.rpc_service,
-        "http.route" => &mut peer.http_route,
-        "http.request.method" => &mut peer.http_method,
+    let key = match kv.key.as_str() {
+        "server.port" => return set_int(&mut ports.0, value),
+        "network.peer.port" => return set_int(&mut ports.1, value),
+        "peer.service" => PeerKey::PeerService,
+        "server.address" => PeerKey::ServerAddress,
+        "network.peer.address" => PeerKey::NetworkPeerAddress,
+        "net.peer.name" => PeerKey::NetPeerName,
+        "net.sock.peer.addr" => PeerKey::NetSockPeerAddr,
+        "db.system" => PeerKey::DbSystem,
+        "db.system.name" => PeerKey::DbSystemName,
+        "db.namespace" => PeerKey::DbNamespace,
+        "db.name" => PeerKey::DbName,
+        "messaging.system" => PeerKey::MessagingSystem,
+        "messaging.destination.name" => PeerKey::MessagingDestinationName,
+        "rpc.service" => PeerKey::RpcService,
+        "http.route" => PeerKey::HttpRoute,
+        "http.request.method" => PeerKey::HttpMethod,
         // The legacy name only fills in when the current one is absent.
-        "http.method" if peer.http_method.is_none() => &mut peer.http_method,
+        "http.method" if !peer.iter().any(|(key, _)| *key == PeerKey::HttpMethod) => {
+            PeerKey::HttpMethod
+        }
         _ => return false,
     };
     match string_value(value) {
         Some(text) => {
-            *slot = Some(text);
+            peer.push((key, text.into_boxed_str()));
             true
         }
         None => false,

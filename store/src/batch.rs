@@ -117,28 +117,25 @@ pub fn spans_to_record_batch(spans: &[&Span]) -> Result<RecordBatch, ArrowError>
         c.status_message
             .append_option(non_empty(&span.detail.status_message));
         let peer = &span.peer;
-        c.peer_service.append_option(peer.peer_service.as_deref());
-        c.server_address
-            .append_option(peer.server_address.as_deref());
+        c.peer_service.append_option(peer.peer_service());
+        c.server_address.append_option(peer.server_address());
         c.server_port.append_option(peer.server_port);
         c.network_peer_address
-            .append_option(peer.network_peer_address.as_deref());
+            .append_option(peer.network_peer_address());
         c.network_peer_port.append_option(peer.network_peer_port);
-        c.net_peer_name.append_option(peer.net_peer_name.as_deref());
+        c.net_peer_name.append_option(peer.net_peer_name());
         c.net_sock_peer_addr
-            .append_option(peer.net_sock_peer_addr.as_deref());
-        c.db_system.append_option(peer.db_system.as_deref());
-        c.db_system_name
-            .append_option(peer.db_system_name.as_deref());
-        c.db_namespace.append_option(peer.db_namespace.as_deref());
-        c.db_name.append_option(peer.db_name.as_deref());
-        c.messaging_system
-            .append_option(peer.messaging_system.as_deref());
+            .append_option(peer.net_sock_peer_addr());
+        c.db_system.append_option(peer.db_system());
+        c.db_system_name.append_option(peer.db_system_name());
+        c.db_namespace.append_option(peer.db_namespace());
+        c.db_name.append_option(peer.db_name());
+        c.messaging_system.append_option(peer.messaging_system());
         c.messaging_destination_name
-            .append_option(peer.messaging_destination_name.as_deref());
-        c.rpc_service.append_option(peer.rpc_service.as_deref());
-        c.http_route.append_option(peer.http_route.as_deref());
-        c.http_method.append_option(peer.http_method.as_deref());
+            .append_option(peer.messaging_destination_name());
+        c.rpc_service.append_option(peer.rpc_service());
+        c.http_route.append_option(peer.http_route());
+        c.http_method.append_option(peer.http_method());
         c.environment.append_option(span.environment.as_deref());
         c.scope_name
             .append_option(non_empty(&span.detail.scope_name));

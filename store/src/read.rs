@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use archtrace_analyzer::span::SpanDetail;
-use archtrace_analyzer::{Link, PeerAttributes, Span, SpanKind, StatusCode};
+use archtrace_analyzer::{Link, PeerAttributes, PeerKey, Span, SpanKind, StatusCode};
 use arrow::array::{
     Array, ArrayRef, BinaryArray, Float64Array, Int64Array, StringArray, UInt64Array,
 };
@@ -234,23 +234,26 @@ fn derive_slices(
                         columns.number(8, row).unwrap_or_default() as i32,
                     ),
                     links: columns.text(26, row).map(parse_links).unwrap_or_default(),
-                    peer: PeerAttributes {
-                        peer_service: owned(9),
-                        server_address: owned(10),
-                        server_port: columns.number(11, row),
-                        network_peer_address: owned(12),
-                        network_peer_port: columns.number(13, row),
-                        net_peer_name: owned(14),
-                        net_sock_peer_addr: owned(15),
-                        db_system: owned(16),
-                        db_system_name: owned(17),
-                        db_namespace: owned(18),
-                        db_name: owned(19),
-                        messaging_system: owned(20),
-                        messaging_destination_name: owned(21),
-                        rpc_service: owned(22),
-                        http_route: owned(23),
-                        http_method: owned(24),
+                    peer: {
+                        let mut peer = PeerAttributes::from_texts([
+                            (PeerKey::PeerService, owned(9)),
+                            (PeerKey::ServerAddress, owned(10)),
+                            (PeerKey::NetworkPeerAddress, owned(12)),
+                            (PeerKey::NetPeerName, owned(14)),
+                            (PeerKey::NetSockPeerAddr, owned(15)),
+                            (PeerKey::DbSystem, owned(16)),
+                            (PeerKey::DbSystemName, owned(17)),
+                            (PeerKey::DbNamespace, owned(18)),
+                            (PeerKey::DbName, owned(19)),
+                            (PeerKey::MessagingSystem, owned(20)),
+                            (PeerKey::MessagingDestinationName, owned(21)),
+                            (PeerKey::RpcService, owned(22)),
+                            (PeerKey::HttpRoute, owned(23)),
+                            (PeerKey::HttpMethod, owned(24)),
+                        ]);
+                        peer.server_port = columns.number(11, row);
+                        peer.network_peer_port = columns.number(13, row);
+                        peer
                     },
                     environment: columns.text(25, row).map(&mut intern),
                     version: columns.text(29, row).map(&mut intern),

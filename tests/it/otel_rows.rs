@@ -114,25 +114,34 @@ pub fn otel_row(span: &Span, legacy: bool) -> OtelSpan {
     let peer = &span.peer;
     let port = |port: Option<i64>| port.map(|p| p.to_string());
     for (key, value) in [
-        ("peer.service", peer.peer_service.clone()),
-        ("server.address", peer.server_address.clone()),
+        ("peer.service", peer.peer_service().map(str::to_owned)),
+        ("server.address", peer.server_address().map(str::to_owned)),
         ("server.port", port(peer.server_port)),
-        ("network.peer.address", peer.network_peer_address.clone()),
+        (
+            "network.peer.address",
+            peer.network_peer_address().map(str::to_owned),
+        ),
         ("network.peer.port", port(peer.network_peer_port)),
-        ("net.peer.name", peer.net_peer_name.clone()),
-        ("net.sock.peer.addr", peer.net_sock_peer_addr.clone()),
-        ("db.system", peer.db_system.clone()),
-        ("db.system.name", peer.db_system_name.clone()),
-        ("db.namespace", peer.db_namespace.clone()),
-        ("db.name", peer.db_name.clone()),
-        ("messaging.system", peer.messaging_system.clone()),
+        ("net.peer.name", peer.net_peer_name().map(str::to_owned)),
+        (
+            "net.sock.peer.addr",
+            peer.net_sock_peer_addr().map(str::to_owned),
+        ),
+        ("db.system", peer.db_system().map(str::to_owned)),
+        ("db.system.name", peer.db_system_name().map(str::to_owned)),
+        ("db.namespace", peer.db_namespace().map(str::to_owned)),
+        ("db.name", peer.db_name().map(str::to_owned)),
+        (
+            "messaging.system",
+            peer.messaging_system().map(str::to_owned),
+        ),
         (
             "messaging.destination.name",
-            peer.messaging_destination_name.clone(),
+            peer.messaging_destination_name().map(str::to_owned),
         ),
-        ("rpc.service", peer.rpc_service.clone()),
-        ("http.route", peer.http_route.clone()),
-        ("http.request.method", peer.http_method.clone()),
+        ("rpc.service", peer.rpc_service().map(str::to_owned)),
+        ("http.route", peer.http_route().map(str::to_owned)),
+        ("http.request.method", peer.http_method().map(str::to_owned)),
     ] {
         if let Some(value) = value {
             attributes.push((key.to_owned(), value));
@@ -171,8 +180,8 @@ pub fn otel_row(span: &Span, legacy: bool) -> OtelSpan {
         },
         service_name,
         resource_attributes: resource,
-        scope_name: span.detail.scope_name.clone(),
-        scope_version: span.detail.scope_version.clone(),
+        scope_name: span.detail.scope_name.to_string(),
+        scope_version: span.detail.scope_version.to_string(),
         span_attributes: attributes,
         duration: (span.end_ns - span.start_ns).max(0) as u64,
         status_code: if legacy {
