@@ -122,7 +122,13 @@ async fn require_token(State(auth): State<Auth>, request: Request, next: Next) -
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
+    if state.log.has_failed() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request log failed and takes no requests (the log says why); restart archtrace\n",
+        )
+            .into_response()
+    } else if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()

@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use archtrace_store::log::LogWriter;
+use archtrace_store::log::{LogError, LogWriter};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::oneshot;
@@ -133,6 +133,11 @@ pub struct LogState {
 }
 
 impl LogState {
+    /// Whether a write failed for good: nothing more is accepted until a restart.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
     /// The decoded requests that follow each other from `position` on, if the newest durable
     /// ones start there; empty when the reader must read the log itself.
     pub fn take_fresh(&self, position: u64) -> Vec<Fresh> {
@@ -382,7 +387,12 @@ fn run(mut writer: LogWriter, receiver: mpsc::Receiver<Entry>, state: &LogState)
             written.map_err(|err| {
                 // Nothing of the group is acknowledged. Cut the log back to its last durable
                 // record, so that later records never follow a damaged one (a restart would
-                // cut them away); if even that fails, take nothing more.
+                // cut them away); if even that fails, or the log is gone, take nothing more.
+                if let LogError::Deleted { .. } = err {
+                    state.failed.store(true, Ordering::Relaxed);
+                    tracing::error!(error = %err, "refusing all requests until restarted");
+                    return JournalError::Failed(err.to_string());
+                }
                 let durable = state.durable_end.load(Ordering::Acquire);
                 match writer.rewind(durable) {
                     Ok(()) => {

@@ -337,6 +337,9 @@ impl Deriving {
 /// Writes `bytes` to `dir/name` and makes the file and its name durable.
 fn write_durably(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    // The folder is made again if it was deleted under the server: the journal then refuses
+    // requests (its segment is gone), and the deriver still commits what it holds.
+    std::fs::create_dir_all(dir)?;
     let mut file = std::fs::File::create(dir.join(name))?;
     file.write_all(bytes)?;
     file.sync_data()?;

@@ -17,6 +17,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 const HEADER_BYTES: u64 = 16;
@@ -33,6 +34,8 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the request log's segment {path} was deleted while archtrace wrote it (was the log's folder removed?); what it held since is not durable. Restart archtrace to begin a new log")]
+    Deleted { path: String },
 }
 
 fn io<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> LogError + 'a {
@@ -257,10 +260,20 @@ impl LogWriter {
         self.file
             .flush()
             .map_err(io(&path, "could not write records"))?;
-        self.file
-            .get_ref()
-            .sync_data()
+        let file = self.file.get_ref();
+        file.sync_data()
             .map_err(io(&path, "could not sync records"))?;
+        // A segment deleted under the writer (its folder removed) takes every write and sync
+        // and keeps none of them: acknowledging on it would lose what is acknowledged.
+        let links = file
+            .metadata()
+            .map_err(io(&path, "could not read a segment's metadata"))?
+            .nlink();
+        if links == 0 {
+            return Err(LogError::Deleted {
+                path: path.display().to_string(),
+            });
+        }
         Ok(self.end)
     }
 

@@ -179,6 +179,71 @@ async fn a_torn_log_tail_is_cut_reported_and_the_server_starts() {
     assert_eq!(span_ids(&Store::open_read_only(&db).unwrap()), acknowledged);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_folder_deleted_while_serving_is_refused_for_good_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spans.duckdb");
+    let stderr = dir.path().join("stderr.txt");
+    let mut server =
+        ServerProcess::spawn_with_stderr(&db, &[], std::fs::File::create(&stderr).unwrap().into());
+    let mut acknowledged = send_batches(&server, 0..3).await;
+    wait_for_metric(
+        &server,
+        "archtrace_spans_loaded_total",
+        acknowledged.len() as f64,
+    )
+    .await;
+
+    std::fs::remove_dir_all(archtrace_store::log::dir_of(&db)).unwrap();
+    let mut client = TraceServiceClient::connect(server.grpc.clone())
+        .await
+        .unwrap();
+    // The segment written to is gone: nothing written to it is durable, so nothing is
+    // acknowledged, this request or any later one.
+    for seed in 3..5 {
+        let refused = client
+            .export(batch(seed))
+            .await
+            .expect_err("a request logged into a deleted segment is not acknowledged");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(
+            refused.message().contains("until restarted"),
+            "{}",
+            refused.message()
+        );
+    }
+    let ready = reqwest::get(format!("{}/readyz", server.admin))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().await.unwrap().contains("restart archtrace"));
+
+    // It still stops cleanly, with what it acknowledged stored...
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).success());
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        said.contains("was deleted while archtrace wrote it"),
+        "{said}"
+    );
+    acknowledged.sort();
+    assert_eq!(span_ids(&Store::open_read_only(&db).unwrap()), acknowledged);
+    // ...and a restart begins a new log and takes requests again.
+    let mut server = ServerProcess::spawn(&db, &[]);
+    let request = batch(7);
+    acknowledged.extend(ids_of(&request));
+    TraceServiceClient::connect(server.grpc.clone())
+        .await
+        .unwrap()
+        .export(request)
+        .await
+        .unwrap();
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).success());
+    acknowledged.sort();
+    assert_eq!(span_ids(&Store::open_read_only(&db).unwrap()), acknowledged);
+}
+
 /// The edges of a stopped server's store in a window: (from, to, kind, calls, errors).
 fn derived_edges(db: &std::path::Path, since: &str, until: &str) -> Vec<String> {
     let output = crate::support::succeeded(
