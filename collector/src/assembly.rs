@@ -270,7 +270,14 @@ impl Assembler {
                 spans: Vec::new(),
                 last_arrival: now,
             });
-            pending.spans.reserve(ahead);
+            // A new trace's vector is made exactly as long as the spans that came with its
+            // first one: most traces arrive whole, and rounding up would leave much of the
+            // buffer's memory unused. Later arrivals grow it as usual.
+            if pending.spans.is_empty() {
+                pending.spans.reserve_exact(ahead);
+            } else {
+                pending.spans.reserve(ahead);
+            }
             // Sampled traces are stored with their detail, so it is kept until the decision.
             if self.settings.sample.is_none() {
                 slim(&mut span);

@@ -7,6 +7,8 @@
 //! all of that accounts for. After a crash it resumes from that state and offset: no span
 //! counted twice or missed, and no raw spans needed to recover.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -154,7 +156,6 @@ pub fn start(
         state,
         dir,
         state_files,
-        state_buffer: Vec::new(),
         metrics,
     };
     let thread = std::thread::Builder::new()
@@ -185,8 +186,6 @@ struct Deriving {
     dir: PathBuf,
     /// The number of the last state file written.
     state_files: u64,
-    /// Where the state is encoded, kept between checkpoints.
-    state_buffer: Vec<u8>,
     metrics: Arc<DeriverMetrics>,
 }
 
@@ -273,34 +272,25 @@ impl Deriving {
             return Ok(());
         }
         let closed = held.take_closed(before);
-        // The last checkpoint's buffer, already as large as a state usually is: growing a new
-        // one to tens of MB every checkpoint copied it over and over into fresh pages.
-        let mut buffer = std::mem::take(&mut self.state_buffer);
-        buffer.clear();
-        buffer.extend_from_slice(STATE_FORMAT);
         // The state goes to a file of its own, durable before the transaction names it: tens
         // of MB under load, which DuckDB would hold in memory and write twice (WAL, table).
+        // It is encoded straight into the file, never whole in memory.
         self.state_files += 1;
         let name = format!("{CONSUMER}-{:020}.state", self.state_files);
         let kept_refs: Vec<&Span> = kept.iter().collect();
-        let outcome = postcard::to_extend(
-            &Checkpoint {
+        let outcome = write_durably(&self.dir, &name, |file| {
+            file.write_all(STATE_FORMAT)?;
+            let checkpoint = Checkpoint {
                 assembler: self.assembler.save(Instant::now()),
                 unwritten: std::borrow::Cow::Borrowed(&*held),
-            },
-            buffer,
-        )
+            };
+            postcard::to_io(&checkpoint, file)
+                .map(drop)
+                .map_err(std::io::Error::other)
+        })
         .map_err(|err| QueryError::ConsumerState {
             consumer: CONSUMER.into(),
-            reason: err.to_string(),
-        })
-        .and_then(|saved| {
-            let written = write_durably(&self.dir, &name, &saved);
-            self.state_buffer = saved;
-            written.map_err(|err| QueryError::ConsumerState {
-                consumer: CONSUMER.into(),
-                reason: format!("could not write {name}: {err}"),
-            })
+            reason: format!("could not write {name}: {err}"),
         })
         .and_then(|()| {
             self.store.commit_consumed(&Consumed {
@@ -334,16 +324,22 @@ impl Deriving {
     }
 }
 
-/// Writes `bytes` to `dir/name` and makes the file and its name durable.
-fn write_durably(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
+/// Writes `dir/name` with `write` and makes the file and its name durable.
+fn write_durably(
+    dir: &std::path::Path,
+    name: &str,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     // The folder is made again if it was deleted under the server: the journal then refuses
     // requests (its segment is gone), and the deriver still commits what it holds.
     std::fs::create_dir_all(dir)?;
-    let mut file = std::fs::File::create(dir.join(name))?;
-    file.write_all(bytes)?;
+    let mut file = BufWriter::with_capacity(1 << 20, File::create(dir.join(name))?);
+    write(&mut file)?;
+    let file = file
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
     file.sync_data()?;
-    std::fs::File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()
 }
 
 /// Deletes the deriver's state files other than `current` (older ones, or one a crash left

@@ -29,7 +29,10 @@ pub const CONSUMER: &str = "spans";
 /// Log payload bytes per store commit at most (about 20k spans). Measured over 20 s of gRPC load:
 /// 8 MiB loads as much as 16 MiB with about 90 MB less peak RSS; 4 MiB saves 50 MB more but
 /// loads 7-13% less.
-const BATCH_BYTES: usize = 8 << 20;
+const STORE_BATCH_BYTES: usize = 8 << 20;
+/// Log payload bytes per batch when no spans are stored: the deriver takes spans at any batch
+/// size, and each batch waiting for it holds its spans in memory.
+const DERIVE_BATCH_BYTES: usize = 2 << 20;
 
 /// Counters the admin listener exports.
 #[derive(Debug, Default)]
@@ -148,6 +151,7 @@ impl Batch {
 fn read_ahead(
     dir: PathBuf,
     mut position: u64,
+    batch_bytes: usize,
     conversion: &Conversion,
     state: &LogState,
     batches: SyncSender<Batch>,
@@ -198,7 +202,7 @@ fn read_ahead(
             reader = LogReader::new(&dir, position);
         }
         records.clear();
-        if let Err(err) = reader.read(until, BATCH_BYTES, &mut records) {
+        if let Err(err) = reader.read(until, batch_bytes, &mut records) {
             tracing::error!(error = %err, "could not read the request log; retrying");
             std::thread::sleep(Duration::from_secs(1));
             reader = LogReader::new(&dir, position);
@@ -243,13 +247,18 @@ fn run(
         Detail::Drop
     };
     let conversion = Conversion::new(detail).with_multiplier_key(multiplier_key);
+    let batch_bytes = if spans_store.is_some() {
+        STORE_BATCH_BYTES
+    } else {
+        DERIVE_BATCH_BYTES
+    };
     let (sender, batches) = std::sync::mpsc::sync_channel(1);
     std::thread::scope(|scope| {
         let reading_dir = dir.clone();
         std::thread::Builder::new()
             .name("archtrace-log-reader".into())
             .spawn_scoped(scope, move || {
-                read_ahead(reading_dir, from, &conversion, state, sender)
+                read_ahead(reading_dir, from, batch_bytes, &conversion, state, sender)
             })
             .expect("spawning the log reader thread");
         for mut batch in batches {
@@ -263,8 +272,14 @@ fn run(
                 if batch.end > feed.from {
                     let first = batch.spans_beyond(feed.from);
                     feed.from = batch.end;
+                    // The whole batch moves on, unless the deriver already has its first records.
+                    let spans = if first == 0 {
+                        std::mem::take(&mut batch.spans)
+                    } else {
+                        batch.spans.split_off(first)
+                    };
                     let derivable = Derivable {
-                        spans: batch.spans.split_off(first),
+                        spans,
                         end: batch.end,
                         received_ns: batch.received_ns,
                     };
