@@ -441,7 +441,6 @@ fn int_value(value: &AnyValue) -> Option<i64> {
     }
 }
 
-/// Moves an attribute the edge derivation reads into its own field. Returns false for the rest.
 /// What one conversion reuses from span to span.
 #[derive(Default)]
 struct Scratch {
