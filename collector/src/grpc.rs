@@ -8,8 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    trace_service_server, ExportTracePartialSuccess, ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
+    trace_service_server, ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -77,13 +76,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceServer {
     }
 }
 
-/// An export request as it came: its protobuf bytes (decompressed) and their decoding.
+/// An export request as it came: its protobuf bytes (decompressed), checked by the ingest.
 pub struct Received {
     encoded: Bytes,
-    request: ExportTraceServiceRequest,
 }
 
-/// Decodes export requests keeping their bytes; encodes responses with prost.
+/// Takes export requests as bytes; encodes responses with prost.
 #[derive(Clone, Copy)]
 struct ReceivedCodec;
 
@@ -118,12 +116,7 @@ impl Decoder for ReceivedCodec {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Received>, Status> {
         let encoded = src.copy_to_bytes(src.remaining());
-        let request = ExportTraceServiceRequest::decode(encoded.as_ref()).map_err(|err| {
-            Status::invalid_argument(format!(
-                "malformed protobuf ExportTraceServiceRequest: {err}"
-            ))
-        })?;
-        Ok(Some(Received { encoded, request }))
+        Ok(Some(Received { encoded }))
     }
 }
 
@@ -139,8 +132,13 @@ fn count(ingest: &Ingest, outcome: Outcome) {
 
 impl From<IngestError> for Status {
     fn from(err: IngestError) -> Status {
-        // UNAVAILABLE is retryable in OTLP: the exporter backs off and sends again.
-        Status::unavailable(err.to_string())
+        match err {
+            IngestError::Malformed(problem) => Status::invalid_argument(format!(
+                "malformed protobuf ExportTraceServiceRequest: {problem}"
+            )),
+            // UNAVAILABLE is retryable in OTLP: the exporter backs off and sends again.
+            unavailable => Status::unavailable(unavailable.to_string()),
+        }
     }
 }
 
@@ -172,10 +170,10 @@ impl tonic::server::UnaryService<Received> for Export {
                 "missing or wrong bearer token: send `authorization: Bearer <token>`",
             ))));
         }
-        let Received { encoded, request } = request.into_inner();
+        let Received { encoded } = request.into_inner();
         let ingest = self.ingest.clone();
         Box::pin(async move {
-            match ingest.ingest(request, Some(encoded)).await {
+            match ingest.ingest(encoded).await {
                 Ok(report) => {
                     count(
                         &ingest,
@@ -188,7 +186,11 @@ impl tonic::server::UnaryService<Received> for Export {
                     Ok(Response::new(response(&report)))
                 }
                 Err(err) => {
-                    count(&ingest, Outcome::Unavailable);
+                    let outcome = match err {
+                        IngestError::Malformed(_) => Outcome::InvalidArgument,
+                        _ => Outcome::Unavailable,
+                    };
+                    count(&ingest, outcome);
                     Err(err.into())
                 }
             }

@@ -12,12 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use flate2::read::MultiGzDecoder;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::auth::Auth;
 use crate::grpc::response as export_response;
-use crate::ingest::{Ingest, IngestReport, Outcome, Transport};
+use crate::ingest::{Ingest, IngestError, IngestReport, Outcome, Transport};
 use archtrace_formats::otlp_json;
 
 /// Seconds a refused client is asked to wait before retrying.
@@ -203,16 +202,25 @@ async fn handle(
     };
     let raw = read_body(body, limit).await?;
     let bytes = decompress(headers, raw, limit)?;
-    let request = decode(&bytes, encoding)?;
-    // A protobuf body is logged as it came when all its spans are valid; JSON is encoded.
-    let encoded = (encoding == Encoding::Protobuf).then_some(bytes);
-    state.ingest.ingest(request, encoded).await.map_err(|err| {
-        Failure::new(
+    // A protobuf body is checked and logged as it came; JSON is decoded and encoded.
+    let (encoded, format) = match encoding {
+        Encoding::Protobuf => (bytes, "protobuf"),
+        Encoding::Json => (decode_json(&bytes)?, "OTLP/JSON"),
+    };
+    state.ingest.ingest(encoded).await.map_err(|err| match err {
+        IngestError::Malformed(problem) => invalid(format!(
+            "malformed {format} ExportTraceServiceRequest: {problem}"
+        )),
+        unavailable => Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Outcome::Unavailable,
-            err.to_string(),
-        )
+            unavailable.to_string(),
+        ),
     })
+}
+
+fn invalid(message: String) -> Failure {
+    Failure::new(StatusCode::BAD_REQUEST, Outcome::InvalidArgument, message)
 }
 
 fn too_large(limit: usize) -> Failure {
@@ -287,21 +295,13 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, Fa
     Ok(Bytes::from(out))
 }
 
-fn decode(bytes: &[u8], encoding: Encoding) -> Result<ExportTraceServiceRequest, Failure> {
-    let invalid =
-        |message: String| Failure::new(StatusCode::BAD_REQUEST, Outcome::InvalidArgument, message);
-    match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes).map_err(|err| {
-            invalid(format!(
-                "malformed protobuf ExportTraceServiceRequest: {err}"
-            ))
-        }),
-        Encoding::Json => otlp_json::decode(bytes).map_err(|err| {
-            invalid(format!(
-                "malformed OTLP/JSON ExportTraceServiceRequest: {err}"
-            ))
-        }),
-    }
+fn decode_json(bytes: &[u8]) -> Result<Bytes, Failure> {
+    let request = otlp_json::decode(bytes).map_err(|err| {
+        invalid(format!(
+            "malformed OTLP/JSON ExportTraceServiceRequest: {err}"
+        ))
+    })?;
+    Ok(Bytes::from(request.encode_to_vec()))
 }
 
 fn success_response(report: &IngestReport, encoding: Encoding) -> Response {

@@ -105,6 +105,9 @@ impl Drop for Admission {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The bytes are not an OTLP trace request: the client should not send them again.
+    #[error("{0}")]
+    Malformed(String),
     /// The log is over its bounds: the client should retry later.
     #[error("{0}")]
     Overloaded(JournalError),
@@ -170,35 +173,38 @@ impl Ingest {
         &self.metrics
     }
 
-    /// Logs the request's valid spans and returns once they are durable: from then on they
-    /// survive a crash, and the loader puts them in the store. `encoded` is the request's
-    /// protobuf as received, logged as it is when every span is valid.
-    pub async fn ingest(
-        &self,
-        mut request: ExportTraceServiceRequest,
-        encoded: Option<Bytes>,
-    ) -> Result<IngestReport, IngestError> {
-        let rejections = otlp::retain_valid(&mut request);
-        let accepted = otlp::span_count(&request) as u64;
+    /// Logs the valid spans of an encoded request and returns once they are durable: from then
+    /// on they survive a crash, and the loader puts them in the store. The request is checked
+    /// in place, not decoded, and logged in the bytes it came in when every span is valid.
+    pub async fn ingest(&self, encoded: Bytes) -> Result<IngestReport, IngestError> {
+        let malformed = |err: &dyn std::fmt::Display| IngestError::Malformed(err.to_string());
+        let scanned = otlp::scan(&encoded).map_err(|err| malformed(&err))?;
+        let rejections = scanned.rejections;
+        let accepted = scanned.spans - rejections.count;
+        self.metrics
+            .spans_received
+            .fetch_add(scanned.spans, Ordering::Relaxed);
+        self.metrics
+            .spans_rejected
+            .fetch_add(rejections.count, Ordering::Relaxed);
         let report = IngestReport {
             accepted,
             rejected: rejections.count,
             rejection: rejections.summary(),
         };
-        self.metrics
-            .spans_received
-            .fetch_add(accepted + rejections.count, Ordering::Relaxed);
-        self.metrics
-            .spans_rejected
-            .fetch_add(rejections.count, Ordering::Relaxed);
         if accepted == 0 {
             return Ok(report);
         }
-        let payload = match encoded {
-            Some(encoded) if rejections.count == 0 => encoded,
-            _ => Bytes::from(request.encode_to_vec()),
+        let payload = if rejections.count == 0 {
+            encoded
+        } else {
+            // Rare enough to decode: the valid spans are encoded again without the others.
+            let mut request =
+                ExportTraceServiceRequest::decode(encoded).map_err(|err| malformed(&err))?;
+            otlp::retain_valid(&mut request);
+            Bytes::from(request.encode_to_vec())
         };
-        let outcome = match self.journal.append(payload, Some(request)) {
+        let outcome = match self.journal.append(payload) {
             Ok(durable) => durable.await.unwrap_or(Err(JournalError::ShuttingDown)),
             Err(err) => Err(err),
         };
@@ -249,8 +255,8 @@ mod tests {
         }
     }
 
-    /// Ingests `requests` (each with the bytes it came in) and reads back what was logged.
-    async fn logged(requests: Vec<(ExportTraceServiceRequest, Bytes)>) -> Vec<Record> {
+    /// Ingests encoded `requests` and reads back what was logged.
+    async fn logged(requests: Vec<Bytes>) -> Vec<Record> {
         let dir = tempfile::tempdir().unwrap();
         let limits = LogLimits {
             min_free_disk_bytes: 0,
@@ -260,8 +266,8 @@ mod tests {
         let state = Arc::new(LogState::default());
         let (journal, thread) = Journal::spawn(writer, dir.path(), limits, state.clone());
         let ingest = Ingest::new(journal, Arc::new(IngestMetrics::default()), 4);
-        for (request, encoded) in requests {
-            ingest.ingest(request, Some(encoded)).await.unwrap();
+        for encoded in requests {
+            ingest.ingest(encoded).await.unwrap();
         }
         drop(ingest);
         thread.join().unwrap();
@@ -282,7 +288,7 @@ mod tests {
         // Field 99 is one this OTLP version does not know: only the received bytes hold it.
         let mut encoded = valid.encode_to_vec();
         encoded.extend_from_slice(&[0x9a, 0x06, 0x01, 0x7a]);
-        let records = logged(vec![(valid.clone(), Bytes::from(encoded.clone()))]).await;
+        let records = logged(vec![Bytes::from(encoded.clone())]).await;
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].payload, encoded);
         assert_eq!(
@@ -296,8 +302,7 @@ mod tests {
         let mut bad = span(3, "bad");
         bad.span_id = vec![3; 5];
         let mixed = request(vec![span(1, "a"), bad, span(2, "b")]);
-        let encoded = Bytes::from(mixed.encode_to_vec());
-        let records = logged(vec![(mixed, encoded)]).await;
+        let records = logged(vec![Bytes::from(mixed.encode_to_vec())]).await;
         assert_eq!(records.len(), 1);
         let logged = ExportTraceServiceRequest::decode(records[0].payload.as_slice()).unwrap();
         assert_eq!(logged, request(vec![span(1, "a"), span(2, "b")]));

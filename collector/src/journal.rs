@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use archtrace_store::log::{LogError, LogWriter};
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::oneshot;
 
 use crate::histogram::LatencyHistogram;
@@ -43,19 +42,6 @@ impl Default for LogLimits {
 
 /// One write group at most: a larger group would delay the first request's answer.
 const MAX_GROUP_BYTES: u64 = 32 << 20;
-
-/// Requests kept decoded after they are durable, for a log reader that keeps up.
-const FRESH_REQUESTS: usize = 16;
-
-/// A request just made durable, still decoded: the log reader takes it instead of reading
-/// and decoding its record again, as long as it is at the record's start.
-#[derive(Debug)]
-pub struct Fresh {
-    pub start: u64,
-    pub end: u64,
-    pub received_ns: i64,
-    pub request: ExportTraceServiceRequest,
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JournalError {
@@ -128,31 +114,12 @@ pub struct LogState {
     wake: Condvar,
     /// Held while segments are deleted: both consumers free what they have passed.
     freeing: Mutex<()>,
-    /// The newest durable requests, decoded (the oldest go first when it is full).
-    fresh: Mutex<std::collections::VecDeque<Fresh>>,
 }
 
 impl LogState {
     /// Whether a write failed for good: nothing more is accepted until a restart.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
-    }
-
-    /// The decoded requests that follow each other from `position` on, if the newest durable
-    /// ones start there; empty when the reader must read the log itself.
-    pub fn take_fresh(&self, position: u64) -> Vec<Fresh> {
-        let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
-        while fresh.front().is_some_and(|f| f.start < position) {
-            fresh.pop_front();
-        }
-        let mut taken = Vec::new();
-        let mut next = position;
-        while fresh.front().is_some_and(|f| f.start == next) {
-            let request = fresh.pop_front().expect("a front exists");
-            next = request.end;
-            taken.push(request);
-        }
-        taken
     }
 
     /// Deletes the log segments every running consumer has committed entirely.
@@ -248,7 +215,6 @@ impl LogState {
 struct Entry {
     received_ns: i64,
     payload: Bytes,
-    request: Option<ExportTraceServiceRequest>,
     reply: oneshot::Sender<Result<(), JournalError>>,
 }
 
@@ -290,11 +256,9 @@ impl Journal {
 
     /// Queues a request's payload for the log, or refuses it at once when the log is over its
     /// bounds; the returned future resolves once the payload is durable.
-    /// `request` is the payload decoded, handed to the log reader if it keeps up.
     pub fn append(
         &self,
         payload: Bytes,
-        request: Option<ExportTraceServiceRequest>,
     ) -> Result<oneshot::Receiver<Result<(), JournalError>>, JournalError> {
         let size = payload.len() as u64;
         if let Some(refusal) = self.refusal(size) {
@@ -306,7 +270,6 @@ impl Journal {
             .send(Entry {
                 received_ns: archtrace_analyzer::time::now_ns(),
                 payload,
-                request,
                 reply,
             })
             .map_err(|_| {
@@ -368,20 +331,13 @@ fn run(mut writer: LogWriter, receiver: mpsc::Receiver<Entry>, state: &LogState)
                 Err(_) => break,
             }
         }
-        // Where each request's record starts and ends in the log.
-        let mut record_bounds = Vec::with_capacity(group.len());
         let outcome = if state.failed.load(Ordering::Relaxed) {
             Err(JournalError::Failed("an earlier write failed".into()))
         } else {
             let started = Instant::now();
             let written = group
                 .iter()
-                .try_for_each(|entry| {
-                    let start = writer.end();
-                    writer.append(entry.received_ns, &entry.payload)?;
-                    record_bounds.push((start, writer.end()));
-                    Ok(())
-                })
+                .try_for_each(|entry| writer.append(entry.received_ns, &entry.payload))
                 .and_then(|()| writer.sync());
             state.fsync.observe(started.elapsed().as_secs_f64());
             written.map_err(|err| {
@@ -416,21 +372,6 @@ fn run(mut writer: LogWriter, receiver: mpsc::Receiver<Entry>, state: &LogState)
             state
                 .disk_bytes
                 .fetch_add(group_bytes + 16 * group.len() as u64, Ordering::Relaxed);
-            let mut fresh = state.fresh.lock().unwrap_or_else(|e| e.into_inner());
-            for (entry, (start, end)) in group.iter_mut().zip(record_bounds) {
-                if let Some(request) = entry.request.take() {
-                    if fresh.len() == FRESH_REQUESTS {
-                        fresh.pop_front();
-                    }
-                    fresh.push_back(Fresh {
-                        start,
-                        end,
-                        received_ns: entry.received_ns,
-                        request,
-                    });
-                }
-            }
-            drop(fresh);
             state.durable_end.store(*end, Ordering::Release);
             state.notify();
         }

@@ -16,8 +16,6 @@ use archtrace_analyzer::Span;
 use archtrace_formats::otlp::{self, Conversion, Detail};
 use archtrace_store::log::{LogReader, Record};
 use archtrace_store::{Consumed, Store};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 
 use crate::histogram::LatencyHistogram;
 use crate::journal::LogState;
@@ -104,14 +102,10 @@ fn spans_of(records: &[Record], conversion: &Conversion) -> (Vec<Span>, Vec<Reco
     let mut spans = Vec::new();
     let mut ends = Vec::with_capacity(records.len());
     for record in records {
-        match ExportTraceServiceRequest::decode(record.payload.as_slice()) {
-            Ok(request) => {
-                otlp::convert_into(request, conversion, &mut spans);
-            }
-            // The CRC matched, so only a bug could get here; the record is skipped, not retried.
-            Err(err) => {
-                tracing::error!(end = record.end, error = %err, "a logged request does not decode; skipped")
-            }
+        // The receivers checked every logged request with the same reader: only a bug could
+        // fail here, as the CRC matched. The record is skipped, not retried.
+        if let Err(err) = otlp::convert_encoded(&record.payload, conversion, &mut spans) {
+            tracing::error!(end = record.end, error = %err, "a logged request does not decode; skipped");
         }
         ends.push(RecordSpans {
             end: record.end,
@@ -164,36 +158,6 @@ fn read_ahead(
             if !state.wait_beyond(position, Duration::from_millis(200))
                 && position >= state.durable_end.load(Ordering::Acquire)
             {
-                return;
-            }
-            continue;
-        }
-        // Keeping up: the journal's requests, still decoded, spare reading and decoding them.
-        let fresh = state.take_fresh(position);
-        if let Some(last) = fresh.last() {
-            let (end, received_ns) = (last.end, last.received_ns);
-            let mut spans = Vec::with_capacity(
-                fresh
-                    .iter()
-                    .map(|fresh| otlp::span_count(&fresh.request))
-                    .sum(),
-            );
-            let mut ends = Vec::with_capacity(fresh.len());
-            for request in fresh {
-                otlp::convert_into(request.request, conversion, &mut spans);
-                ends.push(RecordSpans {
-                    end: request.end,
-                    spans_end: spans.len(),
-                });
-            }
-            position = end;
-            let batch = Batch {
-                end,
-                received_ns,
-                spans,
-                records: ends,
-            };
-            if batches.send(batch).is_err() {
                 return;
             }
             continue;

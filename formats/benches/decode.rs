@@ -1,5 +1,5 @@
 //! Decode + conversion alone, on the load generator's payloads: the physical bound the ingest
-//! rate is compared with. Run: `cargo bench -p archtrace-collector --bench decode`.
+//! rate is compared with. Run: `cargo bench -p archtrace-formats --bench decode`.
 
 use archtrace_formats::{otlp, otlp_json};
 use archtrace_workload::shop::Simulation;
@@ -17,11 +17,22 @@ fn decode(c: &mut Criterion) {
     let (protobuf, json, spans) = payloads();
     let mut group = c.benchmark_group("otlp");
     group.throughput(Throughput::Elements(spans));
-    group.bench_function("protobuf_decode", |b| {
+    // prost's decoding alone, for comparison: the server no longer does it.
+    group.bench_function("protobuf_prost_decode", |b| {
         b.iter(|| ExportTraceServiceRequest::decode(&protobuf[..]).unwrap())
     });
-    group.bench_function("protobuf_decode_convert", |b| {
-        b.iter(|| otlp::convert(ExportTraceServiceRequest::decode(&protobuf[..]).unwrap()))
+    // What a receiver does before logging a request.
+    group.bench_function("protobuf_scan", |b| {
+        b.iter(|| otlp::scan(&protobuf).unwrap())
+    });
+    // What the log reader does with a logged request.
+    let conversion = otlp::Conversion::new(otlp::Detail::Keep);
+    group.bench_function("protobuf_convert", |b| {
+        b.iter(|| {
+            let mut spans = Vec::new();
+            otlp::convert_encoded(&protobuf, &conversion, &mut spans).unwrap();
+            spans
+        })
     });
     group.bench_function("json_decode_convert", |b| {
         b.iter(|| otlp::convert(otlp_json::decode(&json).unwrap()))

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
+use crate::otlp::wire::{self, Depth, Value};
 use base64::Engine;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 
 pub fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
@@ -31,52 +31,55 @@ pub fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
-pub fn write_any_value(out: &mut String, value: &AnyValue) {
-    let Some(value) = &value.value else {
-        out.push_str("null");
-        return;
-    };
+/// Writes an attribute value read from a request's bytes (and checked) as JSON.
+pub fn write_value(out: &mut String, value: Value<'_>) {
     match value {
-        any_value::Value::StringValue(s) => push_json_string(out, s),
-        any_value::Value::BoolValue(b) => out.push_str(if *b { "true" } else { "false" }),
-        any_value::Value::IntValue(i) => {
+        Value::Empty => out.push_str("null"),
+        Value::Text(s) => push_json_string(out, s),
+        Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Value::Int(i) => {
             let _ = write!(out, "{i}");
         }
-        any_value::Value::DoubleValue(d) if d.is_finite() => {
+        Value::Double(d) if d.is_finite() => {
             let _ = write!(out, "{d:?}");
         }
         // JSON has no NaN or infinity; keep them readable as strings.
-        any_value::Value::DoubleValue(d) => push_json_string(out, &d.to_string()),
-        any_value::Value::BytesValue(bytes) => push_json_string(
+        Value::Double(d) => push_json_string(out, &d.to_string()),
+        Value::Bytes(bytes) => push_json_string(
             out,
             &base64::engine::general_purpose::STANDARD.encode(bytes),
         ),
-        any_value::Value::ArrayValue(array) => {
+        Value::Array(items) => {
             out.push('[');
-            for (index, item) in array.values.iter().enumerate() {
-                if index > 0 {
+            let mut first = true;
+            // Checked when the span was read: errors cannot happen here.
+            let _ = wire::nested_items(items, |item| {
+                if !std::mem::take(&mut first) {
                     out.push(',');
                 }
-                write_any_value(out, item);
-            }
+                write_value(
+                    out,
+                    wire::any_value(item, Depth::Checked).unwrap_or(Value::Empty),
+                );
+            });
             out.push(']');
         }
-        any_value::Value::KvlistValue(list) => {
+        Value::List(pairs) => {
             out.push('{');
-            for (index, kv) in list.values.iter().enumerate() {
-                if index > 0 {
+            let mut first = true;
+            let _ = wire::nested_items(pairs, |pair| {
+                if !std::mem::take(&mut first) {
                     out.push(',');
                 }
-                push_json_string(out, &kv.key);
+                let (key, value) =
+                    wire::key_value(pair, Depth::Checked).unwrap_or(("", Value::Empty));
+                push_json_string(out, key);
                 out.push(':');
-                match &kv.value {
-                    Some(v) => write_any_value(out, v),
-                    None => out.push_str("null"),
-                }
-            }
+                write_value(out, value);
+            });
             out.push('}');
         }
-        any_value::Value::StringValueStrindex(index) => {
+        Value::TextIndex(index) => {
             let _ = write!(out, "{{\"string_index\":{index}}}");
         }
     }
@@ -105,12 +108,7 @@ mod tests {
     #[test]
     fn non_finite_doubles_stay_valid_json() {
         let mut out = String::new();
-        write_any_value(
-            &mut out,
-            &AnyValue {
-                value: Some(any_value::Value::DoubleValue(f64::NAN)),
-            },
-        );
+        write_value(&mut out, Value::Double(f64::NAN));
         assert!(
             serde_json::from_str::<serde_json::Value>(&out).is_ok(),
             "{out}"

@@ -13,7 +13,18 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as OtlpSpan};
 
-use crate::json::{push_json_string, write_any_value};
+use prost::Message;
+
+use crate::json::{push_json_string, write_value};
+
+#[cfg(test)]
+mod equivalence;
+#[cfg(test)]
+mod reference;
+pub(crate) mod wire;
+
+pub use wire::WireError;
+use wire::{Depth, Value};
 
 /// Spans a request carried that failed validation.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -57,7 +68,7 @@ pub fn retain_valid(request: &mut ExportTraceServiceRequest) -> Rejections {
         for scope_spans in &mut resource_spans.scope_spans {
             let mut span_index = 0;
             scope_spans.spans.retain(|span| {
-                let checked = span_ids(span);
+                let checked = span_ids(&span.trace_id, &span.span_id, &span.parent_span_id);
                 if let Err(problem) = &checked {
                     rejections.reject(|| {
                         format!("resource_spans[{resource_index}] span {span_index}: {problem}")
@@ -71,15 +82,19 @@ pub fn retain_valid(request: &mut ExportTraceServiceRequest) -> Rejections {
     rejections
 }
 
-/// The span's own ids: trace, span and parent (`None` for a root), checked.
-fn span_ids(span: &OtlpSpan) -> Result<(TraceId, SpanId, Option<SpanId>), String> {
-    let span_trace_id = trace_id(&span.trace_id, "trace_id")?;
-    let own_span_id = span_id(&span.span_id, "span_id")?;
-    let parent_span_id = if span.parent_span_id.is_empty() {
+/// A span's own ids: trace, span and parent (`None` for a root), checked.
+fn span_ids(
+    trace: &[u8],
+    span: &[u8],
+    parent: &[u8],
+) -> Result<(TraceId, SpanId, Option<SpanId>), String> {
+    let span_trace_id = trace_id(trace, "trace_id")?;
+    let own_span_id = span_id(span, "span_id")?;
+    let parent_span_id = if parent.is_empty() {
         None
     } else {
         // Some exporters write eight zero bytes for "no parent"; the spec means the same.
-        let parent = span_id_or_zero(&span.parent_span_id, "parent_span_id")?;
+        let parent = span_id_or_zero(parent, "parent_span_id")?;
         (parent != [0; 8]).then_some(parent)
     };
     Ok((span_trace_id, own_span_id, parent_span_id))
@@ -172,41 +187,314 @@ pub fn convert_with(request: ExportTraceServiceRequest, conversion: &Conversion)
     Converted { spans, rejections }
 }
 
-/// Converts a request's valid spans onto the end of `spans`: a span is large, and collecting
-/// many requests' spans through vectors of their own would copy each one again.
+/// Converts a decoded request's valid spans onto the end of `spans`. Conversion reads protobuf
+/// bytes, so the request is encoded first: decoded requests come from files and OTLP/JSON,
+/// where decoding costs far more than encoding.
 pub fn convert_into(
     request: ExportTraceServiceRequest,
     conversion: &Conversion,
     spans: &mut Vec<Span>,
 ) -> Rejections {
-    let detail = conversion.detail;
-    let multiplier_key = conversion.multiplier_key.as_deref();
-    let mut rejections = Rejections::default();
-    let mut scratch = Scratch::default();
-    spans.reserve(span_count(&request));
-    for (resource_index, resource_spans) in request.resource_spans.into_iter().enumerate() {
-        let attributes = resource_spans
-            .resource
-            .map(|r| r.attributes)
-            .unwrap_or_default();
-        let resource = ResourceInfo::from_attributes(&attributes, detail, multiplier_key);
-        for scope_spans in resource_spans.scope_spans {
-            let (scope_name, scope_version): (Arc<str>, Arc<str>) = match scope_spans.scope {
-                Some(scope) if detail == Detail::Keep => (scope.name.into(), scope.version.into()),
-                _ => Default::default(),
-            };
-            for (span_index, span) in scope_spans.spans.into_iter().enumerate() {
-                let scope = (&scope_name, &scope_version);
-                match convert_span(span, &resource, scope, detail, multiplier_key, &mut scratch) {
-                    Ok(span) => spans.push(span),
-                    Err(problem) => rejections.reject(|| {
-                        format!("resource_spans[{resource_index}] span {span_index}: {problem}")
-                    }),
-                }
-            }
+    let encoded = request.encode_to_vec();
+    convert_encoded(&encoded, conversion, spans).unwrap_or_else(|err| {
+        // Only nesting beyond prost's limit, built by hand rather than decoded, gets here.
+        let mut rejections = Rejections::default();
+        for _ in 0..span_count(&request) {
+            rejections.reject(|| format!("the request cannot be converted: {err}"));
+        }
+        rejections
+    })
+}
+
+/// What [`scan`] found in an encoded request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scanned {
+    /// Spans in the request, valid or not.
+    pub spans: u64,
+    pub rejections: Rejections,
+}
+
+/// Checks an encoded request as decoding it with prost and then [`retain_valid`] would, without
+/// building it: what passes with no rejection converts whole with [`convert_encoded`].
+pub fn scan(request: &[u8]) -> Result<Scanned, WireError> {
+    let mut scan = Scan::default();
+    walk(request, &mut scan)?;
+    Ok(scan.found)
+}
+
+/// Converts an encoded request's valid spans onto the end of `spans`, reading the bytes in
+/// place. On an error nothing is added.
+pub fn convert_encoded(
+    request: &[u8],
+    conversion: &Conversion,
+    spans: &mut Vec<Span>,
+) -> Result<Rejections, WireError> {
+    let before = spans.len();
+    let mut converter = Converter {
+        detail: conversion.detail,
+        multiplier_key: conversion.multiplier_key.as_deref(),
+        spans,
+        rejections: Rejections::default(),
+        resource: None,
+        scope: Default::default(),
+        attributes: Vec::new(),
+        links: Vec::new(),
+        remaining: Vec::new(),
+        peer: Vec::new(),
+        json: String::new(),
+    };
+    match walk(request, &mut converter) {
+        Ok(()) => Ok(converter.rejections),
+        Err(err) => {
+            spans.truncate(before);
+            Err(err)
         }
     }
-    rejections
+}
+
+/// What [`walk`] shows of a request, in order.
+trait Visitor<'a> {
+    /// A `ResourceSpans` message, its resource checked, before its spans.
+    fn resource(&mut self, resource_spans: &'a [u8]) -> Result<(), WireError>;
+    /// The scope of the spans that follow, before them.
+    fn scope(&mut self, name: &'a str, version: &'a str);
+    fn span(&mut self, place: SpanPlace, span: &'a [u8]) -> Result<(), WireError>;
+}
+
+/// Where a span sits in its request, for rejection messages.
+#[derive(Clone, Copy)]
+struct SpanPlace {
+    resource: usize,
+    span: usize,
+}
+
+/// Walks every resource, scope and span of an encoded request. A resource and a scope may come
+/// after the spans they describe, so each message is read twice: for them, then for its spans.
+fn walk<'a>(request: &'a [u8], visitor: &mut impl Visitor<'a>) -> Result<(), WireError> {
+    let mut resource = 0;
+    wire::for_each_field(request, "ExportTraceServiceRequest", |number, field| {
+        if number != 1 {
+            return Ok(());
+        }
+        let resource_spans = field.bytes(number)?;
+        wire::for_each_field(resource_spans, "ResourceSpans", |number, field| {
+            match number {
+                1 => wire::check_resource(field.bytes(number)?)?,
+                3 => {
+                    field.text(number)?;
+                }
+                _ => {}
+            }
+            Ok(())
+        })?;
+        visitor.resource(resource_spans)?;
+        wire::for_each_field(resource_spans, "ResourceSpans", |number, field| {
+            if number == 2 {
+                walk_scope_spans(field.bytes(number)?, resource, visitor)?;
+            }
+            Ok(())
+        })?;
+        resource += 1;
+        Ok(())
+    })
+}
+
+fn walk_scope_spans<'a>(
+    scope_spans: &'a [u8],
+    resource: usize,
+    visitor: &mut impl Visitor<'a>,
+) -> Result<(), WireError> {
+    let (mut name, mut version) = ("", "");
+    wire::for_each_field(scope_spans, "ScopeSpans", |number, field| {
+        match number {
+            // A scope given twice is merged, as prost does: what the later one sets counts.
+            1 => {
+                let (scope_name, scope_version) = wire::read_scope(field.bytes(number)?)?;
+                name = scope_name.unwrap_or(name);
+                version = scope_version.unwrap_or(version);
+            }
+            3 => {
+                field.text(number)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    visitor.scope(name, version);
+    let mut span = 0;
+    wire::for_each_field(scope_spans, "ScopeSpans", |number, field| {
+        if number == 2 {
+            visitor.span(SpanPlace { resource, span }, field.bytes(number)?)?;
+            span += 1;
+        }
+        Ok(())
+    })
+}
+
+impl SpanPlace {
+    fn reject(self, rejections: &mut Rejections, problem: String) {
+        let SpanPlace { resource, span } = self;
+        rejections.reject(|| format!("resource_spans[{resource}] span {span}: {problem}"));
+    }
+}
+
+#[derive(Default)]
+struct Scan<'a> {
+    found: Scanned,
+    attributes: Vec<(&'a str, Value<'a>)>,
+    links: Vec<wire::LinkFields<'a>>,
+}
+
+impl<'a> Visitor<'a> for Scan<'a> {
+    fn resource(&mut self, _: &'a [u8]) -> Result<(), WireError> {
+        Ok(())
+    }
+
+    fn scope(&mut self, _: &'a str, _: &'a str) {}
+
+    fn span(&mut self, place: SpanPlace, span: &'a [u8]) -> Result<(), WireError> {
+        let fields = wire::read_span(span, &mut self.attributes, &mut self.links)?;
+        self.found.spans += 1;
+        if let Err(problem) = span_ids(fields.trace_id, fields.span_id, fields.parent_span_id) {
+            place.reject(&mut self.found.rejections, problem);
+        }
+        Ok(())
+    }
+}
+
+/// Converts the spans [`walk`] shows; the vectors are reused from span to span.
+struct Converter<'a, 'o> {
+    detail: Detail,
+    multiplier_key: Option<&'o str>,
+    spans: &'o mut Vec<Span>,
+    rejections: Rejections,
+    resource: Option<ResourceInfo>,
+    scope: (Arc<str>, Arc<str>),
+    attributes: Vec<(&'a str, Value<'a>)>,
+    links: Vec<wire::LinkFields<'a>>,
+    /// The attributes not taken into the peer attributes, for the JSON.
+    remaining: Vec<(&'a str, Value<'a>)>,
+    peer: Vec<(PeerKey, Box<str>)>,
+    json: String,
+}
+
+impl<'a> Visitor<'a> for Converter<'a, '_> {
+    fn resource(&mut self, resource_spans: &'a [u8]) -> Result<(), WireError> {
+        self.resource = Some(ResourceInfo::read(
+            resource_spans,
+            self.detail,
+            self.multiplier_key,
+        )?);
+        Ok(())
+    }
+
+    fn scope(&mut self, name: &'a str, version: &'a str) {
+        self.scope = match self.detail {
+            Detail::Keep => (name.into(), version.into()),
+            Detail::Drop => Default::default(),
+        };
+    }
+
+    fn span(&mut self, place: SpanPlace, message: &'a [u8]) -> Result<(), WireError> {
+        let fields = wire::read_span(message, &mut self.attributes, &mut self.links)?;
+        let (trace, span, parent) =
+            match span_ids(fields.trace_id, fields.span_id, fields.parent_span_id) {
+                Ok(ids) => ids,
+                Err(problem) => {
+                    place.reject(&mut self.rejections, problem);
+                    return Ok(());
+                }
+            };
+        let resource = self
+            .resource
+            .as_ref()
+            .expect("walk reads the resource first");
+        let mut ports = (None, None);
+        let mut evidence = sampling::Evidence {
+            trace_state: sampling::trace_state_count(fields.trace_state),
+            ..sampling::Evidence::default()
+        };
+        let mut resend_count = 0;
+        self.remaining.clear();
+        for &(key, value) in &self.attributes {
+            if !take_peer_attribute(&mut self.peer, &mut ports, key, value) {
+                note_sampling(&mut evidence, key, value, self.multiplier_key);
+                if let Some(count) = resend_count_of(key, value) {
+                    resend_count = count;
+                }
+                self.remaining.push((key, value));
+            }
+        }
+        evidence.multiplier = evidence.multiplier.or(resource.multiplier);
+        let keep = self.detail == Detail::Keep;
+        let mut peer = PeerAttributes::from_pairs(&mut self.peer);
+        (peer.server_port, peer.network_peer_port) = ports;
+        let mut attributes_json = String::new();
+        if keep {
+            // Written where it does not have to grow, then copied once to its exact size: the
+            // spans hold these strings while they wait for their traces to complete.
+            self.json.clear();
+            write_attributes(&mut self.json, self.remaining.iter().copied());
+            attributes_json = self.json.as_str().to_owned();
+        }
+        let mut links = Vec::with_capacity(self.links.len());
+        for link in &self.links {
+            let (Ok(trace_id), Ok(span_id)) = (
+                trace_id(link.trace_id, "link trace_id"),
+                span_id(link.span_id, "link span_id"),
+            ) else {
+                continue;
+            };
+            let mut attributes_json = String::new();
+            if keep {
+                let mut attributes = Vec::new();
+                wire::for_each_field(link.message, "Link", |number, field| {
+                    if number == 4 {
+                        attributes.push(wire::key_value(field.bytes(number)?, Depth::Checked)?);
+                    }
+                    Ok(())
+                })?;
+                write_attributes(&mut attributes_json, attributes.into_iter());
+            }
+            links.push(Link {
+                trace_id,
+                span_id,
+                attributes_json,
+            });
+        }
+        self.spans.push(Span {
+            trace_id: trace,
+            span_id: span,
+            parent_span_id: parent,
+            service: resource.service.clone(),
+            name: fields.name.to_owned(),
+            kind: SpanKind::from_otlp(fields.kind),
+            start_ns: clamp_time(fields.start_time_unix_nano),
+            end_ns: clamp_time(fields.end_time_unix_nano),
+            status: StatusCode::from_otlp(fields.status_code),
+            links,
+            peer,
+            environment: resource.environment.clone(),
+            version: resource.version.clone(),
+            adjusted_count: sampling::adjusted_count(&evidence),
+            resend_count,
+            detail: if !keep {
+                SpanDetail::default()
+            } else {
+                SpanDetail {
+                    trace_state: fields.trace_state.to_owned(),
+                    status_message: fields.status_message.to_owned(),
+                    scope_name: self.scope.0.clone(),
+                    scope_version: self.scope.1.clone(),
+                    attributes_json,
+                    resource_attributes_json: resource.attributes_json.clone(),
+                    resource_id: resource.id,
+                    events_count: fields.events,
+                }
+            },
+        });
+        Ok(())
+    }
 }
 
 struct ResourceInfo {
@@ -220,17 +508,31 @@ struct ResourceInfo {
 }
 
 impl ResourceInfo {
-    fn from_attributes(
-        attributes: &[KeyValue],
+    /// What the spans of a `ResourceSpans` message share: the attributes of its resource (of
+    /// all of them, in order, should it hold several: prost merges them).
+    fn read(
+        resource_spans: &[u8],
         detail: Detail,
         multiplier_key: Option<&str>,
-    ) -> Self {
+    ) -> Result<Self, WireError> {
+        let mut attributes = Vec::new();
+        wire::for_each_field(resource_spans, "ResourceSpans", |number, field| {
+            if number == 1 {
+                wire::for_each_field(field.bytes(number)?, "Resource", |number, field| {
+                    if number == 1 {
+                        attributes.push(wire::key_value(field.bytes(number)?, Depth::Checked)?);
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
+        // The first attribute of a key counts, even when it has no value.
         let find = |key: &str| {
             attributes
                 .iter()
-                .find(|kv| kv.key == key)
-                .and_then(|kv| kv.value.as_ref())
-                .and_then(string_value)
+                .find(|(held, _)| *held == key)
+                .and_then(|&(_, value)| string_value(value))
         };
         let service = service_node_name(
             find("service.name").as_deref(),
@@ -242,120 +544,36 @@ impl ResourceInfo {
         let version = find("service.version").map(Arc::from);
         let mut json = String::new();
         if detail == Detail::Keep {
-            write_attributes(&mut json, attributes.iter());
+            write_attributes(&mut json, attributes.iter().copied());
         }
         let multiplier = multiplier_key.and_then(|key| {
             attributes
                 .iter()
-                .find(|kv| kv.key == key)
-                .and_then(|kv| number_value(kv.value.as_ref()?))
+                .find(|(held, _)| *held == key)
+                .and_then(|&(_, value)| number_value(value))
         });
-        ResourceInfo {
+        Ok(ResourceInfo {
             service: Arc::from(service),
             environment,
             version,
             multiplier,
             id: archtrace_analyzer::span::stable_hash(json.as_bytes()),
             attributes_json: Arc::from(json),
-        }
-    }
-}
-
-fn convert_span(
-    span: OtlpSpan,
-    resource: &ResourceInfo,
-    (scope_name, scope_version): (&Arc<str>, &Arc<str>),
-    detail: Detail,
-    multiplier_key: Option<&str>,
-    scratch: &mut Scratch,
-) -> Result<Span, String> {
-    let (span_trace_id, own_span_id, parent_span_id) = span_ids(&span)?;
-    let mut ports = (None, None);
-    let mut remaining = Vec::with_capacity(span.attributes.len());
-    let mut evidence = sampling::Evidence {
-        trace_state: sampling::trace_state_count(&span.trace_state),
-        ..sampling::Evidence::default()
-    };
-    let mut resend_count = 0;
-    for kv in &span.attributes {
-        if !take_peer_attribute(&mut scratch.peer, &mut ports, kv) {
-            note_sampling(&mut evidence, kv, multiplier_key);
-            if let Some(count) = resend_count_of(kv) {
-                resend_count = count;
-            }
-            remaining.push(kv);
-        }
-    }
-    evidence.multiplier = evidence.multiplier.or(resource.multiplier);
-    let keep = detail == Detail::Keep;
-    let mut peer = PeerAttributes::from_pairs(&mut scratch.peer);
-    (peer.server_port, peer.network_peer_port) = ports;
-    let mut attributes_json = String::new();
-    if keep {
-        // Written where it does not have to grow, then copied once to its exact size: the
-        // spans hold these strings while they wait for their traces to complete.
-        scratch.json.clear();
-        write_attributes(&mut scratch.json, remaining.into_iter());
-        attributes_json = scratch.json.as_str().to_owned();
-    }
-    let links = span
-        .links
-        .iter()
-        .filter_map(|link| {
-            let mut attributes_json = String::new();
-            if keep {
-                write_attributes(&mut attributes_json, link.attributes.iter());
-            }
-            Some(Link {
-                trace_id: trace_id(&link.trace_id, "link trace_id").ok()?,
-                span_id: span_id(&link.span_id, "link span_id").ok()?,
-                attributes_json,
-            })
         })
-        .collect();
-    let (status, status_message) = span
-        .status
-        .map(|s| (StatusCode::from_otlp(s.code), s.message))
-        .unwrap_or_default();
-    Ok(Span {
-        trace_id: span_trace_id,
-        span_id: own_span_id,
-        parent_span_id,
-        service: resource.service.clone(),
-        name: span.name,
-        kind: SpanKind::from_otlp(span.kind),
-        start_ns: clamp_time(span.start_time_unix_nano),
-        end_ns: clamp_time(span.end_time_unix_nano),
-        status,
-        links,
-        peer,
-        environment: resource.environment.clone(),
-        version: resource.version.clone(),
-        adjusted_count: sampling::adjusted_count(&evidence),
-        resend_count,
-        detail: if !keep {
-            SpanDetail::default()
-        } else {
-            SpanDetail {
-                trace_state: span.trace_state,
-                status_message,
-                scope_name: scope_name.clone(),
-                scope_version: scope_version.clone(),
-                attributes_json,
-                resource_attributes_json: resource.attributes_json.clone(),
-                resource_id: resource.id,
-                events_count: u32::try_from(span.events.len()).unwrap_or(u32::MAX),
-            }
-        },
-    })
+    }
 }
 
 /// Reads what an attribute says of the span's sampling, if anything.
-fn note_sampling(evidence: &mut sampling::Evidence, kv: &KeyValue, multiplier_key: Option<&str>) {
-    let Some(value) = kv.value.as_ref() else {
+fn note_sampling(
+    evidence: &mut sampling::Evidence,
+    key: &str,
+    value: Value<'_>,
+    multiplier_key: Option<&str>,
+) {
+    if value == Value::Empty {
         return;
-    };
-    match kv.key.as_str() {
+    }
+    match key {
         key if Some(key) == multiplier_key => evidence.multiplier = number_value(value),
         "sampler.type" => {
             evidence.jaeger_type = string_value(value).and_then(|t| JaegerSampler::parse(&t));
@@ -367,23 +585,21 @@ fn note_sampling(evidence: &mut sampling::Evidence, kv: &KeyValue, multiplier_ke
 }
 
 /// `http.request.resend_count`, or its legacy name; negative or absurd values are ignored.
-pub fn resend_count_of(kv: &KeyValue) -> Option<u32> {
-    match kv.key.as_str() {
-        "http.request.resend_count" | "http.resend_count" => {
-            u32::try_from(int_value(kv.value.as_ref()?)?).ok()
-        }
+fn resend_count_of(key: &str, value: Value<'_>) -> Option<u32> {
+    match key {
+        "http.request.resend_count" | "http.resend_count" => u32::try_from(int_value(value)?).ok(),
         _ => None,
     }
 }
 
 /// A number however it was sent: Jaeger's `const` sampler sends its parameter as a boolean,
 /// some SDKs send numbers as strings.
-fn number_value(value: &AnyValue) -> Option<f64> {
-    match value.value.as_ref()? {
-        any_value::Value::DoubleValue(d) => Some(*d),
-        any_value::Value::IntValue(i) => Some(*i as f64),
-        any_value::Value::BoolValue(b) => Some(f64::from(u8::from(*b))),
-        any_value::Value::StringValue(s) => sampling::parse_number(s),
+fn number_value(value: Value<'_>) -> Option<f64> {
+    match value {
+        Value::Double(d) => Some(d),
+        Value::Int(i) => Some(i as f64),
+        Value::Bool(b) => Some(f64::from(u8::from(b))),
+        Value::Text(s) => sampling::parse_number(s),
         _ => None,
     }
 }
@@ -423,29 +639,22 @@ fn span_id_or_zero(bytes: &[u8], field: &str) -> Result<SpanId, String> {
     })
 }
 
-fn string_value(value: &AnyValue) -> Option<String> {
-    match value.value.as_ref()? {
-        any_value::Value::StringValue(s) => Some(s.clone()),
-        any_value::Value::IntValue(i) => Some(i.to_string()),
-        any_value::Value::BoolValue(b) => Some(b.to_string()),
-        any_value::Value::DoubleValue(d) => Some(d.to_string()),
+fn string_value(value: Value<'_>) -> Option<String> {
+    match value {
+        Value::Text(s) => Some(s.to_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Double(d) => Some(d.to_string()),
         _ => None,
     }
 }
 
-fn int_value(value: &AnyValue) -> Option<i64> {
-    match value.value.as_ref()? {
-        any_value::Value::IntValue(i) => Some(*i),
-        any_value::Value::StringValue(s) => s.trim().parse().ok(),
+fn int_value(value: Value<'_>) -> Option<i64> {
+    match value {
+        Value::Int(i) => Some(i),
+        Value::Text(s) => s.trim().parse().ok(),
         _ => None,
     }
-}
-
-/// What one conversion reuses from span to span.
-#[derive(Default)]
-struct Scratch {
-    peer: Vec<(PeerKey, Box<str>)>,
-    json: String,
 }
 
 /// Takes an attribute the edge derivation reads into `peer` (its texts) or `ports` (server,
@@ -453,12 +662,13 @@ struct Scratch {
 fn take_peer_attribute(
     peer: &mut Vec<(PeerKey, Box<str>)>,
     ports: &mut (Option<i64>, Option<i64>),
-    kv: &KeyValue,
+    key: &str,
+    value: Value<'_>,
 ) -> bool {
-    let Some(value) = kv.value.as_ref() else {
+    if value == Value::Empty {
         return false;
-    };
-    let key = match kv.key.as_str() {
+    }
+    let key = match key {
         "server.port" => return set_int(&mut ports.0, value),
         "network.peer.port" => return set_int(&mut ports.1, value),
         "peer.service" => PeerKey::PeerService,
@@ -481,16 +691,18 @@ fn take_peer_attribute(
         }
         _ => return false,
     };
-    match string_value(value) {
-        Some(text) => {
-            peer.push((key, text.into_boxed_str()));
-            true
-        }
-        None => false,
-    }
+    let text: Box<str> = match value {
+        Value::Text(text) => text.into(),
+        other => match string_value(other) {
+            Some(text) => text.into_boxed_str(),
+            None => return false,
+        },
+    };
+    peer.push((key, text));
+    true
 }
 
-fn set_int(slot: &mut Option<i64>, value: &AnyValue) -> bool {
+fn set_int(slot: &mut Option<i64>, value: Value<'_>) -> bool {
     match int_value(value) {
         Some(number) => {
             *slot = Some(number);
@@ -501,20 +713,15 @@ fn set_int(slot: &mut Option<i64>, value: &AnyValue) -> bool {
 }
 
 /// Writes attributes as one JSON object, in the order they came.
-fn write_attributes<'a>(out: &mut String, attributes: impl Iterator<Item = &'a KeyValue>) {
+fn write_attributes<'a>(out: &mut String, attributes: impl Iterator<Item = (&'a str, Value<'a>)>) {
     out.push('{');
-    let mut first = true;
-    for kv in attributes {
-        if !first {
+    for (index, (key, value)) in attributes.enumerate() {
+        if index > 0 {
             out.push(',');
         }
-        first = false;
-        push_json_string(out, &kv.key);
+        push_json_string(out, key);
         out.push(':');
-        match &kv.value {
-            Some(value) => write_any_value(out, value),
-            None => out.push_str("null"),
-        }
+        write_value(out, value);
     }
     out.push('}');
 }

@@ -84,19 +84,19 @@ async fn a_full_log_refuses_while_the_loader_lags_and_loses_nothing_acknowledged
     };
 
     ingest
-        .ingest(requests[0].clone(), None)
+        .ingest(requests[0].encode_to_vec().into())
         .await
         .expect("an empty log takes a request");
     // Loaded, and the loader now held: the next request is taken, and stays in the log...
     loaded_all(&state);
     ingest
-        .ingest(requests[1].clone(), None)
+        .ingest(requests[1].encode_to_vec().into())
         .await
         .expect("the log is empty again");
     assert!(state.lag_bytes() > 0);
     // ...so the one after it is refused, with advice to retry.
     let refused = ingest
-        .ingest(requests[2].clone(), None)
+        .ingest(requests[2].encode_to_vec().into())
         .await
         .expect_err("the log is over its bound");
     assert!(matches!(refused, IngestError::Overloaded(_)), "{refused}");
@@ -115,7 +115,7 @@ async fn a_full_log_refuses_while_the_loader_lags_and_loses_nothing_acknowledged
     release.send(()).unwrap();
     loaded_all(&state);
     ingest
-        .ingest(requests[3].clone(), None)
+        .ingest(requests[3].encode_to_vec().into())
         .await
         .expect("ingest resumes");
     assert_eq!(

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use archtrace_formats::otlp;
 use bytes::{Buf, BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -231,15 +232,25 @@ fn decode_only_rate(options: &LoadgenOptions, payloads: &Payloads) -> f64 {
     let started = Instant::now();
     let mut spans = 0u64;
     let mut rounds = 0;
+    let conversion = otlp::Conversion::new(otlp::Detail::Keep);
+    let mut converted = Vec::new();
     while started.elapsed() < Duration::from_secs(2) || rounds == 0 {
         for body in &payloads.bodies {
-            let request = match options.protocol {
+            // As the server does: OTLP/JSON is decoded and logged as protobuf, which is read.
+            let json_encoded;
+            let protobuf = match options.protocol {
                 Protocol::HttpJson => {
-                    archtrace_formats::otlp_json::decode(body).expect("own payload decodes")
+                    let request =
+                        archtrace_formats::otlp_json::decode(body).expect("own payload decodes");
+                    json_encoded = request.encode_to_vec();
+                    &json_encoded[..]
                 }
-                _ => ExportTraceServiceRequest::decode(&body[..]).expect("own payload decodes"),
+                _ => &body[..],
             };
-            spans += archtrace_formats::otlp::convert(request).spans.len() as u64;
+            converted.clear();
+            otlp::convert_encoded(protobuf, &conversion, &mut converted)
+                .expect("own payload converts");
+            spans += converted.len() as u64;
         }
         rounds += 1;
     }

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use archtrace_analyzer::{Span, TraceId};
 use flate2::read::MultiGzDecoder;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -379,10 +378,12 @@ fn read_otlp_protobuf(mut reader: Input, reading: &mut Reading) -> Result<(), Im
     if single {
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes).map_err(io_error)?;
-        let request = ExportTraceServiceRequest::decode(&bytes[..]).map_err(|err| {
-            reading.invalid(format!("not a protobuf ExportTraceServiceRequest: {err}"))
-        })?;
-        return reading.emit(request);
+        let mut spans = Vec::new();
+        let rejections =
+            otlp::convert_encoded(&bytes, reading.conversion, &mut spans).map_err(|err| {
+                reading.invalid(format!("not a protobuf ExportTraceServiceRequest: {err}"))
+            })?;
+        return reading.emit_converted(Converted { spans, rejections });
     }
     let name = reading.name.to_owned();
     let mut messages = stream::DelimitedMessages::new(reader);

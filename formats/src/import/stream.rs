@@ -7,9 +7,6 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};
 use std::sync::{mpsc, Mutex};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
-
 use super::{ImportError, Input, Reading};
 use crate::otlp::{self, Conversion, Converted};
 
@@ -126,8 +123,9 @@ pub(super) fn decode_json(bytes: &[u8], conversion: &Conversion) -> Decoded {
 }
 
 pub(super) fn decode_protobuf(bytes: &[u8], conversion: &Conversion) -> Decoded {
-    match ExportTraceServiceRequest::decode(bytes) {
-        Ok(request) => Decoded::Spans(otlp::convert_with(request, conversion)),
+    let mut spans = Vec::new();
+    match otlp::convert_encoded(bytes, conversion, &mut spans) {
+        Ok(rejections) => Decoded::Spans(Converted { spans, rejections }),
         Err(err) => {
             Decoded::NotARequest(format!("not a protobuf ExportTraceServiceRequest: {err}"))
         }
