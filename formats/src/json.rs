@@ -8,8 +8,10 @@ use base64::Engine;
 
 pub fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
+    let bytes = text.as_bytes();
     let mut start = 0;
-    for (index, byte) in text.bytes().enumerate() {
+    for index in clean_prefix(bytes)..bytes.len() {
+        let byte = bytes[index];
         let escape = match byte {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -29,6 +31,27 @@ pub fn push_json_string(out: &mut String, text: &str) {
     }
     out.push_str(&text[start..]);
     out.push('"');
+}
+
+/// How many leading bytes surely need no escaping, tested eight at a time: most attribute
+/// texts need none, and a byte at a time this was a tenth of converting a span.
+fn clean_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH_BITS: u64 = ONES << 7;
+    // The high bit of each byte below `n` (for n <= 128), or equal to zero; exact in
+    // telling whether any byte matches.
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH_BITS;
+    let mut chunks = bytes.chunks_exact(8);
+    for (index, chunk) in chunks.by_ref().enumerate() {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        let escapes = below(word, 0x20)
+            | below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1);
+        if escapes != 0 {
+            return index * 8;
+        }
+    }
+    bytes.len() - chunks.remainder().len()
 }
 
 /// Writes an attribute value read from a request's bytes (and checked) as JSON.
@@ -103,6 +126,16 @@ mod tests {
         check("control \u{1} \n \t \r chars");
         check("unicode ☃ 𝄞 <script>");
         check("");
+        // Escapes at every place within and across the eight-byte words tested at once.
+        for at in 0..20 {
+            for special in ["\"", "\\", "\u{0}", "\u{1f}", "\n", "☃", "\u{7f}", " "] {
+                let mut text = "x".repeat(at);
+                text.push_str(special);
+                text.push_str("ab𝄞cdefghij\"k");
+                check(&text);
+                check(&text[..text.len() - 2]);
+            }
+        }
     }
 
     #[test]
