@@ -15,7 +15,7 @@ use archtrace_analyzer::derive::{
     derive_trace, operation_name, LinkedSpan, Observation, Provenance, SpanLookup,
 };
 use archtrace_analyzer::span::SpanDetail;
-use archtrace_analyzer::{FastMap, Span, SpanId, StatusCode, TraceId};
+use archtrace_analyzer::{FastMap, Link, Span, SpanId, StatusCode, TraceId};
 
 use crate::service_graph::ServiceGraph;
 
@@ -130,6 +130,35 @@ fn slim(span: &mut Span) {
     span.detail = SpanDetail::default();
     for link in &mut span.links {
         link.attributes_json = String::new();
+    }
+}
+
+/// A copy of what derivation reads of a span, as [`slim`] leaves it.
+fn slim_copy(span: &Span) -> Span {
+    Span {
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        parent_span_id: span.parent_span_id,
+        service: span.service.clone(),
+        name: span.name.clone(),
+        kind: span.kind,
+        start_ns: span.start_ns,
+        end_ns: span.end_ns,
+        status: span.status,
+        links: span
+            .links
+            .iter()
+            .map(|link| Link {
+                attributes_json: String::new(),
+                ..*link
+            })
+            .collect(),
+        peer: span.peer.clone(),
+        environment: span.environment.clone(),
+        version: span.version.clone(),
+        adjusted_count: span.adjusted_count,
+        resend_count: span.resend_count,
+        detail: SpanDetail::default(),
     }
 }
 
@@ -380,9 +409,12 @@ impl Assembler {
         self.record(&new_spans, &observations, &extra);
         let kept = self.keep_sample(earlier.as_ref(), &new_spans, &observations);
         if kept {
-            self.kept.extend(new_spans.iter().cloned());
-        }
-        if self.settings.sample.is_some() {
+            // The spans go to the store whole; what is remembered is a copy without what only
+            // the store needs, cheaper than copying the spans whole for the store.
+            let slimmed = new_spans.iter().map(slim_copy).collect();
+            self.kept.append(&mut new_spans);
+            new_spans = slimmed;
+        } else if self.settings.sample.is_some() {
             // In place: a span is large, and moving each one into a new vector costs a copy.
             new_spans.iter_mut().for_each(slim);
         }

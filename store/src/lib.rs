@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use archtrace_analyzer::Span;
 use duckdb::{Connection, OptionalExt};
 
+/// Spans converted to Arrow and handed to DuckDB at a time within one append.
+const APPEND_SLICE_SPANS: usize = 16_384;
+
 pub use stats::StoreStats;
 
 /// The schema version this build writes; older files are migrated on open.
@@ -318,11 +321,16 @@ impl Store {
             self.known_resources
                 .extend(fresh.iter().map(|s| s.detail.resource_id));
         }
-        let batch = batch::spans_to_record_batch(spans)
-            .map_err(|err| duckdb::Error::ToSqlConversionFailure(Box::new(err)))?;
+        // In slices: the deriver commits seconds of sampled spans at once, and their Arrow
+        // copy and DuckDB's whole would each be hundreds of MB.
         let mut appender = self.conn.appender("spans")?;
-        appender.append_record_batch(batch)?;
-        appender.flush()
+        for slice in spans.chunks(APPEND_SLICE_SPANS) {
+            let batch = batch::spans_to_record_batch(slice)
+                .map_err(|err| duckdb::Error::ToSqlConversionFailure(Box::new(err)))?;
+            appender.append_record_batch(batch)?;
+            appender.flush()?;
+        }
+        Ok(())
     }
 
     /// Caps DuckDB's own memory (it spills to disk beyond it). The server sets a small cap so
