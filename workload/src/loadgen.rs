@@ -55,7 +55,8 @@ pub struct LoadgenReport {
     pub concurrency: usize,
     pub requests: u64,
     pub spans_accepted: u64,
-    /// Requests the server refused as overloaded (UNAVAILABLE / 503); their spans were not sent again.
+    /// Requests the server refused for a retry (UNAVAILABLE / 503 / 429), as when it is
+    /// overloaded; their spans were not sent again.
     pub requests_refused: u64,
     pub requests_failed: u64,
     pub seconds: f64,
@@ -64,6 +65,8 @@ pub struct LoadgenReport {
     /// One thread decoding and converting the same payloads, measured after the run.
     pub decode_only_spans_per_sec: f64,
     pub first_error: Option<String>,
+    /// Why the server refused the first refused request: overloaded, or its log failed.
+    pub first_refusal: Option<String>,
 }
 
 impl std::fmt::Display for LoadgenReport {
@@ -78,7 +81,7 @@ impl std::fmt::Display for LoadgenReport {
         writeln!(f, "bytes a span       {:.0}", self.bytes_per_span)?;
         writeln!(
             f,
-            "requests           {} ({} refused as overloaded, {} failed)",
+            "requests           {} ({} refused for a retry, {} failed)",
             self.requests, self.requests_refused, self.requests_failed
         )?;
         writeln!(
@@ -92,6 +95,9 @@ impl std::fmt::Display for LoadgenReport {
             self.decode_only_spans_per_sec,
             self.spans_per_sec / self.decode_only_spans_per_sec.max(1.0)
         )?;
+        if let Some(refusal) = &self.first_refusal {
+            writeln!(f, "first refusal      {refusal}")?;
+        }
         if let Some(error) = &self.first_error {
             writeln!(f, "first error        {error}")?;
         }
@@ -264,11 +270,12 @@ struct Shared {
     refused: AtomicU64,
     failed: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
+    first_refusal: std::sync::Mutex<Option<String>>,
 }
 
 enum Sent {
     Accepted,
-    Refused,
+    Refused(String),
     Failed(String),
 }
 
@@ -364,8 +371,13 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, LoadgenError>
                             .spans_accepted
                             .fetch_add(payloads.spans_per_body[slot], Ordering::Relaxed);
                     }
-                    Sent::Refused => {
+                    Sent::Refused(message) => {
                         shared.refused.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .first_refusal
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(message);
                         // Back off a little, as an exporter honouring Retry-After would.
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
@@ -392,11 +404,9 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, LoadgenError>
     let seconds = started.elapsed().as_secs_f64();
     let spans_accepted = shared.spans_accepted.load(Ordering::Relaxed);
     let decode_only_spans_per_sec = decode_only_rate(&options, &payloads);
-    let first_error = shared
-        .first_error
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let first = |message: &std::sync::Mutex<Option<String>>| {
+        message.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    };
     Ok(LoadgenReport {
         protocol: match options.protocol {
             Protocol::Grpc => "grpc",
@@ -415,7 +425,8 @@ pub async fn run(options: LoadgenOptions) -> Result<LoadgenReport, LoadgenError>
         spans_per_sec: spans_accepted as f64 / seconds,
         latency_ms: percentiles(&mut latencies),
         decode_only_spans_per_sec,
-        first_error,
+        first_error: first(&shared.first_error),
+        first_refusal: first(&shared.first_refusal),
     })
 }
 
@@ -460,8 +471,9 @@ async fn send_http(client: &reqwest::Client, body: Bytes, options: &LoadgenOptio
             Sent::Accepted
         }
         Ok(response) if response.status().as_u16() == 503 || response.status().as_u16() == 429 => {
+            let status = response.status();
             let _ = response.bytes().await;
-            Sent::Refused
+            Sent::Refused(format!("HTTP {status}"))
         }
         Ok(response) => Sent::Failed(format!("HTTP {}", response.status())),
         Err(err) => Sent::Failed(err.to_string()),
@@ -484,7 +496,9 @@ async fn send_grpc(channel: Channel, body: Bytes, options: &LoadgenOptions) -> S
     );
     match client.unary(request, path, PreEncodedCodec).await {
         Ok(_) => Sent::Accepted,
-        Err(status) if status.code() == tonic::Code::Unavailable => Sent::Refused,
+        Err(status) if status.code() == tonic::Code::Unavailable => {
+            Sent::Refused(status.message().to_owned())
+        }
         Err(status) => Sent::Failed(format!("{:?}: {}", status.code(), status.message())),
     }
 }
