@@ -197,7 +197,8 @@ pub fn convert_into(
 ) -> Rejections {
     let encoded = request.encode_to_vec();
     convert_encoded(&encoded, conversion, spans).unwrap_or_else(|err| {
-        // Only nesting beyond prost's limit, built by hand rather than decoded, gets here.
+        // Only values nested deeper than the reader takes (from OTLP/JSON, whose parser allows
+        // more, or built by hand) get here.
         let mut rejections = Rejections::default();
         for _ in 0..span_count(&request) {
             rejections.reject(|| format!("the request cannot be converted: {err}"));

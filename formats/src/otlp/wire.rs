@@ -3,8 +3,9 @@
 //! Decoding with prost builds a tree of owned strings and vectors (a dozen allocations a span)
 //! only for conversion to drop it again: on the ingest path that was most of the work. Here the
 //! bytes are walked in place. Checking a request ([`read_span`] and what it calls) accepts and
-//! rejects what prost's decoding does: well-formed fields of the expected wire types, UTF-8
-//! strings, nesting within prost's recursion limit; unknown fields are skipped.
+//! rejects what prost's decoding does (well-formed fields of the expected wire types, UTF-8
+//! strings; unknown fields are skipped), except that values nest at most [`MAX_DEPTH`] deep,
+//! less than prost allows.
 
 use std::fmt;
 
