@@ -34,6 +34,15 @@ fn decode(c: &mut Criterion) {
             spans
         })
     });
+    // What the log reader does when no span is stored (`--spans none`).
+    let slim = otlp::Conversion::new(otlp::Detail::Drop);
+    group.bench_function("protobuf_convert_without_detail", |b| {
+        b.iter(|| {
+            let mut spans = Vec::new();
+            otlp::convert_encoded(&protobuf, &slim, &mut spans).unwrap();
+            spans
+        })
+    });
     group.bench_function("json_decode_convert", |b| {
         b.iter(|| otlp::convert(otlp_json::decode(&json).unwrap()))
     });
