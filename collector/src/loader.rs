@@ -102,9 +102,9 @@ fn spans_of(records: &[Record], conversion: &Conversion) -> (Vec<Span>, Vec<Reco
     let mut spans = Vec::new();
     let mut ends = Vec::with_capacity(records.len());
     for record in records {
-        // The receivers checked every logged request with the same reader: only a bug could
-        // fail here, as the CRC matched. The record is skipped, not retried.
-        if let Err(err) = otlp::convert_encoded(&record.payload, conversion, &mut spans) {
+        // The receivers checked every logged request (with prost, before they read requests in
+        // place): only a bug could fail here, as the CRC matched. The record is skipped.
+        if let Err(err) = otlp::convert_decodable(&record.payload, conversion, &mut spans) {
             tracing::error!(end = record.end, error = %err, "a logged request does not decode; skipped");
         }
         ends.push(RecordSpans {

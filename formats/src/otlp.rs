@@ -195,16 +195,95 @@ pub fn convert_into(
     conversion: &Conversion,
     spans: &mut Vec<Span>,
 ) -> Rejections {
+    let mut request = request;
     let encoded = request.encode_to_vec();
-    convert_encoded(&encoded, conversion, spans).unwrap_or_else(|err| {
+    convert_encoded(&encoded, conversion, spans).unwrap_or_else(|_| {
         // Only values nested deeper than the reader takes (from OTLP/JSON, whose parser allows
         // more, or built by hand) get here.
-        let mut rejections = Rejections::default();
-        for _ in 0..span_count(&request) {
-            rejections.reject(|| format!("the request cannot be converted: {err}"));
-        }
-        rejections
+        flatten_deep_values(&mut request);
+        convert_encoded(&request.encode_to_vec(), conversion, spans).unwrap_or_else(|err| {
+            let mut rejections = Rejections::default();
+            for _ in 0..span_count(&request) {
+                rejections.reject(|| format!("the request cannot be converted: {err}"));
+            }
+            rejections
+        })
     })
+}
+
+/// [`convert_encoded`] for any request prost decodes: one with values nested deeper than the
+/// reader takes is converted from its decoded form, with its deepest values as JSON text. Files
+/// from other tools may nest that deep, and so may requests an archtrace logged before its
+/// receivers read requests in place (they took what prost takes): such requests still in a log
+/// at an upgrade are not dropped.
+pub fn convert_decodable(
+    request: &[u8],
+    conversion: &Conversion,
+    spans: &mut Vec<Span>,
+) -> Result<Rejections, WireError> {
+    convert_encoded(request, conversion, spans).or_else(|err| {
+        match ExportTraceServiceRequest::decode(request) {
+            Ok(decoded) => Ok(convert_into(decoded, conversion, spans)),
+            Err(_) => Err(err),
+        }
+    })
+}
+
+/// Values nest at most this deep once flattened: well within what the reader takes.
+const FLATTENED_DEPTH: u32 = 16;
+
+/// Replaces every attribute value nested deeper than [`FLATTENED_DEPTH`] with its JSON text.
+fn flatten_deep_values(request: &mut ExportTraceServiceRequest) {
+    fn flatten_attributes(attributes: &mut [KeyValue]) {
+        for attribute in attributes {
+            if let Some(value) = &mut attribute.value {
+                flatten(value, 0);
+            }
+        }
+    }
+    fn flatten(value: &mut AnyValue, depth: u32) {
+        let nested: Vec<&mut AnyValue> = match &mut value.value {
+            Some(any_value::Value::ArrayValue(array)) => array.values.iter_mut().collect(),
+            Some(any_value::Value::KvlistValue(list)) => list
+                .values
+                .iter_mut()
+                .filter_map(|pair| pair.value.as_mut())
+                .collect(),
+            _ => return,
+        };
+        if depth < FLATTENED_DEPTH {
+            for value in nested {
+                flatten(value, depth + 1);
+            }
+            return;
+        }
+        let encoded = value.encode_to_vec();
+        let mut text = String::new();
+        // prost decoded it, so it is well formed, and `Checked` reads it without a depth limit.
+        if let Ok(read) = wire::any_value(&encoded, Depth::Checked) {
+            write_value(&mut text, read);
+        }
+        value.value = Some(any_value::Value::StringValue(text));
+    }
+    for resource_spans in &mut request.resource_spans {
+        if let Some(resource) = &mut resource_spans.resource {
+            flatten_attributes(&mut resource.attributes);
+        }
+        for scope_spans in &mut resource_spans.scope_spans {
+            if let Some(scope) = &mut scope_spans.scope {
+                flatten_attributes(&mut scope.attributes);
+            }
+            for span in &mut scope_spans.spans {
+                flatten_attributes(&mut span.attributes);
+                for event in &mut span.events {
+                    flatten_attributes(&mut event.attributes);
+                }
+                for link in &mut span.links {
+                    flatten_attributes(&mut link.attributes);
+                }
+            }
+        }
+    }
 }
 
 /// What [`scan`] found in an encoded request.

@@ -179,6 +179,73 @@ async fn a_torn_log_tail_is_cut_reported_and_the_server_starts() {
     assert_eq!(span_ids(&Store::open_read_only(&db).unwrap()), acknowledged);
 }
 
+/// A request logged by an archtrace that took what prost decodes: a value nested 40 arrays
+/// deep, past what the receivers take today. At an upgrade it is still in the log, acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logged_request_nested_deeper_than_receivers_take_now_is_still_stored() {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spans.duckdb");
+    let mut server = ServerProcess::spawn(&db, &[]);
+    let mut acknowledged = send_batches(&server, 0..2).await;
+    server.child.kill().unwrap();
+    server.wait(Duration::from_secs(10));
+
+    let mut deep = batch(7);
+    let bottom = AnyValue {
+        value: Some(any_value::Value::StringValue("bottom".into())),
+    };
+    let nested = (0..40).fold(bottom, |inner, _| AnyValue {
+        value: Some(any_value::Value::ArrayValue(ArrayValue {
+            values: vec![inner],
+        })),
+    });
+    deep.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .push(KeyValue {
+            key: "deep".into(),
+            value: Some(nested),
+            key_strindex: 0,
+        });
+    let bytes = prost::Message::encode_to_vec(&deep);
+    let (mut log, cut) =
+        archtrace_store::log::LogWriter::open(&archtrace_store::log::dir_of(&db), 64 << 20, 0)
+            .unwrap();
+    assert!(cut.is_none());
+    log.append(1_700_000_000_000_000_000, &bytes).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    // Today's receivers refuse it, so it can only have come from an older log.
+    let mut server = ServerProcess::spawn(&db, &[]);
+    let mut client = TraceServiceClient::connect(server.grpc.clone())
+        .await
+        .unwrap();
+    let refused = client.export(deep.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("recursion limit"), "{refused:?}");
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).success());
+
+    acknowledged.extend(ids_of(&deep));
+    acknowledged.sort();
+    let store = Store::open_read_only(&db).unwrap();
+    assert_eq!(span_ids(&store), acknowledged);
+    let span_id = hex::encode(&deep.resource_spans[0].scope_spans[0].spans[0].span_id);
+    let attributes: String = store
+        .connection()
+        .query_row(
+            "SELECT attributes FROM spans WHERE format('{:016x}', span_id) = ?",
+            [&span_id],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let attributes: serde_json::Value = serde_json::from_str(&attributes).unwrap();
+    assert!(
+        attributes["deep"].to_string().contains("bottom"),
+        "{attributes}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_log_folder_deleted_while_serving_is_refused_for_good_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();

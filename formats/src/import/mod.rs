@@ -380,7 +380,7 @@ fn read_otlp_protobuf(mut reader: Input, reading: &mut Reading) -> Result<(), Im
         reader.read_to_end(&mut bytes).map_err(io_error)?;
         let mut spans = Vec::new();
         let rejections =
-            otlp::convert_encoded(&bytes, reading.conversion, &mut spans).map_err(|err| {
+            otlp::convert_decodable(&bytes, reading.conversion, &mut spans).map_err(|err| {
                 reading.invalid(format!("not a protobuf ExportTraceServiceRequest: {err}"))
             })?;
         return reading.emit_converted(Converted { spans, rejections });

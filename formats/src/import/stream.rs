@@ -124,7 +124,7 @@ pub(super) fn decode_json(bytes: &[u8], conversion: &Conversion) -> Decoded {
 
 pub(super) fn decode_protobuf(bytes: &[u8], conversion: &Conversion) -> Decoded {
     let mut spans = Vec::new();
-    match otlp::convert_encoded(bytes, conversion, &mut spans) {
+    match otlp::convert_decodable(bytes, conversion, &mut spans) {
         Ok(rejections) => Decoded::Spans(Converted { spans, rejections }),
         Err(err) => {
             Decoded::NotARequest(format!("not a protobuf ExportTraceServiceRequest: {err}"))

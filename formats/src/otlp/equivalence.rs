@@ -402,3 +402,83 @@ fn damaged_requests_are_refused_or_read_as_prost_reads_them() {
     // Both outcomes were exercised many times.
     assert!((1_000..19_000).contains(&accepted), "{accepted} accepted");
 }
+
+/// `levels` arrays (or key-value lists), one inside the other, around the string "bottom".
+fn nested_value(levels: usize, list: bool) -> Option<AnyValue> {
+    (0..levels).fold(
+        value(any_value::Value::StringValue("bottom".into())),
+        |inner, _| {
+            value(if list {
+                any_value::Value::KvlistValue(KeyValueList {
+                    values: vec![attribute("in", inner)],
+                })
+            } else {
+                any_value::Value::ArrayValue(ArrayValue {
+                    values: inner.into_iter().collect(),
+                })
+            })
+        },
+    )
+}
+
+/// How deep `json` nests arrays or objects down to "bottom", reading through the JSON text a
+/// flattened value left in a string.
+fn levels_to_bottom(json: &serde_json::Value) -> usize {
+    match json {
+        serde_json::Value::Array(items) => 1 + levels_to_bottom(&items[0]),
+        serde_json::Value::Object(fields) => 1 + levels_to_bottom(&fields["in"]),
+        serde_json::Value::String(text) if text == "bottom" => 0,
+        serde_json::Value::String(text) => levels_to_bottom(&serde_json::from_str(text).unwrap()),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn values_nested_deeper_than_the_reader_takes_convert_when_prost_decodes_them() {
+    // 40 arrays deep is within prost's limit (two messages a level) and past the reader's.
+    let mut request = varied_request();
+    let span = &mut request.resource_spans[0].scope_spans[0].spans[0];
+    span.attributes
+        .push(attribute("deep", nested_value(40, false)));
+    span.events[0]
+        .attributes
+        .push(attribute("deep", nested_value(40, false)));
+    span.links[0]
+        .attributes
+        .push(attribute("deep", nested_value(25, true)));
+    let bytes = request.encode_to_vec();
+    let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("prost decodes it");
+    let err = scan(&bytes).unwrap_err();
+    assert!(err.to_string().contains("recursion limit"), "{err}");
+    let conversion = Conversion::new(Detail::Keep);
+    assert!(convert_encoded(&bytes, &conversion, &mut Vec::new()).is_err());
+
+    let mut spans = Vec::new();
+    let rejections = convert_decodable(&bytes, &conversion, &mut spans).unwrap();
+    let expected = convert_with(varied_request(), &conversion);
+    assert_eq!(rejections, expected.rejections);
+    assert_eq!(spans.len(), expected.spans.len());
+    // Nothing is lost of the deep values: the part beyond the flattened depth is JSON text.
+    let attributes: serde_json::Value =
+        serde_json::from_str(&spans[0].detail.attributes_json).unwrap();
+    assert_eq!(levels_to_bottom(&attributes["deep"]), 40);
+    assert!(attributes["deep"].to_string().contains("\\\"bottom\\\""));
+    let link: serde_json::Value = serde_json::from_str(&spans[0].links[0].attributes_json).unwrap();
+    assert_eq!(levels_to_bottom(&link["deep"]), 25);
+    assert_eq!(
+        spans[0].detail.events_count,
+        expected.spans[0].detail.events_count
+    );
+    // The other attributes and spans read as they do without the deep values.
+    let mut attributes = attributes.as_object().unwrap().clone();
+    attributes.remove("deep");
+    let plain: serde_json::Value =
+        serde_json::from_str(&expected.spans[0].detail.attributes_json).unwrap();
+    assert_eq!(serde_json::Value::Object(attributes), plain);
+    assert_eq!(spans[1..], expected.spans[1..]);
+    // A decoded request converts the same way.
+    assert_eq!(convert_with(decoded, &conversion).spans, spans);
+    // What prost refuses is refused with the reader's reason.
+    let err = convert_decodable(&bytes[..bytes.len() - 1], &conversion, &mut Vec::new());
+    assert!(err.is_err());
+}
