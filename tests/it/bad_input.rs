@@ -336,6 +336,47 @@ async fn raw_grpc_export(url: &str, body: Vec<u8>) -> tonic::Status {
     tonic::Status::from_header_map(response.headers()).expect("a trailers-only error response")
 }
 
+/// The load generator says why the server turned its requests down, in the server's words, on
+/// every protocol: of an OTLP/HTTP error it reads the body, not only the status.
+#[tokio::test(flavor = "multi_thread")]
+async fn loadgen_reports_the_servers_reason_for_turning_requests_down() {
+    use archtrace_workload::loadgen::{self, LoadgenOptions, Protocol};
+    let settings = ServerSettings {
+        auth_token: Some("s3cret".into()),
+        ..ServerSettings::default()
+    };
+    let server = InProcessServer::start(settings).await;
+    let http = server.http_url().replace("/v1/traces", "");
+    for (protocol, endpoint) in [
+        (Protocol::Grpc, server.grpc_url()),
+        (Protocol::HttpProtobuf, http.clone()),
+        (Protocol::HttpJson, http),
+    ] {
+        let report = loadgen::run(LoadgenOptions {
+            endpoint,
+            protocol,
+            spans_per_request: 20,
+            concurrency: 1,
+            rate: None,
+            duration: std::time::Duration::from_millis(200),
+            distinct_requests: 1,
+            auth_token: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(report.spans_accepted, 0, "{protocol:?}");
+        assert!(report.requests_failed > 0, "{protocol:?}");
+        let error = report.first_error.expect("an error is reported");
+        assert!(
+            error.contains("missing or wrong bearer token"),
+            "{protocol:?}: {error}"
+        );
+        if protocol != Protocol::Grpc {
+            assert!(error.starts_with("HTTP 401 Unauthorized: "), "{error}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_without_the_token_are_refused() {
     let settings = ServerSettings {

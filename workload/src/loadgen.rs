@@ -470,14 +470,49 @@ async fn send_http(client: &reqwest::Client, body: Bytes, options: &LoadgenOptio
             let _ = response.bytes().await;
             Sent::Accepted
         }
-        Ok(response) if response.status().as_u16() == 503 || response.status().as_u16() == 429 => {
+        Ok(response) => {
             let status = response.status();
-            let _ = response.bytes().await;
-            Sent::Refused(format!("HTTP {status}"))
+            let json = response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.starts_with("application/json"));
+            let body = response.bytes().await.unwrap_or_default();
+            let described = match status_message(&body, json) {
+                Some(message) => format!("HTTP {status}: {message}"),
+                None => format!("HTTP {status}"),
+            };
+            if status.as_u16() == 503 || status.as_u16() == 429 {
+                Sent::Refused(described)
+            } else {
+                Sent::Failed(described)
+            }
         }
-        Ok(response) => Sent::Failed(format!("HTTP {}", response.status())),
         Err(err) => Sent::Failed(err.to_string()),
     }
+}
+
+/// `google.rpc.Status`, the body of an OTLP/HTTP error response.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// The message of an OTLP/HTTP error body (`google.rpc.Status` in protobuf or JSON), if any.
+fn status_message(body: &[u8], json: bool) -> Option<String> {
+    let message = if json {
+        #[derive(serde::Deserialize)]
+        struct JsonStatus {
+            message: String,
+        }
+        serde_json::from_slice::<JsonStatus>(body).ok()?.message
+    } else {
+        RpcStatus::decode(body).ok()?.message
+    };
+    Some(message).filter(|message| !message.is_empty())
 }
 
 async fn send_grpc(channel: Channel, body: Bytes, options: &LoadgenOptions) -> Sent {
