@@ -17,6 +17,7 @@ use prost::Message;
 use crate::auth::Auth;
 use crate::grpc::response as export_response;
 use crate::ingest::{Ingest, IngestError, IngestReport, Outcome, Transport};
+use archtrace_formats::otlp::RpcStatus;
 use archtrace_formats::otlp_json;
 
 /// Seconds a refused client is asked to wait before retrying.
@@ -49,15 +50,6 @@ impl Encoding {
             Encoding::Json => "application/json",
         }
     }
-}
-
-/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
 }
 
 struct Failure {

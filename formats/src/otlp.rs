@@ -26,6 +26,15 @@ pub(crate) mod wire;
 pub use wire::WireError;
 use wire::{Depth, Value};
 
+/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
 /// Spans a request carried that failed validation.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rejections {

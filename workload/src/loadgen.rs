@@ -492,15 +492,6 @@ async fn send_http(client: &reqwest::Client, body: Bytes, options: &LoadgenOptio
     }
 }
 
-/// `google.rpc.Status`, the body of an OTLP/HTTP error response.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
 /// The message of an OTLP/HTTP error body (`google.rpc.Status` in protobuf or JSON), if any.
 fn status_message(body: &[u8], json: bool) -> Option<String> {
     let message = if json {
@@ -510,7 +501,7 @@ fn status_message(body: &[u8], json: bool) -> Option<String> {
         }
         serde_json::from_slice::<JsonStatus>(body).ok()?.message
     } else {
-        RpcStatus::decode(body).ok()?.message
+        otlp::RpcStatus::decode(body).ok()?.message
     };
     Some(message).filter(|message| !message.is_empty())
 }
