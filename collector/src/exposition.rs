@@ -18,7 +18,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::ingest::{IngestMetrics, Outcome, Transport};
-use crate::journal::LogState;
+use crate::journal::{ConsumerProgress, LogState};
 use crate::live::DeriverMetrics;
 use crate::loader::LoaderMetrics;
 use crate::notify::NotifyMetrics;
@@ -119,8 +119,9 @@ impl Collector for ServerSeries {
             }
         }
         for (name, help, bytes) in [
-            ("archtrace_log_consumer_lag_bytes", "Request log bytes acknowledged and not yet committed, per consumer (spans: the span loader; derive: the deriver).", true),
-            ("archtrace_log_consumer_lag_seconds", "How much older a consumer's last committed request is than the newest acknowledged one.", false),
+            ("archtrace_log_consumer_lag_bytes", "Request log bytes acknowledged and not yet committed, per consumer (spans: the span loader; derive: the deriver, which commits every 5 s).", Some(LogState::consumer_lag_bytes as fn(&LogState, &ConsumerProgress) -> u64)),
+            ("archtrace_log_consumer_unread_bytes", "Request log bytes acknowledged and not yet read, per consumer: how far behind it is.", Some(LogState::consumer_unread_bytes)),
+            ("archtrace_log_consumer_lag_seconds", "How much older a consumer's last committed request is than the newest acknowledged one.", None),
         ] {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (consumer, progress) in log.consumers() {
@@ -128,8 +129,8 @@ impl Collector for ServerSeries {
                     continue;
                 }
                 let labels = [("consumer", consumer)];
-                if bytes {
-                    let value = i64::try_from(log.consumer_lag_bytes(progress)).unwrap_or(i64::MAX);
+                if let Some(bytes) = bytes {
+                    let value = i64::try_from(bytes(log, progress)).unwrap_or(i64::MAX);
                     ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
                 } else {
                     ConstGauge::new(log.consumer_lag_seconds(progress))

@@ -60,7 +60,7 @@ pub enum JournalError {
     Failed(String),
 }
 
-/// How far one consumer of the log (the span loader, the deriver) has committed.
+/// How far one consumer of the log (the span loader, the deriver) has read and committed.
 #[derive(Debug)]
 pub struct ConsumerProgress {
     /// Offset committed in the store; `u64::MAX` while the consumer does not run, so it holds
@@ -68,6 +68,9 @@ pub struct ConsumerProgress {
     pub committed: AtomicU64,
     /// When the last committed request was received (Unix ns).
     pub committed_received_ns: AtomicI64,
+    /// Offset read: the deriver holds what it read beyond its commit in memory until its next
+    /// checkpoint, so this, not the commit, tells whether it keeps up.
+    read: AtomicU64,
 }
 
 impl Default for ConsumerProgress {
@@ -75,6 +78,7 @@ impl Default for ConsumerProgress {
         ConsumerProgress {
             committed: AtomicU64::new(u64::MAX),
             committed_received_ns: AtomicI64::new(0),
+            read: AtomicU64::new(0),
         }
     }
 }
@@ -83,7 +87,13 @@ impl ConsumerProgress {
     pub fn commit(&self, offset: u64, received_ns: i64) {
         self.committed_received_ns
             .store(received_ns, Ordering::Relaxed);
+        self.read_to(offset);
         self.committed.store(offset, Ordering::Release);
+    }
+
+    /// Notes that the consumer has taken everything before `offset`.
+    pub fn read_to(&self, offset: u64) {
+        self.read.fetch_max(offset, Ordering::Relaxed);
     }
 
     pub fn runs(&self) -> bool {
@@ -167,6 +177,16 @@ impl LogState {
         self.durable_end
             .load(Ordering::Acquire)
             .saturating_sub(progress.committed.load(Ordering::Acquire))
+    }
+
+    /// Bytes acknowledged and not yet read by one consumer: how far behind it is.
+    pub fn consumer_unread_bytes(&self, progress: &ConsumerProgress) -> u64 {
+        if !progress.runs() {
+            return 0;
+        }
+        self.durable_end
+            .load(Ordering::Acquire)
+            .saturating_sub(progress.read.load(Ordering::Relaxed))
     }
 
     /// How much older one consumer's last committed request is than the newest acknowledged.

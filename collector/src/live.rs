@@ -205,6 +205,7 @@ impl Deriving {
                 Ok(derivable) => {
                     self.assembler.add(derivable.spans, Instant::now());
                     self.position = derivable.end;
+                    self.state.derive.read_to(derivable.end);
                     self.received_ns = derivable.received_ns;
                     true
                 }

@@ -578,8 +578,9 @@ async fn metrics_show_the_log_and_each_consumer_catching_up() {
     assert!(metric(&server, "archtrace_log_bytes ").await > 0.0);
     assert!(metric(&server, "archtrace_log_fsync_seconds_count ").await >= 1.0);
     // Both consumers commit what the log holds: the loader at once, the deriver at its next
-    // checkpoint (every 5 s).
+    // checkpoint (every 5 s). The deriver reads it at once, so it is not behind meanwhile.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut read_before_committed = false;
     loop {
         let spans = metric(
             &server,
@@ -591,6 +592,13 @@ async fn metrics_show_the_log_and_each_consumer_catching_up() {
             "archtrace_log_consumer_lag_bytes{consumer=\"derive\"}",
         )
         .await;
+        let derive_unread = metric(
+            &server,
+            "archtrace_log_consumer_unread_bytes{consumer=\"derive\"}",
+        )
+        .await;
+        assert!(derive_unread <= derive, "{derive_unread} > {derive}");
+        read_before_committed |= derive_unread == 0.0 && derive > 0.0;
         if spans == 0.0 && derive == 0.0 {
             break;
         }
@@ -600,6 +608,18 @@ async fn metrics_show_the_log_and_each_consumer_catching_up() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(
+        read_before_committed,
+        "the deriver's unread bytes were never below its lag"
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "archtrace_log_consumer_unread_bytes{consumer=\"spans\"}"
+        )
+        .await,
+        0.0
+    );
     assert_eq!(metric(&server, "archtrace_log_lag_bytes ").await, 0.0);
     assert_eq!(
         metric(
