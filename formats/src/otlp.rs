@@ -200,11 +200,10 @@ pub fn convert_with(request: ExportTraceServiceRequest, conversion: &Conversion)
 /// bytes, so the request is encoded first: decoded requests come from files and OTLP/JSON,
 /// where decoding costs far more than encoding.
 pub fn convert_into(
-    request: ExportTraceServiceRequest,
+    mut request: ExportTraceServiceRequest,
     conversion: &Conversion,
     spans: &mut Vec<Span>,
 ) -> Rejections {
-    let mut request = request;
     let encoded = request.encode_to_vec();
     convert_encoded(&encoded, conversion, spans).unwrap_or_else(|_| {
         // Only values nested deeper than the reader takes (from OTLP/JSON, whose parser allows
@@ -231,10 +230,9 @@ pub fn convert_decodable(
     spans: &mut Vec<Span>,
 ) -> Result<Rejections, WireError> {
     convert_encoded(request, conversion, spans).or_else(|err| {
-        match ExportTraceServiceRequest::decode(request) {
-            Ok(decoded) => Ok(convert_into(decoded, conversion, spans)),
-            Err(_) => Err(err),
-        }
+        let mut decoded = ExportTraceServiceRequest::decode(request).map_err(|_| err)?;
+        flatten_deep_values(&mut decoded);
+        convert_encoded(&decoded.encode_to_vec(), conversion, spans)
     })
 }
 
