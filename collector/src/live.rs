@@ -329,18 +329,49 @@ impl Deriving {
 fn write_durably(
     dir: &std::path::Path,
     name: &str,
-    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+    write: impl FnOnce(&mut BufWriter<PacedFile>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     // The folder is made again if it was deleted under the server: the journal then refuses
     // requests (its segment is gone), and the deriver still commits what it holds.
     std::fs::create_dir_all(dir)?;
-    let mut file = BufWriter::with_capacity(1 << 20, File::create(dir.join(name))?);
+    let file = PacedFile {
+        file: File::create(dir.join(name))?,
+        unsynced: 0,
+    };
+    let mut file = BufWriter::with_capacity(PACED_SYNC_BYTES, file);
     write(&mut file)?;
     let file = file
         .into_inner()
         .map_err(std::io::IntoInnerError::into_error)?;
-    file.sync_data()?;
+    file.file.sync_data()?;
     File::open(dir)?.sync_all()
+}
+
+/// Bytes a state file is written in before they are made durable.
+const PACED_SYNC_BYTES: usize = 1 << 20;
+
+/// A file made durable every [`PACED_SYNC_BYTES`] as it is written. A state file is tens of MB
+/// under load; written at once, it fills the disk's queue, and the request log's `fdatasync`s,
+/// which every acknowledgement waits for, queue behind it for tens of milliseconds.
+struct PacedFile {
+    file: File,
+    unsynced: usize,
+}
+
+impl Write for PacedFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(bytes)?;
+        self.unsynced += written;
+        if self.unsynced >= PACED_SYNC_BYTES {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Deletes the deriver's state files other than `current` (older ones, or one a crash left
