@@ -151,6 +151,11 @@ pub fn server_registry(series: ServerSeries) -> Registry {
         series.log.fsync.0.clone(),
     );
     registry.register(
+        "archtrace_ingest_acknowledge_seconds",
+        "From a request's body received to its spans durable in the request log (accepted requests)",
+        series.ingest.acknowledge.0.clone(),
+    );
+    registry.register(
         "archtrace_store_commit_seconds",
         "Latency of one loader commit to the store",
         series.loader.commit.0.clone(),

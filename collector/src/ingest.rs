@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use archtrace_formats::otlp;
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::histogram::LatencyHistogram;
 use crate::journal::{Journal, JournalError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +78,9 @@ pub struct IngestMetrics {
     pub spans_refused: AtomicU64,
     /// Requests admitted and not yet answered, over both transports.
     pub requests_in_flight: AtomicU64,
+    /// From a request's body in hand to its spans durable: the server's share of the latency
+    /// an exporter sees (the rest is transport and the client's own scheduling).
+    pub acknowledge: LatencyHistogram,
     requests: [[AtomicU64; Outcome::ALL.len()]; Transport::ALL.len()],
 }
 
@@ -177,6 +182,7 @@ impl Ingest {
     /// on they survive a crash, and the loader puts them in the store. The request is checked
     /// in place, not decoded, and logged in the bytes it came in when every span is valid.
     pub async fn ingest(&self, encoded: Bytes) -> Result<IngestReport, IngestError> {
+        let started = Instant::now();
         let malformed = |err: &dyn std::fmt::Display| IngestError::Malformed(err.to_string());
         let scanned = otlp::scan(&encoded).map_err(|err| malformed(&err))?;
         let rejections = scanned.rejections;
@@ -213,6 +219,9 @@ impl Ingest {
                 self.metrics
                     .spans_accepted
                     .fetch_add(accepted, Ordering::Relaxed);
+                self.metrics
+                    .acknowledge
+                    .observe(started.elapsed().as_secs_f64());
                 Ok(report)
             }
             Err(err) => {

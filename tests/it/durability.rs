@@ -577,6 +577,15 @@ async fn metrics_show_the_log_and_each_consumer_catching_up() {
     client.export(batch(900)).await.unwrap();
     assert!(metric(&server, "archtrace_log_bytes ").await > 0.0);
     assert!(metric(&server, "archtrace_log_fsync_seconds_count ").await >= 1.0);
+    // One request acknowledged, timed once, and its time includes at least one fsync.
+    assert_eq!(
+        metric(&server, "archtrace_ingest_acknowledge_seconds_count ").await,
+        1.0
+    );
+    assert!(
+        metric(&server, "archtrace_ingest_acknowledge_seconds_sum ").await
+            >= metric(&server, "archtrace_log_fsync_seconds_sum ").await
+    );
     // Both consumers commit what the log holds: the loader at once, the deriver at its next
     // checkpoint (every 5 s). The deriver reads it at once, so it is not behind meanwhile.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
