@@ -25,6 +25,7 @@ pub mod resilience;
 pub mod risk;
 pub mod rules;
 pub mod sampling;
+pub mod shared_text;
 pub mod sketch;
 pub mod snapshot;
 pub mod span;

@@ -221,11 +221,14 @@ pub struct SpanDetail {
     pub trace_state: String,
     pub status_message: String,
     /// Shared by the spans of one instrumentation scope.
+    #[serde(with = "crate::shared_text")]
     pub scope_name: Arc<str>,
+    #[serde(with = "crate::shared_text")]
     pub scope_version: Arc<str>,
     /// The span attributes not held in [`PeerAttributes`], as a JSON object.
     pub attributes_json: String,
     /// All resource attributes as a JSON object; shared by the spans of one resource.
+    #[serde(with = "crate::shared_text")]
     pub resource_attributes_json: Arc<str>,
     /// A stable hash of `resource_attributes_json`, under which the store keeps it once.
     pub resource_id: u64,
@@ -238,6 +241,7 @@ pub struct Span {
     pub span_id: SpanId,
     pub parent_span_id: Option<SpanId>,
     /// `service.name`, prefixed `namespace/` when `service.namespace` is set; never empty.
+    #[serde(with = "crate::shared_text")]
     pub service: Arc<str>,
     pub name: String,
     pub kind: SpanKind,
@@ -247,9 +251,10 @@ pub struct Span {
     pub links: Vec<Link>,
     pub peer: PeerAttributes,
     /// `deployment.environment.name` (or the legacy `deployment.environment`) of the resource.
+    #[serde(with = "crate::shared_text::option")]
     pub environment: Option<Arc<str>>,
     /// `service.version` of the resource: the release that reported the span.
-    #[serde(default)]
+    #[serde(default, with = "crate::shared_text::option")]
     pub version: Option<Arc<str>>,
     /// How many spans this one stands for, when its sampling is known
     /// ([`crate::sampling::adjusted_count`]).

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use archtrace_analyzer::Span;
+use archtrace_analyzer::{shared_text, Span};
 use archtrace_query::Unwritten;
 use archtrace_store::{Consumed, QueryError, Store};
 
@@ -60,10 +60,24 @@ pub struct Deriver {
     pub thread: JoinHandle<()>,
 }
 
-/// What the deriver saves with its offset.
 /// Starts every state file: postcard is not self-describing, so a file written with other
 /// types must be recognised, not decoded into garbage. Bump it when a saved type changes.
-const STATE_FORMAT: &[u8] = b"archtrace deriver state 5\n";
+const STATE_FORMAT: &[u8] = b"archtrace deriver state 6\n";
+/// The format before shared texts were written once ([`shared_text`]); still read, so that an
+/// upgrade resumes from the state it finds.
+const STATE_FORMAT_PLAIN_TEXTS: &[u8] = b"archtrace deriver state 5\n";
+
+/// The checkpoint a state file holds, in either format.
+fn read_state(bytes: &[u8]) -> Result<Checkpoint<'_>, String> {
+    if let Some(saved) = bytes.strip_prefix(STATE_FORMAT) {
+        shared_text::read_shared(|| postcard::from_bytes(saved))
+    } else if let Some(saved) = bytes.strip_prefix(STATE_FORMAT_PLAIN_TEXTS) {
+        postcard::from_bytes(saved)
+    } else {
+        return Err("it was written by another version of archtrace".into());
+    }
+    .map_err(|err| err.to_string())
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Checkpoint<'a> {
@@ -100,10 +114,7 @@ pub fn start(
                 Some(name) => std::fs::read(dir.join(&name))
                     .map_err(|err| format!("{name}: {err}"))
                     .and_then(|bytes| {
-                        let saved = bytes.strip_prefix(STATE_FORMAT).ok_or_else(|| {
-                            format!("{name} was written by another version of archtrace")
-                        })?;
-                        postcard::from_bytes::<Checkpoint>(saved)
+                        read_state(&bytes)
                             .map(|checkpoint| {
                                 (
                                     Assembler::restore(settings.clone(), checkpoint.assembler, now),
@@ -285,7 +296,7 @@ impl Deriving {
                 assembler: self.assembler.save(Instant::now()),
                 unwritten: std::borrow::Cow::Borrowed(&*held),
             };
-            postcard::to_io(&checkpoint, file)
+            shared_text::write_shared(|| postcard::to_io(&checkpoint, file))
                 .map(drop)
                 .map_err(std::io::Error::other)
         })
@@ -386,5 +397,59 @@ fn remove_state_files_but(dir: &std::path::Path, current: &str) {
         if name.starts_with(CONSUMER) && name.ends_with(".state") && name != current {
             let _ = std::fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use archtrace_analyzer::SpanKind;
+
+    /// A state file in the format before shared texts and in today's, of one checkpoint: the
+    /// waiting spans with detail (as with `--spans sampled`) of one resource, its texts shared
+    /// as the conversion of a request shares them.
+    fn state_files() -> (Vec<u8>, Vec<u8>) {
+        let mut assembler = Assembler::new(AssemblySettings {
+            sample: Some(3),
+            ..AssemblySettings::default()
+        });
+        let resource: Arc<str> =
+            Arc::from(r#"{"service.name":"checkout","k8s.pod.name":"checkout-7d9f8c6b5-x2k4q"}"#);
+        let spans = (1u8..=40)
+            .map(|i| {
+                let mut span = Span::new([i / 4 + 1; 16], [i; 8], "checkout", SpanKind::Server)
+                    .with_name("GET /cart");
+                span.detail.resource_attributes_json = resource.clone();
+                span.detail.attributes_json = format!(r#"{{"http.response.status_code":{i}}}"#);
+                span
+            })
+            .collect();
+        let now = Instant::now();
+        assembler.add(spans, now);
+        let checkpoint = Checkpoint {
+            assembler: assembler.save(now),
+            unwritten: std::borrow::Cow::Owned(Unwritten::default()),
+        };
+        let plain = postcard::to_stdvec(&checkpoint).unwrap();
+        let shared = shared_text::write_shared(|| postcard::to_stdvec(&checkpoint)).unwrap();
+        (
+            [STATE_FORMAT_PLAIN_TEXTS, &plain].concat(),
+            [STATE_FORMAT, &shared].concat(),
+        )
+    }
+
+    #[test]
+    fn a_state_file_of_the_format_before_shared_texts_is_still_read() {
+        let (before, now) = state_files();
+        let resources = |bytes: &[u8]| bytes.windows(12).filter(|w| w == b"k8s.pod.name").count();
+        assert_eq!((resources(&before), resources(&now)), (40, 1));
+        // Both read back to the same checkpoint.
+        for bytes in [&before, &now] {
+            let read = read_state(bytes).unwrap();
+            let again = postcard::to_stdvec(&read).unwrap();
+            assert!(again == before[STATE_FORMAT_PLAIN_TEXTS.len()..]);
+        }
+        let err = read_state(b"archtrace deriver state 4\n").err().unwrap();
+        assert!(err.contains("another version"), "{err}");
     }
 }
