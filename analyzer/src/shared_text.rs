@@ -57,22 +57,18 @@ enum Shared<T> {
 
 pub fn serialize<S: Serializer>(text: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
     let seen = SCOPE.with(|scope| match &mut *scope.borrow_mut() {
-        Scope::Writing(numbers) => {
-            let next = u32::try_from(numbers.len()).ok()?;
-            match numbers.get(text) {
-                Some(&number) => Some(Some(number)),
-                None => {
-                    numbers.insert(text.clone(), next);
-                    Some(None)
-                }
+        Scope::Plain | Scope::Reading(_) => None,
+        Scope::Writing(numbers) => Some(numbers.get(text).copied().ok_or_else(|| {
+            // Past u32::MAX texts, later ones are written in full and never referred to.
+            if let Ok(next) = u32::try_from(numbers.len()) {
+                numbers.insert(text.clone(), next);
             }
-        }
-        _ => None,
+        })),
     });
     match seen {
         None => serializer.serialize_str(text),
-        Some(Some(number)) => Shared::<&str>::Seen(number).serialize(serializer),
-        Some(None) => Shared::New(&**text).serialize(serializer),
+        Some(Ok(number)) => Shared::<&str>::Seen(number).serialize(serializer),
+        Some(Err(())) => Shared::New(&**text).serialize(serializer),
     }
 }
 
@@ -81,25 +77,23 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str
     if !shared {
         return Ok(Arc::from(String::deserialize(deserializer)?));
     }
-    let text: Result<Arc<str>, u32> = match Shared::<String>::deserialize(deserializer)? {
-        Shared::New(text) => Ok(Arc::from(text)),
-        Shared::Seen(number) => Err(number),
-    };
-    SCOPE.with(|scope| {
-        let Scope::Reading(texts) = &mut *scope.borrow_mut() else {
-            unreachable!("checked above, on this thread");
-        };
-        match text {
-            Ok(text) => {
-                texts.push(text.clone());
-                Ok(text)
-            }
-            Err(number) => texts.get(number as usize).cloned().ok_or_else(|| {
+    let read = Shared::<String>::deserialize(deserializer)?;
+    SCOPE.with(|scope| match (&mut *scope.borrow_mut(), read) {
+        (Scope::Reading(texts), Shared::New(text)) => {
+            let text = Arc::<str>::from(text);
+            texts.push(text.clone());
+            Ok(text)
+        }
+        (Scope::Reading(texts), Shared::Seen(number)) => {
+            texts.get(number as usize).cloned().ok_or_else(|| {
                 serde::de::Error::custom(format!(
                     "shared text {number} referred to before it was written"
                 ))
-            }),
+            })
         }
+        _ => Err(serde::de::Error::custom(
+            "shared texts read outside read_shared",
+        )),
     })
 }
 
@@ -189,7 +183,7 @@ mod tests {
     #[test]
     fn a_reference_to_a_text_never_written_is_an_error_not_a_panic() {
         let shared = write_shared(|| serde_json::to_string(&spans())).unwrap();
-        // The first span's texts removed: the second span's references point nowhere.
+        // The first span's service made a reference to a text that was never written.
         let truncated = shared.replacen(r#"{"New":"checkout"}"#, r#"{"Seen":7}"#, 1);
         let read = read_shared(|| serde_json::from_str::<Vec<Span>>(&truncated));
         let err = read.unwrap_err().to_string();
