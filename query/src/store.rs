@@ -223,7 +223,11 @@ impl SnapshotSource for StoreSource {
         })?;
         // A trace crossing the range's edge also adds to buckets outside it; `replace` keeps
         // only the range, so those buckets keep what they had.
-        lock(writer).replace(start, end, &[&minute, &hour])?;
+        let writer = lock(writer);
+        writer.replace(start, end, &[&minute, &hour])?;
+        // Replacing undid the roll-up of the days it touched, and no server is running to roll
+        // them up again: without it, long windows would read these days hour by hour.
+        writer.roll_up_days(archtrace_analyzer::time::now_ns())?;
         Ok(traces)
     }
 

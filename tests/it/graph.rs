@@ -392,6 +392,23 @@ fn import_then_graph_from_the_store_equals_offline_and_survives_rebuild() {
         serde_json::from_slice::<Snapshot>(&output.stdout).unwrap()
     };
     same_graph(&graph(&db), &offline);
+    // The days imported are over: they are rolled up at once, and the window above, whole
+    // days around them, read them from their day rows.
+    let bucket_rows = |db: &std::path::Path| {
+        let output = succeeded(
+            Command::new(binary())
+                .args(["stats", "--format", "json", "--db"])
+                .arg(db),
+        );
+        let stats: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let rows = |key: &str| stats[key].as_u64().unwrap();
+        (rows("hour_bucket_rows"), rows("day_bucket_rows"))
+    };
+    let (hour_rows, day_rows) = bucket_rows(&db);
+    assert!(
+        0 < day_rows && day_rows <= hour_rows,
+        "{hour_rows} {day_rows}"
+    );
 
     let rebuilt = Command::new(binary())
         .args([
@@ -415,6 +432,7 @@ fn import_then_graph_from_the_store_equals_offline_and_survives_rebuild() {
         "derived 100 traces again\n"
     );
     same_graph(&graph(&db), &offline);
+    assert_eq!(bucket_rows(&db), (hour_rows, day_rows));
 
     // The default window (the last hour) is empty; the user is told where the data is.
     let output = Command::new(binary())
