@@ -14,7 +14,7 @@ use archtrace_analyzer::aggregate::{Aggregate, Buckets};
 use archtrace_analyzer::derive::{
     derive_trace, operation_name, LinkedSpan, Observation, Provenance, SpanLookup,
 };
-use archtrace_analyzer::span::SpanDetail;
+use archtrace_analyzer::span::OptionalDetail;
 use archtrace_analyzer::{FastMap, Link, Span, SpanId, StatusCode, TraceId};
 
 use crate::service_graph::ServiceGraph;
@@ -127,7 +127,7 @@ struct SavedTrace<'a> {
 
 /// Keeps what derivation reads of a span; the rest is already in the store.
 fn slim(span: &mut Span) {
-    span.detail = SpanDetail::default();
+    span.detail = OptionalDetail::default();
     for link in &mut span.links {
         link.attributes_json = String::new();
     }
@@ -158,7 +158,7 @@ fn slim_copy(span: &Span) -> Span {
         version: span.version.clone(),
         adjusted_count: span.adjusted_count,
         resend_count: span.resend_count,
-        detail: SpanDetail::default(),
+        detail: OptionalDetail::default(),
     }
 }
 

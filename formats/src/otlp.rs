@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use archtrace_analyzer::sampling::{self, JaegerSampler};
-use archtrace_analyzer::span::{service_node_name, SpanDetail};
+use archtrace_analyzer::span::{service_node_name, OptionalDetail, SpanDetail};
 use archtrace_analyzer::{
     Link, PeerAttributes, PeerKey, Span, SpanId, SpanKind, StatusCode, TraceId,
 };
@@ -566,7 +566,7 @@ impl<'a> Visitor<'a> for Converter<'a, '_> {
             adjusted_count: sampling::adjusted_count(&evidence),
             resend_count,
             detail: if !keep {
-                SpanDetail::default()
+                OptionalDetail::default()
             } else {
                 SpanDetail {
                     trace_state: fields.trace_state.to_owned(),
@@ -578,6 +578,7 @@ impl<'a> Visitor<'a> for Converter<'a, '_> {
                     resource_id: resource.id,
                     events_count: fields.events,
                 }
+                .into()
             },
         });
         Ok(())

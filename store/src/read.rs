@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use archtrace_analyzer::span::SpanDetail;
+use archtrace_analyzer::span::OptionalDetail;
 use archtrace_analyzer::{Link, PeerAttributes, PeerKey, Span, SpanKind, StatusCode};
 use arrow::array::{
     Array, ArrayRef, BinaryArray, Float64Array, Int64Array, StringArray, UInt64Array,
@@ -263,7 +263,7 @@ fn derive_slices(
                         .and_then(|n| u32::try_from(n).ok())
                         .unwrap_or(0),
                     // Derivation needs none of the detail; reading it would only cost time.
-                    detail: SpanDetail::default(),
+                    detail: OptionalDetail::default(),
                 });
             }
         }

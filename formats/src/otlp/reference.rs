@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use archtrace_analyzer::sampling::{self, JaegerSampler};
-use archtrace_analyzer::span::{service_node_name, SpanDetail};
+use archtrace_analyzer::span::{service_node_name, OptionalDetail, SpanDetail};
 use archtrace_analyzer::{Link, PeerAttributes, PeerKey, Span, SpanKind, StatusCode};
 use base64::Engine;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -177,7 +177,7 @@ fn convert_span(
         adjusted_count: sampling::adjusted_count(&evidence),
         resend_count,
         detail: if !keep {
-            SpanDetail::default()
+            OptionalDetail::default()
         } else {
             SpanDetail {
                 trace_state: span.trace_state,
@@ -189,6 +189,7 @@ fn convert_span(
                 resource_id: resource.id,
                 events_count: u32::try_from(span.events.len()).unwrap_or(u32::MAX),
             }
+            .into()
         },
     })
 }
