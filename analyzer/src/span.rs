@@ -235,29 +235,6 @@ pub struct SpanDetail {
     pub events_count: u32,
 }
 
-impl SpanDetail {
-    fn is_empty(&self) -> bool {
-        let SpanDetail {
-            trace_state,
-            status_message,
-            scope_name,
-            scope_version,
-            attributes_json,
-            resource_attributes_json,
-            resource_id,
-            events_count,
-        } = self;
-        [trace_state, status_message, attributes_json]
-            .iter()
-            .all(|text| text.is_empty())
-            && [scope_name, scope_version, resource_attributes_json]
-                .iter()
-                .all(|text| text.is_empty())
-            && *resource_id == 0
-            && *events_count == 0
-    }
-}
-
 /// A span's [`SpanDetail`], allocated only when it has any. Derivation reads none of it, so
 /// the spans a server holds by the hundred thousand while their traces complete go without:
 /// a third of a span's size. Reads as an empty detail when there is none; writing to it makes
@@ -269,7 +246,7 @@ static NO_DETAIL: std::sync::LazyLock<SpanDetail> = std::sync::LazyLock::new(Spa
 
 impl From<SpanDetail> for OptionalDetail {
     fn from(detail: SpanDetail) -> Self {
-        OptionalDetail((!detail.is_empty()).then(|| Box::new(detail)))
+        OptionalDetail((detail != *NO_DETAIL).then(|| Box::new(detail)))
     }
 }
 

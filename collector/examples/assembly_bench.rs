@@ -63,11 +63,10 @@ fn assemble(batches: Vec<Vec<Span>>, sample: Option<u32>, rate: f64) -> (f64, us
         sample,
         ..AssemblySettings::default()
     });
-    let start = Instant::now();
-    let mut now = start;
-    let mut last_checkpoint = start;
-    let (mut kept, mut state_bytes) = (0, 0);
     let started = Instant::now();
+    let mut now = started;
+    let mut last_checkpoint = now;
+    let (mut kept, mut state_bytes) = (0, 0);
     for spans in batches {
         now += Duration::from_secs_f64(spans.len() as f64 / rate);
         assembler.add(spans, now);
