@@ -1,7 +1,7 @@
 //! Derived buckets written to and read from ClickHouse's tables (see [`crate::schema`]): one
 //! window's buckets at a time, in; any time window summed by the engine, out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use archtrace_analyzer::aggregate::{
@@ -10,7 +10,7 @@ use archtrace_analyzer::aggregate::{
 };
 use archtrace_analyzer::derive::EdgeKind;
 use archtrace_analyzer::sketch::LatencySketch;
-use archtrace_store::buckets::{parse_node_type, plan};
+use archtrace_store::buckets::{parse_node_type, plan, MINUTE_NS};
 use clickhouse::{Row, RowWrite};
 use serde::{Deserialize, Serialize};
 
@@ -489,6 +489,8 @@ fn window_filter(since_ns: i64, until_ns: i64) -> Option<String> {
 
 #[derive(Row, Deserialize)]
 struct EdgeSum {
+    /// The start of the step the row sums.
+    step_ns: i64,
     source: String,
     target: String,
     kind: String,
@@ -532,6 +534,8 @@ struct OperationSum {
 
 #[derive(Row, Deserialize)]
 struct NodeSum {
+    /// The start of the step the row sums.
+    step_ns: i64,
     node: String,
     any_reports_spans: u8,
     all_peer_types: Vec<String>,
@@ -544,6 +548,8 @@ struct NodeSum {
 
 #[derive(Row, Deserialize)]
 struct ReleaseSum {
+    /// The start of the step the row sums.
+    step_ns: i64,
     node: String,
     release: String,
     first_seen: i64,
@@ -553,6 +559,8 @@ struct ReleaseSum {
 
 #[derive(Row, Deserialize)]
 struct EdgeReleaseSum {
+    /// The start of the step the row sums.
+    step_ns: i64,
     source: String,
     target: String,
     kind: String,
@@ -612,26 +620,48 @@ fn sketch(zeros: u64, max_ns: i64, (index, counts): (Vec<i32>, Vec<u64>)) -> Lat
     LatencySketch::from_buckets(zeros, max_ns, index.into_iter().zip(counts)).unwrap_or_default()
 }
 
-/// Everything derived in `[since, until)`, summed by the engine.
-pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Aggregate, Error> {
-    let mut aggregate = Aggregate::default();
-    let Some(filter) = window_filter(since_ns, until_ns) else {
-        return Ok(aggregate);
-    };
-    let mut names: HashMap<String, Arc<str>> = HashMap::new();
-    let mut intern = |text: String| -> Arc<str> {
-        names
+/// Names of one read, shared: rows repeat them, and shared keys compare by address first.
+#[derive(Default)]
+struct Names(HashMap<String, Arc<str>>);
+
+impl Names {
+    fn intern(&mut self, text: String) -> Arc<str> {
+        self.0
             .entry(text)
             .or_insert_with_key(|k| Arc::from(k.as_str()))
             .clone()
-    };
-    let client = conn.client();
+    }
 
+    fn edge_key(&mut self, source: String, target: String, kind: &str) -> EdgeKey {
+        EdgeKey {
+            from: self.intern(source),
+            to: self.intern(target),
+            kind: EdgeKind::from_name(kind),
+        }
+    }
+}
+
+/// Which bucket rows a read sums (`filter`), and into which step each goes: `step` is an SQL
+/// expression of a row's `bucket_ns` giving its step's start.
+struct StepRead {
+    filter: String,
+    step: String,
+}
+
+/// The edges and nodes of each step, with their releases: what history reads of a step.
+fn read_step_graph(
+    conn: &Connection,
+    read: &StepRead,
+    names: &mut Names,
+    steps: &mut BTreeMap<i64, Aggregate>,
+) -> Result<(), Error> {
+    let StepRead { filter, step } = read;
+    let client = conn.client();
     let edges: Vec<EdgeSum> = conn.run(
         "read edge buckets",
         client
             .query(&format!(
-                "SELECT source, target, kind, {EDGE_SUMS}, sum(traces) AS total_traces,
+                "SELECT {step} AS step_ns, source, target, kind, {EDGE_SUMS}, sum(traces) AS total_traces,
                     max(max_calls_per_trace) AS most_calls_per_trace,
                     sum(server_zeros) AS all_server_zeros, max(server_max_ns) AS most_server_ns,
                     sumMap(server_index, server_counts) AS server_sum,
@@ -642,16 +672,12 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
                     max(error_max_ns) AS most_error_ns,
                     sumMap(error_index, error_counts) AS error_sum
                  FROM edge_buckets FINAL WHERE ({filter}) AND calls > 0
-                 GROUP BY source, target, kind"
+                 GROUP BY step_ns, source, target, kind"
             ))
             .fetch_all(),
     )?;
     for row in edges {
-        let key = EdgeKey {
-            from: intern(row.source),
-            to: intern(row.target),
-            kind: EdgeKind::from_name(&row.kind),
-        };
+        let key = names.edge_key(row.source, row.target, &row.kind);
         let stats = EdgeStats {
             calls: row.total_calls,
             estimated_calls: row.total_estimated_calls,
@@ -668,8 +694,132 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
             error_latency: sketch(row.all_error_zeros, row.most_error_ns, row.error_sum),
             versions: Default::default(),
         };
-        aggregate.edges.entry(key).or_default().merge(&stats);
+        steps
+            .entry(row.step_ns)
+            .or_default()
+            .edges
+            .entry(key)
+            .or_default()
+            .merge(&stats);
     }
+
+    let edge_releases: Vec<EdgeReleaseSum> = conn.run(
+        "read edge release buckets",
+        client
+            .query(&format!(
+                "SELECT {step} AS step_ns, source, target, kind, from_release, to_release,
+                    min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen,
+                    sum(calls) AS total_calls
+                 FROM edge_release_buckets FINAL WHERE {filter}
+                 GROUP BY step_ns, source, target, kind, from_release, to_release"
+            ))
+            .fetch_all(),
+    )?;
+    for row in edge_releases {
+        let key = names.edge_key(row.source, row.target, &row.kind);
+        let pair = VersionPair {
+            from: names.intern(row.from_release),
+            to: names.intern(row.to_release),
+        };
+        let seen = Seen {
+            first_ns: row.first_seen,
+            last_ns: row.last_seen,
+            count: row.total_calls,
+        };
+        if let Some(stats) = steps
+            .get_mut(&row.step_ns)
+            .and_then(|aggregate| aggregate.edges.get_mut(&key))
+        {
+            note_version(&mut stats.versions, pair, &seen);
+        }
+    }
+
+    let nodes: Vec<NodeSum> = conn.run(
+        "read node buckets",
+        client
+            .query(&format!(
+                "SELECT {step} AS step_ns, node, max(reports_spans) AS any_reports_spans,
+                    arrayMap(t -> toString(t), groupUniqArrayArray(peer_types)) AS all_peer_types,
+                    max(entry_point) AS any_entry_point,
+                    sum(spans_without_sampling) AS all_spans_without_sampling,
+                    min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen,
+                    count(first_seen_ns) AS seen_rows
+                 FROM node_buckets FINAL WHERE {filter} GROUP BY step_ns, node"
+            ))
+            .fetch_all(),
+    )?;
+    for row in nodes {
+        let facts = NodeFacts {
+            reports_spans: row.any_reports_spans > 0,
+            peer_types: row
+                .all_peer_types
+                .iter()
+                .filter_map(|t| parse_node_type(t))
+                .collect(),
+            entry_point: row.any_entry_point > 0,
+            spans_without_sampling: row.all_spans_without_sampling,
+            seen: row
+                .first_seen
+                .zip(row.last_seen)
+                .map(|(first_ns, last_ns)| Seen {
+                    first_ns,
+                    last_ns,
+                    count: row.seen_rows,
+                }),
+            versions: Default::default(),
+        };
+        steps
+            .entry(row.step_ns)
+            .or_default()
+            .nodes
+            .entry(names.intern(row.node))
+            .or_default()
+            .merge(&facts);
+    }
+
+    let releases: Vec<ReleaseSum> = conn.run(
+        "read release buckets",
+        client
+            .query(&format!(
+                "SELECT {step} AS step_ns, node, release, min(first_seen_ns) AS first_seen,
+                    max(last_seen_ns) AS last_seen, sum(spans) AS total_spans
+                 FROM release_buckets FINAL WHERE {filter} GROUP BY step_ns, node, release"
+            ))
+            .fetch_all(),
+    )?;
+    for row in releases {
+        let seen = Seen {
+            first_ns: row.first_seen,
+            last_ns: row.last_seen,
+            count: row.total_spans,
+        };
+        let facts = steps
+            .entry(row.step_ns)
+            .or_default()
+            .nodes
+            .entry(names.intern(row.node))
+            .or_default();
+        note_version(&mut facts.versions, names.intern(row.release), &seen);
+    }
+    Ok(())
+}
+
+/// Everything derived in `[since, until)`, summed by the engine.
+pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Aggregate, Error> {
+    let Some(filter) = window_filter(since_ns, until_ns) else {
+        return Ok(Aggregate::default());
+    };
+    let read = StepRead {
+        filter,
+        step: format!("toInt64({since_ns})"),
+    };
+    let mut names = Names::default();
+    let mut steps = BTreeMap::new();
+    read_step_graph(conn, &read, &mut names, &mut steps)?;
+    let mut aggregate = steps.remove(&since_ns).unwrap_or_default();
+    let filter = &read.filter;
+    let mut intern = |text: String| names.intern(text);
+    let client = conn.client();
 
     let operations: Vec<OperationSum> = conn.run(
         "read operation buckets",
@@ -700,98 +850,6 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
             last_seen_ns: row.last_seen,
         };
         aggregate.operations.entry(key).or_default().merge(&stats);
-    }
-
-    let nodes: Vec<NodeSum> = conn.run(
-        "read node buckets",
-        client
-            .query(&format!(
-                "SELECT node, max(reports_spans) AS any_reports_spans,
-                    arrayMap(t -> toString(t), groupUniqArrayArray(peer_types)) AS all_peer_types,
-                    max(entry_point) AS any_entry_point,
-                    sum(spans_without_sampling) AS all_spans_without_sampling,
-                    min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen,
-                    count(first_seen_ns) AS seen_rows
-                 FROM node_buckets FINAL WHERE {filter} GROUP BY node"
-            ))
-            .fetch_all(),
-    )?;
-    for row in nodes {
-        let facts = NodeFacts {
-            reports_spans: row.any_reports_spans > 0,
-            peer_types: row
-                .all_peer_types
-                .iter()
-                .filter_map(|t| parse_node_type(t))
-                .collect(),
-            entry_point: row.any_entry_point > 0,
-            spans_without_sampling: row.all_spans_without_sampling,
-            seen: row
-                .first_seen
-                .zip(row.last_seen)
-                .map(|(first_ns, last_ns)| Seen {
-                    first_ns,
-                    last_ns,
-                    count: row.seen_rows,
-                }),
-            versions: Default::default(),
-        };
-        aggregate
-            .nodes
-            .entry(intern(row.node))
-            .or_default()
-            .merge(&facts);
-    }
-
-    let releases: Vec<ReleaseSum> = conn.run(
-        "read release buckets",
-        client
-            .query(&format!(
-                "SELECT node, release, min(first_seen_ns) AS first_seen,
-                    max(last_seen_ns) AS last_seen, sum(spans) AS total_spans
-                 FROM release_buckets FINAL WHERE {filter} GROUP BY node, release"
-            ))
-            .fetch_all(),
-    )?;
-    for row in releases {
-        let seen = Seen {
-            first_ns: row.first_seen,
-            last_ns: row.last_seen,
-            count: row.total_spans,
-        };
-        let facts = aggregate.nodes.entry(intern(row.node)).or_default();
-        note_version(&mut facts.versions, intern(row.release), &seen);
-    }
-    let edge_releases: Vec<EdgeReleaseSum> = conn.run(
-        "read edge release buckets",
-        client
-            .query(&format!(
-                "SELECT source, target, kind, from_release, to_release,
-                    min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen,
-                    sum(calls) AS total_calls
-                 FROM edge_release_buckets FINAL WHERE {filter}
-                 GROUP BY source, target, kind, from_release, to_release"
-            ))
-            .fetch_all(),
-    )?;
-    for row in edge_releases {
-        let key = EdgeKey {
-            from: intern(row.source),
-            to: intern(row.target),
-            kind: EdgeKind::from_name(&row.kind),
-        };
-        let pair = VersionPair {
-            from: intern(row.from_release),
-            to: intern(row.to_release),
-        };
-        let seen = Seen {
-            first_ns: row.first_seen,
-            last_ns: row.last_seen,
-            count: row.total_calls,
-        };
-        if let Some(stats) = aggregate.edges.get_mut(&key) {
-            note_version(&mut stats.versions, pair, &seen);
-        }
     }
 
     let entries: Vec<EntrySum> = conn.run(
@@ -889,6 +947,66 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
     });
     aggregate.span_range = totals.first_span_ns.zip(totals.last_span_ns);
     Ok(aggregate)
+}
+
+/// Steps read per round of queries: a month of hours is read a day at a time, so that only a
+/// day's sketches are held at once.
+const STEPS_PER_READ: i64 = 24;
+
+/// The edges and nodes, with their releases, derived in each step of `step_ns` from `since`
+/// to `until` (the last step may be shorter), each as [`read_window`] reads it, passed to
+/// `each` oldest first; steps with nothing derived are left out. Steps are read a day of them
+/// per query: a month of hours is 30 rounds of queries, not 720.
+pub fn read_steps(
+    conn: &Connection,
+    since_ns: i64,
+    until_ns: i64,
+    step_ns: i64,
+    each: &mut dyn FnMut(i64, &Aggregate),
+) -> Result<(), Error> {
+    let step_ns = step_ns.max(1);
+    // On whole minutes every bucket a step reads lies within it, and the engine can tell its
+    // step from its start; otherwise the ends of neighbouring steps share a minute, read by both.
+    let per_read = if since_ns % MINUTE_NS == 0 && step_ns % MINUTE_NS == 0 {
+        STEPS_PER_READ
+    } else {
+        1
+    };
+    let mut round = since_ns;
+    while round < until_ns {
+        let round_end = round
+            .saturating_add(step_ns.saturating_mul(per_read))
+            .min(until_ns);
+        let mut ranges = Vec::new();
+        let mut start = round;
+        while start < round_end {
+            let end = start.saturating_add(step_ns).min(round_end);
+            ranges.extend(window_filter(start, end));
+            start = end;
+        }
+        if !ranges.is_empty() {
+            let step = if per_read == 1 {
+                format!("toInt64({round})")
+            } else {
+                format!(
+                    "toInt64(toInt64({round}) + intDiv(bucket_ns - toInt64({round}), \
+                     toInt64({step_ns})) * toInt64({step_ns}))"
+                )
+            };
+            let read = StepRead {
+                filter: format!("({})", ranges.join(" OR ")),
+                step,
+            };
+            let mut names = Names::default();
+            let mut steps = BTreeMap::new();
+            read_step_graph(conn, &read, &mut names, &mut steps)?;
+            for (start, aggregate) in &steps {
+                each(*start, aggregate);
+            }
+        }
+        round = round_end;
+    }
+    Ok(())
 }
 
 #[derive(Row, Deserialize)]

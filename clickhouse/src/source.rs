@@ -38,17 +38,18 @@ impl SnapshotSource for ClickHouseSource {
     }
 
     fn periods(&self, since_ns: i64, until_ns: i64, step_ns: i64) -> Result<Periods, QueryError> {
-        // One summed read per step: fine for days of hours; a month is 720 reads.
         let mut periods = Periods::default();
-        let mut start = since_ns;
-        while start < until_ns {
-            let end = start.saturating_add(step_ns).min(until_ns);
-            let aggregate = buckets::read_window(&self.conn, start, end)?;
-            if !aggregate.edges.is_empty() || !aggregate.nodes.is_empty() {
-                periods.add_aggregate(start, &aggregate);
-            }
-            start = end;
-        }
+        buckets::read_steps(
+            &self.conn,
+            since_ns,
+            until_ns,
+            step_ns,
+            &mut |start, aggregate| {
+                if !aggregate.edges.is_empty() || !aggregate.nodes.is_empty() {
+                    periods.add_aggregate(start, aggregate);
+                }
+            },
+        )?;
         Ok(periods)
     }
 

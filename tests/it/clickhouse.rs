@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use archtrace_analyzer::analysis::{Analyzed, Settings};
+use archtrace_analyzer::history::Periods;
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::time::{now_ns, rfc3339};
 use archtrace_analyzer::Span;
@@ -159,6 +160,64 @@ fn clickhouse_snapshot(store: &str, window: &Window) -> Snapshot {
     let endpoint = archtrace_clickhouse::Endpoint::parse(store).unwrap();
     let source = archtrace_clickhouse::ClickHouseSource::open(&endpoint).unwrap();
     analysed(source.snapshot(window).unwrap())
+}
+
+/// The steps of `periods` by name, not number (two reads number edges and nodes in the order
+/// they meet them), one line a step.
+fn named_steps(periods: &Periods) -> Vec<String> {
+    periods
+        .steps
+        .values()
+        .map(|period| {
+            let mut edges: Vec<String> = period
+                .edges
+                .iter()
+                .map(|edge| {
+                    let key = periods.edge_key(edge.id);
+                    let versions = period.edge_versions.get(&edge.id);
+                    format!("{key:?} {edge:?} {versions:?}")
+                        .replace(&format!("id: {}, ", edge.id), "")
+                })
+                .collect();
+            edges.sort();
+            let mut nodes: Vec<String> = period
+                .nodes
+                .iter()
+                .map(|node| {
+                    let versions = period.node_versions.get(&node.id);
+                    format!("{} {node:?} {versions:?}", periods.name(node.id))
+                        .replace(&format!("id: {}, ", node.id), "")
+                })
+                .collect();
+            nodes.sort();
+            format!(
+                "{} calls={} errors={} p99={:?} edges={edges:?} nodes={nodes:?}",
+                period.start_ns, period.calls, period.errors, period.p99_ns
+            )
+        })
+        .collect()
+}
+
+/// History's steps from ClickHouse, read a day of steps per query, against each step read as
+/// a window of its own.
+fn assert_steps_read_as_windows(store: &str, since: i64, until: i64, step: i64) -> usize {
+    let endpoint = archtrace_clickhouse::Endpoint::parse(store).unwrap();
+    let source = archtrace_clickhouse::ClickHouseSource::open(&endpoint).unwrap();
+    let conn = archtrace_clickhouse::Connection::open(&endpoint).unwrap();
+    let mut expected = Periods::default();
+    let mut start = since;
+    while start < until {
+        let end = (start + step).min(until);
+        let aggregate = archtrace_clickhouse::buckets::read_window(&conn, start, end).unwrap();
+        if !aggregate.edges.is_empty() || !aggregate.nodes.is_empty() {
+            expected.add_aggregate(start, &aggregate);
+        }
+        start = end;
+    }
+    let expected = named_steps(&expected);
+    let actual = named_steps(&source.periods(since, until, step).unwrap());
+    assert_eq!(actual, expected, "steps of {step} ns from {since}");
+    expected.len()
 }
 
 #[test]
@@ -366,6 +425,21 @@ fn workers_derive_otel_traces_from_clickhouse_as_duckdb_does_and_the_viewer_read
         &expected,
         "killed and resumed",
     );
+
+    // History reads its steps a day of them per query; each step holds what the window of
+    // the step alone holds: 5-minute steps, 7-minute ones (no divisor of the hour; the last
+    // one shorter), hours, and steps off the minute (read each on its own).
+    let store = clickhouse.address("arch3");
+    let hour = 60 * minute;
+    for (from, step, least) in [
+        (since, 5 * minute, 4),
+        (since, 7 * minute, 3),
+        (since.div_euclid(hour) * hour, hour, 1),
+        (since + 1_500_000_000, 90_000_000_000, 10),
+    ] {
+        let steps = assert_steps_read_as_windows(&store, from, until, step);
+        assert!(steps >= least, "{steps} steps of {step} ns hold something");
+    }
 
     // The reading commands and the viewer read the same buckets.
     let graph = succeeded(
