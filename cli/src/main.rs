@@ -418,7 +418,8 @@ struct EventsArgs {
     /// text for a terminal, json (events and the trend per step), markdown for comments.
     #[arg(long, value_enum, default_value_t = HotspotFormat::Table)]
     format: HotspotFormat,
-    /// TOML file of finding thresholds, as for hotspots (fan-in/out events use the hub ones).
+    /// TOML file of finding thresholds, as for hotspots (fan-in/out events use the hub ones);
+    /// with --server, sent for the server's replay.
     #[arg(long, value_name = "FILE")]
     thresholds: Option<PathBuf>,
 }

@@ -191,8 +191,8 @@ async fn snapshot(
 }
 
 /// `GET /api/v1/events?since=7d&until=...&step=1h&gone_after=24h&kind=new_edge,edge_gone&
-/// severity=warning&service=cart` (or `at=WHEN`): the architecture's events and trend points
-/// over the window, as `archtrace events --format json`.
+/// severity=warning&service=cart&thresholds={"spof_min_dominated":3}` (or `at=WHEN`): the
+/// architecture's events and trend points over the window, as `archtrace events --format json`.
 async fn events(
     State(source): State<Arc<dyn SnapshotSource>>,
     Query(request): Query<EventsRequest>,

@@ -195,6 +195,9 @@ pub struct EventsRequest {
     /// The lowest severity shown.
     pub severity: Option<String>,
     pub service: Option<String>,
+    /// Finding thresholds as a JSON object of a thresholds file's fields (those left out keep
+    /// their defaults): what `archtrace events --server --thresholds` sends.
+    pub thresholds: Option<String>,
 }
 
 /// What [`EventsRequest::resolve`] makes of a request.
@@ -244,6 +247,18 @@ impl EventsRequest {
                 .ok_or_else(|| format!("severity={text:?}: expected info, warning or error"))?,
             None => Severity::Info,
         };
+        let analysis = match given(&self.thresholds) {
+            Some(json) => Settings {
+                thresholds: serde_json::from_str(json).map_err(|err| {
+                    format!(
+                        "thresholds: {err} (expected a JSON object of thresholds, \
+                         e.g. {{\"hub_min_fan_in\":5}})"
+                    )
+                })?,
+                ..analysis.clone()
+            },
+            None => analysis.clone(),
+        };
         Ok(ResolvedEvents {
             window,
             query: HistoryQuery::new(
@@ -252,7 +267,7 @@ impl EventsRequest {
                     gone_after_ns,
                     ..defaults
                 },
-                analysis.clone(),
+                analysis,
             ),
             filter: EventFilter {
                 kinds,

@@ -1,6 +1,7 @@
 //! Snapshots from a running `archtrace serve`, which holds its store's lock: asked over its
 //! admin listener's snapshot API.
 
+use archtrace_analyzer::findings::Thresholds;
 use archtrace_analyzer::history::{History, Periods};
 use archtrace_analyzer::snapshot::Snapshot;
 use archtrace_analyzer::time::rfc3339;
@@ -78,18 +79,23 @@ impl SnapshotSource for RemoteSource {
         ))
     }
 
-    /// The server replays its own store; the window, step and gone-after time are passed on,
-    /// the thresholds are the server's.
+    /// The server replays its own store; the window, step, gone-after time and thresholds
+    /// (unless the defaults, which the server has too) are passed on.
     fn history(&self, window: &Window, query: &HistoryQuery) -> Result<History, QueryError> {
         let settings = &query.history;
         let seconds = |ns: i64| format!("{}s", ns / 1_000_000_000);
-        let query = [
+        let mut parameters = vec![
             ("since", rfc3339(window.since_ns)),
             ("until", rfc3339(window.until_ns)),
             ("step", seconds(settings.step_ns)),
             ("gone_after", seconds(settings.gone_after_ns)),
         ];
-        let body = self.get("/api/v1/events", &query)?;
+        let thresholds = &query.analysis.thresholds;
+        if *thresholds != Thresholds::default() {
+            let json = serde_json::to_string(thresholds).expect("thresholds serialize as JSON");
+            parameters.push(("thresholds", json));
+        }
+        let body = self.get("/api/v1/events", &parameters)?;
         serde_json::from_slice(&body).map_err(|source| QueryError::NotUnderstood {
             url: format!("{}/api/v1/events", self.server),
             what: "events",

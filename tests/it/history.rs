@@ -302,6 +302,51 @@ async fn a_release_that_adds_calls_and_drops_one_is_told_with_its_versions() {
             vec!["frontend 1.0 -> ads 1.0".to_owned()]
         )]
     );
+    // `archtrace events --server` passes a thresholds file on: counted from ten dominated
+    // nodes up, cart's single point of failure is no finding; the structural events stay.
+    let thresholds = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(thresholds.path(), "spof_min_dominated = 10\n").unwrap();
+    let remote = |extra: Vec<String>| {
+        let server = archtrace.admin_url("");
+        let since = rfc3339(release_1_0 + 20 * MINUTE);
+        tokio::task::spawn_blocking(move || {
+            let output = succeeded(
+                Command::new(binary())
+                    .args(["events", "--server", &server, "--since", &since])
+                    .args(["--gone-after", "3h", "--format", "json"])
+                    .args(extra),
+            );
+            serde_json::from_slice::<History>(&output.stdout).unwrap()
+        })
+    };
+    let findings_of = |history: &History| -> Vec<String> {
+        history
+            .events
+            .iter()
+            .filter(|e| !is_structural(e.kind))
+            .map(|e| e.subjects.join(","))
+            .collect()
+    };
+    let by_default = remote(Vec::new()).await.unwrap();
+    assert_eq!(findings_of(&by_default), ["cart"]);
+    let file = thresholds.path().display().to_string();
+    let with_file = remote(vec!["--thresholds".to_owned(), file]).await.unwrap();
+    assert_eq!(findings_of(&with_file), Vec::<String>::new());
+    assert_eq!(structural(&with_file.events), expected);
+    // Thresholds the API cannot read are refused, naming what is wrong.
+    let unknown = r#"{"hub_fan_in":3}"#;
+    let url = reqwest::Url::parse_with_params(
+        &archtrace.admin_url("/api/v1/events"),
+        [("step", "1h"), ("thresholds", unknown)],
+    )
+    .unwrap();
+    let bad = reqwest::get(url).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let message = bad.text().await.unwrap();
+    assert!(
+        message.contains("thresholds") && message.contains("hub_fan_in"),
+        "{message}"
+    );
     let bad = reqwest::get(archtrace.admin_url("/api/v1/events?step=90s"))
         .await
         .unwrap();

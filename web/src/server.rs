@@ -584,6 +584,7 @@ fn history_form(request: &EventsRequest) -> Markup {
             }
             label { " service " input type="text" name="service" value=[request.service.as_deref()] size="14"; }
             @if let Some(gone_after) = &request.gone_after { input type="hidden" name="gone_after" value=(gone_after); }
+            @if let Some(thresholds) = &request.thresholds { input type="hidden" name="thresholds" value=(thresholds); }
             button type="submit" { "Apply" }
         }
     }
