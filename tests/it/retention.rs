@@ -15,7 +15,11 @@ const MINUTE_NS: u64 = 60_000_000_000;
 
 async fn snapshot(server: &InProcessServer, since: &str, until: &str) -> Snapshot {
     let url = server.admin_url(&format!("/api/v1/snapshot?since={since}&until={until}"));
-    reqwest::get(url).await.unwrap().json().await.unwrap()
+    let response = reqwest::get(&url).await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert!(status.is_success(), "{url}: {status} {body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
