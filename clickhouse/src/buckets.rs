@@ -10,7 +10,7 @@ use archtrace_analyzer::aggregate::{
 };
 use archtrace_analyzer::derive::EdgeKind;
 use archtrace_analyzer::sketch::LatencySketch;
-use archtrace_store::buckets::{parse_node_type, plan, MINUTE_NS};
+use archtrace_store::buckets::{parse_node_type, plan, MINUTE_NS, STEPS_PER_READ};
 use clickhouse::{Row, RowWrite};
 use serde::{Deserialize, Serialize};
 
@@ -818,7 +818,6 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
     read_step_graph(conn, &read, &mut names, &mut steps)?;
     let mut aggregate = steps.remove(&since_ns).unwrap_or_default();
     let filter = &read.filter;
-    let mut intern = |text: String| names.intern(text);
     let client = conn.client();
 
     let operations: Vec<OperationSum> = conn.run(
@@ -835,10 +834,10 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
     )?;
     for row in operations {
         let key = OperationKey {
-            from_service: intern(row.from_service),
-            from_operation: intern(row.from_operation),
-            to_service: intern(row.to_service),
-            to_operation: intern(row.to_operation),
+            from_service: names.intern(row.from_service),
+            from_operation: names.intern(row.from_operation),
+            to_service: names.intern(row.to_service),
+            to_operation: names.intern(row.to_operation),
         };
         let stats = OperationStats {
             calls: row.total_calls,
@@ -868,8 +867,8 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
     )?;
     for row in entries {
         let key = EntryKey {
-            service: intern(row.service),
-            operation: intern(row.operation),
+            service: names.intern(row.service),
+            operation: names.intern(row.operation),
         };
         let histogram = |(values, counts): (Vec<u32>, Vec<u64>)| {
             Histogram::from_counts(values.into_iter().zip(counts))
@@ -899,8 +898,8 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
     )?;
     for row in paths {
         let key = EntryKey {
-            service: intern(row.service),
-            operation: intern(row.operation),
+            service: names.intern(row.service),
+            operation: names.intern(row.operation),
         };
         let path = PathStats {
             traces: row.total_traces,
@@ -912,7 +911,7 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
             .entry(key)
             .or_default()
             .critical_path
-            .entry(intern(row.path_service))
+            .entry(names.intern(row.path_service))
             .or_default()
             .merge(&path);
     }
@@ -948,10 +947,6 @@ pub fn read_window(conn: &Connection, since_ns: i64, until_ns: i64) -> Result<Ag
     aggregate.span_range = totals.first_span_ns.zip(totals.last_span_ns);
     Ok(aggregate)
 }
-
-/// Steps read per round of queries: a month of hours is read a day at a time, so that only a
-/// day's sketches are held at once.
-const STEPS_PER_READ: i64 = 24;
 
 /// The edges and nodes, with their releases, derived in each step of `step_ns` from `since`
 /// to `until` (the last step may be shorter), each as [`read_window`] reads it, passed to

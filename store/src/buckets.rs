@@ -685,7 +685,7 @@ pub fn step_width(step_ns: i64) -> i64 {
 
 /// Steps read per round of queries: a month of hours is read a day at a time, so that only a
 /// day's sketches are held at once.
-const STEPS_PER_READ: i64 = 24;
+pub const STEPS_PER_READ: i64 = 24;
 
 /// What was derived in each step of `step_ns` (a whole number of minutes; hours are read when
 /// it is a whole number of hours) from `since` (a step boundary) to `until`, oldest first:

@@ -173,10 +173,16 @@ fn named_steps(periods: &Periods) -> Vec<String> {
                 .edges
                 .iter()
                 .map(|edge| {
-                    let key = periods.edge_key(edge.id);
-                    let versions = period.edge_versions.get(&edge.id);
-                    format!("{key:?} {edge:?} {versions:?}")
-                        .replace(&format!("id: {}, ", edge.id), "")
+                    format!(
+                        "{:?} calls={} errors={} p99={:?} seen={}..{} {:?}",
+                        periods.edge_key(edge.id),
+                        edge.calls,
+                        edge.errors,
+                        edge.p99_ns,
+                        edge.first_seen_ns,
+                        edge.last_seen_ns,
+                        period.edge_versions.get(&edge.id)
+                    )
                 })
                 .collect();
             edges.sort();
@@ -184,9 +190,14 @@ fn named_steps(periods: &Periods) -> Vec<String> {
                 .nodes
                 .iter()
                 .map(|node| {
-                    let versions = period.node_versions.get(&node.id);
-                    format!("{} {node:?} {versions:?}", periods.name(node.id))
-                        .replace(&format!("id: {}, ", node.id), "")
+                    format!(
+                        "{} reports_spans={} {:?} {:?} {:?}",
+                        periods.name(node.id),
+                        node.reports_spans,
+                        node.node_type,
+                        node.seen,
+                        period.node_versions.get(&node.id)
+                    )
                 })
                 .collect();
             nodes.sort();
